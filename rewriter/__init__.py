@@ -1,0 +1,58 @@
+"""From SQL text to plans: the one seam every statement goes through."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from rewriter.plans import (
+    Column,
+    Cost,
+    Local,
+    LocalAnswer,
+    Passthrough,
+    Plan,
+    QueryPlan,
+    RawResult,
+    Refuse,
+    Release,
+    ReleaseSpec,
+    Rewrite,
+)
+
+__all__ = [
+    "Column", "Cost", "Local", "LocalAnswer", "Passthrough", "Plan", "PlanContext",
+    "Planner", "QueryPlan", "RawResult", "Refuse", "Release", "ReleaseSpec", "Rewrite", "plan",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanContext:
+    """Who is asking and under which policy.
+
+    `policy` is None when pgshroud runs without one (plain pass-through).
+    `role_sees_raw` is True for roles whose access is `raw`.
+    """
+
+    user: str
+    policy: object | None = None
+    role_sees_raw: bool = False
+
+
+class Planner(Protocol):
+    """The signature of `plan`, so the session can be driven by another planner."""
+
+    def __call__(self, sql: str, context: PlanContext) -> QueryPlan: ...
+
+
+def plan(sql: str, context: PlanContext) -> QueryPlan:
+    """Plan one Query or Parse text.
+
+    Without a policy, or for a role that sees raw data, the text is passed
+    through as one unit without being lexed: that path must stay free.
+    """
+    if context.policy is None or context.role_sees_raw:
+        return (Passthrough(sql),)
+    # Every policy-driven decision belongs to the masking and differential
+    # privacy rewrites; until a policy model exists nothing may pass unseen.
+    return (Refuse("0A000", "pgshroud cannot analyse statements under this policy yet"),)

@@ -1,0 +1,100 @@
+"""The plan kinds: what the proxy does with one statement.
+
+The rewriter returns one plan per statement of a Query (or one Passthrough for
+the whole text when nothing needs to be looked at). The proxy session carries
+each kind out; nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+
+@dataclass(frozen=True, slots=True)
+class Passthrough:
+    """Forward the statement text exactly as the client sent it."""
+
+    sql: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    """Forward this rewritten text instead; results are relayed untouched."""
+
+    sql: str
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One output column of an answer the proxy builds itself.
+
+    `type_oid` is a PostgreSQL type OID; values are carried as text, so a
+    column's text form must be valid input for that type.
+    """
+
+    name: str
+    type_oid: int = 25  # text
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAnswer:
+    """A complete result computed by pgshroud without reading any data."""
+
+    command_tag: str
+    columns: tuple[Column, ...] = ()
+    rows: tuple[tuple[str | None, ...], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What a release costs in privacy: (epsilon, delta)."""
+
+    epsilon: float
+    delta: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RawResult:
+    """The upstream rows of a Release statement, decoded as text."""
+
+    columns: tuple[str, ...]
+    type_oids: tuple[int, ...]
+    rows: tuple[tuple[str | None, ...], ...]
+
+
+class ReleaseSpec(Protocol):
+    """How to turn the raw aggregates of a Release into the private answer."""
+
+    @property
+    def cost(self) -> Cost: ...
+
+    def finalize(self, raw: RawResult) -> LocalAnswer: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Charge `spec.cost`, run `sql` upstream, and send only `spec.finalize` of its rows."""
+
+    sql: str
+    spec: ReleaseSpec = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Local:
+    """Answer without forwarding the statement (SET/SHOW pgshroud.*, EXPLAIN of a plan)."""
+
+    answer: LocalAnswer
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Reject the statement with a PostgreSQL error."""
+
+    sqlstate: str
+    message: str
+    hint: str | None = None
+
+
+Plan = Passthrough | Rewrite | Release | Local | Refuse
+QueryPlan = Sequence[Plan]

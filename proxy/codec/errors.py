@@ -1,0 +1,13 @@
+"""Errors raised by the wire-protocol codec."""
+
+from __future__ import annotations
+
+
+class ProtocolViolation(Exception):
+    """The remote peer broke the PostgreSQL wire protocol.
+
+    The message says what was wrong; ``sqlstate`` is the code PostgreSQL
+    itself reports for such input (ERRCODE_PROTOCOL_VIOLATION).
+    """
+
+    sqlstate = "08P01"

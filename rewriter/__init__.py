@@ -23,6 +23,7 @@ from rewriter.plans import (
 __all__ = [
     "Column", "Cost", "Local", "LocalAnswer", "Passthrough", "Plan", "PlanContext",
     "Planner", "QueryPlan", "RawResult", "Refuse", "Release", "ReleaseSpec", "Rewrite", "plan",
+    "plan_function_call",
 ]
 
 
@@ -56,3 +57,15 @@ def plan(sql: str, context: PlanContext) -> QueryPlan:
     # Every policy-driven decision belongs to the masking and differential
     # privacy rewrites; until a policy model exists nothing may pass unseen.
     return (Refuse("0A000", "pgshroud cannot analyse statements under this policy yet"),)
+
+
+def plan_function_call(function_oid: int, context: PlanContext) -> Passthrough | Refuse:
+    """The fast-path FunctionCall message names a function by OID, with no
+    SQL to analyse: only sessions that see raw data may use it."""
+    if context.policy is None or context.role_sees_raw:
+        return Passthrough("")
+    return Refuse(
+        "42501",
+        "pgshroud does not allow fast-path function calls",
+        hint="Call the function in a SELECT statement instead.",
+    )

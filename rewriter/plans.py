@@ -64,10 +64,17 @@ class RawResult:
 
 
 class ReleaseSpec(Protocol):
-    """How to turn the raw aggregates of a Release into the private answer."""
+    """How to turn the raw aggregates of a Release into the private answer.
+
+    `columns` are known when the statement is planned, so that Describe can
+    answer before anything runs; `finalize` returns rows of those columns.
+    """
 
     @property
     def cost(self) -> Cost: ...
+
+    @property
+    def columns(self) -> tuple[Column, ...]: ...
 
     def finalize(self, raw: RawResult) -> LocalAnswer: ...
 

@@ -1,0 +1,539 @@
+"""One client's session after startup: every statement through the planner,
+responses relayed or replaced in order.
+
+Both directions are scanned frame by frame in Protocol callbacks. Frames
+that pass unchanged are written in runs, as the slices of the received
+chunk they already are; only Query, Parse, Bind, Describe, Execute, Close
+and FunctionCall are decoded, and upstream result rows never are unless a
+Release needs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections import deque
+from typing import Awaitable, Callable, Protocol
+
+from proxy import responses as r
+from proxy.answers import UnsupportedFormat, check_formats, result_formats
+from proxy.codec.messages import Bind, Describe, ErrorResponse, Execute, FunctionCall, Parse, Query
+from proxy.config import ServerConfig
+from proxy.leg import Leg
+from proxy.startup import Established
+from proxy.upstream import send_cancel
+from rewriter import PlanContext, Planner, plan_function_call
+from rewriter.plans import Cost, Local, Passthrough, Plan, Refuse, Release, Rewrite
+
+log = logging.getLogger("pgshroud.session")
+
+_LENGTH = struct.Struct("!I").unpack_from
+# A statement that always fails during analysis, after the statements
+# before it have run: PostgreSQL then aborts exactly as for a real error.
+SENTINEL_SQL = "SELECT 'pgshroud: statement refused'::pg_catalog.int4"
+# Stands in upstream for a Local statement, so its answer lands in order
+# and PostgreSQL still decides whether it may run (e.g. not in a failed
+# transaction).
+PLACEHOLDER_SQL = "SELECT WHERE false"
+# Frames that may be relayed before they are complete, to avoid buffering
+# large rows and COPY data.
+_STREAMABLE = frozenset(b"Dd")
+
+Q, P, B, D, E, S, H, C, X, F = (ord(c) for c in "QPBDESHCXF")
+COPY_MESSAGES = frozenset(b"dcf")
+TERMINATE = b"X\x00\x00\x00\x04"
+
+
+class Ledger(Protocol):
+    async def charge(self, user: str, cost: Cost) -> Refuse | None:
+        """Commit the cost durably, or return the refusal if it is not affordable."""
+
+
+class _Statement:
+    """A prepared statement or portal whose plan is not Passthrough."""
+
+    __slots__ = ("plan", "formats")
+
+    def __init__(self, plan: Local | Release, formats: tuple[int, ...] = ()) -> None:
+        self.plan = plan
+        self.formats = formats
+
+
+class SessionContext:
+    """What every session shares: configuration, planner, ledger, policy."""
+
+    def __init__(self, config: ServerConfig, planner: Planner, ledger: Ledger | None = None, policy: object | None = None):
+        self.config = config
+        self.planner = planner
+        self.ledger = ledger
+        self.policy = policy
+
+
+class Session:
+    def __init__(self, client: Leg, established: Established, shared: SessionContext) -> None:
+        self.client = client
+        self.upstream = established.upstream
+        self.user = established.user
+        self.shared = shared
+        self.upstream_key = established.upstream_key
+        self.plan_context = PlanContext(user=established.user, policy=shared.policy)
+        self._pending: deque[r.Unit] = deque()
+        self._statements: dict[str, _Statement] = {}
+        self._portals: dict[str, _Statement] = {}
+        self._client_rest = b""
+        self._client_streaming = 0  # bytes of a partly relayed client frame still to come
+        self._upstream_rest = b""
+        self._upstream_streaming = 0
+        self._client_skipping = False  # after a refusal: drop client messages until Sync
+        self._upstream_skipping = False  # after an upstream error: it drops messages until Sync
+        self._blocked = False  # a charge is in flight; client input waits
+        self._draining = False
+        self._terminating = False
+        self.transaction_status = b"I"
+        self.finished = asyncio.get_running_loop().create_future()
+        self._max = shared.config.max_message_size
+
+    # lifecycle
+
+    def start(self) -> None:
+        self.client.on_data = self._on_client_data
+        self.upstream.on_data = self._on_upstream_data
+        self.client.on_lost = self._on_client_lost
+        self.upstream.on_lost = self._on_upstream_lost
+        # Backpressure: a slow reader pauses the other side's reads.
+        self.client.on_pause_writing = lambda: self.upstream.pause("client-slow")
+        self.client.on_resume_writing = lambda: self.upstream.resume("client-slow")
+        self.upstream.on_pause_writing = lambda: self.client.pause("upstream-slow")
+        self.upstream.on_resume_writing = lambda: self.client.resume("upstream-slow")
+        # Bytes that arrived while startup was still reading frames.
+        leftover = self.client.frames.take_all()
+        if leftover:
+            self._on_client_data(leftover)
+        leftover = self.upstream.frames.take_all()
+        if leftover:
+            self._on_upstream_data(leftover)
+
+    @property
+    def idle(self) -> bool:
+        return not self._pending and not self._client_rest and not self._blocked
+
+    def drain(self) -> None:
+        """Close at the next moment nothing is running."""
+        self._draining = True
+        if self.idle:
+            self._close_with_error("57P01", "terminating connection because pgshroud is shutting down")
+
+    def cancel_upstream(self) -> None:
+        if self.upstream_key is None:
+            return
+        key = self.upstream_key
+        task = asyncio.ensure_future(send_cancel(self.shared.config.upstream, key.process_id, key.secret))
+        task.add_done_callback(_log_cancel_failure)
+
+    def _on_client_lost(self, exc: Exception | None) -> None:
+        if not self.upstream.closed.done():
+            if self._pending or self._blocked:
+                self.cancel_upstream()
+            else:
+                self.upstream.write(TERMINATE)
+            self.upstream.close()
+        self._finish()
+
+    def _on_upstream_lost(self, exc: Exception | None) -> None:
+        if not self.client.closed.done():
+            self._close_with_error("08006", "the upstream PostgreSQL closed the connection", severity="FATAL")
+        self._finish()
+
+    def _finish(self) -> None:
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+    def _close_with_error(self, sqlstate: str, message: str, severity: str = "FATAL") -> None:
+        self.client.write(r.error_bytes(sqlstate, message, severity=severity))
+        self.client.close()
+        self.upstream.write(TERMINATE)
+        self.upstream.close()
+
+    # client → upstream
+
+    def _on_client_data(self, data: bytes) -> None:
+        if self._client_streaming:
+            data = self._stream_client(data)
+            if not data:
+                return
+        if self._client_rest:
+            data = self._client_rest + data
+            self._client_rest = b""
+        out: list[bytes] = []
+        n = len(data)
+        pos = run = 0
+        try:
+            while n - pos >= 5 and not self._blocked and not self._terminating:
+                kind = data[pos]
+                length = _LENGTH(data, pos + 1)[0]
+                if length < 4 or length > self._max:
+                    raise _Violation(f"invalid length {length} for frontend message type {chr(kind)!r}")
+                end = pos + 1 + length
+                if end > n:
+                    if kind == ord("d") and not self._client_skipping:
+                        if run < pos:
+                            out.append(data[run:pos])
+                        out.append(data[pos:])
+                        self._client_streaming = end - n
+                        pos = run = n
+                    break
+                replacement = self._client_frame(kind, data, pos, end)
+                if replacement is not None:
+                    if run < pos:
+                        out.append(data[run:pos])
+                    if replacement:
+                        out.append(replacement)
+                    run = end
+                pos = end
+        except _Violation as exc:
+            self._protocol_violation(str(exc))
+            return
+        if run < pos:
+            out.append(data if run == 0 and pos == n else data[run:pos])
+        if pos < n:
+            self._client_rest = data[pos:]
+        if out:
+            self.upstream.write(b"".join(out))
+        if self._terminating:
+            self.upstream.close()
+            self.client.close()
+
+    def _stream_client(self, data: bytes) -> bytes:
+        k = self._client_streaming
+        if len(data) <= k:
+            self._client_streaming -= len(data)
+            self.upstream.write(data)
+            return b""
+        self._client_streaming = 0
+        self.upstream.write(data[:k])
+        return data[k:]
+
+    def _client_frame(self, kind: int, data: bytes, pos: int, end: int) -> bytes | None:
+        """Handle one complete client frame: None relays it unchanged,
+        bytes (possibly empty) are sent in its place."""
+        if self._client_skipping:
+            if kind != S:
+                return b""
+            self._client_skipping = False
+        if kind in COPY_MESSAGES or kind == H:
+            return None
+        payload = data[pos + 5 : end]
+        if kind == Q:
+            return self._on_query(Query.decode(payload).sql)
+        if kind == S:
+            self._upstream_skipping = False
+            self._pending.append(r.Unit(r.ENDS_READY, extended=False, is_sync=True))
+            return None
+        if kind == P:
+            return self._on_parse(Parse.decode(payload))
+        if kind == B:
+            return self._on_bind(payload)
+        if kind == E:
+            return self._on_execute(Execute.decode(payload))
+        if kind == D:
+            return self._on_describe(Describe.decode(payload))
+        if kind == C:
+            return self._on_close(payload)
+        if kind == F:
+            return self._on_function_call(FunctionCall.decode(payload))
+        if kind == X:
+            self._terminating = True
+            return None
+        raise _Violation(f"invalid frontend message type {chr(kind)!r}")
+
+    def _expect(self, ends: frozenset[int], *, extended: bool = True, action: r.Action | None = None) -> None:
+        # After an upstream error PostgreSQL ignores everything up to Sync.
+        if not self._upstream_skipping:
+            self._pending.append(r.Unit(ends, extended=extended, action=action))
+
+    def _plan(self, sql: str) -> list[Plan]:
+        try:
+            plans = list(self.shared.planner(sql, self.plan_context))
+        except Exception:
+            log.exception("planner failed; refusing the statement")
+            return [Refuse("XX000", "pgshroud could not analyse this statement, so it was refused")]
+        return plans or [Refuse("XX000", "pgshroud could not analyse this statement, so it was refused")]
+
+    # simple Query
+
+    def _on_query(self, sql: str) -> bytes | None:
+        plans = self._plan(sql)
+        if len(plans) == 1 and type(plans[0]) is Passthrough and plans[0].sql == sql:
+            self._expect(r.ENDS_READY, extended=False)
+            return None
+        releases = [p for p in plans if isinstance(p, Release)]
+        if releases:
+            self._block(self._charge_then_query(plans))
+            return b""
+        return self._query_from_plans(plans)
+
+    def _query_from_plans(self, plans: list[Plan]) -> bytes:
+        texts: list[str] = []
+        actions: list[r.Action | None] = []
+        for plan in plans:
+            if isinstance(plan, (Passthrough, Rewrite)):
+                texts.append(plan.sql)
+                actions.append(None)
+            elif isinstance(plan, Local):
+                texts.append(PLACEHOLDER_SQL)
+                actions.append(r.local_statement_action(plan.answer))
+            elif isinstance(plan, Release):
+                texts.append(plan.sql)
+                actions.append(self._transform(plan, describe=True))
+            else:  # Refuse: nothing after it runs, as after a real error
+                texts.append(SENTINEL_SQL)
+                actions.append(r.RefuseAction(r.error_bytes(plan.sqlstate, plan.message, plan.hint)))
+                break
+        self._expect(r.ENDS_READY, extended=False, action=r.Statements(actions))
+        return Query(";\n".join(texts)).encode()
+
+    async def _charge_then_query(self, plans: list[Plan]) -> bytes:
+        charged: list[Plan] = []
+        for plan in plans:
+            if isinstance(plan, Release):
+                refusal = await self._charge(plan)
+                if refusal is not None:
+                    charged.append(refusal)
+                    break
+            charged.append(plan)
+        return self._query_from_plans(charged)
+
+    async def _charge(self, plan: Release) -> Refuse | None:
+        ledger = self.shared.ledger
+        if ledger is None:
+            return Refuse("55000", "private answers need a privacy budget ledger, and none is configured")
+        try:
+            return await ledger.charge(self.user, plan.spec.cost)
+        except Exception:
+            log.exception("ledger charge failed")
+            return Refuse("58000", "the privacy budget ledger is unavailable, so nothing was released")
+
+    def _transform(self, plan: Release, *, describe: bool, formats: tuple[int, ...] | None = None) -> r.Transform:
+        columns = plan.spec.columns
+        return r.Transform(
+            plan.spec.finalize,
+            columns,
+            formats if formats is not None else (0,) * len(columns),
+            describe=describe,
+            on_error=_withheld_error,
+        )
+
+    # extended protocol
+
+    def _on_parse(self, parse: Parse) -> bytes | None:
+        plans = self._plan(parse.sql)
+        plan = plans[0] if len(plans) == 1 else Refuse("42601", "cannot insert multiple commands into a prepared statement")
+        if type(plan) is Passthrough and plan.sql == parse.sql:
+            if self._statements:
+                self._statements.pop(parse.name, None)
+            self._expect(r.ENDS_PARSE)
+            return None
+        if isinstance(plan, Refuse):
+            self._statements.pop(parse.name, None)
+            self._expect(r.ENDS_PARSE, action=r.RefuseAction(r.error_bytes(plan.sqlstate, plan.message, plan.hint)))
+            self._client_skipping = True
+            return Parse(parse.name, SENTINEL_SQL, ()).encode()
+        self._expect(r.ENDS_PARSE)
+        if isinstance(plan, (Passthrough, Rewrite)):
+            self._statements.pop(parse.name, None)
+            return Parse(parse.name, plan.sql, parse.param_types).encode()
+        self._statements[parse.name] = _Statement(plan)
+        if isinstance(plan, Local):
+            return Parse(parse.name, PLACEHOLDER_SQL, ()).encode()
+        return Parse(parse.name, plan.sql, parse.param_types).encode()
+
+    def _on_bind(self, payload: bytes) -> bytes | None:
+        portal, statement = _two_names(payload)
+        info = self._statements.get(statement) if self._statements else None
+        if info is None:
+            if self._portals:
+                self._portals.pop(portal, None)
+            self._expect(r.ENDS_BIND)
+            return None
+        bind = Bind.decode(payload)
+        columns = _columns(info.plan)
+        try:
+            formats = result_formats(bind.result_formats, len(columns))
+            check_formats(columns, formats)
+        except UnsupportedFormat as exc:
+            return self._refuse_extended(r.ENDS_BIND, "0A000", str(exc))
+        self._portals[portal] = _Statement(info.plan, formats)
+        self._expect(r.ENDS_BIND)
+        # PostgreSQL's rows for pgshroud's own answers are read as text.
+        return Bind(bind.portal, bind.statement, bind.param_formats, bind.params, ()).encode()
+
+    def _on_describe(self, describe: Describe) -> bytes | None:
+        table = self._statements if describe.kind == b"S" else self._portals
+        info = table.get(describe.name) if table else None
+        if info is None:
+            self._expect(r.ENDS_DESCRIBE)
+            return None
+        columns = _columns(info.plan)
+        formats = info.formats or (0,) * len(columns)
+        self._expect(r.ENDS_DESCRIBE, action=r.describe_replacement(columns, formats))
+        return None
+
+    def _on_execute(self, execute: Execute) -> bytes | None:
+        info = self._portals.get(execute.portal) if self._portals else None
+        if info is None:
+            self._expect(r.ENDS_EXECUTE)
+            return None
+        plan = info.plan
+        if isinstance(plan, Local):
+            self._expect(r.ENDS_EXECUTE, action=r.local_execute_action(plan.answer, info.formats))
+            return None
+        self._block(self._charge_then_execute(plan, execute, info.formats))
+        return b""
+
+    async def _charge_then_execute(self, plan: Release, execute: Execute, formats: tuple[int, ...]) -> bytes:
+        refusal = await self._charge(plan)
+        if refusal is not None:
+            return self._refuse_extended(r.ENDS_EXECUTE, refusal.sqlstate, refusal.message, refusal.hint)
+        self._expect(r.ENDS_EXECUTE, action=self._transform(plan, describe=False, formats=formats))
+        # A release is answered whole: fetching it in pieces would run the
+        # aggregate, and its noise, more than once.
+        return Execute(execute.portal, 0).encode()
+
+    def _refuse_extended(self, ends: frozenset[int], sqlstate: str, message: str, hint: str | None = None) -> bytes:
+        """Refuse inside the extended protocol: both sides skip to Sync."""
+        self._expect(ends, action=r.RefuseAction(r.error_bytes(sqlstate, message, hint)))
+        self._client_skipping = True
+        return Parse("", SENTINEL_SQL, ()).encode()
+
+    def _on_close(self, payload: bytes) -> bytes | None:
+        kind, name = payload[:1], payload[1:].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        table = self._statements if kind == b"S" else self._portals
+        if table:
+            table.pop(name, None)
+        self._expect(r.ENDS_CLOSE)
+        return None
+
+    def _on_function_call(self, call: FunctionCall) -> bytes | None:
+        plan = plan_function_call(call.function_oid, self.plan_context)
+        if isinstance(plan, Refuse):
+            action = r.Statements([r.RefuseAction(r.error_bytes(plan.sqlstate, plan.message, plan.hint))])
+            self._expect(r.ENDS_READY, extended=False, action=action)
+            return Query(SENTINEL_SQL).encode()
+        self._expect(r.ENDS_READY, extended=False)
+        return None
+
+    # waiting for a charge
+
+    def _block(self, work: Awaitable[bytes]) -> None:
+        self._blocked = True
+        self.client.pause("charging")
+        task = asyncio.ensure_future(work)
+        task.add_done_callback(self._unblock)
+
+    def _unblock(self, task: asyncio.Future[bytes]) -> None:
+        self._blocked = False
+        if task.cancelled() or self.client.closed.done():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("releasing a private answer failed: %s", type(exc).__name__)
+            self._close_with_error("XX000", "pgshroud failed while releasing a private answer")
+            return
+        self.upstream.write(task.result())
+        self.client.resume("charging")
+        self._on_client_data(b"")
+
+    def _protocol_violation(self, reason: str) -> None:
+        log.warning("closing a client that broke the protocol: %s", reason)
+        self._close_with_error("08P01", reason)
+
+    # upstream → client
+
+    def _on_upstream_data(self, data: bytes) -> None:
+        if self._upstream_streaming:
+            k = self._upstream_streaming
+            if len(data) <= k:
+                self._upstream_streaming -= len(data)
+                self.client.write(data)
+                return
+            self._upstream_streaming = 0
+            self.client.write(data[:k])
+            data = data[k:]
+        if self._upstream_rest:
+            data = self._upstream_rest + data
+            self._upstream_rest = b""
+        out: list[bytes] = []
+        pending = self._pending
+        n = len(data)
+        pos = run = 0
+        while n - pos >= 5:
+            kind = data[pos]
+            end = pos + 1 + _LENGTH(data, pos + 1)[0]
+            unit = pending[0] if pending else None
+            action = unit.action if unit is not None else None
+            if end > n:
+                if action is None and kind in _STREAMABLE:
+                    self._upstream_streaming = end - n
+                    pos = n
+                break
+            if action is not None:
+                if run < pos:
+                    out.append(data[run:pos])
+                out.append(action.frame(kind, data[pos:end]))
+                run = end
+            if unit is not None and kind in unit.ends:
+                self._end_unit(unit, kind, data, pos)
+            pos = end
+        if run < pos:
+            out.append(data if run == 0 and pos == n else data[run:pos])
+        if pos < n:
+            self._upstream_rest = data[pos:]
+        if out:
+            self.client.write(b"".join(out))
+        if self._draining and self.idle:
+            self.drain()
+
+    def _end_unit(self, unit: r.Unit, kind: int, data: bytes, pos: int) -> None:
+        pending = self._pending
+        pending.popleft()
+        if kind == r.READY:
+            self.transaction_status = data[pos + 5 : pos + 6]
+        elif kind == r.ERROR and unit.extended:
+            # PostgreSQL now discards messages until Sync: so do their units.
+            while pending and not pending[0].is_sync:
+                pending.popleft()
+            if not pending:
+                self._upstream_skipping = True
+
+
+class _Violation(Exception):
+    pass
+
+
+def _two_names(payload: bytes) -> tuple[str, str]:
+    first = payload.index(b"\0")
+    second = payload.index(b"\0", first + 1)
+    return (
+        payload[:first].decode("utf-8", "surrogateescape"),
+        payload[first + 1 : second].decode("utf-8", "surrogateescape"),
+    )
+
+
+def _columns(plan: Local | Release):
+    return plan.answer.columns if isinstance(plan, Local) else plan.spec.columns
+
+
+def _withheld_error(frame: bytes) -> bytes:
+    """An upstream error inside a Release could depend on protected data."""
+    upstream = ErrorResponse.decode(frame[5:])
+    if upstream.sqlstate[:2] in ("25", "40", "53", "57", "08"):
+        return frame  # transaction state, resources, cancellation: not data
+    return r.error_bytes(
+        "22000", "the private aggregate failed upstream; its error is withheld because it could depend on protected data"
+    )
+
+
+def _log_cancel_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("could not deliver a cancel request upstream: %s", task.exception())

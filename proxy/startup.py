@@ -1,0 +1,176 @@
+"""From a client's StartupMessage to ReadyForQuery: version negotiation,
+the upstream connection, and authentication relayed to PostgreSQL.
+
+Authentication is PostgreSQL's own: pgshroud forwards each challenge and
+answer, so users keep their credentials and pgshroud learns who logged in.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from proxy.codec.errors import ProtocolViolation
+from proxy.codec.framing import frame as _frame
+from proxy.codec.messages import (
+    AuthenticationCleartextPassword,
+    AuthenticationMD5Password,
+    AuthenticationOk,
+    AuthenticationSASL,
+    AuthenticationSASLContinue,
+    AuthenticationSASLFinal,
+    BackendKeyData,
+    NegotiateProtocolVersion,
+    SASLInitialResponse,
+    StartupMessage,
+    decode_authentication,
+)
+from proxy.config import ServerConfig
+from proxy.errors import ClientFacingError
+from proxy.leg import Leg
+from proxy.upstream import UpstreamUnavailable, connect
+
+log = logging.getLogger("pgshroud.startup")
+
+NEWEST_MINOR = 2  # pgshroud speaks protocol 3.2 to clients
+UPSTREAM_MINOR = 0  # and 3.0 upstream, which every PostgreSQL and pooler accepts
+_REPLICATION_OFF = {"false", "off", "no", "0"}
+
+
+@dataclass
+class Established:
+    upstream: Leg
+    client_minor: int
+    user: str
+    database: str
+    upstream_key: BackendKeyData | None
+
+
+def negotiate_version(startup: StartupMessage) -> tuple[int, NegotiateProtocolVersion | None]:
+    """The minor version this client gets, and the NegotiateProtocolVersion to send, if any."""
+    unknown = tuple(name for name, _ in startup.params if name.startswith("_pq_."))
+    minor = min(startup.minor, NEWEST_MINOR)
+    if startup.minor > NEWEST_MINOR or unknown:
+        return minor, NegotiateProtocolVersion(minor, unknown)
+    return minor, None
+
+
+def upstream_startup(startup: StartupMessage) -> StartupMessage:
+    """The client's parameters, minus protocol options, which are never forwarded."""
+    params = tuple((k, v) for k, v in startup.params if not k.startswith("_pq_."))
+    return StartupMessage(3, UPSTREAM_MINOR, params)
+
+
+def check_startup(startup: StartupMessage) -> tuple[str, str]:
+    user = startup.param("user")
+    if not user:
+        raise ClientFacingError("28000", "no PostgreSQL user name specified in startup packet")
+    replication = startup.param("replication")
+    if replication is not None and replication.lower() not in _REPLICATION_OFF:
+        raise ClientFacingError(
+            "0A000",
+            "pgshroud does not accept replication connections",
+            hint="Connect replication clients to PostgreSQL directly.",
+        )
+    return user, startup.param("database") or user
+
+
+async def establish(client: Leg, startup: StartupMessage, config: ServerConfig) -> Established:
+    """Run startup and authentication; raises ClientFacingError on failure."""
+    user, database = check_startup(startup)
+    client_minor, negotiation = negotiate_version(startup)
+    if negotiation is not None:
+        client.write(negotiation.encode())
+    try:
+        upstream = await connect(config.upstream, max_length=config.max_message_size)
+    except UpstreamUnavailable as exc:
+        raise ClientFacingError("08006", str(exc)) from None
+    try:
+        upstream.write(upstream_startup(startup).encode())
+        await _relay_authentication(client, upstream)
+        key = await _relay_until_ready(client, upstream)
+    except BaseException:
+        upstream.close()
+        raise
+    return Established(upstream, client_minor, user, database, key)
+
+
+async def _relay_authentication(client: Leg, upstream: Leg) -> None:
+    while True:
+        kind, payload = await _upstream_frame(upstream)
+        if kind == b"v":  # the upstream's own version negotiation stays on its leg
+            continue
+        if kind == b"E":
+            client.write(_frame(kind, payload))
+            raise ClientFacingError.already_sent()
+        if kind != b"R":
+            raise ProtocolViolation(f"unexpected upstream message {kind!r} during authentication")
+        request = decode_authentication(payload)
+        if isinstance(request, AuthenticationOk):
+            client.write(_frame(kind, payload))
+            return
+        if isinstance(request, AuthenticationSASL):
+            await _relay_sasl_start(client, upstream, request)
+        elif isinstance(request, (AuthenticationCleartextPassword, AuthenticationMD5Password, AuthenticationSASLContinue)):
+            client.write(_frame(kind, payload))
+            upstream.write(_frame(*await _client_password(client)))
+        elif isinstance(request, AuthenticationSASLFinal):
+            client.write(_frame(kind, payload))
+        else:
+            raise ClientFacingError(
+                "28000",
+                f"pgshroud cannot relay {type(request).__name__.removeprefix('Authentication')} authentication",
+                hint="Use password, md5 or scram-sha-256 authentication for connections from pgshroud.",
+            )
+
+
+async def _relay_sasl_start(client: Leg, upstream: Leg, request: AuthenticationSASL) -> None:
+    # Channel binding ties SCRAM to one TLS connection; a proxy holds two.
+    mechanisms = tuple(m for m in request.mechanisms if not m.endswith("-PLUS"))
+    if not mechanisms:
+        raise ClientFacingError("28000", "the upstream PostgreSQL offers only SCRAM with channel binding")
+    client.write(AuthenticationSASL(mechanisms).encode())
+    kind, payload = await _client_password(client)
+    initial = SASLInitialResponse.decode(payload)
+    if initial.data is not None and initial.data.startswith(b"y") and upstream.is_tls:
+        # 'y' says "I could bind, you did not offer it"; a server on TLS
+        # takes that as a downgrade attack and rejects it.
+        raise ClientFacingError(
+            "28000",
+            "SCRAM channel binding cannot pass through pgshroud when both the client and "
+            "pgshroud's upstream connection use TLS",
+            hint="Connect with channel_binding=disable, or give --upstream sslmode=disable "
+            "when pgshroud and PostgreSQL share a trusted network.",
+        )
+    upstream.write(_frame(kind, payload))
+
+
+async def _client_password(client: Leg) -> tuple[bytes, bytes]:
+    kind, payload = await client.read_frame()
+    if kind != b"p":
+        raise ProtocolViolation(f"expected a password message, got message type {kind!r}")
+    return kind, payload
+
+
+async def _relay_until_ready(client: Leg, upstream: Leg) -> BackendKeyData | None:
+    key: BackendKeyData | None = None
+    while True:
+        kind, payload = await _upstream_frame(upstream)
+        if kind == b"K":
+            key = BackendKeyData.decode(payload)
+        elif kind == b"Z":
+            return key  # the session sends its own key, then this ReadyForQuery
+        elif kind in (b"S", b"N"):
+            client.write(_frame(kind, payload))
+        elif kind == b"E":
+            client.write(_frame(kind, payload))
+            raise ClientFacingError.already_sent()
+        else:
+            raise ProtocolViolation(f"unexpected upstream message {kind!r} before ReadyForQuery")
+
+
+async def _upstream_frame(upstream: Leg) -> tuple[bytes, bytes]:
+    try:
+        return await upstream.read_frame()
+    except ConnectionError:
+        raise ClientFacingError("08006", "the upstream PostgreSQL closed the connection during startup") from None

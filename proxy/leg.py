@@ -70,7 +70,9 @@ class Leg(asyncio.Protocol):
     # coroutine side, for the startup phase
     async def read_frame(self) -> tuple[bytes, bytes]:
         """The next typed message; raises ProtocolViolation or LegClosed."""
-        self._raw_mode = False
+        if self._raw_mode:  # bytes pipelined after the startup packet
+            self._raw_mode = False
+            self.frames.receive_data(self.startup.take_all())
         while True:
             frame = self.frames.next_frame()
             if frame is not NEED_DATA:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import io
+import subprocess
 from collections.abc import Iterator
 
 import psycopg
 import pytest
 
+from proxy.demo import instructions, prepare_demo_cluster
 from proxy.demo_data import DIAGNOSES, TerminalProgress, load_demo_dataset
 from proxy.pgcluster import ThrowawayCluster
 
@@ -167,3 +169,27 @@ def test_terminal_progress_draws_a_bar_on_a_tty() -> None:
     progress("visits", 100, 100)
     assert stream.getvalue().endswith("\r  visits     [##########]        100 / 100 rows\n")
     assert "[#####.....]" in stream.getvalue()
+
+
+def test_demo_cluster_roles_and_instructions() -> None:
+    cluster = prepare_demo_cluster(patients=200)
+    try:
+        text = instructions("0.0.0.0", 6432, cluster)
+        assert 'psql "postgresql://clinician:clinician@127.0.0.1:6432/health"' in text
+        direct = f'psql "postgresql://analyst:analyst@127.0.0.1:{cluster.port}/health"'
+        assert direct in text
+        # The direct command works as printed.
+        url = direct.split('"')[1]
+        result = subprocess.run(["psql", url, "-tAc", "SELECT count(*) FROM patients"], capture_output=True, text=True)
+        assert result.stdout.strip() == "200", result.stderr
+
+        owners = cluster.execute("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'", "health")
+        assert owners == [("admin",)]
+        for role in ("clinician", "analyst"):
+            with psycopg.connect(cluster.dsn(user=role, password=role, dbname="health")) as conn:
+                for table in ("patients", "visits", "labs", "diagnoses"):
+                    conn.execute(f"SELECT 1 FROM {table} LIMIT 1")
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute("DELETE FROM diagnoses")
+    finally:
+        cluster.stop()

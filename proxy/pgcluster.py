@@ -160,7 +160,10 @@ class ThrowawayCluster:
         atexit.unregister(self.stop)
         # The pid file also covers a server left behind by a failed start.
         if self.data_dir is not None and (self.data_dir / "postmaster.pid").exists():
-            self._run(["pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w"], check=False)
+            for mode in ("fast", "immediate"):
+                stopped = self._run(["pg_ctl", "stop", "-D", str(self.data_dir), "-m", mode, "-w"], check=False)
+                if stopped.returncode == 0:
+                    break
         if self.root_dir is not None:
             shutil.rmtree(self.root_dir, ignore_errors=True)
             self.root_dir = None
@@ -198,7 +201,7 @@ class ThrowawayCluster:
         return make_conninfo(host=str(self.socket_dir), port=self.port, user=self.superuser, dbname=dbname)
 
     def execute(self, sql: str, dbname: str = "postgres") -> list[tuple]:
-        """Run SQL as the superuser in autocommit; returns the rows of the last row-returning statement."""
+        """Run SQL as the superuser (autocommit); returns the last row-returning statement's rows."""
         with psycopg.connect(self.admin_dsn(dbname), autocommit=True) as conn:
             cursor = conn.execute(sql)
             rows: list[tuple] = []

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 import pwd
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -44,7 +46,9 @@ def test_cluster_lifecycle_and_hba() -> None:
                 "SELECT name, setting FROM pg_settings"
                 " WHERE name IN ('max_connections', 'fsync', 'work_mem', 'port')"
             ).fetchall())
-        assert settings == {"max_connections": "200", "fsync": "off", "work_mem": "8192", "port": str(cluster.port)}
+        assert settings == {
+            "max_connections": "200", "fsync": "off", "work_mem": "8192", "port": str(cluster.port),
+        }
 
         with psycopg.connect(cluster.dsn(user="alice")) as conn:
             assert conn.execute("SELECT current_user").fetchone() == ("alice",)
@@ -66,6 +70,31 @@ def test_failed_start_reports_the_server_log() -> None:
     with pytest.raises(ClusterError, match="shared_buffers"):
         cluster.start()
     assert cluster.root_dir is None
+
+
+def test_a_crashing_caller_leaves_no_server_behind() -> None:
+    script = (
+        "from proxy.pgcluster import ThrowawayCluster\n"
+        "cluster = ThrowawayCluster().start()\n"
+        "pid = (cluster.data_dir / 'postmaster.pid').read_text().split()[0]\n"
+        "print(cluster.root_dir, pid, flush=True)\n"
+        "raise RuntimeError('caller crashed')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=Path(__file__).parent.parent)
+    assert "caller crashed" in result.stderr
+    root, pid = result.stdout.split()
+    assert not Path(root).exists()
+    assert not _running(int(pid))
+
+
+def _running(pid: int) -> bool:
+    # Linux /proc; a zombie counts as gone, as in containers nobody may reap the orphaned postmaster.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
 
 
 @pytest.mark.parametrize("user", sorted(AUTH_USERS))

@@ -9,8 +9,8 @@ COPY in chunks, and keys and indexes are built after the load.
 
 Measured load time: 100,000 patients (1,031,308 visits, 307,930 labs with
 the default seed) load in about 6 s, including keys, indexes and ANALYZE
-(runs: 5.9, 6.0 and 6.5 s, a first cold run 10.4 s; about 2.7 s of it is
-generating the text in Python, 2-2.7 s building keys, indexes and ANALYZE).
+(six runs: 5.7 to 7.1 s, a first run on a cold machine 10.4 s; about 2.7 s
+is spent generating the COPY text, 2-2.5 s building keys, indexes and ANALYZE).
 Measured on a 2-core Linux machine with PostgreSQL 15, into a fresh
 `ThrowawayCluster` over its unix socket, timing the call alone:
 

@@ -180,7 +180,8 @@ def test_demo_cluster_roles_and_instructions() -> None:
         assert direct in text
         # The direct command works as printed.
         url = direct.split('"')[1]
-        result = subprocess.run(["psql", url, "-tAc", "SELECT count(*) FROM patients"], capture_output=True, text=True)
+        command = ["psql", url, "-tAc", "SELECT count(*) FROM patients"]
+        result = subprocess.run(command, capture_output=True, text=True)
         assert result.stdout.strip() == "200", result.stderr
 
         owners = cluster.execute("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'", "health")

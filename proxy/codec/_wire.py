@@ -28,13 +28,13 @@ ENCODING = "utf-8"
 ERRORS = "surrogateescape"
 
 
+# A message type byte as error messages show it: 'Q', '\x00'.
 def type_repr(type_byte: bytes) -> str:
-    """Render a message type byte for error messages: 'Q', '\\x00'."""
     return repr(type_byte.decode("latin-1"))
 
 
+# A protocol String: the text and its terminating NUL.
 def cstr(value: str) -> bytes:
-    """Encode a protocol String: the text and its terminating NUL."""
     raw = value.encode(ENCODING, ERRORS)
     if 0 in raw:
         # An embedded NUL would end the string early on the wire and shift
@@ -43,8 +43,8 @@ def cstr(value: str) -> bytes:
     return raw + b"\0"
 
 
+# Int32-length-prefixed values, -1 for NULL (DataRow, Bind, FunctionCall).
 def values_bytes(values: tuple[bytes | None, ...]) -> list[bytes]:
-    """Int32-length-prefixed values, -1 for NULL (DataRow, Bind, FunctionCall)."""
     parts: list[bytes] = []
     append = parts.append
     for value in values:
@@ -56,8 +56,9 @@ def values_bytes(values: tuple[bytes | None, ...]) -> list[bytes]:
     return parts
 
 
+# Reads the fields of one payload in order; running off the end, or leaving
+# bytes over, is the peer's fault and raises ProtocolViolation.
 class Cursor:
-    """Reads fields of one message payload, raising ProtocolViolation on misuse."""
 
     __slots__ = ("buf", "pos", "what")
 
@@ -165,8 +166,8 @@ def frame(type_byte: bytes, payload: bytes) -> bytes:
     return HEADER.pack(type_byte, len(payload) + 4) + payload
 
 
+# Base of the messages that carry nothing but their type byte.
 class EmptyMessage:
-    """Base of messages that carry nothing but their type byte."""
 
     __slots__ = ()
     TYPE: ClassVar[bytes]

@@ -72,7 +72,12 @@ class _Buffer:
 
     def _consume(self, start: int, end: int) -> bytes:
         buf = self._buf
-        data = bytes(buf[start:end])
+        if end - start < 1024:
+            data = bytes(buf[start:end])
+        else:
+            # Slicing a bytearray copies twice; a view copies once.  The view
+            # is freed before the buffer is resized below.
+            data = bytes(memoryview(buf)[start:end])
         if end == len(buf):
             buf.clear()
             self._pos = 0

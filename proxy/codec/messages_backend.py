@@ -422,7 +422,9 @@ class RowDescription:
         for f in self.fields:
             parts.append(cstr(f.name))
             parts.append(
-                pack(f.table_oid, f.column_number, f.type_oid, f.type_size, f.type_modifier, f.format)
+                pack(
+                    f.table_oid, f.column_number, f.type_oid, f.type_size, f.type_modifier, f.format
+                )
             )
         return frame(b"T", b"".join(parts))
 

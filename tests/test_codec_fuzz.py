@@ -58,7 +58,7 @@ payloads = st.one_of(
 )
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(decoder=st.sampled_from(DECODERS), payload=payloads)
 def test_garbage_decodes_or_violates(decoder: tuple[str, Decode, WireOf], payload: bytes) -> None:
     _, decode, wire_of = decoder
@@ -177,7 +177,7 @@ def test_dispatchers_on_garbage(type_byte: bytes, payload: bytes) -> None:
     check(lambda p: m.decode_backend(type_byte, p), lambda msg, p: frame(type_byte, p), payload)
 
 
-@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(msg=typed_message, data=st.data())
 def test_mutated_messages_decode_or_violate(msg: object, data: st.DataObject) -> None:
     payload = bytearray(msg.encode()[5:])  # type: ignore[attr-defined]

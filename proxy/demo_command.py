@@ -1,0 +1,51 @@
+"""`pgshroud demo`: a throwaway PostgreSQL with patient data, pgshroud in front."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from psycopg.conninfo import make_conninfo
+
+from proxy.config import ServerConfig, UpstreamTarget
+from proxy.pgcluster import PgBinariesNotFound
+from proxy.session import SessionContext
+from rewriter import plan
+
+log = logging.getLogger("pgshroud.demo")
+
+
+def run_demo(*, port: int, patients: int) -> int:
+    from proxy.cli import run_event_loop, serve_until_signalled
+    from proxy.demo import instructions, prepare_demo_cluster
+    from proxy.demo_data import TerminalProgress
+
+    print(f"Starting a throwaway PostgreSQL and loading {patients:,} synthetic patients...", file=sys.stderr)
+    try:
+        cluster = prepare_demo_cluster(patients=patients, progress=TerminalProgress())
+    except PgBinariesNotFound as exc:
+        print(f"pgshroud demo: {exc}", file=sys.stderr)
+        return 1
+    try:
+        # Client sessions reach the cluster over TCP with their own passwords.
+        upstream = UpstreamTarget.parse(make_conninfo(host=cluster.host, port=cluster.port, sslmode="disable"))
+        config = ServerConfig("127.0.0.1", port, upstream)
+
+        async def main() -> None:
+            ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            serving = asyncio.create_task(serve_until_signalled(SessionContext(config, plan), ready))
+            await asyncio.wait([ready, serving], return_when=asyncio.FIRST_COMPLETED)
+            if ready.done():
+                print("\n" + instructions("127.0.0.1", ready.result(), cluster), flush=True)
+                print("No policy is loaded yet, so every role sees raw data. Ctrl-C stops the demo "
+                      "and removes its data.", flush=True)
+            await serving
+
+        run_event_loop(main())
+    except OSError as exc:
+        print(f"pgshroud demo: cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}; try --port", file=sys.stderr)
+        return 1
+    finally:
+        cluster.stop()
+    return 0

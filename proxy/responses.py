@@ -53,6 +53,16 @@ class Unit:
         self.action = action
 
 
+# Units that only relay carry no state, so one instance of each serves all.
+RELAY_QUERY = Unit(ENDS_READY, extended=False)
+RELAY_PARSE = Unit(ENDS_PARSE, extended=True)
+RELAY_BIND = Unit(ENDS_BIND, extended=True)
+RELAY_DESCRIBE = Unit(ENDS_DESCRIBE, extended=True)
+RELAY_EXECUTE = Unit(ENDS_EXECUTE, extended=True)
+RELAY_CLOSE = Unit(ENDS_CLOSE, extended=True)
+SYNC = Unit(ENDS_READY, extended=False, is_sync=True)
+
+
 class Replace(Action):
     """Send `replacement` in place of the placeholder's message of a kind in
     `at`; PostgreSQL's errors (an aborted transaction, say) pass through."""

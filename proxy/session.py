@@ -223,25 +223,39 @@ class Session:
             self._client_skipping = False
         if kind in COPY_MESSAGES or kind == H:
             return None
-        payload = data[pos + 5 : end]
-        if kind == Q:
-            return self._on_query(Query.decode(payload).sql)
+        # Bind, Execute, Describe and Close only need decoding while some
+        # statement or portal has a plan of its own (Local or Release).
+        named = self._statements or self._portals
+        if kind == B:
+            if named:
+                return self._on_bind(data[pos + 5 : end])
+            self._expect_relay(r.RELAY_BIND)
+            return None
+        if kind == E:
+            if named:
+                return self._on_execute(Execute.decode(data[pos + 5 : end]))
+            self._expect_relay(r.RELAY_EXECUTE)
+            return None
         if kind == S:
             self._upstream_skipping = False
-            self._pending.append(r.Unit(r.ENDS_READY, extended=False, is_sync=True))
+            self._pending.append(r.SYNC)
             return None
+        if kind == Q:
+            return self._on_query(Query.decode(data[pos + 5 : end]).sql)
         if kind == P:
-            return self._on_parse(Parse.decode(payload))
-        if kind == B:
-            return self._on_bind(payload)
-        if kind == E:
-            return self._on_execute(Execute.decode(payload))
+            return self._on_parse(Parse.decode(data[pos + 5 : end]))
         if kind == D:
-            return self._on_describe(Describe.decode(payload))
+            if named:
+                return self._on_describe(Describe.decode(data[pos + 5 : end]))
+            self._expect_relay(r.RELAY_DESCRIBE)
+            return None
         if kind == C:
-            return self._on_close(payload)
+            if named:
+                self._forget(data[pos + 5 : end])
+            self._expect_relay(r.RELAY_CLOSE)
+            return None
         if kind == F:
-            return self._on_function_call(FunctionCall.decode(payload))
+            return self._on_function_call(FunctionCall.decode(data[pos + 5 : end]))
         if kind == X:
             self._terminating = True
             return None
@@ -251,6 +265,10 @@ class Session:
         # After an upstream error PostgreSQL ignores everything up to Sync.
         if not self._upstream_skipping:
             self._pending.append(r.Unit(ends, extended=extended, action=action))
+
+    def _expect_relay(self, unit: r.Unit) -> None:
+        if not self._upstream_skipping:
+            self._pending.append(unit)
 
     def _plan(self, sql: str) -> list[Plan]:
         try:
@@ -265,7 +283,7 @@ class Session:
     def _on_query(self, sql: str) -> bytes | None:
         plans = self._plan(sql)
         if len(plans) == 1 and type(plans[0]) is Passthrough and plans[0].sql == sql:
-            self._expect(r.ENDS_READY, extended=False)
+            self._expect_relay(r.RELAY_QUERY)
             return None
         releases = [p for p in plans if isinstance(p, Release)]
         if releases:
@@ -332,7 +350,7 @@ class Session:
         if type(plan) is Passthrough and plan.sql == parse.sql:
             if self._statements:
                 self._statements.pop(parse.name, None)
-            self._expect(r.ENDS_PARSE)
+            self._expect_relay(r.RELAY_PARSE)
             return None
         if isinstance(plan, Refuse):
             self._statements.pop(parse.name, None)
@@ -406,13 +424,10 @@ class Session:
         self._client_skipping = True
         return Parse("", SENTINEL_SQL, ()).encode()
 
-    def _on_close(self, payload: bytes) -> bytes | None:
-        kind, name = payload[:1], payload[1:].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-        table = self._statements if kind == b"S" else self._portals
-        if table:
-            table.pop(name, None)
-        self._expect(r.ENDS_CLOSE)
-        return None
+    def _forget(self, close_payload: bytes) -> None:
+        """A Close of a statement or portal that may have a plan of its own."""
+        kind, name = close_payload[:1], close_payload[1:].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        (self._statements if kind == b"S" else self._portals).pop(name, None)
 
     def _on_function_call(self, call: FunctionCall) -> bytes | None:
         plan = plan_function_call(call.function_oid, self.plan_context)
@@ -420,7 +435,7 @@ class Session:
             action = r.Statements([r.RefuseAction(r.error_bytes(plan.sqlstate, plan.message, plan.hint))])
             self._expect(r.ENDS_READY, extended=False, action=action)
             return Query(SENTINEL_SQL).encode()
-        self._expect(r.ENDS_READY, extended=False)
+        self._expect_relay(r.RELAY_QUERY)
         return None
 
     # waiting for a charge

@@ -1,0 +1,133 @@
+"""The policy model: what each role may see, and at what cost.
+
+Typed, frozen objects built by `policies.loader` from one YAML file. Table
+and column names are stored as PostgreSQL folds them (unquoted names in
+lower case), tables qualified with their schema (`public` unless given).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Mapping
+
+
+class Access(str, Enum):
+    RAW = "raw"  # sees everything, statements pass through
+    MASKED = "masked"  # row-level queries with masks and row filters applied
+    AGGREGATE = "aggregate"  # only differentially private aggregates
+    DENY = "deny"  # nothing
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """One mask: a kind from `policies.masks.MASKS` and its parameters."""
+
+    kind: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+UNMASKED = MaskSpec("none")
+
+
+@dataclass(frozen=True)
+class ColumnPolicy:
+    name: str
+    mask: MaskSpec  # the default for masked roles
+    role_masks: Mapping[str, MaskSpec] = field(default_factory=dict)
+    # Differential privacy: values are clamped into these bounds.
+    bounds: tuple[float, float] | None = None
+    # Group keys whose values may be published without partition selection.
+    public_domain: tuple[str, ...] | None = None
+
+    def mask_for(self, role: str) -> MaskSpec:
+        return self.role_masks.get(role, self.mask)
+
+
+@dataclass(frozen=True)
+class PrivacyUnit:
+    """The person each row belongs to: a column of the table, or a column
+    that references the privacy unit of another table."""
+
+    column: str
+    references: str | None = None  # "schema.table.column"
+
+
+@dataclass(frozen=True)
+class ContributionBounds:
+    max_groups_per_unit: int = 1
+    max_rows_per_group: int = 1
+
+
+@dataclass(frozen=True)
+class ProtectedTable:
+    name: str  # schema.table
+    privacy_unit: PrivacyUnit
+    columns: Mapping[str, ColumnPolicy]
+    row_filters: Mapping[str, str] = field(default_factory=dict)  # role -> SQL predicate
+    contribution: ContributionBounds = ContributionBounds()
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    access: Access
+    users: tuple[str, ...] = ()
+    table_access: Mapping[str, Access] = field(default_factory=dict)  # schema.table -> override
+    allow_statements: frozenset[str] = frozenset()  # e.g. {"insert", "create_temp_table"}
+    allow_functions: frozenset[str] = frozenset()
+
+    def access_to(self, table: str) -> Access:
+        return self.table_access.get(table, self.access)
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A secret named by reference only: an environment variable or a file."""
+
+    env: str | None = None
+    file: str | None = None
+
+
+@dataclass(frozen=True)
+class EpsilonDelta:
+    epsilon: float
+    delta: float = 0.0
+
+
+@dataclass(frozen=True)
+class PrivacyDefaults:
+    default: EpsilonDelta = EpsilonDelta(0.1, 1e-7)
+    maximum: EpsilonDelta = EpsilonDelta(1.0, 1e-5)
+
+
+@dataclass(frozen=True)
+class Budgets:
+    per_user: EpsilonDelta | None = None
+    per_role: Mapping[str, EpsilonDelta] = field(default_factory=dict)
+    per_dataset: EpsilonDelta | None = None
+    # How a budget renews: "never", or a period such as "1d", "7d", "30d".
+    period: str = "never"
+
+
+@dataclass(frozen=True)
+class Policy:
+    source: str  # the file it was loaded from, for messages
+    roles: Mapping[str, Role]
+    default_role: str | None  # None: users the policy does not name are denied
+    protected_tables: Mapping[str, ProtectedTable]
+    public_tables: frozenset[str]
+    allow_functions: frozenset[str] = frozenset()
+    secrets: Mapping[str, SecretRef] = field(default_factory=dict)
+    privacy: PrivacyDefaults = PrivacyDefaults()
+    budgets: Budgets = Budgets()
+    admin_dsn: SecretRef | None = None  # for catalog reads and the ledger
+
+    def role_for(self, user: str) -> Role | None:
+        """The user's role, or None when the user is denied."""
+        for role in self.roles.values():
+            if user in role.users:
+                return role
+        if self.default_role is None:
+            return None
+        return self.roles.get(self.default_role)

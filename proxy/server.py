@@ -31,6 +31,7 @@ from proxy.errors import ClientFacingError
 from proxy.leg import Leg, LegClosed
 from proxy.session import Session, SessionContext
 from proxy.startup import establish
+from policies.model import Policy
 
 log = logging.getLogger("pgshroud.server")
 
@@ -145,7 +146,8 @@ class Server:
     async def _run_session(self, leg: Leg, startup: StartupMessage) -> None:
         try:
             async with asyncio.timeout(self.config.startup_timeout):
-                established = await establish(leg, startup, self.config)
+                policy = self.shared.policy
+                established = await establish(leg, startup, self.config, policy if isinstance(policy, Policy) else None)
         except ClientFacingError as exc:
             if not exc.sent:
                 leg.write(ErrorResponse.build("FATAL", exc.sqlstate, exc.message, hint=exc.hint).encode())

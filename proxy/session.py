@@ -23,7 +23,9 @@ from proxy.config import ServerConfig
 from proxy.leg import Leg
 from proxy.startup import Established
 from proxy.upstream import send_cancel
+from policies.model import Access, Policy
 from rewriter import PlanContext, Planner, plan_function_call
+from rewriter.catalog import Catalog
 from rewriter.plans import Cost, Local, Passthrough, Plan, Refuse, Release, Rewrite
 
 log = logging.getLogger("pgshroud.session")
@@ -61,13 +63,22 @@ class _Statement:
 
 
 class SessionContext:
-    """What every session shares: configuration, planner, ledger, policy."""
+    """What every session shares: configuration, planner, ledger, policy
+    (replaced as a whole on reload) and the catalog snapshot."""
 
-    def __init__(self, config: ServerConfig, planner: Planner, ledger: Ledger | None = None, policy: object | None = None):
+    def __init__(
+        self,
+        config: ServerConfig,
+        planner: Planner,
+        ledger: Ledger | None = None,
+        policy: object | None = None,
+        catalog: Callable[[], Catalog | None] = lambda: None,
+    ):
         self.config = config
         self.planner = planner
         self.ledger = ledger
         self.policy = policy
+        self.catalog = catalog
 
 
 class Session:
@@ -77,7 +88,8 @@ class Session:
         self.user = established.user
         self.shared = shared
         self.upstream_key = established.upstream_key
-        self.plan_context = PlanContext(user=established.user, policy=shared.policy)
+        self.role = established.role
+        self.plan_context = self._fresh_context()
         self._pending: deque[r.Unit] = deque()
         self._statements: dict[str, _Statement] = {}
         self._portals: dict[str, _Statement] = {}
@@ -270,9 +282,31 @@ class Session:
         if not self._upstream_skipping:
             self._pending.append(unit)
 
+    def _fresh_context(self) -> PlanContext:
+        role = self.role
+        if self.shared.policy is not None and isinstance(self.shared.policy, Policy) and role is not None:
+            role = self.shared.policy.roles.get(role.name, role)  # the reloaded policy's version of the role
+            self.role = role
+        return PlanContext(
+            user=self.user,
+            policy=self.shared.policy,
+            role_sees_raw=role is not None and role.access == Access.RAW,
+            role=role,
+            catalog=self.shared.catalog(),
+        )
+
+    def _context(self) -> PlanContext:
+        """The plan context, renewed when the policy or catalog changed."""
+        context = self.plan_context
+        if context.policy is not self.shared.policy or (
+            context.policy is not None and not context.role_sees_raw and context.catalog is not self.shared.catalog()
+        ):
+            context = self.plan_context = self._fresh_context()
+        return context
+
     def _plan(self, sql: str) -> list[Plan]:
         try:
-            plans = list(self.shared.planner(sql, self.plan_context))
+            plans = list(self.shared.planner(sql, self._context()))
         except Exception:
             log.exception("planner failed; refusing the statement")
             return [Refuse("XX000", "pgshroud could not analyse this statement, so it was refused")]
@@ -430,7 +464,7 @@ class Session:
         (self._statements if kind == b"S" else self._portals).pop(name, None)
 
     def _on_function_call(self, call: FunctionCall) -> bytes | None:
-        plan = plan_function_call(call.function_oid, self.plan_context)
+        plan = plan_function_call(call.function_oid, self._context())
         if isinstance(plan, Refuse):
             action = r.Statements([r.RefuseAction(r.error_bytes(plan.sqlstate, plan.message, plan.hint))])
             self._expect(r.ENDS_READY, extended=False, action=action)

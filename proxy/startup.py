@@ -21,6 +21,7 @@ from proxy.codec.messages import (
     AuthenticationSASLFinal,
     BackendKeyData,
     NegotiateProtocolVersion,
+    ParameterStatus,
     SASLInitialResponse,
     StartupMessage,
     decode_authentication,
@@ -29,6 +30,8 @@ from proxy.config import ServerConfig
 from proxy.errors import ClientFacingError
 from proxy.leg import Leg
 from proxy.upstream import UpstreamUnavailable, connect
+from policies.model import Access, Policy, Role
+from rewriter.settings import SettingRefused, check_parameter_status, check_startup_parameters
 
 log = logging.getLogger("pgshroud.startup")
 
@@ -44,6 +47,28 @@ class Established:
     user: str
     database: str
     upstream_key: BackendKeyData | None
+    role: Role | None  # None without a policy
+
+
+def role_for(policy: Policy | None, user: str) -> Role | None:
+    """The user's policy role; raises ClientFacingError when the user is denied."""
+    if policy is None:
+        return None
+    role = policy.role_for(user)
+    if role is None or role.access == Access.DENY:
+        raise ClientFacingError("28000", f'pgshroud\'s policy does not allow user "{user}" to connect')
+    return role
+
+
+def check_non_raw_startup(startup: StartupMessage, role: Role | None) -> None:
+    if role is None or role.access == Access.RAW:
+        return
+    try:
+        check_startup_parameters(startup.params)
+    except SettingRefused as exc:
+        raise ClientFacingError(
+            "42501", f'{exc} for role "{role.name}"', hint="Connect without it; pgshroud fixes these settings."
+        ) from None
 
 
 def negotiate_version(startup: StartupMessage) -> tuple[int, NegotiateProtocolVersion | None]:
@@ -75,9 +100,18 @@ def check_startup(startup: StartupMessage) -> tuple[str, str]:
     return user, startup.param("database") or user
 
 
-async def establish(client: Leg, startup: StartupMessage, config: ServerConfig) -> Established:
-    """Run startup and authentication; raises ClientFacingError on failure."""
+async def establish(
+    client: Leg, startup: StartupMessage, config: ServerConfig, policy: Policy | None = None
+) -> Established:
+    """Run startup and authentication; raises ClientFacingError on failure.
+
+    A user the policy denies learns so only after authenticating, so the
+    policy cannot be probed for user names.
+    """
     user, database = check_startup(startup)
+    if policy is not None:
+        named = policy.role_for(user)
+        check_non_raw_startup(startup, named)
     client_minor, negotiation = negotiate_version(startup)
     if negotiation is not None:
         client.write(negotiation.encode())
@@ -88,11 +122,14 @@ async def establish(client: Leg, startup: StartupMessage, config: ServerConfig) 
     try:
         upstream.write(upstream_startup(startup).encode())
         await _relay_authentication(client, upstream)
-        key = await _relay_until_ready(client, upstream)
+        role = role_for(policy, user)
+        sees_raw = role is None or role.access == Access.RAW
+        key = await _relay_until_ready(client, upstream, check_status=not sees_raw)
     except BaseException:
+        upstream.write(b"X\x00\x00\x00\x04")
         upstream.close()
         raise
-    return Established(upstream, client_minor, user, database, key)
+    return Established(upstream, client_minor, user, database, key, role)
 
 
 async def _relay_authentication(client: Leg, upstream: Leg) -> None:
@@ -152,7 +189,7 @@ async def _client_password(client: Leg) -> tuple[bytes, bytes]:
     return kind, payload
 
 
-async def _relay_until_ready(client: Leg, upstream: Leg) -> BackendKeyData | None:
+async def _relay_until_ready(client: Leg, upstream: Leg, *, check_status: bool) -> BackendKeyData | None:
     key: BackendKeyData | None = None
     while True:
         kind, payload = await _upstream_frame(upstream)
@@ -160,6 +197,12 @@ async def _relay_until_ready(client: Leg, upstream: Leg) -> BackendKeyData | Non
             key = BackendKeyData.decode(payload)
         elif kind == b"Z":
             return key  # the session sends its own key, then this ReadyForQuery
+        elif kind == b"S" and check_status:
+            status = ParameterStatus.decode(payload)
+            problem = check_parameter_status(status.name, status.value)
+            if problem is not None:
+                raise ClientFacingError("42501", f"pgshroud cannot serve this session safely: {problem}")
+            client.write(_frame(kind, payload))
         elif kind in (b"S", b"N"):
             client.write(_frame(kind, payload))
         elif kind == b"E":

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from policies.model import Policy, Role
+from rewriter.catalog import Catalog
+from rewriter.policy_planner import QueryAnalyser
 from rewriter.plans import (
     Column,
     Cost,
@@ -32,12 +35,15 @@ class PlanContext:
     """Who is asking and under which policy.
 
     `policy` is None when pgshroud runs without one (plain pass-through).
-    `role_sees_raw` is True for roles whose access is `raw`.
+    `role_sees_raw` is True for roles whose access is `raw`. `role` and
+    `catalog` are what the rewrite of a non-raw role's statements needs.
     """
 
     user: str
     policy: object | None = None
     role_sees_raw: bool = False
+    role: Role | None = None
+    catalog: Catalog | None = None
 
 
 class Planner(Protocol):
@@ -54,9 +60,9 @@ def plan(sql: str, context: PlanContext) -> QueryPlan:
     """
     if context.policy is None or context.role_sees_raw:
         return (Passthrough(sql),)
-    # Every policy-driven decision belongs to the masking and differential
-    # privacy rewrites; until a policy model exists nothing may pass unseen.
-    return (Refuse("0A000", "pgshroud cannot analyse statements under this policy yet"),)
+    if not isinstance(context.policy, Policy) or context.role is None or context.catalog is None:
+        return (Refuse("XX000", "pgshroud has no policy role or catalog for this session, so it refuses"),)
+    return tuple(QueryAnalyser(context.policy, context.role, context.catalog, context.user).plan_text(sql))
 
 
 def plan_function_call(function_oid: int, context: PlanContext) -> Passthrough | Refuse:

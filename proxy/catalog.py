@@ -1,0 +1,85 @@
+"""Reading the catalog snapshot from PostgreSQL, and keeping it fresh."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from rewriter.catalog import Catalog, Relation
+
+log = logging.getLogger("pgshroud.catalog")
+
+_RELATIONS = """
+SELECT n.nspname, c.relname, c.relkind,
+       coalesce(array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}'),
+       coalesce(array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}')
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')
+  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+GROUP BY n.nspname, c.relname, c.relkind
+"""
+_FUNCTIONS = """
+SELECT p.proname, n.nspname = 'pg_catalog', array_agg(DISTINCT p.provolatile::text)
+FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname NOT IN ('information_schema')
+GROUP BY p.proname, n.nspname = 'pg_catalog'
+"""
+
+
+async def read_catalog(conninfo: str, version: int = 0) -> Catalog:
+    conn = await asyncpg.connect(conninfo)
+    try:
+        relations = {
+            (schema, name): Relation(schema, name, kind, tuple(zip(names, types)))
+            for schema, name, kind, names, types in await conn.fetch(_RELATIONS)
+        }
+        catalog_functions: dict[str, frozenset[str]] = {}
+        user_functions: set[str] = set()
+        for name, in_catalog, volatilities in await conn.fetch(_FUNCTIONS):
+            if in_catalog:
+                catalog_functions[name] = frozenset(volatilities)
+            else:
+                user_functions.add(name)
+        schemas = frozenset(r["nspname"] for r in await conn.fetch("SELECT nspname FROM pg_catalog.pg_namespace"))
+    finally:
+        await conn.close()
+    return Catalog(relations, catalog_functions, frozenset(user_functions), schemas, version)
+
+
+class CatalogKeeper:
+    """Holds the current snapshot and refreshes it on an interval."""
+
+    def __init__(self, conninfo: str, interval: float = 10.0) -> None:
+        self.conninfo = conninfo
+        self.interval = interval
+        self.catalog: Catalog | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.catalog = await read_catalog(self.conninfo)
+        self._task = asyncio.create_task(self._refresh_forever())
+
+    async def refresh(self) -> None:
+        fresh = await read_catalog(self.conninfo, (self.catalog.version + 1) if self.catalog else 0)
+        if self.catalog is None or fresh.relations != self.catalog.relations or (
+            fresh.catalog_functions != self.catalog.catalog_functions
+            or fresh.user_function_names != self.catalog.user_function_names
+        ):
+            self.catalog = fresh
+            log.info("catalog snapshot refreshed: %d relations", len(fresh.relations))
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.refresh()
+            except Exception as exc:  # keep the last good snapshot
+                log.warning("catalog refresh failed, keeping the previous snapshot: %s", type(exc).__name__)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()

@@ -1,0 +1,47 @@
+"""A snapshot of the upstream catalog: the relations and functions the
+rewriter resolves names against. Built by `proxy.catalog`; pure data here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
+
+
+@dataclass(frozen=True)
+class Relation:
+    schema: str
+    name: str
+    kind: str  # pg_class.relkind: r table, v view, m matview, p partitioned, f foreign, ...
+    columns: tuple[tuple[str, str], ...] = ()  # (name, format_type), in attnum order
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    relations: Mapping[tuple[str, str], Relation]
+    # pg_catalog functions by name: the volatilities of their overloads.
+    catalog_functions: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # Names of functions outside the system schemas, which could shadow
+    # or stand in for a pg_catalog function of the same name.
+    user_function_names: frozenset[str] = frozenset()
+    schemas: frozenset[str] = frozenset({"public"})
+    version: int = 0
+
+    def resolve(self, schema: str | None, name: str, user: str) -> Relation | None:
+        """Resolve like PostgreSQL with search_path "$user", public (which
+        pgshroud pins for sessions that do not see raw data)."""
+        if schema is not None:
+            return self.relations.get((schema, name))
+        for candidate in ("pg_catalog", user, "public"):
+            relation = self.relations.get((candidate, name))
+            if relation is not None:
+                return relation
+        return None
+
+    def has_relation_named(self, name: str, user: str) -> bool:
+        return self.resolve(None, name, user) is not None

@@ -1,0 +1,279 @@
+"""Plans for sessions whose role does not see raw data.
+
+Each statement is classified by its leading words (sqlglot parses several
+utility statements as unrelated expressions, so its tree does not decide
+what kind of statement this is), then queries are analysed: every relation
+resolved and checked against the policy, every function against the
+allow-list, and protected relations replaced by masked subqueries.
+Anything that cannot be analysed is refused.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlglot import exp
+from sqlglot.tokens import TokenType
+
+from policies.model import Access, Policy, Role
+from rewriter.catalog import SYSTEM_SCHEMAS, Catalog
+from rewriter.functions import FunctionRefused, check_functions
+from rewriter.masking import masked_subquery, replacement_for, splice
+from rewriter.plans import Passthrough, Plan, Refuse, Rewrite
+from rewriter.relations import RelationError, find_relations
+from rewriter.settings import SettingRefused, check_reset, check_set
+from rewriter.statements import LexError, Statement, parse_statement, split_statements
+
+POLICY = "42501"
+
+# Catalog relations that expose data values or other sessions' statements.
+HIDDEN_CATALOG = frozenset(
+    """pg_statistic pg_stats pg_stats_ext pg_stats_ext_exprs pg_statistic_ext_data pg_stat_activity
+    pg_stat_statements pg_stat_statements_info pg_largeobject pg_authid pg_shadow pg_user_mapping
+    pg_user_mappings pg_prepared_xacts pg_stat_progress_copy""".split()
+)
+ROW_COUNT_COLUMNS = frozenset({"reltuples", "relpages", "relallvisible"})
+TRANSACTION_WORDS = frozenset({"begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release"})
+CURSOR_WORDS = frozenset({"fetch", "move", "close", "execute", "deallocate", "listen", "unlisten"})
+WRITE_WORDS = {"insert": "insert", "update": "update", "delete": "delete", "merge": "merge", "call": "call",
+               "do": "do"}
+
+
+class Refusal(Exception):
+    def __init__(self, sqlstate: str, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.refuse = Refuse(sqlstate, message, hint)
+
+
+class QueryAnalyser:
+    """Analyses and rewrites the queries of one role."""
+
+    def __init__(self, policy: Policy, role: Role, catalog: Catalog, user: str) -> None:
+        self.policy = policy
+        self.role = role
+        self.catalog = catalog
+        self.user = user
+        self.allowed_functions = policy.allow_functions | role.allow_functions
+
+    def plan_text(self, sql: str) -> list[Plan]:
+        try:
+            statements = split_statements(sql)
+        except LexError as exc:
+            return [Refuse("42601", str(exc))]
+        plans: list[Plan] = []
+        for statement in statements:
+            try:
+                plans.append(self.plan_statement(statement))
+            except Refusal as refusal:
+                plans.append(refusal.refuse)
+            except RecursionError:
+                plans.append(Refuse("54001", "the statement is nested too deeply for pgshroud to analyse"))
+        return plans or [Passthrough(sql)]
+
+    def plan_statement(self, statement: Statement) -> Plan:
+        word = statement.first_word
+        if statement.words(2) in (["prepare", "transaction"], ["commit", "prepared"], ["rollback", "prepared"]):
+            raise Refusal(POLICY, "two-phase commit is not allowed through pgshroud")
+        if word in ("select", "with", "values", "(") or statement.tokens[0].token_type == TokenType.L_PAREN:
+            return self._query_plan(statement.text)
+        if word == "table":
+            return self._query_plan("SELECT * FROM " + _after_words(statement, 1))
+        if word in TRANSACTION_WORDS:
+            return Passthrough(statement.text)
+        if word in CURSOR_WORDS:
+            return Passthrough(statement.text)
+        if word == "show":
+            return Passthrough(statement.text)
+        if word == "set":
+            return self._checked(statement, check_set)
+        if word == "reset":
+            return self._checked(statement, check_reset)
+        if word == "discard":
+            return Passthrough(statement.text)
+        if word == "declare":
+            return self._declare(statement)
+        if word == "prepare":
+            return self._prepare(statement)
+        if word == "copy":
+            return self._copy(statement)
+        if word == "explain":
+            return self._explain(statement)
+        kind = WRITE_WORDS.get(word, word)
+        raise Refusal(
+            POLICY,
+            f"{word.upper()} statements are not allowed for role \"{self.role.name}\"",
+            hint=f"Role {self.role.name} may run SELECT queries; ask the privacy officer to allow "
+            f"'{kind}' in allow_statements if it needs more.",
+        )
+
+    # queries
+
+    def _query_plan(self, text: str) -> Plan:
+        rewritten = self.rewrite_query(text)
+        return Passthrough(text) if rewritten == text else Rewrite(rewritten)
+
+    def rewrite_query(self, text: str) -> str:
+        """The query with every protected relation masked; refuses what it cannot analyse."""
+        statement, refs = self.analyse(text)
+        replacements = []
+        for ref in refs:
+            subquery = self._relation_subquery(ref.relation)
+            if subquery is not None:
+                replacements.append(replacement_for(ref, subquery))
+        if not replacements:
+            return text
+        return splice(text, statement.start, replacements)
+
+    def analyse(self, text: str) -> tuple[Statement, list]:
+        """Parse a query, check its functions, and resolve its relations."""
+        try:
+            (statement,) = split_statements(text)
+            tree = parse_statement(statement)
+        except (LexError, ValueError) as exc:
+            raise Refusal("42601", f"pgshroud cannot analyse this statement: {_short(exc)}") from None
+        except RecursionError:
+            raise
+        except Exception as exc:  # sqlglot's ParseError and anything unexpected: refuse, never pass
+            raise Refusal("42601", f"pgshroud cannot parse this statement: {_short(exc)}") from None
+        if not isinstance(tree, (exp.Select, exp.SetOperation, exp.Values, exp.Subquery)):
+            raise Refusal(POLICY, "only queries are allowed here")
+        if any(isinstance(node, exp.Into) for node in tree.find_all(exp.Into)):
+            raise Refusal(POLICY, "SELECT INTO creates a table and is not allowed")
+        if any(isinstance(node, (exp.Insert, exp.Update, exp.Delete, exp.Merge)) for node in tree.walk()):
+            raise Refusal(POLICY, "data-modifying statements in WITH are not allowed")
+        aggregate = self.role.access == Access.AGGREGATE
+        try:
+            check_functions(statement.tokens, self.catalog, allowed=self.allowed_functions, aggregate_role=aggregate)
+            refs = find_relations(tree, self.catalog, self.user)
+        except (FunctionRefused, RelationError) as exc:
+            raise Refusal(POLICY, str(exc)) from None
+        if aggregate and any(c.name.lower() in ROW_COUNT_COLUMNS for c in tree.find_all(exp.Column)):
+            raise Refusal(POLICY, "row-count statistics (reltuples, relpages) are not available to aggregate roles")
+        return statement, refs
+
+    def _relation_subquery(self, relation) -> str | None:
+        """None when the relation is read as it is; the masked subquery otherwise."""
+        if relation.schema == "pgshroud":
+            raise Refusal(POLICY, "pgshroud's own schema is not readable")
+        if relation.schema in SYSTEM_SCHEMAS:
+            if relation.name in HIDDEN_CATALOG:
+                raise Refusal(POLICY, f'"{relation.qualified}" exposes data values or other sessions\' statements')
+            if self.role.access == Access.AGGREGATE and relation.name.startswith(("pg_stat", "pg_statio")):
+                raise Refusal(POLICY, f'"{relation.qualified}" reveals row counts to aggregate roles')
+            return None
+        name = relation.qualified
+        if name in self.policy.public_tables:
+            return None
+        table = self.policy.protected_tables.get(name)
+        if table is None:
+            raise Refusal(POLICY, f'relation "{name}" is not named in the policy',
+                          hint="Ask the privacy officer to declare it public or protected.")
+        access = self.role.access_to(name)
+        if access == Access.RAW:
+            return None
+        if access == Access.DENY:
+            raise Refusal(POLICY, f'role "{self.role.name}" may not read "{name}"')
+        if access == Access.AGGREGATE:
+            raise Refusal(
+                POLICY,
+                f'role "{self.role.name}" may read "{name}" only through differentially private aggregates, '
+                "which this version of pgshroud does not answer yet",
+            )
+        try:
+            return masked_subquery(table, relation, self.role.name, table.row_filters.get(self.role.name))
+        except ValueError as exc:
+            raise Refusal("XX000", f"the policy's mask for {name} cannot be applied: {exc}") from None
+
+    # statements that wrap a query
+
+    def _declare(self, statement: Statement) -> Plan:
+        position = _word_position(statement, "for")
+        if position is None:
+            raise Refusal("42601", "DECLARE without FOR query")
+        head, query = statement.text[:position], statement.text[position:]
+        return _wrapped(statement.text, head, query, self.rewrite_query(query))
+
+    def _prepare(self, statement: Statement) -> Plan:
+        position = _word_position(statement, "as")
+        if position is None:
+            raise Refusal("42601", "PREPARE without AS statement")
+        head, query = statement.text[:position], statement.text[position:]
+        (inner,) = split_statements(query)
+        if inner.first_word not in ("select", "with", "values", "table"):
+            raise Refusal(POLICY, "only queries may be prepared")
+        if inner.first_word == "table":
+            return Rewrite(head + self.rewrite_query("SELECT * FROM " + _after_words(inner, 1)))
+        return _wrapped(statement.text, head, query, self.rewrite_query(query))
+
+    def _copy(self, statement: Statement) -> Plan:
+        text = statement.text
+        if not re.search(r"\bto\s+stdout\b", text, re.IGNORECASE) or re.search(r"\bprogram\b", text, re.IGNORECASE):
+            raise Refusal(POLICY, "only COPY ... TO STDOUT is allowed", hint="Use \\copy in psql to write a file.")
+        tokens = statement.tokens
+        if len(tokens) > 1 and tokens[1].token_type == TokenType.L_PAREN:
+            close = _matching_paren(tokens, 1)
+            query = text[tokens[2].start - statement.start : tokens[close].start - statement.start]
+            rest = text[tokens[close].start - statement.start :]
+            return _wrapped(text, text[: tokens[2].start - statement.start], query + rest,
+                            self.rewrite_query(query) + rest)
+        # COPY table [(columns)] TO STDOUT ...: copy the masked rows instead.
+        match = re.match(r"(?is)\s*copy\s+(.+?)\s+to\s+stdout(.*)\Z", text)
+        if match is None:
+            raise Refusal("42601", "pgshroud cannot analyse this COPY statement")
+        target, options = match.groups()
+        columns_match = re.match(r"(?s)(.+?)\s*\((.*)\)\s*\Z", target)
+        relation, columns = (columns_match.group(1), columns_match.group(2)) if columns_match else (target, "*")
+        query = f"SELECT {columns} FROM {relation}"
+        return Rewrite(f"COPY ({self.rewrite_query(query)}) TO STDOUT{options}")
+
+    def _explain(self, statement: Statement) -> Plan:
+        (query_start,) = [t.start for t in statement.tokens if t.text.lower() in ("select", "with", "values", "table")][:1] or [None]
+        if query_start is None:
+            raise Refusal(POLICY, "only EXPLAIN of a query is allowed")
+        query = statement.text[query_start - statement.start :]
+        _, refs = self.analyse(query)
+        for ref in refs:
+            if ref.relation.qualified in self.policy.protected_tables:
+                raise Refusal(
+                    POLICY, "EXPLAIN is not allowed on protected relations: its row estimates come from the data"
+                )
+            self._relation_subquery(ref.relation)  # refuses what the role may not read at all
+        return Passthrough(statement.text)
+
+    def _checked(self, statement: Statement, check) -> Plan:
+        try:
+            check(statement)
+        except SettingRefused as exc:
+            raise Refusal(POLICY, str(exc)) from None
+        return Passthrough(statement.text)
+
+
+def _wrapped(original: str, head: str, query: str, rewritten: str) -> Plan:
+    return Passthrough(original) if rewritten == query else Rewrite(head + rewritten)
+
+
+def _word_position(statement: Statement, word: str) -> int | None:
+    for token in statement.tokens:
+        if token.text.lower() == word and token.token_type != TokenType.STRING:
+            return token.end + 1 - statement.start
+    return None
+
+
+def _after_words(statement: Statement, n: int) -> str:
+    return statement.text[statement.tokens[n].start - statement.start :] if len(statement.tokens) > n else ""
+
+
+def _matching_paren(tokens, open_index: int) -> int:
+    depth = 0
+    for i in range(open_index, len(tokens)):
+        if tokens[i].token_type == TokenType.L_PAREN:
+            depth += 1
+        elif tokens[i].token_type == TokenType.R_PAREN:
+            depth -= 1
+            if depth == 0:
+                return i
+    raise Refusal("42601", "unbalanced parentheses")
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:200]

@@ -1,0 +1,129 @@
+"""SET and RESET for sessions that do not see raw data.
+
+The lexical environment the rewriter relies on stays fixed: settings that
+change how text is lexed (standard_conforming_strings, backslash_quote, the
+client encoding), how names resolve (search_path) or who the session is
+(role, session_authorization) cannot change. Everything else that a client
+or driver commonly sets is allowed; the rest is refused.
+"""
+
+from __future__ import annotations
+
+from rewriter.statements import Statement
+
+ALLOWED_SETTINGS = frozenset(
+    """application_name datestyle timezone extra_float_digits intervalstyle statement_timeout lock_timeout
+    idle_in_transaction_session_timeout idle_session_timeout client_min_messages bytea_output
+    default_transaction_isolation default_transaction_read_only default_transaction_deferrable
+    transaction_isolation transaction_read_only lc_messages lc_monetary lc_numeric lc_time work_mem
+    jit geqo enable_seqscan enable_indexscan enable_bitmapscan enable_hashjoin enable_mergejoin enable_nestloop
+    client_encoding xmloption gin_fuzzy_search_limit max_parallel_workers_per_gather""".split()
+)
+# Encodings whose multibyte characters may contain the byte of a backslash
+# or quote: text in them lexes differently on the server than in pgshroud.
+UNSAFE_ENCODINGS = frozenset({"sjis", "shift_jis", "big5", "gbk", "gb18030", "johab", "uhc", "cp932", "cp936", "cp949", "cp950", "win932", "win936", "win949", "win950", "mskanji", "shiftjis2004", "shift_jis_2004"})
+
+
+class SettingRefused(ValueError):
+    pass
+
+
+def check_setting(name: str, value: str | None) -> None:
+    name = name.lower()
+    if name.startswith("pgshroud."):
+        return
+    if name not in ALLOWED_SETTINGS:
+        raise SettingRefused(f'setting "{name}" cannot be changed through pgshroud')
+    if name == "client_encoding" and value is not None and _encoding_name(value) in UNSAFE_ENCODINGS:
+        raise SettingRefused(f'client encoding "{value}" is not allowed: use UTF8')
+
+
+def _encoding_name(value: str) -> str:
+    return value.strip().strip("'\"").lower().replace("-", "_")
+
+
+def check_set(statement: Statement) -> None:
+    words = [t.text for t in statement.tokens[1:]]
+    lowered = [w.lower() for w in words]
+    if lowered[:1] in (["session"], ["local"]):
+        if lowered[1:2] == ["authorization"]:
+            raise SettingRefused("SET SESSION AUTHORIZATION is not allowed through pgshroud")
+        if lowered[1:2] == ["characteristics"]:
+            return
+        words, lowered = words[1:], lowered[1:]
+    if not lowered:
+        raise SettingRefused("SET without a setting")
+    if lowered[0] == "role":
+        raise SettingRefused("SET ROLE is not allowed through pgshroud")
+    if lowered[0] == "transaction" or lowered[:2] == ["time", "zone"]:
+        return
+    if lowered[0] == "names":
+        check_setting("client_encoding", words[1] if len(words) > 1 else None)
+        return
+    # SET name {TO | =} value; a dotted custom name arrives as several tokens.
+    separator = next((i for i, w in enumerate(lowered) if w in ("to", "=")), len(lowered))
+    check_setting("".join(lowered[:separator]), words[separator + 1] if separator + 1 < len(words) else None)
+
+
+def check_reset(statement: Statement) -> None:
+    rest = [t.text.lower() for t in statement.tokens[1:]]
+    if rest == ["all"]:
+        return  # back to the session's own defaults, which pgshroud vetted at startup
+    name = "".join(rest)
+    if name in ("role", "sessionauthorization", "session_authorization"):
+        raise SettingRefused(f"RESET {name.upper()} is not allowed through pgshroud")
+    check_setting(name, None)
+
+
+# Startup parameters a non-raw session may send; `options` is checked
+# setting by setting.
+STARTUP_PARAMETERS = frozenset(
+    {"user", "database", "application_name", "fallback_application_name", "client_encoding", "datestyle",
+     "timezone", "extra_float_digits", "intervalstyle", "options", "lc_messages", "replication"}
+)
+
+
+def check_startup_parameters(params: tuple[tuple[str, str], ...]) -> None:
+    """Raise SettingRefused for a startup parameter a non-raw role may not send."""
+    for name, value in params:
+        lowered = name.lower()
+        if lowered.startswith("_pq_."):
+            continue
+        if lowered not in STARTUP_PARAMETERS:
+            raise SettingRefused(f'startup parameter "{name}" is not allowed')
+        if lowered == "client_encoding":
+            check_setting(lowered, value)
+        if lowered == "options":
+            for setting, setting_value in _options(value):
+                check_setting(setting, setting_value)
+
+
+def _options(value: str) -> list[tuple[str, str]]:
+    """The settings in a libpq `options` string: -c name=value or --name=value."""
+    words = value.split()
+    settings = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "-c" and i + 1 < len(words):
+            word, i = words[i + 1], i + 1
+        elif word.startswith("-c"):
+            word = word[2:]
+        elif word.startswith("--"):
+            word = word[2:]
+        else:
+            raise SettingRefused(f'startup option "{word}" is not allowed')
+        name, _, setting_value = word.partition("=")
+        settings.append((name.replace("-", "_"), setting_value))
+        i += 1
+    return settings
+
+
+def check_parameter_status(name: str, value: str) -> str | None:
+    """Why a reported server setting makes the session unsafe to rewrite, if it does."""
+    lowered = name.lower()
+    if lowered == "standard_conforming_strings" and value.lower() != "on":
+        return "standard_conforming_strings is off for this session"
+    if lowered == "client_encoding" and _encoding_name(value) in UNSAFE_ENCODINGS:
+        return f"client encoding {value} is not allowed"
+    return None

@@ -1,0 +1,131 @@
+"""Statement access control for roles that do not see raw data (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rewriter import plan
+from rewriter.plans import Passthrough, Refuse, Rewrite
+from tests.rewriter_fixtures import context
+
+
+def only(sql: str, user: str = "clinician"):
+    (result,) = plan(sql, context(user))
+    return result
+
+
+def refused(sql: str, user: str = "clinician") -> Refuse:
+    result = plan(sql, context(user))[-1]
+    assert isinstance(result, Refuse), f"{sql!r} was not refused: {result}"
+    return result
+
+
+def test_raw_role_passes_the_whole_text_untouched():
+    text = "select ssn from patients; select pg_sleep(1)"
+    assert plan(text, context("admin")) == (Passthrough(text),)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "select 1",
+        "select code, description from diagnoses where code like 'I%'",
+        "select c.relname from pg_catalog.pg_class c join pg_namespace n on n.oid = c.relnamespace",
+        "select column_name from information_schema.columns where table_name = 'patients'",
+        "select lower(description), count(*) from diagnoses group by 1",
+        "select now(), to_char(now(), 'YYYY'), current_setting('timezone')",
+        "begin", "commit", "rollback", "savepoint a", "release savepoint a", "rollback to savepoint a",
+        "show timezone", "set application_name = 'metabase'", "set statement_timeout to 5000",
+        "set time zone 'UTC'", "set transaction isolation level serializable", "reset all", "reset statement_timeout",
+        "fetch 10 from c", "close c", "deallocate all", "discard all", "listen x", "execute s(1)",
+    ],
+)
+def test_allowed_statements_pass_untouched(sql):
+    assert only(sql) == Passthrough(sql)
+
+
+@pytest.mark.parametrize(
+    ("sql", "words"),
+    [
+        ("select * from unlisted", ["unlisted", "not named in the policy"]),
+        ("select * from pgshroud.keys", ["pgshroud"]),
+        ("select * from pg_stats", ["pg_stats"]),
+        ("select * from pg_catalog.pg_statistic", ["pg_statistic"]),
+        ("select query from pg_stat_activity", ["pg_stat_activity"]),
+        ("select pg_sleep(1)", ["pg_sleep", "volatile"]),
+        ("select random()", ["random"]),
+        ("select nextval('s')", ["nextval"]),
+        ("select set_config('search_path', 'x', false)", ["set_config"]),
+        ("select query_to_xml('select * from patients', true, true, '')", ["query_to_xml"]),
+        ("select pg_catalog.pg_read_file('/etc/passwd')", ["pg_read_file"]),
+        ("select leak_everything()", ["leak_everything"]),
+        ("select public.lower('x')", ["public.lower"]),
+        ('select "pg_sleep"(1)', ["pg_sleep"]),
+        ("select no_such_function(1)", ["no_such_function"]),
+        ("with patients as (select 1) select * from patients", ["CTE", "patients"]),
+        ("select * into t from diagnoses", ["INTO"]),
+        ("insert into diagnoses values ('x', 'y')", ["INSERT"]),
+        ("update patients set ssn = 'x'", ["UPDATE"]),
+        ("delete from visits", ["DELETE"]),
+        ("create table t (x int)", ["CREATE"]),
+        ("drop table patients", ["DROP"]),
+        ("do $$ begin perform 1; end $$", ["DO"]),
+        ("call p()", ["CALL"]),
+        ("set search_path = evil, public", ["search_path"]),
+        ("set standard_conforming_strings = off", ["standard_conforming_strings"]),
+        ("set role admin", ["ROLE"]),
+        ("set session authorization admin", ["AUTHORIZATION"]),
+        ("set client_encoding = 'SJIS'", ["SJIS"]),
+        ("set names 'BIG5'", ["BIG5"]),
+        ("reset role", ["ROLE"]),
+        ("copy patients to '/tmp/x'", ["STDOUT"]),
+        ("copy patients from stdin", ["STDOUT"]),
+        ("copy (select 1) to program 'id'", ["STDOUT"]),
+        ("explain select * from patients", ["EXPLAIN"]),
+        ("lock table patients", ["LOCK"]),
+        ("prepare transaction 'x'", ["two-phase"]),
+        ("select * from other_db.public.patients", ["cross-database"]),
+        ("with x as (delete from visits returning *) select * from x", ["data-modifying"]),
+    ],
+)
+def test_refusals_name_what_was_refused(sql, words):
+    refusal = refused(sql)
+    assert refusal.sqlstate in ("42501", "42601", "0A000")
+    text = refusal.message + (refusal.hint or "")
+    for word in words:
+        assert word.lower() in text.lower(), (sql, refusal)
+
+
+def test_every_statement_of_a_multi_statement_text_is_planned():
+    plans = plan("select 1; select pg_sleep(1); select 2", context("clinician"))
+    assert plans[0] == Passthrough("select 1")
+    assert isinstance(plans[1], Refuse)
+
+
+def test_unparsable_sql_is_refused_not_passed():
+    assert refused("select from from from where").sqlstate == "42601"
+    assert refused("select ((((((").sqlstate == "42601"
+
+
+def test_deep_nesting_is_refused():
+    sql = "select " + "(" * 3000 + "1" + ")" * 3000
+    assert isinstance(plan(sql, context("clinician"))[-1], Refuse)
+
+
+def test_aggregate_role_cannot_read_rows_or_row_counts():
+    assert "differentially private" in refused("select ssn from patients", "analyst").message
+    assert refused("select reltuples from pg_class", "analyst")
+    assert refused("select * from pg_stat_user_tables", "analyst")
+    assert refused("select pg_stat_get_live_tuples(1)", "analyst")
+    assert only("select reltuples from pg_class", "clinician") == Passthrough("select reltuples from pg_class")
+
+
+def test_per_table_deny_override():
+    assert "may not read" in refused("select * from visits", "filtered").message
+
+
+def test_declare_prepare_copy_of_catalog_queries_pass():
+    for sql in ("declare c cursor for select 1", "prepare s as select code from diagnoses",
+                "copy (select code from diagnoses) to stdout", "copy diagnoses to stdout with csv"):
+        result = only(sql)
+        assert isinstance(result, (Passthrough, Rewrite)), (sql, result)

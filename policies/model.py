@@ -75,7 +75,7 @@ class Role:
     users: tuple[str, ...] = ()
     table_access: Mapping[str, Access] = field(default_factory=dict)  # schema.table -> override
     allow_statements: frozenset[str] = frozenset()  # e.g. {"insert", "create_temp_table"}
-    allow_functions: frozenset[str] = frozenset()
+    allow_functions: frozenset[str] = frozenset()  # schema.function, bare names as pg_catalog.name
 
     def access_to(self, table: str) -> Access:
         return self.table_access.get(table, self.access)
@@ -117,7 +117,7 @@ class Policy:
     default_role: str | None  # None: users the policy does not name are denied
     protected_tables: Mapping[str, ProtectedTable]
     public_tables: frozenset[str]
-    allow_functions: frozenset[str] = frozenset()
+    allow_functions: frozenset[str] = frozenset()  # for every non-raw role, as in Role
     secrets: Mapping[str, SecretRef] = field(default_factory=dict)
     privacy: PrivacyDefaults = PrivacyDefaults()
     budgets: Budgets = Budgets()

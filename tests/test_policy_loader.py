@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import importlib.resources
 import pickle
+import re
 import textwrap
 import types
+from pathlib import Path
 
 import pytest
 
@@ -658,3 +660,12 @@ def test_load_policy_rejects_bytes_that_are_not_utf8(tmp_path):
 def test_load_policy_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_policy(tmp_path / "nope.yaml")
+
+
+def test_the_documented_example_loads():
+    readme = (Path(__file__).parents[1] / "policies" / "README.md").read_text(encoding="utf-8")
+    example = re.search(r"```yaml\n(.*?)```", readme, re.DOTALL).group(1)
+    policy = loads_policy(example, "README.md")
+    assert policy.roles["clinician"].access_to("public.visits") is Access.DENY
+    assert policy.secrets["pseudonym_key"].env == "PGSHROUD_PSEUDONYM_KEY"
+    assert policy.budgets.per_role["analyst"] == EpsilonDelta(50, 1e-4)

@@ -392,13 +392,14 @@ def test_row_filters_are_kept():
 
 def test_unknown_mask_kind():
     text = BASE + "      email: {mask: blurr}   #<\n"
-    error = assert_one_error(text, "protected_tables.patients.columns.email.mask", "one of none, redact, null, partial")
+    error = assert_one_error(text, "protected_tables.patients.columns.email.mask", "one of ")
+    assert {"redact", "null", "partial", "fake_city"} <= set(error.expected.removeprefix("one of ").split(", "))
     assert "(got 'blurr')" in str(error)
 
 
 def test_unknown_mask_kind_as_a_string():
     text = BASE + "      email: emial   #<\n"
-    error = assert_one_error(text, "protected_tables.patients.columns.email", "one of none")
+    error = assert_one_error(text, "protected_tables.patients.columns.email", "one of ")
     assert error.hint == "email"
 
 
@@ -436,7 +437,7 @@ def test_role_mask_for_a_raw_role_would_never_apply():
 
 def test_role_mask_kind():
     text = BASE + "      email: {mask: email, roles: {analyst: nothing}}   #<\n"
-    assert_one_error(text, "protected_tables.patients.columns.email.roles.analyst", "one of none")
+    assert_one_error(text, "protected_tables.patients.columns.email.roles.analyst", "one of ")
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from pathlib import Path
 
 import asyncpg
+from psycopg.conninfo import conninfo_to_dict
 
+from proxy.config import ConfigError
 from rewriter.catalog import Catalog, Relation
 
 log = logging.getLogger("pgshroud.catalog")
@@ -30,8 +34,23 @@ GROUP BY p.proname, n.nspname = 'pg_catalog'
 """
 
 
+def asyncpg_arguments(conninfo: str) -> dict[str, object]:
+    """asyncpg takes URIs only; libpq key=value strings are translated."""
+    params = conninfo_to_dict(conninfo)
+    names = {"host": "host", "port": "port", "user": "user", "password": "password", "dbname": "database",
+             "sslmode": "ssl", "passfile": "passfile"}
+    arguments: dict[str, object] = {names[k]: v for k, v in params.items() if k in names and v is not None}
+    if "port" in arguments:
+        arguments["port"] = int(arguments["port"])  # type: ignore[arg-type]
+    return arguments
+
+
+async def connect_own(conninfo: str) -> asyncpg.Connection:
+    return await asyncpg.connect(**asyncpg_arguments(conninfo))
+
+
 async def read_catalog(conninfo: str, version: int = 0) -> Catalog:
-    conn = await asyncpg.connect(conninfo)
+    conn = await connect_own(conninfo)
     try:
         relations = {
             (schema, name): Relation(schema, name, kind, tuple(zip(names, types)))
@@ -83,3 +102,19 @@ class CatalogKeeper:
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+
+
+def own_conninfo(upstream, policy) -> str:
+    """pgshroud's own connections: the policy's admin_dsn, else --upstream's DSN."""
+    reference = getattr(policy, "admin_dsn", None)
+    if reference is not None:
+        if reference.env:
+            value = os.environ.get(reference.env)
+            if not value:
+                raise ConfigError(f"the policy's admin_dsn names environment variable {reference.env}, which is not set")
+            return value
+        try:
+            return Path(reference.file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the policy's admin_dsn file {reference.file}: {exc.strerror}") from None
+    return upstream.own_conninfo()

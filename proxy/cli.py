@@ -9,6 +9,9 @@ import signal
 import sys
 from typing import Sequence
 
+from policies.errors import PolicyError
+from policies.loader import load_policy
+from proxy.catalog import CatalogKeeper, own_conninfo
 from proxy.config import ConfigError, ServerConfig, UpstreamTarget, parse_listen, server_tls_context
 from proxy.server import Server
 from proxy.session import SessionContext
@@ -46,6 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="on SIGTERM, how long running statements may take before sessions are closed "
                             "(default: 60)")
 
+    check = commands.add_parser("check", help="validate a policy file (and compare it with a live catalog)",
+                                description="Validate a policy; with --upstream also compare it with the live "
+                                            "catalog and warn where non-raw users could bypass pgshroud.")
+    check.add_argument("policy", metavar="FILE")
+    check.add_argument("--upstream", metavar="DSN", help="compare with this PostgreSQL's catalog and privileges")
+
+    explain = commands.add_parser("explain", help="show how pgshroud plans a statement for a role",
+                                  description="Print the plan and rewritten SQL of a statement, for humans.")
+    explain.add_argument("sql", metavar="SQL")
+    explain.add_argument("--policy", required=True, metavar="FILE")
+    explain.add_argument("--upstream", required=True, metavar="DSN", help="where to read the catalog from")
+    explain.add_argument("--role", required=True, help="the policy role to plan for")
+
     demo = commands.add_parser("demo", help="run pgshroud on a throwaway PostgreSQL with synthetic patient data",
                                description="Start a throwaway PostgreSQL cluster with a synthetic healthcare "
                                            "dataset and pgshroud in front of it; Ctrl-C removes everything.")
@@ -62,17 +78,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "check":
+            from proxy.policy_commands import run_check
+
+            return run_check(args.policy, args.upstream)
+        if args.command == "explain":
+            from proxy.policy_commands import run_explain
+
+            return run_explain(args.sql, policy_path=args.policy, upstream=args.upstream, role=args.role)
         from proxy.demo_command import run_demo
 
         return run_demo(port=args.port, patients=args.patients)
     except ConfigError as exc:
         print(f"pgshroud: {exc}", file=sys.stderr)
         return 2
+    except PolicyError as exc:
+        print(f"pgshroud: invalid policy:\n{exc}", file=sys.stderr)
+        return 2
 
 
 def _serve(args: argparse.Namespace) -> int:
-    if args.policy:
-        raise ConfigError(f"--policy {args.policy}: this version of pgshroud cannot load policies yet")
     config = ServerConfig(
         *parse_listen(args.listen),
         upstream=UpstreamTarget.parse(args.upstream),
@@ -81,13 +106,22 @@ def _serve(args: argparse.Namespace) -> int:
         max_message_size=args.max_message_size,
         drain_timeout=args.drain_timeout,
     )
-    log.warning("no --policy given: pgshroud relays every statement unchanged")
-    run_event_loop(serve_until_signalled(SessionContext(config, plan)))
+    if args.policy is None:
+        log.warning("no --policy given: pgshroud relays every statement unchanged")
+    policy = load_policy(args.policy) if args.policy else None
+    run_event_loop(serve_until_signalled(SessionContext(config, plan, policy=policy), policy_path=args.policy))
     return 0
 
 
-async def serve_until_signalled(shared: SessionContext, ready: asyncio.Future[int] | None = None) -> None:
-    """Serve until SIGTERM or SIGINT, then drain."""
+async def serve_until_signalled(
+    shared: SessionContext, ready: asyncio.Future[int] | None = None, policy_path: str | None = None
+) -> None:
+    """Serve until SIGTERM or SIGINT, then drain. SIGHUP reloads the policy."""
+    keeper = None
+    if shared.policy is not None:
+        keeper = CatalogKeeper(own_conninfo(shared.config.upstream, shared.policy))
+        await keeper.start()
+        shared.catalog = lambda: keeper.catalog
     server = Server(shared)
     await server.start()
     log.info("listening on %s:%d, upstream %s", shared.config.listen_host, server.port,
@@ -98,9 +132,24 @@ async def serve_until_signalled(shared: SessionContext, ready: asyncio.Future[in
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if policy_path is not None:
+        loop.add_signal_handler(signal.SIGHUP, lambda: reload_policy(shared, policy_path))
     await stop.wait()
     log.info("draining: no new connections, waiting for running statements")
     await server.shutdown()
+    if keeper is not None:
+        keeper.stop()
+
+
+def reload_policy(shared: SessionContext, path: str) -> None:
+    """Swap in the policy at `path`; an invalid one keeps the old policy."""
+    try:
+        policy = load_policy(path)
+    except (PolicyError, OSError) as exc:
+        log.error("policy reload failed, keeping the current policy: %s", exc)
+        return
+    shared.policy = policy  # one assignment: each statement sees the old or the new policy, never a mix
+    log.info("policy reloaded from %s", path)
 
 
 def run_event_loop(main_coroutine) -> None:

@@ -163,6 +163,8 @@ class QueryAnalyser:
             return None
         name = relation.qualified
         if name in self.policy.public_tables:
+            if self.role.access_to(name) == Access.DENY:
+                raise Refusal(POLICY, f'role "{self.role.name}" may not read "{name}"')
             return None
         table = self.policy.protected_tables.get(name)
         if table is None:

@@ -1,0 +1,107 @@
+"""`pgshroud check` and `pgshroud explain`: the policy, for humans."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from policies.loader import load_policy
+from policies.model import Access, Policy
+from proxy.catalog import connect_own, own_conninfo, read_catalog
+from proxy.config import ConfigError, UpstreamTarget
+from rewriter import PlanContext, plan
+from rewriter.catalog import SYSTEM_SCHEMAS, Catalog
+
+
+def run_check(path: str, upstream: str | None) -> int:
+    policy = load_policy(path)
+    print(f"{path}: valid: {len(policy.roles)} roles, {len(policy.protected_tables)} protected tables, "
+          f"{len(policy.public_tables)} public tables")
+    if upstream is None:
+        return 0
+    target = UpstreamTarget.parse(upstream)
+    warnings = asyncio.run(_compare(policy, own_conninfo(target, policy)))
+    for line in warnings:
+        print(f"warning: {line}")
+    print(f"{len(warnings)} warning(s) against the live catalog at {target.describe()}")
+    return 1 if warnings else 0
+
+
+async def _compare(policy: Policy, conninfo: str) -> list[str]:
+    catalog = await read_catalog(conninfo)
+    warnings = uncovered(policy, catalog)
+    conn = await connect_own(conninfo)
+    try:
+        warnings += await _bypasses(policy, conn)
+    finally:
+        await conn.close()
+    return warnings
+
+
+def uncovered(policy: Policy, catalog: Catalog) -> list[str]:
+    """Relations and columns in the database that the policy does not name."""
+    out = []
+    for (schema, name), relation in sorted(catalog.relations.items()):
+        if schema in SYSTEM_SCHEMAS or schema == "pgshroud":
+            continue
+        qualified = relation.qualified
+        table = policy.protected_tables.get(qualified)
+        if table is None:
+            if qualified not in policy.public_tables:
+                out.append(f"relation {qualified} is not in the policy: non-raw roles are refused it")
+            continue
+        for column, _ in relation.columns:
+            if column not in table.columns:
+                out.append(f"column {qualified}.{column} is not in the policy: it reads as NULL")
+    for name in sorted(policy.protected_tables.keys() | policy.public_tables):
+        schema, _, table_name = name.partition(".")
+        if (schema, table_name) not in catalog.relations:
+            out.append(f"the policy names {name}, which does not exist upstream")
+    return out
+
+
+async def _bypasses(policy: Policy, conn) -> list[str]:
+    """Where a non-raw user could read protected data without pgshroud."""
+    out = []
+    non_raw = {u: r.name for r in policy.roles.values() if r.access != Access.RAW for u in r.users}
+    for table in policy.protected_tables:
+        for user, role in sorted(non_raw.items()):
+            try:
+                allowed = await conn.fetchval("SELECT has_table_privilege($1, $2, 'SELECT')", user, table)
+            except Exception:  # the user or table does not exist upstream
+                continue
+            if allowed:
+                out.append(f"user {user} (role {role}) holds SELECT on {table}: a direct connection bypasses pgshroud")
+    try:
+        rules = await conn.fetch("SELECT line_number, type, user_name, address, auth_method FROM pg_hba_file_rules")
+    except Exception:
+        return out + ["cannot read pg_hba_file_rules (needs superuser): pg_hba.conf was not checked"]
+    for rule in rules:
+        users = set(rule["user_name"] or [])
+        admitted = sorted(u for u in non_raw if "all" in users or u in users)
+        if admitted and rule["auth_method"] != "reject":
+            where = rule["address"] or "the local socket"
+            out.append(f"pg_hba.conf line {rule['line_number']} admits {', '.join(admitted)} from {where}: "
+                       "make sure only pgshroud can reach PostgreSQL for these users")
+    return out
+
+
+def run_explain(sql: str, *, policy_path: str, upstream: str, role: str) -> int:
+    policy = load_policy(policy_path)
+    chosen = policy.roles.get(role)
+    if chosen is None:
+        raise ConfigError(f"--role {role}: the policy has no such role (it has {', '.join(policy.roles)})")
+    catalog = asyncio.run(read_catalog(own_conninfo(UpstreamTarget.parse(upstream), policy)))
+    user = chosen.users[0] if chosen.users else role
+    context = PlanContext(user=user, policy=policy, role_sees_raw=chosen.access == Access.RAW, role=chosen,
+                          catalog=catalog)
+    for number, step in enumerate(plan(sql, context), 1):
+        kind = type(step).__name__
+        print(f"statement {number}: {kind}")
+        for field in ("sql", "sqlstate", "message", "hint"):
+            value = getattr(step, field, None)
+            if value:
+                print(f"  {field}: {value}")
+    return 0
+
+

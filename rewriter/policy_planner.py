@@ -17,6 +17,7 @@ from sqlglot.tokens import TokenType
 
 from policies.model import Access, Policy, Role
 from rewriter.catalog import SYSTEM_SCHEMAS, Catalog
+from rewriter.cache import PlanCache
 from rewriter.functions import FunctionRefused, check_functions
 from rewriter.masking import masked_subquery, replacement_for, splice
 from rewriter.plans import Passthrough, Plan, Refuse, Rewrite
@@ -35,6 +36,8 @@ HIDDEN_CATALOG = frozenset(
 ROW_COUNT_COLUMNS = frozenset({"reltuples", "relpages", "relallvisible"})
 TRANSACTION_WORDS = frozenset({"begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release"})
 CURSOR_WORDS = frozenset({"fetch", "move", "close", "execute", "deallocate", "listen", "unlisten"})
+QUERY_WORDS = frozenset({"select", "with", "values", "("})
+PLAN_CACHE = PlanCache()
 WRITE_WORDS = {"insert": "insert", "update": "update", "delete": "delete", "merge": "merge", "call": "call",
                "do": "do"}
 
@@ -56,26 +59,44 @@ class QueryAnalyser:
         self.allowed_functions = policy.allow_functions | role.allow_functions
 
     def plan_text(self, sql: str) -> list[Plan]:
+        owners = (self.policy, self.catalog)
+        cached = PLAN_CACHE.get(self.role.name, owners, sql)
+        if cached is not None:
+            return cached
         try:
             statements = split_statements(sql)
         except LexError as exc:
             return [Refuse("42601", str(exc))]
         plans: list[Plan] = []
+        self._layouts: list[tuple[int, int, list]] | None = []
         for statement in statements:
+            self._replacements: list[tuple[int, int, str]] = []
             try:
                 plans.append(self.plan_statement(statement))
             except Refusal as refusal:
                 plans.append(refusal.refuse)
             except RecursionError:
                 plans.append(Refuse("54001", "the statement is nested too deeply for pgshroud to analyse"))
-        return plans or [Passthrough(sql)]
+            if self._layouts is not None:
+                self._layouts.append((statement.start, statement.start + len(statement.text), self._replacements))
+        if not plans:
+            return [Passthrough(sql)]
+        if self._layouts is not None:
+            PLAN_CACHE.put(self.role.name, owners, sql, plans, self._layouts)
+        return plans
 
     def plan_statement(self, statement: Statement) -> Plan:
+        """One statement's plan. Only plain queries keep the text cacheable:
+        other statements' plans can depend on their literals."""
         word = statement.first_word
+        if word not in QUERY_WORDS:
+            self._layouts = None
         if statement.words(2) in (["prepare", "transaction"], ["commit", "prepared"], ["rollback", "prepared"]):
             raise Refusal(POLICY, "two-phase commit is not allowed through pgshroud")
-        if word in ("select", "with", "values", "(") or statement.tokens[0].token_type == TokenType.L_PAREN:
-            return self._query_plan(statement.text)
+        if word in QUERY_WORDS:
+            rewritten, replacements = self._rewrite(statement.text)
+            self._replacements = [(s + statement.start, e + statement.start, t) for s, e, t in replacements]
+            return Passthrough(statement.text) if rewritten == statement.text else Rewrite(rewritten)
         if word == "table":
             return self._query_plan("SELECT * FROM " + _after_words(statement, 1))
         if word in TRANSACTION_WORDS:
@@ -114,15 +135,20 @@ class QueryAnalyser:
 
     def rewrite_query(self, text: str) -> str:
         """The query with every protected relation masked; refuses what it cannot analyse."""
+        return self._rewrite(text)[0]
+
+    def _rewrite(self, text: str) -> tuple[str, list[tuple[int, int, str]]]:
+        """The rewritten query and its replacements, as offsets into `text`."""
         statement, refs = self.analyse(text)
         replacements = []
         for ref in refs:
             subquery = self._relation_subquery(ref.relation)
             if subquery is not None:
-                replacements.append(replacement_for(ref, subquery))
+                start, end, new = replacement_for(ref, subquery)
+                replacements.append((start - statement.start, end - statement.start, new))
         if not replacements:
-            return text
-        return splice(text, statement.start, replacements)
+            return text, []
+        return splice(text, 0, replacements), replacements
 
     def analyse(self, text: str) -> tuple[Statement, list]:
         """Parse a query, check its functions, and resolve its relations."""

@@ -88,10 +88,12 @@ def start_proxy(pg) -> Iterator[Callable[..., RunningProxy]]:
         ledger: Ledger | None = None,
         upstream_dsn: str | None = None,
         policy: object | None = None,
+        catalog: Any = None,
         **config: Any,
     ) -> RunningProxy:
         dsn = upstream_dsn or make_conninfo(pg.dsn(), sslmode="disable")
-        proxy = RunningProxy(SessionContext(proxy_config(dsn, **config), planner, ledger, policy))
+        shared = SessionContext(proxy_config(dsn, **config), planner, ledger, policy, lambda: catalog)
+        proxy = RunningProxy(shared)
         started.append(proxy)
         return proxy
 

@@ -55,6 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("policy", metavar="FILE")
     check.add_argument("--upstream", metavar="DSN", help="compare with this PostgreSQL's catalog and privileges")
 
+    setup = commands.add_parser("setup", help="install what masks need into the upstream database",
+                                description="Create the pgshroud schema (mask functions, dictionaries and the "
+                                            "pseudonym key) in the --upstream database, idempotently. The key is "
+                                            "generated once and never rotated silently.")
+    setup.add_argument("--upstream", required=True, metavar="DSN",
+                       help="the database to set up, with a user allowed to create schemas there")
+    key = setup.add_mutually_exclusive_group()
+    key.add_argument("--key-env", metavar="NAME", help="take the pseudonym key (hex or base64) from this variable")
+    key.add_argument("--key-file", metavar="PATH", help="take the pseudonym key (hex or base64) from this file")
+    setup.add_argument("--rotate-key", action="store_true",
+                       help="replace a stored key with a different one (changes every pseudonym)")
+    setup.add_argument("--grant-to", metavar="USERS", default="",
+                       help="comma-separated users that may run the mask functions (the masked and aggregate users)")
+
     explain = commands.add_parser("explain", help="show how pgshroud plans a statement for a role",
                                   description="Print the plan and rewritten SQL of a statement, for humans.")
     explain.add_argument("sql", metavar="SQL")
@@ -82,6 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from proxy.policy_commands import run_check
 
             return run_check(args.policy, args.upstream)
+        if args.command == "setup":
+            from proxy.setup_command import parse_grant_to, run_setup
+
+            return run_setup(args.upstream, key_env=args.key_env, key_file=args.key_file,
+                             rotate_key=args.rotate_key, grant_to=parse_grant_to(args.grant_to))
         if args.command == "explain":
             from proxy.policy_commands import run_explain
 

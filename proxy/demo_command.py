@@ -8,7 +8,11 @@ import sys
 
 from psycopg.conninfo import make_conninfo
 
+from importlib import resources
+
+from policies.loader import load_policy
 from proxy.config import ServerConfig, UpstreamTarget
+from proxy.setup_command import run_setup
 from proxy.pgcluster import PgBinariesNotFound
 from proxy.session import SessionContext
 from rewriter import plan
@@ -28,18 +32,25 @@ def run_demo(*, port: int, patients: int) -> int:
         print(f"pgshroud demo: {exc}", file=sys.stderr)
         return 1
     try:
-        # Client sessions reach the cluster over TCP with their own passwords.
-        upstream = UpstreamTarget.parse(make_conninfo(host=cluster.host, port=cluster.port, sslmode="disable"))
+        if run_setup(cluster.admin_dsn("health"), key_env=None, key_file=None, rotate_key=False,
+                     grant_to=["clinician", "analyst"], out=sys.stderr) != 0:
+            return 1
+        policy_file = resources.files("policies") / "examples" / "healthcare.yaml"
+        with resources.as_file(policy_file) as policy_path:
+            policy = load_policy(policy_path)
+        # Client sessions reach the cluster over TCP with their own passwords;
+        # pgshroud's own connections (the catalog) use the superuser's.
+        upstream = UpstreamTarget.parse(make_conninfo(cluster.dsn(dbname="health"), sslmode="disable"))
         config = ServerConfig("127.0.0.1", port, upstream)
 
         async def main() -> None:
             ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-            serving = asyncio.create_task(serve_until_signalled(SessionContext(config, plan), ready))
+            serving = asyncio.create_task(serve_until_signalled(SessionContext(config, plan, policy=policy), ready))
             await asyncio.wait([ready, serving], return_when=asyncio.FIRST_COMPLETED)
             if ready.done():
                 print("\n" + instructions("127.0.0.1", ready.result(), cluster), flush=True)
-                print("No policy is loaded yet, so every role sees raw data. Ctrl-C stops the demo "
-                      "and removes its data.", flush=True)
+                print(f"Policy: {policy.source} (admin sees raw data, clinician masked rows, analyst only "
+                      "private aggregates). Ctrl-C stops the demo and removes its data.", flush=True)
             await serving
 
         run_event_loop(main())

@@ -93,6 +93,8 @@ class Session:
         self._pending: deque[r.Unit] = deque()
         self._statements: dict[str, _Statement] = {}
         self._portals: dict[str, _Statement] = {}
+        # Non-raw sessions: the policy each named statement was planned under.
+        self._prepared_under: dict[str, object] = {}
         self._client_rest = b""
         self._client_streaming = 0  # bytes of a partly relayed client frame still to come
         self._upstream_rest = b""
@@ -237,7 +239,7 @@ class Session:
             return None
         # Bind, Execute, Describe and Close only need decoding while some
         # statement or portal has a plan of its own (Local or Release).
-        named = self._statements or self._portals
+        named = self._statements or self._portals or self._prepared_under
         if kind == B:
             if named:
                 return self._on_bind(data[pos + 5 : end])
@@ -380,6 +382,8 @@ class Session:
 
     def _on_parse(self, parse: Parse) -> bytes | None:
         plans = self._plan(parse.sql)
+        if self.plan_context.policy is not None and not self.plan_context.role_sees_raw:
+            self._prepared_under[parse.name] = self.plan_context.policy
         plan = plans[0] if len(plans) == 1 else Refuse("42601", "cannot insert multiple commands into a prepared statement")
         if type(plan) is Passthrough and plan.sql == parse.sql:
             if self._statements:
@@ -402,6 +406,11 @@ class Session:
 
     def _on_bind(self, payload: bytes) -> bytes | None:
         portal, statement = _two_names(payload)
+        if self._prepared_under.get(statement, self.shared.policy) is not self.shared.policy:
+            return self._refuse_extended(
+                r.ENDS_BIND, "0A000", f'prepared statement "{statement}" was planned under a previous policy',
+                hint="Prepare it again.",
+            )
         info = self._statements.get(statement) if self._statements else None
         if info is None:
             if self._portals:
@@ -462,6 +471,8 @@ class Session:
         """A Close of a statement or portal that may have a plan of its own."""
         kind, name = close_payload[:1], close_payload[1:].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
         (self._statements if kind == b"S" else self._portals).pop(name, None)
+        if kind == b"S":
+            self._prepared_under.pop(name, None)
 
     def _on_function_call(self, call: FunctionCall) -> bytes | None:
         plan = plan_function_call(call.function_oid, self._context())

@@ -9,6 +9,7 @@ keeps exactly the meaning the user gave it.
 
 from __future__ import annotations
 
+from policies.masks import mask_expression
 from policies.model import ProtectedTable
 from rewriter.catalog import Relation
 from rewriter.relations import RelationRef
@@ -21,8 +22,6 @@ def quote_ident(name: str) -> str:
 
 
 def masked_subquery(table: ProtectedTable, relation: Relation, role: str, row_filter: str | None) -> str:
-    from policies.masks import mask_expression
-
     columns = []
     for name, type_name in relation.columns:
         column_policy = table.columns.get(name)

@@ -1,0 +1,62 @@
+"""pytest plugin: the demo's healthcare database behind a pgshroud that
+enforces the example policy (admin raw, clinician masked, analyst aggregate)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Iterator
+from importlib import resources
+
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from policies.loader import load_policy
+from proxy.catalog import read_catalog
+from proxy.demo import prepare_demo_cluster  # noqa: F401  (documents where the schema comes from)
+from proxy.demo_data import load_demo_dataset
+from proxy.session import SessionContext
+from proxy.setup_command import run_setup
+from rewriter import plan
+from tests.fix_proxy import RunningProxy, proxy_config
+
+HEALTH_PATIENTS = 400
+ROLES = ("admin", "clinician", "analyst")
+
+
+@pytest.fixture(scope="session")
+def health_db(pg) -> str:
+    """Database `health` with the demo dataset, demo roles and pgshroud's setup; returns its admin DSN."""
+    for role in ROLES:
+        pg.execute(f"DROP ROLE IF EXISTS {role}")
+        pg.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{role}'")
+    pg.execute("CREATE DATABASE health OWNER admin")
+    load_demo_dataset(pg.dsn(user="admin", password="admin", dbname="health"), patients=HEALTH_PATIENTS)
+    pg.execute("GRANT SELECT ON patients, visits, labs, diagnoses TO clinician, analyst", dbname="health")
+    status = run_setup(pg.admin_dsn("health"), key_env=None, key_file=None, rotate_key=False,
+                       grant_to=["clinician", "analyst"], out=io.StringIO())
+    assert status == 0
+    return pg.admin_dsn("health")
+
+
+@pytest.fixture(scope="session")
+def health_policy():
+    with resources.as_file(resources.files("policies") / "examples" / "healthcare.yaml") as path:
+        return load_policy(path)
+
+
+@pytest.fixture(scope="session")
+def guarded(pg, health_db, health_policy) -> Iterator[RunningProxy]:
+    """pgshroud with the healthcare policy in front of `health`; `.dsn(user, "health")`."""
+    catalog = asyncio.run(read_catalog(health_db))
+    upstream = make_conninfo(pg.dsn(), sslmode="disable")
+    shared = SessionContext(proxy_config(upstream), plan, policy=health_policy, catalog=lambda: catalog)
+    proxy = RunningProxy(shared)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def raw_health(pg, health_db) -> str:
+    """A direct superuser connection string to `health`, to read the true values."""
+    return health_db

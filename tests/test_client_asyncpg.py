@@ -137,6 +137,14 @@ def test_prepared_statements(endpoints):
                 await conn.execute("alter table shape add column c int default 3")
                 seen.append(await outcome(conn.fetch("select * from shape")))
             seen.append(rows(await conn.fetch("select * from shape")))
+            # A small cache: asyncpg closes the statements it evicts.
+            small = await connect(ep, statement_cache_size=3)
+            try:
+                for i in range(12):
+                    seen.append(await small.fetchval(f"select {i} + $1::int", i))
+                seen.append(await small.fetchval("select count(*) from pg_prepared_statements"))
+            finally:
+                await small.close()
             # Unnamed statements, without the cache.
             uncached = await connect(ep, statement_cache_size=0)
             try:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -286,3 +288,24 @@ select count(*) from pg_largeobject_metadata where oid = :LASTOID;
     rc, out, err, exported = same_psql(endpoints, "-A", "-t", script=script, normalize=normalize)
     assert (rc, err, exported) == (0, "", True)
     assert "256000|" in out
+
+
+def test_sigint_cancels_the_running_query(endpoints):
+    # psql sends libpq's PQcancel on SIGINT, then stops.
+    def observe(endpoint: Endpoint):
+        argv = [PSQL, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=0",
+                "-c", "select pg_sleep(20)", "-c", "select 'after cancel'"]
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=endpoint.libpq_env())
+        start = time.monotonic()
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        return proc.returncode, out, err, time.monotonic() - start < 6
+
+    rc, out, err, quick = run_both(endpoints, observe)
+    assert err == "Cancel request sent\nERROR:  canceling statement due to user request\n" and quick

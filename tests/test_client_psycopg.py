@@ -163,6 +163,12 @@ def test_server_side_prepared_statements(endpoints):
             seen.append(conn.execute("select 'recovered'").fetchone())
             conn.execute("deallocate all")
             seen.append(outcome(lambda: conn.execute("select %s::int + 1", (41,)).fetchone()))
+        # A small cache: psycopg deallocates the statements it evicts.
+        with connect(ep, prepare_threshold=0, autocommit=True) as conn:
+            conn.prepared_max = 3
+            for i in range(12):
+                seen.append(conn.execute(f"select {i} + %s::int", (i,)).fetchone())
+            seen.append(conn.execute("select count(*) from pg_prepared_statements").fetchone())
         return seen
 
     run_both(endpoints, observe)

@@ -43,9 +43,9 @@ class Endpoint:
 
     def conninfo(self, **params: Any) -> str:
         """libpq conninfo; TLS off on both, so only pgshroud differs."""
-        params.setdefault("sslmode", "disable")
-        return make_conninfo(host=self.host, port=self.port, user=self.user, dbname=self.dbname,
-                             password=self.password, **params)
+        base = {"host": self.host, "port": self.port, "user": self.user, "dbname": self.dbname,
+                "password": self.password, "sslmode": "disable"}
+        return make_conninfo(**{**base, **params})
 
     def asyncpg_args(self, **extra: Any) -> dict[str, Any]:
         return {"host": self.host, "port": self.port, "user": self.user, "password": self.password,

@@ -356,6 +356,26 @@ def test_error_then_recovery(endpoints):
     run_both(endpoints, observe(errors))
 
 
+def test_connection_errors(endpoints):
+    async def failures(ep):
+        seen = []
+        for overrides in ({"password": "wrong"}, {"database": "no_such_database"},
+                          {"user": "no_such_user", "password": "x"},
+                          {"server_settings": {"no_such_setting": "1"}},
+                          {"server_settings": {"work_mem": "nonsense"}}):
+            try:
+                conn = await asyncpg.connect(**{**ep.asyncpg_args(), **overrides})
+            except asyncpg.PostgresError as exc:
+                seen.append(error(exc))
+            else:
+                seen.append("connected")
+                await conn.close()
+        return seen
+
+    seen = run_both(endpoints, observe(failures))
+    assert seen[0][0] == "InvalidPasswordError" and seen[1][0] == "InvalidCatalogNameError"
+
+
 def test_notices_notifications_and_settings(endpoints):
     async def session(ep):
         conn = await connect(ep, server_settings={"application_name": "asyncpg-suite", "search_path": "pg_catalog,public"})

@@ -536,6 +536,32 @@ def test_own_notification_carries_own_backend_pid(endpoints):
 # --------------------------------------------------------------- session settings
 
 
+def test_connection_errors(endpoints):
+    """Failures during startup and authentication reach the client as PostgreSQL's."""
+
+    def attempt(ep: Endpoint, **params):
+        try:
+            psycopg.connect(ep.conninfo(**params)).close()
+        except psycopg.OperationalError as exc:
+            message = str(exc).replace(f'port {ep.port}', "port <port>")
+            return type(exc).__name__, exc.sqlstate, message
+        return "connected"
+
+    def observe(ep):
+        return [
+            attempt(ep, password="wrong"),
+            attempt(ep, dbname="no_such_database"),
+            attempt(ep, user="no_such_user", password="x"),
+            attempt(ep, options="-c no_such_setting=1"),
+            attempt(ep, options="-c work_mem=nonsense"),
+            attempt(ep, options="-c search_path=public"),
+        ]
+
+    seen = run_both(endpoints, observe)
+    assert "password authentication failed" in seen[0][2] and seen[-1] == "connected"
+
+
+
 def test_autocommit(endpoints):
     def observe(ep):
         seen = []

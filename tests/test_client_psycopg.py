@@ -16,10 +16,9 @@ from decimal import Decimal
 import psycopg
 import pytest
 from psycopg import errors as e
-from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
-from tests.compare import Endpoint, assert_same, endpoints, error_summary, outcome, run_both, scratch_name  # noqa: F401
+from tests.compare import Endpoint, assert_same, endpoints, error_summary, outcome, run_both  # noqa: F401
 
 pytestmark = pytest.mark.clients
 

@@ -34,7 +34,7 @@ from proxy.codec.messages import (
     decode_backend,
 )
 
-DEFAULT_TIMEOUT = 10.0
+DEFAULT_TIMEOUT = 5.0
 
 
 class ServerClosed(ConnectionError):

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
 import ssl
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -352,3 +355,58 @@ def test_silent_client_after_tls_handshake_is_closed(tls_proxy, pg_ca_file):
         assert time.monotonic() - started < 4
     with connect(proxy.dsn("u_scram"), sslmode="require") as conn:
         assert conn.execute("select 1").fetchone() == (1,)
+
+
+# ------------------------------------------------- without uvloop
+
+# `pgshroud serve` on plain asyncio, as where uvloop is not installed (the
+# package does not require it on Windows).
+SERVE_WITHOUT_UVLOOP = "import sys; sys.modules['uvloop'] = None; from proxy.cli import main; sys.exit(main())"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_tls_on_plain_asyncio(pg, proxy_cert, pg_ca_file):
+    """A client that sends its StartupMessage right after the TLS handshake,
+    as libpq does, must be served whatever event loop pgshroud runs on."""
+    port = free_port()
+    serve = subprocess.Popen(
+        [sys.executable, "-c", SERVE_WITHOUT_UVLOOP, "--log-level", "warning", "serve",
+         "--listen", f"127.0.0.1:{port}", "--upstream", make_conninfo(pg.dsn(), sslmode="disable"),
+         "--tls-cert", str(proxy_cert), "--tls-key", str(proxy_cert)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and serve.poll() is None, "pgshroud serve did not start"
+                time.sleep(0.05)
+        hung = 0
+        for _ in range(10):
+            with RawClient.connect("127.0.0.1", port, timeout=3) as client:
+                assert client.ssl_request() == b"S"
+                client.start_tls(client_context(pg_ca_file))
+                try:
+                    client.startup("u_trust", "app")
+                except (TimeoutError, socket.timeout):
+                    hung += 1
+        assert hung == 0, f"{hung} of 10 TLS clients got no answer to their StartupMessage"
+        dsn = make_conninfo(host="127.0.0.1", port=port, user="u_scram", password="u_scram", dbname="app",
+                            sslmode="verify-full", sslrootcert=str(pg_ca_file))
+        with connect(dsn) as conn:
+            assert conn.pgconn.ssl_in_use
+    finally:
+        serve.terminate()
+        try:
+            serve.wait(10)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            serve.wait()

@@ -1,8 +1,11 @@
 """pgshroud's own cancel keys, mapped to upstream backends.
 
-Clients never see an upstream BackendKeyData: they get a key of pgshroud's,
-drawn from the `secrets` module, and a CancelRequest that matches it is sent
-on to the upstream backend that serves that client.
+Clients never see an upstream cancel secret: they get a secret of
+pgshroud's, drawn from the `secrets` module, and a CancelRequest that
+matches it is sent on to the upstream backend that serves that client. The
+process id is the upstream backend's own where it is free, because clients
+compare it with the process id of NOTIFY messages (libpq's PQbackendPID)
+and with pg_backend_pid().
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 # PostgreSQL 18 uses 32-byte keys under protocol 3.2; 3.0 clients expect 4.
 SECRET_LENGTH_V30 = 4
@@ -25,15 +28,13 @@ class CancelKey:
 
 class CancelRegistry:
     def __init__(self) -> None:
-        self._sessions: dict[int, tuple[bytes, Callable[[], None]]] = {}
+        self._sessions: dict[int, tuple[bytes, Callable[[], Any]]] = {}
 
-    def issue(self, protocol_minor: int, on_cancel: Callable[[], None]) -> CancelKey:
+    def issue(self, protocol_minor: int, on_cancel: Callable[[], Any], process_id: int | None = None) -> CancelKey:
         """A fresh key for one client; `on_cancel` runs when a matching request arrives."""
         length = SECRET_LENGTH_V32 if protocol_minor >= 2 else SECRET_LENGTH_V30
-        while True:
+        while process_id is None or process_id in self._sessions:
             process_id = secrets.randbelow(2**31 - 1) + 1
-            if process_id not in self._sessions:
-                break
         secret = secrets.token_bytes(length)
         self._sessions[process_id] = (secret, on_cancel)
         return CancelKey(process_id, secret)
@@ -43,7 +44,7 @@ class CancelRegistry:
         if entry is not None and entry[0] == key.secret:
             del self._sessions[key.process_id]
 
-    def lookup(self, process_id: int, secret: bytes) -> Callable[[], None] | None:
+    def lookup(self, process_id: int, secret: bytes) -> Callable[[], Any] | None:
         entry = self._sessions.get(process_id)
         if entry is None or not hmac.compare_digest(entry[0], secret):
             return None

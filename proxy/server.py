@@ -80,7 +80,7 @@ class Server:
             async with asyncio.timeout(self.config.startup_timeout):
                 leg, packet = await self._negotiate(sock)
             if isinstance(packet, CancelRequest):
-                self._cancel(packet)
+                await self._cancel(packet)
                 leg.close()
                 return
             await self._serve_client(leg, packet)
@@ -118,17 +118,22 @@ class Server:
 
     async def _wrap(self, sock: socket.socket, tls: ssl.SSLContext | None) -> Leg:
         loop = asyncio.get_running_loop()
-        _, leg = await loop.connect_accepted_socket(
-            lambda: Leg(max_length=self.config.max_message_size), sock, ssl=tls
-        )
+        leg = Leg(max_length=self.config.max_message_size)
+        # With TLS, uvloop returns its SSL protocol here, not ours.
+        await loop.connect_accepted_socket(lambda: leg, sock, ssl=tls)
         return leg
 
-    def _cancel(self, request: CancelRequest) -> None:
+    async def _cancel(self, request: CancelRequest) -> None:
         on_cancel = self.cancels.lookup(request.process_id, request.secret)
         if on_cancel is None:
             log.info("ignoring a cancel request with an unknown key")
             return
-        on_cancel()
+        delivered = on_cancel()
+        if delivered is not None:
+            # Like PostgreSQL, close the client's cancel connection only once
+            # the cancel has landed, so a client that then sends its next
+            # statement cannot have that one cancelled instead.
+            await asyncio.wait([delivered], timeout=self.config.upstream.connect_timeout)
 
     async def _serve_client(self, leg: Leg, startup: StartupMessage) -> None:
         if self._draining:
@@ -155,7 +160,8 @@ class Server:
             leg.close()
             return
         session = Session(leg, established, self.shared)
-        key = self.cancels.issue(established.client_minor, session.cancel_upstream)
+        upstream_pid = established.upstream_key.process_id if established.upstream_key else None
+        key = self.cancels.issue(established.client_minor, session.cancel_upstream, process_id=upstream_pid)
         leg.write(BackendKeyData(key.process_id, key.secret).encode() + ReadyForQuery(b"I").encode())
         log.info(
             "session started: user=%s database=%s tls=%s protocol=3.%d",

@@ -95,7 +95,9 @@ class Session:
         self._portals: dict[str, _Statement] = {}
         # Non-raw sessions: the policy each named statement was planned under.
         self._prepared_under: dict[str, object] = {}
-        self._client_rest = b""
+        self._client_rest = b""  # the start of an incomplete client frame
+        self._client_parts: list[bytes] = []  # more of it, joined once it is whole
+        self._client_needed = 0  # bytes of that frame still missing
         self._client_streaming = 0  # bytes of a partly relayed client frame still to come
         self._upstream_rest = b""
         self._upstream_streaming = 0
@@ -138,12 +140,15 @@ class Session:
         if self.idle:
             self._close_with_error("57P01", "terminating connection because pgshroud is shutting down")
 
-    def cancel_upstream(self) -> None:
+    def cancel_upstream(self) -> asyncio.Future[None] | None:
+        """Send a cancel upstream; the returned task ends once PostgreSQL
+        has taken it (it closes the cancel connection after signalling)."""
         if self.upstream_key is None:
-            return
+            return None
         key = self.upstream_key
         task = asyncio.ensure_future(send_cancel(self.shared.config.upstream, key.process_id, key.secret))
         task.add_done_callback(_log_cancel_failure)
+        return task
 
     def _on_client_lost(self, exc: Exception | None) -> None:
         if not self.upstream.closed.done():
@@ -177,8 +182,13 @@ class Session:
             if not data:
                 return
         if self._client_rest:
-            data = self._client_rest + data
-            self._client_rest = b""
+            if len(data) < self._client_needed:
+                # Join a large frame once, not at every chunk.
+                self._client_parts.append(data)
+                self._client_needed -= len(data)
+                return
+            data = b"".join((self._client_rest, *self._client_parts, data))
+            self._client_rest, self._client_parts, self._client_needed = b"", [], 0
         out: list[bytes] = []
         n = len(data)
         pos = run = 0
@@ -212,6 +222,8 @@ class Session:
             out.append(data if run == 0 and pos == n else data[run:pos])
         if pos < n:
             self._client_rest = data[pos:]
+            if n - pos >= 5:
+                self._client_needed = 1 + _LENGTH(data, pos + 1)[0] - (n - pos)
         if out:
             self.upstream.write(b"".join(out))
         if self._terminating:

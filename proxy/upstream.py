@@ -66,11 +66,10 @@ async def connect(target: UpstreamTarget, *, max_length: int) -> Leg:
             sock = await _open_socket(target)
             try:
                 ctx = await _negotiate_tls(sock, target)
-                _, leg = await loop.create_connection(
-                    lambda: Leg(max_length=max_length),
-                    sock=sock,
-                    ssl=ctx,
-                    server_hostname=target.host if ctx is not None else None,
+                leg = Leg(max_length=max_length)
+                # With TLS, uvloop returns its SSL protocol here, not ours.
+                await loop.create_connection(
+                    lambda: leg, sock=sock, ssl=ctx, server_hostname=target.host if ctx is not None else None
                 )
             except BaseException:
                 sock.close()

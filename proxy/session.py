@@ -330,7 +330,8 @@ class Session:
 
     def _on_query(self, sql: str) -> bytes | None:
         plans = self._plan(sql)
-        if len(plans) == 1 and type(plans[0]) is Passthrough and plans[0].sql == sql:
+        if all(type(p) is Passthrough for p in plans):
+            # Every statement passes as written: forward the client's bytes.
             self._expect_relay(r.RELAY_QUERY)
             return None
         releases = [p for p in plans if isinstance(p, Release)]

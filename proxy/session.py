@@ -330,7 +330,7 @@ class Session:
 
     def _on_query(self, sql: str) -> bytes | None:
         plans = self._plan(sql)
-        if all(type(p) is Passthrough for p in plans):
+        if (len(plans) == 1 and type(plans[0]) is Passthrough) or all(type(p) is Passthrough for p in plans):
             # Every statement passes as written: forward the client's bytes.
             self._expect_relay(r.RELAY_QUERY)
             return None

@@ -42,8 +42,8 @@ def _collect_garbage_between_tests():
 class Bystander:
     """A psycopg session that must stay up, on the same backend, throughout."""
 
-    def __init__(self, proxy) -> None:
-        self.conn = psycopg.connect(proxy.dsn("u_scram", application_name="bystander"),
+    def __init__(self, proxy, user: str = "u_scram") -> None:
+        self.conn = psycopg.connect(proxy.dsn(user, application_name="bystander"),
                                     autocommit=True, connect_timeout=5)
         self.backend = self.conn.execute("select pg_backend_pid()").fetchone()[0]
         self.queries = 0
@@ -59,12 +59,28 @@ class Bystander:
 
 @pytest.fixture
 def proxy(start_proxy):
-    return start_proxy(max_message_size=MAX_MESSAGE_SIZE, startup_timeout=1)
+    return start_proxy(max_message_size=MAX_MESSAGE_SIZE)
 
 
 @pytest.fixture
 def bystander(proxy):
     watcher = Bystander(proxy)
+    watcher.check()
+    yield watcher
+    watcher.check()
+    watcher.close()
+
+
+@pytest.fixture
+def impatient_proxy(start_proxy):
+    """pgshroud that gives clients one second from connecting to ReadyForQuery."""
+    return start_proxy(startup_timeout=1)
+
+
+@pytest.fixture
+def impatient_bystander(impatient_proxy):
+    # trust: nothing slow in its own startup, which has one second too.
+    watcher = Bystander(impatient_proxy, "u_trust")
     watcher.check()
     yield watcher
     watcher.check()
@@ -237,41 +253,41 @@ def test_startup_packet_at_the_limit_is_accepted(proxy, bystander):
 # ---------------------------------------------------------------- timeouts
 
 
-def test_silent_client_is_closed_after_startup_timeout(proxy, bystander):
-    with RawClient.connect(proxy.host, proxy.port) as client:
+def test_silent_client_is_closed_after_startup_timeout(impatient_proxy, impatient_bystander):
+    with RawClient.connect(impatient_proxy.host, impatient_proxy.port) as client:
         started = time.monotonic()
         assert client.wait_closed(5), "a client that sent nothing was never closed"
         elapsed = time.monotonic() - started
     assert 0.8 < elapsed < 3, elapsed
-    bystander.check()
+    impatient_bystander.check()
 
 
-def test_partial_startup_packet_is_closed_after_startup_timeout(proxy, bystander):
-    with RawClient.connect(proxy.host, proxy.port) as client:
+def test_partial_startup_packet_is_closed_after_startup_timeout(impatient_proxy, impatient_bystander):
+    with RawClient.connect(impatient_proxy.host, impatient_proxy.port) as client:
         client.send(struct.pack("!I", 40) + b"\x00\x03\x00\x00us")
         started = time.monotonic()
         assert client.wait_closed(5)
         assert 0.8 < time.monotonic() - started < 3
-    bystander.check()
+    impatient_bystander.check()
 
 
-def test_client_stalling_in_authentication_is_closed_after_startup_timeout(proxy, bystander):
-    with RawClient.connect(proxy.host, proxy.port) as client:
+def test_client_stalling_in_authentication_is_closed_after_startup_timeout(impatient_proxy, impatient_bystander):
+    with RawClient.connect(impatient_proxy.host, impatient_proxy.port) as client:
         client.send_startup({"user": "u_clear", "database": "app"})
         assert type(client.read()).__name__ == "AuthenticationCleartextPassword"
         started = time.monotonic()
         assert client.wait_closed(5)
         assert 0.8 < time.monotonic() - started < 3
-    bystander.check()
+    impatient_bystander.check()
 
 
 def test_silent_clients_do_not_delay_others(proxy, bystander):
     silent = [RawClient.connect(proxy.host, proxy.port) for _ in range(20)]
     try:
         started = time.monotonic()
-        with psycopg.connect(proxy.dsn("u_scram"), autocommit=True, connect_timeout=5) as conn:
+        with psycopg.connect(proxy.dsn("u_trust"), autocommit=True, connect_timeout=5) as conn:
             assert conn.execute("select 1").fetchone() == (1,)
-        assert time.monotonic() - started < 0.8
+        assert time.monotonic() - started < 2
         bystander.check()
     finally:
         for client in silent:

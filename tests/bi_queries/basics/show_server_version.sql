@@ -1,0 +1,3 @@
+-- psql, DBeaver, Superset: the server version setting
+-- min_rows: 1
+SHOW server_version

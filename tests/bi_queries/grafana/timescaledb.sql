@@ -1,0 +1,2 @@
+-- Grafana: is TimescaleDB installed? (getTimescaleDBVersion in postgresMetaQuery.ts)
+SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'

@@ -9,6 +9,8 @@ import signal
 import sys
 from typing import Sequence
 
+import asyncpg
+
 from policies.errors import PolicyError
 from policies.loader import load_policy
 from proxy.catalog import CatalogKeeper, own_conninfo
@@ -114,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PolicyError as exc:
         print(f"pgshroud: invalid policy:\n{exc}", file=sys.stderr)
         return 2
+    except (OSError, asyncpg.PostgresError) as exc:
+        # A policy file that cannot be read, an upstream that cannot be reached.
+        print(f"pgshroud: {exc}", file=sys.stderr)
+        return 2
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -142,7 +148,10 @@ async def serve_until_signalled(
         await keeper.start()
         shared.catalog = lambda: keeper.catalog
     server = Server(shared)
-    await server.start()
+    try:
+        await server.start()
+    except OSError as exc:
+        raise ConfigError(f"--listen {shared.config.listen_host}:{shared.config.listen_port}: {exc.strerror or exc}") from None
     log.info("listening on %s:%d, upstream %s", shared.config.listen_host, server.port,
              shared.config.upstream.describe())
     if ready is not None:

@@ -122,7 +122,7 @@ def _default_root_cert() -> str | None:
 def parse_listen(value: str) -> tuple[str, int]:
     """Parse HOST:PORT (IPv6 as [::1]:PORT)."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"--listen {value!r} must be HOST:PORT")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)

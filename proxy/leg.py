@@ -18,7 +18,7 @@ class LegClosed(ConnectionError):
 
 
 class Leg(asyncio.Protocol):
-    def __init__(self, *, max_length: int) -> None:
+    def __init__(self, *, max_length: int, raw: bool = False) -> None:
         self.transport: asyncio.Transport | None = None
         self.frames = FrameReader(max_length=max_length)
         self.startup = StartupReader()
@@ -29,7 +29,7 @@ class Leg(asyncio.Protocol):
         self.on_lost: Callable[[Exception | None], None] | None = None
         self.on_pause_writing: Callable[[], None] | None = None
         self.on_resume_writing: Callable[[], None] | None = None
-        self._raw_mode = False
+        self._raw_mode = raw
         self.closed = asyncio.get_running_loop().create_future()
 
     # asyncio callbacks

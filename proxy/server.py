@@ -76,30 +76,37 @@ class Server:
 
     async def _handle(self, sock: socket.socket) -> None:
         leg: Leg | None = None
+        wrapped: list[Leg] = []
         try:
             async with asyncio.timeout(self.config.startup_timeout):
-                leg, packet = await self._negotiate(sock)
+                leg, packet = await self._negotiate(sock, wrapped)
             if isinstance(packet, CancelRequest):
                 await self._cancel(packet)
                 leg.close()
                 return
             await self._serve_client(leg, packet)
         except ProtocolViolation as exc:
+            leg = leg or (wrapped[0] if wrapped else None)
             log.warning("closing a connection that broke the protocol: %s", exc)
             self._fatal(leg, sock, "08P01", str(exc))
         except TimeoutError:
+            leg = leg or (wrapped[0] if wrapped else None)
             self._fatal(leg, sock, "08P01", "incomplete startup packet: timed out")
         except (LegClosed, ConnectionError, ssl.SSLError, OSError) as exc:
             log.info("connection closed during startup: %s", type(exc).__name__)
             self._fatal(leg, sock, None, None)
+        except Exception:
+            log.exception("internal error while serving a connection")
+            self._fatal(leg or (wrapped[0] if wrapped else None), sock, "XX000", "internal error in pgshroud")
 
-    async def _negotiate(self, sock: socket.socket) -> tuple[Leg, StartupMessage | CancelRequest]:
+    async def _negotiate(self, sock: socket.socket, wrapped: list) -> tuple[Leg, StartupMessage | CancelRequest]:
         tls = self.config.tls
         first = await _peek_byte(sock)
         if first == TLS_HANDSHAKE_RECORD:
             if tls is None:
                 raise ProtocolViolation("direct TLS connection, but pgshroud has no --tls-cert configured")
             leg = await self._wrap(sock, tls)
+            wrapped.append(leg)
             if leg.transport.get_extra_info("ssl_object").selected_alpn_protocol() != "postgresql":
                 raise ProtocolViolation("direct TLS connection without the ALPN protocol 'postgresql'")
             return leg, await _after_tls(leg)
@@ -110,6 +117,7 @@ class Server:
                 await loop.sock_sendall(sock, b"S" if tls is not None else b"N")
                 if tls is not None:
                     leg = await self._wrap(sock, tls)
+                    wrapped.append(leg)
                     return leg, await _after_tls(leg)
             elif isinstance(packet, GSSENCRequest):
                 await loop.sock_sendall(sock, b"N")
@@ -118,7 +126,7 @@ class Server:
 
     async def _wrap(self, sock: socket.socket, tls: ssl.SSLContext | None) -> Leg:
         loop = asyncio.get_running_loop()
-        leg = Leg(max_length=self.config.max_message_size)
+        leg = Leg(max_length=self.config.max_message_size, raw=tls is not None)
         # With TLS, uvloop returns its SSL protocol here, not ours.
         await loop.connect_accepted_socket(lambda: leg, sock, ssl=tls)
         return leg
@@ -159,6 +167,8 @@ class Server:
             log.info("startup refused (%s)", exc.sqlstate or "upstream")
             leg.close()
             return
+        # From here on this is a session, not a handshake: shutdown drains it.
+        self._handshakes.discard(asyncio.current_task())  # type: ignore[arg-type]
         session = Session(leg, established, self.shared)
         upstream_pid = established.upstream_key.process_id if established.upstream_key else None
         key = self.cancels.issue(established.client_minor, session.cancel_upstream, process_id=upstream_pid)
@@ -172,7 +182,7 @@ class Server:
             session.start()
             if self._draining:
                 session.drain()
-            await session.finished
+            await asyncio.shield(session.finished)
         finally:
             self.sessions.discard(session)
             self.cancels.revoke(key)
@@ -235,7 +245,7 @@ async def _recv_exactly(sock: socket.socket, n: int) -> bytes:
 
 async def _recv_packet(sock: socket.socket) -> bytes:
     (length,) = _LENGTH.unpack(await _recv_exactly(sock, 4))
-    if length < 8 or length > MAX_STARTUP_PACKET_LENGTH:
+    if length < 8 or length - 4 > MAX_STARTUP_PACKET_LENGTH:
         raise ProtocolViolation(f"invalid length of startup packet: {length}")
     return await _recv_exactly(sock, length - 4)
 

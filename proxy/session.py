@@ -19,6 +19,7 @@ from typing import Awaitable, Callable, Protocol
 from proxy import responses as r
 from proxy.answers import UnsupportedFormat, check_formats, result_formats
 from proxy.codec.messages import Bind, Describe, ErrorResponse, Execute, FunctionCall, Parse, Query
+from proxy.codec.errors import ProtocolViolation
 from proxy.config import ServerConfig
 from proxy.leg import Leg
 from proxy.startup import Established
@@ -215,7 +216,7 @@ class Session:
                         out.append(replacement)
                     run = end
                 pos = end
-        except _Violation as exc:
+        except (_Violation, ProtocolViolation) as exc:
             self._protocol_violation(str(exc))
             return
         if run < pos:

@@ -36,6 +36,13 @@ DENIED = frozenset(
     pg_ls_archive_statusdir pg_stat_get_activity pg_stat_get_backend_activity pg_current_logfile
     set_config pg_notify""".split()
 )
+# Volatile by declaration, but they only read the catalog; psql's \d and
+# \d+ call them.
+CATALOG_READERS = frozenset(
+    """pg_partition_ancestors pg_partition_tree pg_partition_root pg_relation_size pg_table_size
+    pg_total_relation_size pg_indexes_size pg_database_size pg_tablespace_size pg_relation_filenode
+    pg_relation_filepath""".split()
+)
 # Near-exact row counts undo the noise of differentially private answers.
 ROW_COUNT_FUNCTIONS_PREFIXES = ("pg_stat_get_", "pg_relation_size", "pg_total_relation_size", "pg_table_size",
                                 "pg_indexes_size", "pg_stat_")
@@ -47,13 +54,27 @@ class FunctionRefused(ValueError):
     pass
 
 
-def called_functions(tokens: tuple[Token, ...]) -> list[tuple[str | None, str]]:
-    """(schema, name) of every call in the statement, as PostgreSQL folds them."""
+OPERATOR = "operator"  # OPERATOR(schema.op): the schema is checked like a function's
+
+
+def called_functions(tokens: tuple[Token, ...], alias_starts: frozenset[int] = frozenset()) -> list[tuple[str | None, str]]:
+    """(schema, name) of every call in the statement, as PostgreSQL folds them.
+
+    `alias_starts` are the offsets of table aliases with a column list
+    (`generate_series(1, 3) g(n)`), which look like calls but are not.
+    """
     calls = []
     for i in range(1, len(tokens)):
         if tokens[i].token_type != TokenType.L_PAREN:
             continue
         name_token = tokens[i - 1]
+        if name_token.start in alias_starts:
+            continue
+        if name_token.text.lower() == OPERATOR:
+            inner = tokens[i + 1 : i + 4]
+            schema = _fold(inner[0]) if len(inner) == 3 and inner[1].token_type == TokenType.DOT else None
+            calls.append((schema, OPERATOR))
+            continue
         if name_token.token_type in (TokenType.L_PAREN, TokenType.R_PAREN, TokenType.COMMA, TokenType.STRING,
                                      TokenType.NUMBER, TokenType.DOT, TokenType.L_BRACKET):
             continue
@@ -74,10 +95,21 @@ def called_functions(tokens: tuple[Token, ...]) -> list[tuple[str | None, str]]:
 
 
 def check_functions(
-    tokens: tuple[Token, ...], catalog: Catalog, *, allowed: frozenset[str], aggregate_role: bool
+    tokens: tuple[Token, ...],
+    catalog: Catalog,
+    *,
+    allowed: frozenset[str],
+    aggregate_role: bool,
+    alias_starts: frozenset[int] = frozenset(),
 ) -> None:
-    for schema, name in called_functions(tokens):
+    for schema, name in called_functions(tokens, alias_starts):
         qualified = f"{schema}.{name}" if schema else name
+        if name == OPERATOR:
+            if schema not in (None, "pg_catalog"):
+                raise FunctionRefused(f'operators of schema "{schema}" are not allowed by the policy')
+            continue
+        if schema == "information_schema" and name.startswith("_pg_"):
+            continue  # information_schema's own helpers (e.g. _pg_expandarray) read nothing
         if qualified in allowed or (schema is None and f"pg_catalog.{name}" in allowed):
             continue
         if schema not in (None, "pg_catalog"):
@@ -90,6 +122,8 @@ def check_functions(
             raise FunctionRefused(f'function "{name}" reads data outside the policy and is not allowed')
         if aggregate_role and name.startswith(ROW_COUNT_FUNCTIONS_PREFIXES):
             raise FunctionRefused(f'function "{name}" reveals row counts, which aggregate roles may not read')
+        if name in CATALOG_READERS:
+            continue
         volatilities = catalog.catalog_functions.get(name)
         if volatilities is None:
             if name in SYNTAX_WORDS:

@@ -19,9 +19,9 @@ from policies.model import Access, Policy, Role
 from rewriter.catalog import SYSTEM_SCHEMAS, Catalog
 from rewriter.cache import PlanCache
 from rewriter.functions import FunctionRefused, check_functions
-from rewriter.masking import masked_subquery, replacement_for, splice
+from rewriter.masking import masked_subquery, quote_ident, replacement_for, splice
 from rewriter.plans import Passthrough, Plan, Refuse, Rewrite
-from rewriter.relations import RelationError, find_relations
+from rewriter.relations import RelationError, find_relations, fold
 from rewriter.settings import SettingRefused, check_reset, check_set
 from rewriter.statements import LexError, Statement, parse_statement, split_statements
 
@@ -141,13 +141,19 @@ class QueryAnalyser:
         """The rewritten query and its replacements, as offsets into `text`."""
         statement, refs = self.analyse(text)
         replacements = []
+        renamed: set[tuple[str, str]] = set()
         for ref in refs:
             subquery = self._relation_subquery(ref.relation)
             if subquery is not None:
                 start, end, new = replacement_for(ref, subquery)
                 replacements.append((start - statement.start, end - statement.start, new))
+                if not ref.has_alias:
+                    renamed.add((ref.relation.schema, ref.relation.name))
         if not replacements:
             return text, []
+        # `public.patients.ssn` must now name the subquery, which has no schema.
+        for start, end in _schema_qualifiers(self._tree, renamed):
+            replacements.append((start - statement.start, end - statement.start, ""))
         return splice(text, 0, replacements), replacements
 
     def analyse(self, text: str) -> tuple[Statement, list]:
@@ -168,13 +174,20 @@ class QueryAnalyser:
         if any(isinstance(node, (exp.Insert, exp.Update, exp.Delete, exp.Merge)) for node in tree.walk()):
             raise Refusal(POLICY, "data-modifying statements in WITH are not allowed")
         aggregate = self.role.access == Access.AGGREGATE
+        alias_starts = frozenset(
+            alias.this.meta["start"]
+            for alias in tree.find_all(exp.TableAlias)
+            if alias.args.get("columns") and isinstance(alias.this, exp.Identifier) and "start" in alias.this.meta
+        )
         try:
-            check_functions(statement.tokens, self.catalog, allowed=self.allowed_functions, aggregate_role=aggregate)
+            check_functions(statement.tokens, self.catalog, allowed=self.allowed_functions,
+                            aggregate_role=aggregate, alias_starts=alias_starts)
             refs = find_relations(tree, self.catalog, self.user)
         except (FunctionRefused, RelationError) as exc:
             raise Refusal(POLICY, str(exc)) from None
         if aggregate and any(c.name.lower() in ROW_COUNT_COLUMNS for c in tree.find_all(exp.Column)):
             raise Refusal(POLICY, "row-count statistics (reltuples, relpages) are not available to aggregate roles")
+        self._tree = tree
         return statement, refs
 
     def _relation_subquery(self, relation) -> str | None:
@@ -184,8 +197,10 @@ class QueryAnalyser:
         if relation.schema in SYSTEM_SCHEMAS:
             if relation.name in HIDDEN_CATALOG:
                 raise Refusal(POLICY, f'"{relation.qualified}" exposes data values or other sessions\' statements')
-            if self.role.access == Access.AGGREGATE and relation.name.startswith(("pg_stat", "pg_statio")):
+            if self.role.access == Access.AGGREGATE and relation.name.startswith(("pg_stat_", "pg_statio_")):
                 raise Refusal(POLICY, f'"{relation.qualified}" reveals row counts to aggregate roles')
+            if self.role.access == Access.AGGREGATE and relation.qualified == "pg_catalog.pg_class":
+                return _pg_class_without_counts(relation)
             return None
         name = relation.qualified
         if name in self.policy.public_tables:
@@ -274,6 +289,29 @@ class QueryAnalyser:
         except SettingRefused as exc:
             raise Refusal(POLICY, str(exc)) from None
         return Passthrough(statement.text)
+
+
+def _pg_class_without_counts(relation) -> str:
+    """pg_class with its row-count estimates read as NULL (for `*` and whole rows)."""
+    if not relation.columns:
+        raise Refusal(POLICY, "pg_class cannot be read by aggregate roles without a catalog snapshot")
+    columns = ", ".join(
+        f"NULL::{type_name} AS {quote_ident(name)}" if name in ROW_COUNT_COLUMNS else quote_ident(name)
+        for name, type_name in relation.columns
+    )
+    return f"(SELECT {columns} FROM pg_catalog.pg_class)"
+
+
+def _schema_qualifiers(tree: exp.Expression, renamed: set[tuple[str, str]]) -> list[tuple[int, int]]:
+    """Spans of `schema.` in column references to relations now replaced by subqueries."""
+    spans = []
+    for column in tree.find_all(exp.Column):
+        db, table = column.args.get("db"), column.args.get("table")
+        if not (isinstance(db, exp.Identifier) and isinstance(table, exp.Identifier)):
+            continue
+        if (fold(db), fold(table)) in renamed and "start" in db.meta and "start" in table.meta:
+            spans.append((db.meta["start"], table.meta["start"]))
+    return spans
 
 
 def _wrapped(original: str, head: str, query: str, rewritten: str) -> Plan:

@@ -64,10 +64,44 @@ def _close(sql: str, tokens: list[Token], out: list[Statement]) -> None:
     out.append(Statement(sql[start:end], start, tuple(tokens)))
 
 
+# PostgreSQL takes any keyword as a column alias after AS (Metabase writes
+# `... AS select,`); sqlglot wants a name there.
+_ALIAS_FOLLOWERS = frozenset({TokenType.COMMA, TokenType.FROM, TokenType.R_PAREN})
+_NAME_LIKE = frozenset({TokenType.VAR, TokenType.IDENTIFIER, TokenType.L_PAREN, TokenType.STRING})
+
+
+def _keyword_aliases_as_names(tokens: list[Token]) -> list[Token]:
+    out = list(tokens)
+    for i in range(len(out) - 1):
+        if out[i].token_type != TokenType.ALIAS:
+            continue
+        word = out[i + 1]
+        follower = out[i + 2].token_type if i + 2 < len(out) else None
+        if word.token_type not in _NAME_LIKE and word.text.isidentifier() and (
+            follower is None or follower in _ALIAS_FOLLOWERS
+        ) and not _inside_cast(out, i):
+            out[i + 1] = Token(TokenType.VAR, word.text, word.line, word.col, word.start, word.end, word.comments)
+    return out
+
+
+def _inside_cast(tokens: list[Token], alias_index: int) -> bool:
+    """CAST(x AS int): the word after AS is a type, not an alias."""
+    depth = 0
+    for j in range(alias_index - 1, -1, -1):
+        kind = tokens[j].token_type
+        if kind == TokenType.R_PAREN:
+            depth += 1
+        elif kind == TokenType.L_PAREN:
+            if depth == 0:
+                return j > 0 and tokens[j - 1].text.lower() in ("cast", "try_cast", "treat")
+            depth -= 1
+    return False
+
+
 def parse_statement(statement: Statement):
     """The sqlglot tree of one statement (positions index the whole Query)."""
     parser = _DIALECT.parser()
-    trees = parser.parse(list(statement.tokens), statement.text)
+    trees = parser.parse(_keyword_aliases_as_names(list(statement.tokens)), statement.text)
     if len(trees) != 1 or trees[0] is None:
         raise LexError("expected exactly one statement")
     return trees[0]

@@ -386,7 +386,9 @@ def test_a_different_key_gives_different_outputs(pg: ThrowawayCluster, sessions,
                          f" FROM generate_series(1, 50) AS g) AS t")
                 ours, theirs = plain.execute(query).fetchone()[0], other.execute(query).fetchone()[0]
                 same = sum(a == b for a, b in zip(ours, theirs))
-                assert same <= (5 if spec.kind == "fake_name" else 0), spec
+                # Fakes come from small dictionaries and noise rounds to the
+                # value's scale (about 200 outcomes here): a few may agree.
+                assert same <= (5 if spec.kind in ("fake_name", "noise_number") else 0), spec
     finally:
         pg.execute(f"DROP DATABASE IF EXISTS {DB_OTHER_KEY} WITH (FORCE)")
 

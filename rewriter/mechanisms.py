@@ -1,0 +1,603 @@
+"""Exact noise for differentially private releases.
+
+Samplers follow Canonne, Kamath and Steinke, "The Discrete Gaussian for
+Differential Privacy" (NeurIPS 2020; arXiv:2004.00010), Algorithms 1-3.
+They use only integer arithmetic and uniform integers, so no floating-point
+rounding ever touches a released value (Mironov 2012: the low bits of
+floating-point Laplace noise reveal the true value).
+
+Randomness comes from an `Rng`: anything with `getrandbits(k)`. Production
+code passes nothing and gets `SYSTEM_RNG`, which reads `secrets.randbits`,
+the operating system's CSPRNG. Tests pass `random.Random(seed)` so that a
+statistical test fails or passes the same way on every run, with a false
+alarm rate fixed when the test is written. A seeded generator must never
+reach a release: its outputs are predictable from the seed (or from 624
+outputs of the Mersenne Twister), and noise an analyst can predict is noise
+they can subtract.
+
+Mechanisms are frozen dataclasses in OpenDP's vocabulary: `map(d_in)` is the
+privacy loss for an input distance (the sensitivity), `check(d_in, d_out)`
+says whether that loss is within a bound. Losses are exact Fractions; convert
+them with `float_up`, which rounds toward the larger (conservative) loss.
+
+Running time is not constant: the samplers loop a random number of times,
+and the number of loops depends on the noise drawn (Jin et al., "Are We
+There Yet? Timing and Floating-Point Attacks on Differential Privacy
+Systems", 2022). Noise does not depend on the data, so callers can draw it
+with `sample()` before the upstream answer arrives and add it afterwards;
+whoever releases should not let sampling time show in response time.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import secrets
+from dataclasses import dataclass
+from decimal import MAX_EMAX, MIN_EMIN, ROUND_CEILING, ROUND_FLOOR, Context, Decimal
+from fractions import Fraction
+from numbers import Rational
+from typing import ClassVar, Protocol, Union
+
+__all__ = [
+    "DiscreteGaussian", "DiscreteLaplace", "Mechanism", "Rng", "SYSTEM_RNG", "SystemRng",
+    "bernoulli_exp", "float_up", "grid_sensitivity", "margin_of_error", "release_real",
+    "sample_discrete_gaussian", "sample_discrete_laplace", "sample_geometric_exp",
+    "zcdp_to_approx_dp",
+]
+
+Number = Union[int, Fraction, float]
+Loss = Union[Fraction, float]  # a Fraction, or math.inf
+
+
+class Rng(Protocol):
+    """A source of uniform random bits: `getrandbits(k)` in [0, 2**k)."""
+
+    def getrandbits(self, k: int, /) -> int: ...
+
+
+class SystemRng:
+    """The production source: `secrets.randbits`, read from the OS CSPRNG.
+
+    It cannot be seeded. `secrets.randbits` is looked up on each call, so the
+    module stays the one place randomness comes from.
+    """
+
+    __slots__ = ()
+
+    def getrandbits(self, k: int, /) -> int:
+        return secrets.randbits(k)
+
+    def __repr__(self) -> str:
+        return "SystemRng()"
+
+
+SYSTEM_RNG = SystemRng()
+
+
+# --- exact arithmetic helpers ---------------------------------------------
+
+def as_fraction(x: Number, name: str) -> Fraction:
+    """`x` as an exact Fraction; floats convert exactly. Rejects NaN, inf, bool."""
+    if type(x) is Fraction:
+        return x
+    if isinstance(x, bool):
+        raise TypeError(f"{name} must be a number, not a bool")
+    if isinstance(x, (int, Rational)):
+        return Fraction(x)
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            raise ValueError(f"{name} must be finite, got {x!r}")
+        return Fraction(x)
+    raise TypeError(f"{name} must be an int, Fraction or float, got {type(x).__name__}")
+
+
+def _nonnegative(x: Number, name: str) -> Fraction:
+    value = as_fraction(x, name)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {x!r}")
+    return value
+
+
+def float_up(x: Loss) -> float:
+    """The smallest float >= x: a loss converted without understating it."""
+    if isinstance(x, float):
+        return x
+    try:
+        f = float(x)  # correctly rounded to nearest
+    except OverflowError:
+        return math.inf
+    if Fraction(f) < x:
+        f = math.nextafter(f, math.inf)
+    return f
+
+
+# Decimal contexts for bounds on logs and exponentials. Decimal's exp, ln and
+# sqrt are correctly rounded (half-even); stepping one unit outward after each
+# of them makes the result a bound in the stated direction.
+_PRECISION = 60
+_UP = Context(prec=_PRECISION, rounding=ROUND_CEILING, Emax=MAX_EMAX, Emin=MIN_EMIN)
+_DOWN = Context(prec=_PRECISION, rounding=ROUND_FLOOR, Emax=MAX_EMAX, Emin=MIN_EMIN)
+
+
+def _dec_up(x: Fraction) -> Decimal:
+    return _UP.divide(Decimal(x.numerator), Decimal(x.denominator))
+
+
+def _dec_down(x: Fraction) -> Decimal:
+    return _DOWN.divide(Decimal(x.numerator), Decimal(x.denominator))
+
+
+def _exp_up(x: Fraction) -> Decimal:
+    return _UP.next_plus(_UP.exp(_dec_up(x)))
+
+
+def _exp_down(x: Fraction) -> Decimal:
+    return _DOWN.next_minus(_DOWN.exp(_dec_down(x)))
+
+
+def _ln_up(x: Fraction) -> Decimal:
+    return _UP.next_plus(_UP.ln(_dec_up(x)))
+
+
+def _ln_down(x: Fraction) -> Decimal:
+    return _DOWN.next_minus(_DOWN.ln(_dec_down(x)))
+
+
+def exp_lower(x: Fraction) -> Fraction:
+    """A rational lower bound on exp(x), within about 1e-58 relative."""
+    return Fraction(_exp_down(x))
+
+
+def exp_upper(x: Fraction) -> Fraction:
+    """A rational upper bound on exp(x), within about 1e-58 relative."""
+    return Fraction(_exp_up(x))
+
+
+# --- samplers (Canonne, Kamath, Steinke 2020) -----------------------------
+
+def _randbelow(rng: Rng, n: int) -> int:
+    """Uniform in [0, n) by rejection from getrandbits: exact, no modulo bias."""
+    k = (n - 1).bit_length()
+    r = rng.getrandbits(k)
+    while r >= n:
+        r = rng.getrandbits(k)
+    return r
+
+
+def _bernoulli_exp_le1(num: int, den: int, rng: Rng) -> bool:
+    """Bernoulli(exp(-num/den)) for 0 <= num <= den: CKS Algorithm 1, first part."""
+    if num == 0:
+        return True
+    getrandbits = rng.getrandbits
+    k = 1
+    # Draw A_k ~ Bernoulli(gamma/k) until one is 0; P(k ends odd) = exp(-gamma).
+    while True:
+        # A uniform draw from [0, den*k), inlined from _randbelow.
+        n = den * k
+        bits = (n - 1).bit_length()
+        r = getrandbits(bits)
+        while r >= n:
+            r = getrandbits(bits)
+        if r >= num:
+            return k % 2 == 1
+        k += 1
+
+
+def _bernoulli_exp(num: int, den: int, rng: Rng) -> bool:
+    """Bernoulli(exp(-num/den)) for num >= 0, den >= 1: CKS Algorithm 1."""
+    # exp(-gamma) = exp(-1)**floor(gamma) * exp(-(gamma - floor(gamma))).
+    while num > den:
+        if not _bernoulli_exp_le1(1, 1, rng):
+            return False
+        num -= den
+    return _bernoulli_exp_le1(num, den, rng)
+
+
+def _geometric_exp(num: int, den: int, rng: Rng) -> int:
+    """X >= 0 with P(X = k) proportional to exp(-k*num/den), num, den >= 1.
+
+    CKS Algorithm 2's core: U + den*V is geometric with ratio exp(-1/den)
+    (U uniform on [0, den) accepted with probability exp(-U/den), V geometric
+    with ratio exp(-1)); dividing by num and flooring gives ratio
+    exp(-num/den).
+    """
+    while True:
+        u = _randbelow(rng, den)
+        if _bernoulli_exp(u, den, rng):
+            break
+    v = 0
+    while _bernoulli_exp_le1(1, 1, rng):
+        v += 1
+    return (u + den * v) // num
+
+
+def _discrete_laplace(num: int, den: int, rng: Rng) -> int:
+    """P(x) proportional to exp(-|x|*num/den): scale den/num."""
+    while True:
+        magnitude = _geometric_exp(num, den, rng)
+        negative = rng.getrandbits(1)
+        if negative and magnitude == 0:
+            continue  # otherwise 0 would be drawn twice as often as it should
+        return -magnitude if negative else magnitude
+
+
+def _discrete_gaussian(a: int, b: int, rng: Rng) -> int:
+    """P(x) proportional to exp(-x**2/(2*sigma2)), sigma2 = a/b > 0: CKS Algorithm 3."""
+    t = math.isqrt(a // b) + 1  # floor(sigma) + 1
+    while True:
+        y = _discrete_laplace(1, t, rng)
+        # Accept with probability exp(-(|y| - sigma2/t)**2 / (2*sigma2)), i.e.
+        # gamma = (|y|*b*t - a)**2 / (2*a*b*t**2) in integers.
+        if _bernoulli_exp((abs(y) * b * t - a) ** 2, 2 * a * b * t * t, rng):
+            return y
+
+
+def bernoulli_exp(gamma: Number, rng: Rng | None = None) -> bool:
+    """True with probability exp(-gamma), exactly, for rational gamma >= 0."""
+    g = _nonnegative(gamma, "gamma")
+    return _bernoulli_exp(g.numerator, g.denominator, rng or SYSTEM_RNG)
+
+
+def sample_geometric_exp(gamma: Number, rng: Rng | None = None) -> int:
+    """X >= 0 with P(X = k) = (1 - exp(-gamma)) * exp(-gamma*k), gamma > 0."""
+    g = _nonnegative(gamma, "gamma")
+    if g == 0:
+        raise ValueError("gamma must be > 0: a geometric with ratio exp(0) = 1 does not exist")
+    return _geometric_exp(g.numerator, g.denominator, rng or SYSTEM_RNG)
+
+
+def sample_discrete_laplace(scale: Number, rng: Rng | None = None) -> int:
+    """An integer with P(x) proportional to exp(-|x|/scale); 0 when scale is 0."""
+    s = _nonnegative(scale, "scale")
+    if s == 0:
+        return 0
+    # 1/scale = denominator/numerator.
+    return _discrete_laplace(s.denominator, s.numerator, rng or SYSTEM_RNG)
+
+
+def sample_discrete_gaussian(sigma2: Number, rng: Rng | None = None) -> int:
+    """An integer with P(x) proportional to exp(-x**2/(2*sigma2)); 0 when sigma2 is 0."""
+    s = _nonnegative(sigma2, "sigma2")
+    if s == 0:
+        return 0
+    return _discrete_gaussian(s.numerator, s.denominator, rng or SYSTEM_RNG)
+
+
+# --- mechanisms -----------------------------------------------------------
+
+class Mechanism(Protocol):
+    """An additive integer noise mechanism with its privacy map."""
+
+    measure: ClassVar[str]
+
+    def sample(self, rng: Rng | None = None) -> int: ...
+
+    def release(self, value: int, rng: Rng | None = None) -> int: ...
+
+    def map(self, sensitivity: Number) -> Loss: ...
+
+    def check(self, sensitivity: Number, bound: Number) -> bool: ...
+
+
+def _check(loss: Loss, bound: Number) -> bool:
+    if isinstance(bound, float) and math.isinf(bound) and bound > 0:
+        return True
+    return loss <= _nonnegative(bound, "bound")
+
+
+@dataclass(frozen=True)
+class DiscreteLaplace:
+    """Adds integer noise with P(z) proportional to exp(-|z|/scale).
+
+    Pure differential privacy: an integer query with L1 sensitivity d_in is
+    epsilon-DP for epsilon = d_in/scale. A scale of 0 adds no noise: zero
+    sensitivity then costs 0, any other sensitivity costs math.inf.
+    """
+
+    scale: Fraction
+    measure: ClassVar[str] = "MaxDivergence"  # pure epsilon
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale", _nonnegative(self.scale, "scale"))
+
+    @classmethod
+    def for_epsilon(cls, epsilon: Number, sensitivity: Number) -> DiscreteLaplace:
+        """The mechanism whose loss at `sensitivity` is exactly `epsilon`."""
+        eps = _nonnegative(epsilon, "epsilon")
+        sens = _nonnegative(sensitivity, "sensitivity")
+        if eps == 0:
+            if sens == 0:
+                return cls(Fraction(0))
+            raise ValueError(
+                "epsilon must be > 0 for a nonzero sensitivity: no finite scale gives epsilon = 0"
+            )
+        return cls(sens / eps)
+
+    def sample(self, rng: Rng | None = None) -> int:
+        return sample_discrete_laplace(self.scale, rng)
+
+    def release(self, value: int, rng: Rng | None = None) -> int:
+        return operator.index(value) + self.sample(rng)
+
+    def map(self, sensitivity: Number) -> Loss:
+        """epsilon = sensitivity/scale, exactly (math.inf for scale 0)."""
+        sens = _nonnegative(sensitivity, "sensitivity")
+        if sens == 0:
+            return Fraction(0)
+        if self.scale == 0:
+            return math.inf
+        return sens / self.scale
+
+    def check(self, sensitivity: Number, bound: Number) -> bool:
+        """Whether the loss at `sensitivity` is at most `bound` (an epsilon)."""
+        return _check(self.map(sensitivity), bound)
+
+
+@dataclass(frozen=True)
+class DiscreteGaussian:
+    """Adds integer noise with P(z) proportional to exp(-z**2/(2*sigma2)).
+
+    Zero-concentrated DP (Bun and Steinke 2016; for the discrete Gaussian,
+    Canonne, Kamath and Steinke 2020): an
+    integer query with L2 sensitivity d_in is rho-zCDP for
+    rho = d_in**2/(2*sigma2). Sensitivities are rational: for a vector of k
+    partitions each moving by at most c, the loss is k * map(c) (that is,
+    map(c*sqrt(k)) without rounding sqrt(k)).
+    """
+
+    sigma2: Fraction
+    measure: ClassVar[str] = "ZeroConcentratedDivergence"  # rho
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sigma2", _nonnegative(self.sigma2, "sigma2"))
+
+    @classmethod
+    def for_rho(cls, rho: Number, sensitivity: Number) -> DiscreteGaussian:
+        """The mechanism whose loss at `sensitivity` is exactly `rho`."""
+        r = _nonnegative(rho, "rho")
+        sens = _nonnegative(sensitivity, "sensitivity")
+        if r == 0:
+            if sens == 0:
+                return cls(Fraction(0))
+            raise ValueError("rho must be > 0 for a nonzero sensitivity: no finite sigma gives rho = 0")
+        return cls(sens * sens / (2 * r))
+
+    def sample(self, rng: Rng | None = None) -> int:
+        return sample_discrete_gaussian(self.sigma2, rng)
+
+    def release(self, value: int, rng: Rng | None = None) -> int:
+        return operator.index(value) + self.sample(rng)
+
+    def map(self, sensitivity: Number) -> Loss:
+        """rho = sensitivity**2/(2*sigma2), exactly (math.inf for sigma2 0)."""
+        sens = _nonnegative(sensitivity, "sensitivity")
+        if sens == 0:
+            return Fraction(0)
+        if self.sigma2 == 0:
+            return math.inf
+        return sens * sens / (2 * self.sigma2)
+
+    def check(self, sensitivity: Number, bound: Number) -> bool:
+        """Whether the loss at `sensitivity` is at most `bound` (a rho)."""
+        return _check(self.map(sensitivity), bound)
+
+
+# --- conversions ----------------------------------------------------------
+
+def _cks_epsilon_up(rho: Fraction, delta: Fraction, alpha: Fraction) -> Decimal:
+    """An upper bound on CKS 2020 Proposition 12's epsilon at order alpha > 1.
+
+    rho-zCDP gives Renyi divergence alpha*rho at order alpha, hence
+    (eps, delta)-DP for eps = alpha*rho + log(1 - 1/alpha)
+    + (log(1/delta) - log(alpha))/(alpha - 1).
+    """
+    first = _dec_up(alpha * rho)
+    second = _ln_up((alpha - 1) / alpha)
+    numerator = _UP.subtract(_ln_up(1 / delta), _ln_down(alpha))
+    # Divide an upper bound by a lower bound when it is positive, by an upper one when negative.
+    denominator = _dec_down(alpha - 1) if numerator > 0 else _dec_up(alpha - 1)
+    third = _UP.divide(numerator, denominator)
+    return _UP.add(_UP.add(first, second), third)
+
+
+def _bun_steinke_epsilon_up(rho: Fraction, delta: Fraction) -> Decimal:
+    """An upper bound on rho + 2*sqrt(rho*log(1/delta)) (Bun, Steinke 2016, Prop 1.3)."""
+    product = _UP.multiply(_dec_up(rho), _ln_up(1 / delta))
+    root = _UP.next_plus(_UP.sqrt(product))
+    return _UP.add(_dec_up(rho), _UP.multiply(2, root))
+
+
+def _cks_epsilon_float(rho: float, log_inv_delta: float, alpha_minus_1: float) -> float:
+    alpha = 1 + alpha_minus_1
+    return alpha * rho + math.log(alpha_minus_1 / alpha) + (log_inv_delta - math.log(alpha)) / alpha_minus_1
+
+
+def zcdp_to_approx_dp(rho: Number, delta: Number) -> float:
+    """The epsilon of (epsilon, delta)-DP implied by rho-zCDP, rounded up.
+
+    Uses Canonne, Kamath and Steinke 2020, Proposition 12 (arXiv v4; the
+    conversion Google's dp_accounting uses) at an order alpha found by a
+    golden-section search; every alpha > 1 gives a valid bound, so the
+    search only affects tightness. The result is the smaller of that and Bun and Steinke's
+    rho + 2*sqrt(rho*log(1/delta)), both evaluated in 60-digit decimal
+    arithmetic rounded toward larger epsilon, then rounded up to a float.
+    """
+    if isinstance(rho, float) and math.isinf(rho) and rho > 0:
+        return math.inf
+    r = _nonnegative(rho, "rho")
+    d = as_fraction(delta, "delta")
+    if not 0 < d < 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+    if r == 0:
+        return 0.0
+    rho_f, log_inv_delta = float(r), -math.log(float(d))
+    if rho_f == 0.0 or not math.isfinite(rho_f):
+        best = _bun_steinke_epsilon_up(r, d)
+    else:
+        # Search log(alpha - 1); the objective is unimodal in practice.
+        def objective(u: float) -> float:
+            return _cks_epsilon_float(rho_f, log_inv_delta, math.exp(u))
+
+        lo, hi = -40.0, 40.0
+        ratio = (math.sqrt(5) - 1) / 2
+        x1, x2 = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        f1, f2 = objective(x1), objective(x2)
+        for _ in range(120):
+            if f1 <= f2:
+                hi, x2, f2 = x2, x1, f1
+                x1 = hi - ratio * (hi - lo)
+                f1 = objective(x1)
+            else:
+                lo, x1, f1 = x1, x2, f2
+                x2 = lo + ratio * (hi - lo)
+                f2 = objective(x2)
+        alpha = 1 + Fraction(math.exp((lo + hi) / 2))
+        best = min(_cks_epsilon_up(r, d, alpha), _bun_steinke_epsilon_up(r, d))
+    return float_up(max(Fraction(0), Fraction(best)))
+
+
+# --- real values on a grid ------------------------------------------------
+
+def grid_sensitivity(sensitivity: Number, granularity: Number) -> int:
+    """The integer sensitivity of round(value/granularity): ceil(sensitivity/granularity).
+
+    Rounding half up (floor(x + 1/2)) is monotone and commutes with adding an
+    integer, so if the value moves by at most d the rounded value moves by at
+    most ceil(d/granularity). Choose a granularity that divides the
+    sensitivity to lose nothing to the ceiling.
+    """
+    sens = _nonnegative(sensitivity, "sensitivity")
+    g = as_fraction(granularity, "granularity")
+    if g <= 0:
+        raise ValueError(f"granularity must be > 0, got {granularity!r}")
+    return math.ceil(sens / g)
+
+
+def release_real(
+    value: Number, granularity: Number, mechanism: Mechanism, rng: Rng | None = None
+) -> Fraction:
+    """Release a real value on the grid granularity*Z.
+
+    The value is rounded half up to the nearest grid point, the grid index is
+    released by `mechanism`, and the noisy index is mapped back: the answer
+    is an exact multiple of `granularity`. The mechanism must be calibrated
+    to the grid: a value with sensitivity d has index sensitivity
+    `grid_sensitivity(d, granularity)`. Refining the grid by a factor f
+    multiplies the index sensitivity (and so the scale needed for the same
+    loss) by f, leaving the noise in value units the same; the grid only
+    fixes how finely answers are printed.
+
+    The sensitivity must hold for the value as computed. A floating-point
+    sum of clamped terms can move by more than the clamp bound (the summation
+    order rounds differently), so compute sums upstream in integers or
+    numeric, ideally of contributions already rounded to the grid. NaN and
+    infinities are refused with ValueError; the caller must keep them from
+    arising out of data (an error is itself a release).
+    """
+    v = as_fraction(value, "value")
+    g = as_fraction(granularity, "granularity")
+    if g <= 0:
+        raise ValueError(f"granularity must be > 0, got {granularity!r}")
+    index = math.floor(v / g + Fraction(1, 2))
+    return mechanism.release(index, rng) * g
+
+
+# --- margins of error -----------------------------------------------------
+
+_EXACT_GAUSSIAN_SIGMA2 = 10**6  # above this, margins use a tail bound (sigma > 1000)
+
+
+def _laplace_tail_above(scale: Fraction, m: int) -> Decimal:
+    """P(|Z| > m) = 2*q**(m+1)/(1+q), q = exp(-1/scale), in 60-digit decimals."""
+    q = _UP.exp(_dec_up(-1 / scale))
+    return _UP.divide(_UP.multiply(2, _UP.exp(_dec_up(-(m + 1) / scale))), _UP.add(1, q))
+
+
+def discrete_gaussian_tail_bound(sigma2: float, m: int) -> float:
+    """An upper bound on P(X >= m), m >= 0, X discrete Gaussian.
+
+    With f(x) = exp(-x**2/(2*sigma2)): the sum of f over x >= m is at most
+    f(m) + the integral of f from m, and the normaliser, by Poisson
+    summation sqrt(2*pi*sigma2) * sum_k exp(-2*pi**2*sigma2*k**2), is at
+    least sqrt(2*pi*sigma2). Hence P(X >= m) <= Q(m/sigma) + f(m)/sqrt(2*pi*sigma2).
+    Evaluated in floats with a 1e-9 relative margin over libm's error.
+    """
+    sigma = math.sqrt(sigma2)
+    gaussian_tail = 0.5 * math.erfc(m / (sigma * math.sqrt(2)))
+    head = math.exp(-m * m / (2 * sigma2)) / math.sqrt(2 * math.pi * sigma2)
+    return (gaussian_tail + head) * (1 + 1e-9)
+
+
+def _gaussian_weights(sigma2: float) -> list[float]:
+    """exp(-x**2/(2*sigma2)) for x = 0, 1, ... until negligible (< 1e-30 of the mass)."""
+    weights = []
+    x = 0
+    while True:
+        w = math.exp(-x * x / (2 * sigma2))
+        weights.append(w)
+        if w < 1e-30 and x * x > 2 * sigma2:
+            return weights
+        x += 1
+
+
+def margin_of_error(mechanism: Mechanism, confidence: float = 0.95) -> int:
+    """The smallest integer m with P(|noise| <= m) >= confidence.
+
+    For DiscreteLaplace this is the exact quantile, from the closed form
+    P(|Z| > m) = 2*q**(m+1)/(1+q), q = exp(-1/scale), evaluated in 60-digit
+    decimals. For DiscreteGaussian with sigma2 <= 1e6 it is the exact
+    quantile from summing the pmf in doubles (with a 1e-12 guard toward the
+    wider margin); above that it is the smallest m allowed by
+    `discrete_gaussian_tail_bound`, in practice at most one more than the
+    exact quantile. Margins are in units of the mechanism's integers; multiply by
+    the granularity for `release_real`.
+    """
+    c = as_fraction(confidence, "confidence")
+    if not 0 < c < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    if isinstance(mechanism, DiscreteLaplace):
+        scale = mechanism.scale
+        if scale == 0:
+            return 0
+        target = _dec_down(1 - c)
+        # Start from the float solution of 2*q**(m+1)/(1+q) = 1-c, then settle exactly.
+        s = float(scale)
+        m = max(0, math.ceil(s * math.log(2 / ((1 - float(c)) * (1 + math.exp(-1 / s))))) - 1)
+        while m > 0 and _laplace_tail_above(scale, m - 1) <= target:
+            m -= 1
+        while _laplace_tail_above(scale, m) > target:
+            m += 1
+        return m
+    if isinstance(mechanism, DiscreteGaussian):
+        sigma2 = mechanism.sigma2
+        if sigma2 == 0:
+            return 0
+        want = float(c)
+        s2 = float(sigma2)
+        allowed = 1 - want - 1e-12
+        if allowed <= 0:
+            raise ValueError(
+                f"confidence {confidence!r} is too close to 1 for a Gaussian margin in doubles"
+            )
+        if sigma2 <= _EXACT_GAUSSIAN_SIGMA2:
+            weights = _gaussian_weights(s2)
+            total = weights[0] + 2 * math.fsum(weights[1:])
+            inside = weights[0]
+            for m in range(len(weights) - 1):
+                if inside / total >= want + 1e-12:
+                    return m
+                inside += 2 * weights[m + 1]
+            # Reached only when the mass left out is below double precision.
+        # P(|X| > m) = 2*P(X >= m+1); find the smallest m the bound admits.
+        lo, hi = 0, max(1, math.ceil(10 * math.sqrt(s2)))
+        while 2 * discrete_gaussian_tail_bound(s2, hi + 1) > allowed:
+            hi *= 2
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if 2 * discrete_gaussian_tail_bound(s2, mid + 1) <= allowed:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+    raise TypeError(f"no margin of error for {type(mechanism).__name__}")

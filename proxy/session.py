@@ -18,7 +18,7 @@ from typing import Awaitable, Callable, Protocol
 
 from proxy import responses as r
 from proxy.answers import UnsupportedFormat, check_formats, result_formats
-from proxy.codec.messages import Bind, Describe, ErrorResponse, Execute, FunctionCall, Parse, Query
+from proxy.codec.messages import Bind, Describe, ErrorResponse, Execute, FunctionCall, ParameterStatus, Parse, Query
 from proxy.codec.errors import ProtocolViolation
 from proxy.config import ServerConfig
 from proxy.leg import Leg
@@ -27,6 +27,7 @@ from proxy.upstream import send_cancel
 from policies.model import Access, Policy
 from rewriter import PlanContext, Planner, plan_function_call
 from rewriter.catalog import Catalog
+from rewriter.settings import check_parameter_status
 from rewriter.plans import Cost, Local, Passthrough, Plan, Refuse, Release, Rewrite
 
 log = logging.getLogger("pgshroud.session")
@@ -44,6 +45,7 @@ PLACEHOLDER_SQL = "SELECT WHERE false"
 _STREAMABLE = frozenset(b"Dd")
 
 Q, P, B, D, E, S, H, C, X, F = (ord(c) for c in "QPBDESHCXF")
+PARAMETER_STATUS = ord("S")
 COPY_MESSAGES = frozenset(b"dcf")
 TERMINATE = b"X\x00\x00\x00\x04"
 
@@ -110,6 +112,7 @@ class Session:
         self.transaction_status = b"I"
         self.finished = asyncio.get_running_loop().create_future()
         self._max = shared.config.max_message_size
+        self._watch_status = self.role is not None and self.role.access != Access.RAW
 
     # lifecycle
 
@@ -551,6 +554,8 @@ class Session:
                     self._upstream_streaming = end - n
                     pos = n
                 break
+            if kind == PARAMETER_STATUS and self._watch_status and self._unsafe_status(data[pos + 5 : end]):
+                return
             if action is not None:
                 if run < pos:
                     out.append(data[run:pos])
@@ -567,6 +572,17 @@ class Session:
             self.client.write(b"".join(out))
         if self._draining and self.idle:
             self.drain()
+
+    def _unsafe_status(self, payload: bytes) -> bool:
+        """A non-raw session whose lexical settings changed is closed: the
+        rewriter's reading of its statements may no longer be PostgreSQL's."""
+        status = ParameterStatus.decode(payload)
+        problem = check_parameter_status(status.name, status.value)
+        if problem is None:
+            return False
+        log.warning("closing a session whose settings became unsafe: %s", status.name)
+        self._close_with_error("42501", f"pgshroud closed the session: {problem}")
+        return True
 
     def _end_unit(self, unit: r.Unit, kind: int, data: bytes, pos: int) -> None:
         pending = self._pending

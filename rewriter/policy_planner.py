@@ -10,7 +10,6 @@ Anything that cannot be analysed is refused.
 
 from __future__ import annotations
 
-import re
 
 from sqlglot import exp
 from sqlglot.tokens import TokenType
@@ -19,7 +18,7 @@ from policies.model import Access, Policy, Role
 from rewriter.catalog import SYSTEM_SCHEMAS, Catalog
 from rewriter.cache import PlanCache
 from rewriter.functions import FunctionRefused, check_functions
-from rewriter.masking import masked_subquery, quote_ident, replacement_for, splice
+from rewriter.masking import INNER_ALIAS, masked_subquery, quote_ident, replacement_for, splice
 from rewriter.plans import Passthrough, Plan, Refuse, Rewrite
 from rewriter.relations import RelationError, find_relations, fold
 from rewriter.settings import SettingRefused, check_reset, check_set
@@ -98,7 +97,7 @@ class QueryAnalyser:
             self._replacements = [(s + statement.start, e + statement.start, t) for s, e, t in replacements]
             return Passthrough(statement.text) if rewritten == statement.text else Rewrite(rewritten)
         if word == "table":
-            return self._query_plan("SELECT * FROM " + _after_words(statement, 1))
+            return self._query_plan(statement.text)
         if word in TRANSACTION_WORDS:
             return Passthrough(statement.text)
         if word in CURSOR_WORDS:
@@ -139,22 +138,49 @@ class QueryAnalyser:
 
     def _rewrite(self, text: str) -> tuple[str, list[tuple[int, int, str]]]:
         """The rewritten query and its replacements, as offsets into `text`."""
+        expanded = _expand_table_commands(text)
+        if expanded != text:
+            # TABLE x means SELECT * FROM x; the masked subquery needs the latter.
+            rewritten = self.rewrite_query(expanded)
+            return rewritten, [(0, len(text), rewritten)]
         statement, refs = self.analyse(text)
         replacements = []
         renamed: set[tuple[str, str]] = set()
         for ref in refs:
             subquery = self._relation_subquery(ref.relation)
             if subquery is not None:
-                start, end, new = replacement_for(ref, subquery)
-                replacements.append((start - statement.start, end - statement.start, new))
+                replacements.append(replacement_for(ref, subquery))  # offsets into `text`
                 if not ref.has_alias:
                     renamed.add((ref.relation.schema, ref.relation.name))
         if not replacements:
             return text, []
         # `public.patients.ssn` must now name the subquery, which has no schema.
-        for start, end in _schema_qualifiers(self._tree, renamed):
-            replacements.append((start - statement.start, end - statement.start, ""))
-        return splice(text, 0, replacements), replacements
+        replacements += [(start, end, "") for start, end in _schema_qualifiers(self._tree, renamed)]
+        rewritten = splice(text, 0, replacements)
+        self._verify_masked(rewritten)
+        return rewritten, replacements
+
+    def _verify_masked(self, rewritten: str) -> None:
+        """A second look at the rewritten text: every protected relation it
+        reads must be the inner relation of a masked subquery. Catches any
+        splice that went wrong before PostgreSQL sees it."""
+        try:
+            (statement,) = split_statements(rewritten)
+            tree = parse_statement(statement)
+        except Exception:
+            raise Refusal("XX000", "pgshroud could not verify its own rewrite, so it refused the statement") from None
+        for table in tree.find_all(exp.Table):
+            if not isinstance(table.this, exp.Identifier):
+                continue
+            schema = table.args.get("db")
+            relation = self.catalog.resolve(fold(schema) if isinstance(schema, exp.Identifier) else None,
+                                            fold(table.this), self.user)
+            if relation is None or relation.qualified not in self.policy.protected_tables:
+                continue
+            if self.role.access_to(relation.qualified) == Access.RAW:
+                continue
+            if table.alias != INNER_ALIAS.strip('"'):
+                raise Refusal("XX000", "pgshroud's rewrite left a protected relation unmasked, so it refused")
 
     def analyse(self, text: str) -> tuple[Statement, list]:
         """Parse a query, check its functions, and resolve its relations."""
@@ -244,29 +270,32 @@ class QueryAnalyser:
         (inner,) = split_statements(query)
         if inner.first_word not in ("select", "with", "values", "table"):
             raise Refusal(POLICY, "only queries may be prepared")
-        if inner.first_word == "table":
-            return Rewrite(head + self.rewrite_query("SELECT * FROM " + _after_words(inner, 1)))
         return _wrapped(statement.text, head, query, self.rewrite_query(query))
 
     def _copy(self, statement: Statement) -> Plan:
-        text = statement.text
-        if not re.search(r"\bto\s+stdout\b", text, re.IGNORECASE) or re.search(r"\bprogram\b", text, re.IGNORECASE):
-            raise Refusal(POLICY, "only COPY ... TO STDOUT is allowed", hint="Use \\copy in psql to write a file.")
-        tokens = statement.tokens
+        """COPY (query) TO STDOUT and COPY table [(columns)] TO STDOUT, read by
+        tokens (a comment or string cannot fake the TO STDOUT)."""
+        text, tokens, base = statement.text, statement.tokens, statement.start
+        refused = Refusal(POLICY, "only COPY ... TO STDOUT is allowed", hint="Use \\copy in psql to write a file.")
         if len(tokens) > 1 and tokens[1].token_type == TokenType.L_PAREN:
             close = _matching_paren(tokens, 1)
-            query = text[tokens[2].start - statement.start : tokens[close].start - statement.start]
-            rest = text[tokens[close].start - statement.start :]
-            return _wrapped(text, text[: tokens[2].start - statement.start], query + rest,
-                            self.rewrite_query(query) + rest)
-        # COPY table [(columns)] TO STDOUT ...: copy the masked rows instead.
-        match = re.match(r"(?is)\s*copy\s+(.+?)\s+to\s+stdout(.*)\Z", text)
-        if match is None:
-            raise Refusal("42601", "pgshroud cannot analyse this COPY statement")
-        target, options = match.groups()
-        columns_match = re.match(r"(?s)(.+?)\s*\((.*)\)\s*\Z", target)
-        relation, columns = (columns_match.group(1), columns_match.group(2)) if columns_match else (target, "*")
-        query = f"SELECT {columns} FROM {relation}"
+            if [t.text.lower() for t in tokens[close + 1 : close + 3]] != ["to", "stdout"]:
+                raise refused
+            query = text[tokens[2].start - base : tokens[close].start - base]
+            rest = text[tokens[close].start - base :]
+            return _wrapped(text, text[: tokens[2].start - base], query + rest, self.rewrite_query(query) + rest)
+        to = next((i for i, t in enumerate(tokens) if i > 1 and t.text.lower() == "to"), None)
+        if to is None or to + 1 >= len(tokens) or tokens[to + 1].text.lower() != "stdout":
+            raise refused
+        target = text[tokens[1].start - base : tokens[to].start - base].strip()
+        options = text[tokens[to + 1].end + 1 - base :]
+        columns = "*"
+        if tokens[to - 1].token_type == TokenType.R_PAREN:
+            opening = next(i for i in range(to - 1, 0, -1) if tokens[i].token_type == TokenType.L_PAREN)
+            columns = text[tokens[opening].end + 1 - base : tokens[to - 1].start - base]
+            target = text[tokens[1].start - base : tokens[opening].start - base].strip()
+        # Copy the masked rows instead of the table.
+        query = f"SELECT {columns} FROM {target}"
         return Rewrite(f"COPY ({self.rewrite_query(query)}) TO STDOUT{options}")
 
     def _explain(self, statement: Statement) -> Plan:
@@ -289,6 +318,25 @@ class QueryAnalyser:
         except SettingRefused as exc:
             raise Refusal(POLICY, str(exc)) from None
         return Passthrough(statement.text)
+
+
+_TABLE_FOLLOWS = frozenset({"(", "union", "intersect", "except", "all", "distinct", "for", "as"})
+
+
+def _expand_table_commands(text: str) -> str:
+    """Each `TABLE name` command (not the keyword in other roles) as `SELECT * FROM name`."""
+    try:
+        (statement,) = split_statements(text)
+    except (LexError, ValueError):
+        return text
+    tokens = statement.tokens
+    spans = [
+        (token.start, token.end + 1)
+        for i, token in enumerate(tokens)
+        if token.text.lower() == "table" and token.token_type != TokenType.STRING
+        and (i == 0 or tokens[i - 1].text.lower() in _TABLE_FOLLOWS)
+    ]
+    return splice(text, 0, [(start, end, "SELECT * FROM") for start, end in spans]) if spans else text
 
 
 def _pg_class_without_counts(relation) -> str:

@@ -35,6 +35,28 @@ def _name_span(table: exp.Table) -> tuple[int, int]:
     return min(m["start"] for m in metas), max(m["end"] for m in metas) + 1
 
 
+def _cte_in_scope(table: exp.Table, name: str) -> bool:
+    """Whether an unqualified name at this place means a CTE, by PostgreSQL's
+    scoping: a query's CTEs are visible in its own body and, within its WITH,
+    to the CTEs after them (and to themselves under RECURSIVE)."""
+    child: exp.Expression = table
+    node = table.parent
+    while node is not None:
+        if isinstance(node, exp.With) and isinstance(child, exp.CTE):
+            names = [fold(cte.args["alias"].this) for cte in node.expressions]
+            position = next(i for i, cte in enumerate(node.expressions) if cte is child)
+            visible = names[: position + 1] if node.args.get("recursive") else names[:position]
+            if name in visible:
+                return True
+        else:
+            with_clause = node.args.get("with_") or node.args.get("with")
+            if isinstance(with_clause, exp.With) and child is not with_clause:
+                if name in (fold(cte.args["alias"].this) for cte in with_clause.expressions):
+                    return True
+        child, node = node, node.parent
+    return False
+
+
 def find_relations(tree: exp.Expression, catalog: Catalog, user: str) -> list[RelationRef]:
     """Every table reference that is not a CTE, resolved.
 
@@ -57,7 +79,7 @@ def find_relations(tree: exp.Expression, catalog: Catalog, user: str) -> list[Re
             raise RelationError(f"cross-database reference {table.sql('postgres')!r} is not allowed")
         schema_name = fold(schema) if isinstance(schema, exp.Identifier) else None
         name = fold(table.this)
-        if schema_name is None and name in cte_names:
+        if schema_name is None and name in cte_names and _cte_in_scope(table, name):
             continue
         relation = catalog.resolve(schema_name, name, user)
         if relation is None:

@@ -19,9 +19,19 @@ ALLOWED_SETTINGS = frozenset(
     jit geqo enable_seqscan enable_indexscan enable_bitmapscan enable_hashjoin enable_mergejoin enable_nestloop
     client_encoding xmloption gin_fuzzy_search_limit max_parallel_workers_per_gather""".split()
 )
-# Encodings whose multibyte characters may contain the byte of a backslash
-# or quote: text in them lexes differently on the server than in pgshroud.
-UNSAFE_ENCODINGS = frozenset({"sjis", "shift_jis", "big5", "gbk", "gb18030", "johab", "uhc", "cp932", "cp936", "cp949", "cp950", "win932", "win936", "win949", "win950", "mskanji", "shiftjis2004", "shift_jis_2004"})
+# Client encodings whose every multibyte character has all bytes >= 0x80,
+# so no byte of one can be read as a quote or backslash: text lexes alike
+# in pgshroud and on the server. Names as PostgreSQL cleans them (lower
+# case, only letters and digits). SJIS, BIG5, GBK, GB18030, JOHAB and UHC
+# are not among them.
+SAFE_ENCODINGS = frozenset(
+    {"utf8", "unicode", "sqlascii", "eucjp", "euccn", "euckr", "euctw", "eucjis2004", "muleinternal",
+     "koi8", "koi8r", "koi8u", "alt", "win866", "win874", "tcvn", "tcvn5712", "abc", "vscii"}
+    | {f"latin{i}" for i in range(1, 11)}
+    | {f"iso8859{i}" for i in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 14, 15, 16)}
+    | {f"win{i}" for i in range(1250, 1259)}
+    | {f"windows{i}" for i in range(1250, 1259)} | {"windows866", "windows874"}
+)
 
 
 class SettingRefused(ValueError):
@@ -34,12 +44,13 @@ def check_setting(name: str, value: str | None) -> None:
         return
     if name not in ALLOWED_SETTINGS:
         raise SettingRefused(f'setting "{name}" cannot be changed through pgshroud')
-    if name == "client_encoding" and value is not None and _encoding_name(value) in UNSAFE_ENCODINGS:
+    if name == "client_encoding" and value is not None and _encoding_name(value) not in SAFE_ENCODINGS:
         raise SettingRefused(f'client encoding "{value}" is not allowed: use UTF8')
 
 
 def _encoding_name(value: str) -> str:
-    return value.strip().strip("'\"").lower().replace("-", "_")
+    """As PostgreSQL's clean_encoding_name: letters and digits, lower case."""
+    return "".join(c for c in value.lower() if c.isascii() and c.isalnum())
 
 
 def check_set(statement: Statement) -> None:
@@ -124,6 +135,6 @@ def check_parameter_status(name: str, value: str) -> str | None:
     lowered = name.lower()
     if lowered == "standard_conforming_strings" and value.lower() != "on":
         return "standard_conforming_strings is off for this session"
-    if lowered == "client_encoding" and _encoding_name(value) in UNSAFE_ENCODINGS:
+    if lowered == "client_encoding" and _encoding_name(value) not in SAFE_ENCODINGS:
         return f"client encoding {value} is not allowed"
     return None

@@ -223,6 +223,10 @@ def test_pipeline_with_a_failing_statement(endpoints):
             status = conn.info.transaction_status
             conn.rollback()
             last = conn.execute("select count(*) from p").fetchone()
+            # Whether psycopg also raises PipelineAborted at some later call
+            # depends on when results arrive relative to the calls (it reads
+            # them opportunistically), not on what the server sent.
+            raised = [r for r in raised if r[0] != "PipelineAborted"]
             return raised, states, after, status, last
 
     raised, states, after, status, last = run_both(endpoints, observe)

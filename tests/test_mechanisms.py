@@ -18,12 +18,10 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from scipy import optimize, stats
 
-stats = pytest.importorskip("scipy.stats")
-optimize = pytest.importorskip("scipy.optimize")
-
-from rewriter import mechanisms  # noqa: E402
-from rewriter.mechanisms import (  # noqa: E402
+from rewriter import mechanisms
+from rewriter.mechanisms import (
     SYSTEM_RNG,
     DiscreteGaussian,
     DiscreteLaplace,

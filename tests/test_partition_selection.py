@@ -15,11 +15,10 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from scipy import stats
 
-stats = pytest.importorskip("scipy.stats")
-
-from rewriter.mechanisms import DiscreteGaussian, DiscreteLaplace  # noqa: E402
-from rewriter.partition_selection import (  # noqa: E402
+from rewriter.mechanisms import DiscreteGaussian, DiscreteLaplace
+from rewriter.partition_selection import (
     NoisyThresholdSelection,
     TruncatedGeometricSelection,
     threshold_for,

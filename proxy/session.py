@@ -46,6 +46,7 @@ _STREAMABLE = frozenset(b"Dd")
 
 Q, P, B, D, E, S, H, C, X, F = (ord(c) for c in "QPBDESHCXF")
 PARAMETER_STATUS = ord("S")
+_PLAIN_EXTENDED = {B: r.RELAY_BIND, E: r.RELAY_EXECUTE, S: r.SYNC}
 COPY_MESSAGES = frozenset(b"dcf")
 TERMINATE = b"X\x00\x00\x00\x04"
 
@@ -211,6 +212,18 @@ class Session:
                         self._client_streaming = end - n
                         pos = run = n
                     break
+                if kind in _PLAIN_EXTENDED and not (
+                    self._client_skipping or self._statements or self._portals or self._prepared_under
+                ):
+                    # The pipelined Bind/Execute/Sync of prepared statements
+                    # that need nothing from pgshroud: relay, expect the answer.
+                    if kind == S:
+                        self._upstream_skipping = False
+                        self._pending.append(r.SYNC)
+                    elif not self._upstream_skipping:
+                        self._pending.append(_PLAIN_EXTENDED[kind])
+                    pos = end
+                    continue
                 replacement = self._client_frame(kind, data, pos, end)
                 if replacement is not None:
                     if run < pos:
@@ -562,7 +575,10 @@ class Session:
                 out.append(action.frame(kind, data[pos:end]))
                 run = end
             if unit is not None and kind in unit.ends:
-                self._end_unit(unit, kind, data, pos)
+                if kind == r.READY or (kind == r.ERROR and unit.extended):
+                    self._end_unit(unit, kind, data, pos)
+                else:
+                    pending.popleft()
             pos = end
         if run < pos:
             out.append(data if run == 0 and pos == n else data[run:pos])

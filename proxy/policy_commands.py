@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 
 from policies.loader import load_policy
 from policies.model import Access, Policy

@@ -10,6 +10,7 @@ refusals and private releases appear in order between relayed responses.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Callable
 
 from proxy.answers import data_rows, row_description, simple_query_answer
@@ -34,13 +35,13 @@ ENDS_CLOSE = frozenset(b"3E")
 STATEMENT_ENDS = frozenset(b"CIE")
 
 
-class Action:
+class Action(ABC):
     """Turns one upstream message of its unit into the bytes the client gets."""
 
     __slots__ = ()
 
-    def frame(self, kind: int, frame: bytes) -> bytes:
-        raise NotImplementedError
+    @abstractmethod
+    def frame(self, kind: int, frame: bytes) -> bytes: ...
 
 
 class Unit:

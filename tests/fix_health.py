@@ -13,7 +13,6 @@ from psycopg.conninfo import make_conninfo
 
 from policies.loader import load_policy
 from proxy.catalog import read_catalog
-from proxy.demo import prepare_demo_cluster  # noqa: F401  (documents where the schema comes from)
 from proxy.demo_data import load_demo_dataset
 from proxy.session import SessionContext
 from proxy.setup_command import run_setup

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -100,3 +101,11 @@ def start_proxy(pg) -> Iterator[Callable[..., RunningProxy]]:
     yield start
     for proxy in started:
         proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy_cert(tls_ca, tmp_path_factory) -> Path:
+    """Certificate and key (one PEM file) for pgshroud's client-facing TLS."""
+    path = tmp_path_factory.mktemp("shroud-tls") / "shroud.pem"
+    tls_ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(str(path))
+    return path

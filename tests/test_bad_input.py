@@ -9,7 +9,6 @@ before and after.
 
 from __future__ import annotations
 
-import gc
 import socket
 import struct
 import time
@@ -23,20 +22,6 @@ from tests.rawclient import RawClient, ServerClosed, error_fields
 
 MAX_MESSAGE_SIZE = 64 * 1024
 
-
-@pytest.fixture(autouse=True)
-def _collect_garbage_between_tests():
-    """Cyclic garbage (e.g. a finished asyncio task whose exception is logged
-    when it is freed) is collected after the test, not while pytest formats
-    a failure: CPython 3.11's ast.parse, which pytest and traceback both use,
-    fails with "AST constructor recursion depth mismatch" when re-entered
-    from a garbage-collection callback."""
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-        gc.collect()
 
 
 class Bystander:

@@ -12,7 +12,6 @@ After each, PostgreSQL itself must show no pg_sleep left running.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import os
 import signal
@@ -21,12 +20,10 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import asyncpg
 import psycopg
 import pytest
-import trustme
 from psycopg.conninfo import make_conninfo
 
 from proxy.codec.messages import DataRow, ErrorResponse, Query
@@ -39,26 +36,6 @@ CANCELED = "canceling statement due to user request"
 # ------------------------------------------------------------------ helpers
 
 
-@pytest.fixture(autouse=True)
-def _collect_garbage_between_tests():
-    """Cyclic garbage (e.g. a finished asyncio task whose exception is logged
-    when it is freed) is collected after the test, not while pytest formats
-    a failure: CPython 3.11's ast.parse, which pytest and traceback both use,
-    fails with "AST constructor recursion depth mismatch" when re-entered
-    from a garbage-collection callback."""
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-        gc.collect()
-
-
-@pytest.fixture(scope="module")
-def proxy_cert(tls_ca: trustme.CA, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("shroud-cancel-tls") / "shroud.pem"
-    tls_ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(str(path))
-    return path
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ downgrade attack.
 from __future__ import annotations
 
 import asyncio
-import gc
 import socket
 import ssl
 import subprocess
@@ -31,27 +30,6 @@ from proxy.config import server_tls_context
 from tests.rawclient import RawClient, error_fields
 
 
-@pytest.fixture(autouse=True)
-def _collect_garbage_between_tests():
-    """Cyclic garbage (e.g. a finished asyncio task whose exception is logged
-    when it is freed) is collected after the test, not while pytest formats
-    a failure: CPython 3.11's ast.parse, which pytest and traceback both use,
-    fails with "AST constructor recursion depth mismatch" when re-entered
-    from a garbage-collection callback."""
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-        gc.collect()
-
-
-@pytest.fixture(scope="module")
-def proxy_cert(tls_ca: trustme.CA, tmp_path_factory) -> Path:
-    """Certificate and key (one PEM file) for pgshroud's client-facing TLS."""
-    path = tmp_path_factory.mktemp("shroud-tls") / "shroud.pem"
-    tls_ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(str(path))
-    return path
 
 
 @pytest.fixture

@@ -27,8 +27,6 @@ class MaskSpec:
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
-UNMASKED = MaskSpec("none")
-
 
 @dataclass(frozen=True)
 class ColumnPolicy:

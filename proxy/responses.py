@@ -21,8 +21,7 @@ from rewriter.plans import Column, LocalAnswer, RawResult
 ERROR = ord("E")
 NOTICE, PARAMETER_STATUS, NOTIFICATION = ord("N"), ord("S"), ord("A")
 ASYNC = frozenset((NOTICE, PARAMETER_STATUS, NOTIFICATION))
-ROW_DESCRIPTION, DATA_ROW, COMMAND_COMPLETE = ord("T"), ord("D"), ord("C")
-EMPTY_QUERY, READY = ord("I"), ord("Z")
+DATA_ROW, COMMAND_COMPLETE, READY = ord("D"), ord("C"), ord("Z")
 
 # What ends each kind of unit (protocol docs, "Message Flow").
 ENDS_READY = frozenset(b"Z")

@@ -110,7 +110,6 @@ class Session:
         self._blocked = False  # a charge is in flight; client input waits
         self._draining = False
         self._terminating = False
-        self.transaction_status = b"I"
         self.finished = asyncio.get_running_loop().create_future()
         self._max = shared.config.max_message_size
         self._watch_status = self.role is not None and self.role.access != Access.RAW
@@ -575,8 +574,8 @@ class Session:
                 out.append(action.frame(kind, data[pos:end]))
                 run = end
             if unit is not None and kind in unit.ends:
-                if kind == r.READY or (kind == r.ERROR and unit.extended):
-                    self._end_unit(unit, kind, data, pos)
+                if kind == r.ERROR and unit.extended:
+                    self._end_with_error()
                 else:
                     pending.popleft()
             pos = end
@@ -600,17 +599,15 @@ class Session:
         self._close_with_error("42501", f"pgshroud closed the session: {problem}")
         return True
 
-    def _end_unit(self, unit: r.Unit, kind: int, data: bytes, pos: int) -> None:
+    def _end_with_error(self) -> None:
+        """An ErrorResponse ended an extended-protocol unit: PostgreSQL now
+        discards messages until Sync, so the units they would have had go too."""
         pending = self._pending
         pending.popleft()
-        if kind == r.READY:
-            self.transaction_status = data[pos + 5 : pos + 6]
-        elif kind == r.ERROR and unit.extended:
-            # PostgreSQL now discards messages until Sync: so do their units.
-            while pending and not pending[0].is_sync:
-                pending.popleft()
-            if not pending:
-                self._upstream_skipping = True
+        while pending and not pending[0].is_sync:
+            pending.popleft()
+        if not pending:
+            self._upstream_skipping = True
 
 
 class _Violation(Exception):

@@ -373,9 +373,6 @@ def _word_position(statement: Statement, word: str) -> int | None:
     return None
 
 
-def _after_words(statement: Statement, n: int) -> str:
-    return statement.text[statement.tokens[n].start - statement.start :] if len(statement.tokens) > n else ""
-
 
 def _matching_paren(tokens, open_index: int) -> int:
     depth = 0

@@ -333,8 +333,10 @@ def _expand_table_commands(text: str) -> str:
     spans = [
         (token.start, token.end + 1)
         for i, token in enumerate(tokens)
-        if token.text.lower() == "table" and token.token_type != TokenType.STRING
+        if token.token_type == TokenType.TABLE
         and (i == 0 or tokens[i - 1].text.lower() in _TABLE_FOLLOWS)
+        # `... AS table,` is a column alias: a TABLE command names a relation next.
+        and i + 1 < len(tokens) and tokens[i + 1].token_type in (TokenType.VAR, TokenType.IDENTIFIER, TokenType.ONLY)
     ]
     return splice(text, 0, [(start, end, "SELECT * FROM") for start, end in spans]) if spans else text
 

@@ -80,10 +80,16 @@ def negotiate_version(startup: StartupMessage) -> tuple[int, NegotiateProtocolVe
     return minor, None
 
 
-def upstream_startup(startup: StartupMessage) -> StartupMessage:
-    """The client's parameters, minus protocol options, which are never forwarded."""
-    params = tuple((k, v) for k, v in startup.params if not k.startswith("_pq_."))
-    return StartupMessage(3, UPSTREAM_MINOR, params)
+def upstream_startup(startup: StartupMessage, *, pin_search_path: bool = False) -> StartupMessage:
+    """The client's parameters, minus protocol options, which are never
+    forwarded. Sessions the rewriter reads get search_path pinned, so that
+    names resolve upstream exactly as the rewriter resolves them."""
+    params = [(k, v) for k, v in startup.params if not k.startswith("_pq_.")]
+    if pin_search_path:
+        options = next((v for k, v in params if k == "options"), "")
+        params = [(k, v) for k, v in params if k != "options"]
+        params.append(("options", f"{options} -c search_path=public".strip()))
+    return StartupMessage(3, UPSTREAM_MINOR, tuple(params))
 
 
 def check_startup(startup: StartupMessage) -> tuple[str, str]:
@@ -109,9 +115,10 @@ async def establish(
     policy cannot be probed for user names.
     """
     user, database = check_startup(startup)
+    named = policy.role_for(user) if policy is not None else None
     if policy is not None:
-        named = policy.role_for(user)
         check_non_raw_startup(startup, named)
+    rewritten = named is not None and named.access != Access.RAW
     client_minor, negotiation = negotiate_version(startup)
     if negotiation is not None:
         client.write(negotiation.encode())
@@ -120,7 +127,7 @@ async def establish(
     except UpstreamUnavailable as exc:
         raise ClientFacingError("08006", str(exc)) from None
     try:
-        upstream.write(upstream_startup(startup).encode())
+        upstream.write(upstream_startup(startup, pin_search_path=rewritten).encode())
         await _relay_authentication(client, upstream)
         role = role_for(policy, user)
         sees_raw = role is None or role.access == Access.RAW

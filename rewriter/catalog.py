@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
+# pg_catalog is searched first implicitly; `public` is the pinned search_path.
+PINNED_SEARCH_PATH = ("pg_catalog", "public")
 
 
 @dataclass(frozen=True)
@@ -33,11 +35,13 @@ class Catalog:
     version: int = 0
 
     def resolve(self, schema: str | None, name: str, user: str) -> Relation | None:
-        """Resolve like PostgreSQL with search_path "$user", public (which
-        pgshroud pins for sessions that do not see raw data)."""
+        """Resolve like PostgreSQL with search_path `public`, which pgshroud
+        pins at startup for sessions that do not see raw data (so neither a
+        role's default search_path nor a schema named like the user applies;
+        `user` is kept for the day the pinned path names it)."""
         if schema is not None:
             return self.relations.get((schema, name))
-        for candidate in ("pg_catalog", user, "public"):
+        for candidate in PINNED_SEARCH_PATH:
             relation = self.relations.get((candidate, name))
             if relation is not None:
                 return relation

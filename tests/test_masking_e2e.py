@@ -109,6 +109,11 @@ def test_startup_settings_are_pinned_for_masked_roles(guarded):
         psycopg.connect(guarded.dsn("clinician", "health", options="-c search_path=evil"))
     with psycopg.connect(guarded.dsn("clinician", "health", application_name="metabase")) as conn:
         assert conn.execute("show application_name").fetchone() == ("metabase",)
+        # Names resolve upstream as the rewriter resolves them.
+        assert conn.execute("show search_path").fetchone() == ("public",)
+    with psycopg.connect(guarded.dsn("clinician", "health", options="-c statement_timeout=5000")) as conn:
+        assert conn.execute("show statement_timeout").fetchone() == ("5s",)
+        assert conn.execute("show search_path").fetchone() == ("public",)
 
 
 def test_statements_prepared_under_an_old_policy_are_refused(start_proxy, pg, health_db, health_policy):

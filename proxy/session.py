@@ -611,7 +611,7 @@ class Session:
 
 
 class _Violation(Exception):
-    pass
+    """The client broke the protocol; its connection ends with 08P01."""
 
 
 def _two_names(payload: bytes) -> tuple[str, str]:

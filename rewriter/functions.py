@@ -51,7 +51,7 @@ _NAME_TOKENS = frozenset({TokenType.VAR, TokenType.IDENTIFIER})
 
 
 class FunctionRefused(ValueError):
-    pass
+    """A call the policy does not allow; the message names the function."""
 
 
 OPERATOR = "operator"  # OPERATOR(schema.op): the schema is checked like a function's

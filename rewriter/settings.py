@@ -35,7 +35,7 @@ SAFE_ENCODINGS = frozenset(
 
 
 class SettingRefused(ValueError):
-    pass
+    """A setting a non-raw session may not change; the message names it."""
 
 
 def check_setting(name: str, value: str | None) -> None:

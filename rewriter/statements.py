@@ -22,7 +22,7 @@ class _Tokenizer(Postgres.Tokenizer):
 
 
 class LexError(ValueError):
-    pass
+    """The text cannot be split into statements."""
 
 
 @dataclass(frozen=True)

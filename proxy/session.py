@@ -93,6 +93,7 @@ class Session:
         self.shared = shared
         self.upstream_key = established.upstream_key
         self.role = established.role
+        self._started_rewritten = self.role is not None and self.role.access != Access.RAW
         self.plan_context = self._fresh_context()
         self._pending: deque[r.Unit] = deque()
         self._statements: dict[str, _Statement] = {}
@@ -112,7 +113,6 @@ class Session:
         self._terminating = False
         self.finished = asyncio.get_running_loop().create_future()
         self._max = shared.config.max_message_size
-        self._watch_status = self.role is not None and self.role.access != Access.RAW
 
     # lifecycle
 
@@ -314,8 +314,14 @@ class Session:
 
     def _fresh_context(self) -> PlanContext:
         role = self.role
-        if self.shared.policy is not None and isinstance(self.shared.policy, Policy) and role is not None:
-            role = self.shared.policy.roles.get(role.name, role)  # the reloaded policy's version of the role
+        if isinstance(self.shared.policy, Policy) and role is not None:
+            # The reloaded policy decides again. A session that started raw
+            # was not vetted at startup (settings, search_path), so it may
+            # not turn into a rewritten one: it gets no role and is refused.
+            role = self.shared.policy.role_for(self.user)
+            if role is not None and (role.access == Access.DENY or (
+                    not self._started_rewritten and role.access != Access.RAW)):
+                role = None
             self.role = role
         return PlanContext(
             user=self.user,
@@ -566,7 +572,7 @@ class Session:
                     self._upstream_streaming = end - n
                     pos = n
                 break
-            if kind == PARAMETER_STATUS and self._watch_status and self._unsafe_status(data[pos + 5 : end]):
+            if kind == PARAMETER_STATUS and self._started_rewritten and self._unsafe_status(data[pos + 5 : end]):
                 return
             if action is not None:
                 if run < pos:

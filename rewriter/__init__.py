@@ -61,7 +61,8 @@ def plan(sql: str, context: PlanContext) -> QueryPlan:
     if context.policy is None or context.role_sees_raw:
         return (Passthrough(sql),)
     if not isinstance(context.policy, Policy) or context.role is None or context.catalog is None:
-        return (Refuse("XX000", "pgshroud has no policy role or catalog for this session, so it refuses"),)
+        return (Refuse("42501", "pgshroud has no policy role or catalog for this session, so it refuses",
+                       hint="The policy may have changed since you connected: reconnect."),)
     return tuple(QueryAnalyser(context.policy, context.role, context.catalog, context.user).plan_text(sql))
 
 

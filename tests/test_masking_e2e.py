@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import asyncpg
 import psycopg
@@ -10,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from policies.loader import load_policy
+from policies.model import Access
 from proxy.catalog import read_catalog
 
 
@@ -127,3 +129,23 @@ def test_statements_prepared_under_an_old_policy_are_refused(start_proxy, pg, he
             conn.execute(query, (0,), prepare=True)
         assert "previous policy" in str(raised.value)
         assert conn.execute(query, (0,), prepare=False).fetchone()[0].startswith("XXX-XX-")
+
+
+def test_a_reload_that_demotes_a_raw_session_refuses_it(start_proxy, pg, health_db, health_policy):
+    catalog = asyncio.run(read_catalog(health_db))
+    proxy = start_proxy(policy=health_policy, catalog=catalog)
+    with psycopg.connect(proxy.dsn("admin", "health"), autocommit=True) as conn:
+        assert conn.execute("select count(*) from patients").fetchone()[0] > 0
+        roles = dict(health_policy.roles)
+        roles["admin"] = dataclasses.replace(roles["admin"], access=Access.MASKED)
+        proxy.server.shared.policy = dataclasses.replace(health_policy, roles=roles)
+        # The session was never vetted as a rewritten one (search_path, settings).
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as raised:
+            conn.execute("select ssn from patients limit 1")
+        assert "reconnect" in (raised.value.diag.message_hint or "")
+    pg.execute("GRANT pgshroud_masked TO admin")  # what `setup --grant-to` does for masked users
+    try:
+        with psycopg.connect(proxy.dsn("admin", "health"), autocommit=True) as conn:
+            assert conn.execute("select ssn from patients limit 1").fetchone()[0].startswith("XXX-XX-")
+    finally:
+        pg.execute("REVOKE pgshroud_masked FROM admin")

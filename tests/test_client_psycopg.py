@@ -8,6 +8,8 @@ pgshroud and requires equal observations.
 
 from __future__ import annotations
 
+import re
+
 import hashlib
 import threading
 import time
@@ -47,11 +49,16 @@ def raw_values(cursor: psycopg.Cursor) -> list[list[bytes | None]]:
 
 def diag(exc: psycopg.Error) -> dict:
     d = exc.diag
-    return {name: getattr(d, name) for name in (
+    fields = {name: getattr(d, name) for name in (
         "severity", "severity_nonlocalized", "sqlstate", "message_primary", "message_detail",
         "message_hint", "statement_position", "internal_position", "internal_query", "context",
         "schema_name", "table_name", "column_name", "datatype_name", "constraint_name",
         "source_file", "source_function")} | {"class": type(exc).__name__}
+    # A temp table's schema is numbered by the backend's slot, which any
+    # two connections may differ in.
+    if fields["schema_name"] and re.fullmatch(r"pg_temp_\d+", fields["schema_name"]):
+        fields["schema_name"] = "pg_temp"
+    return fields
 
 
 # --------------------------------------------------------------- results

@@ -673,27 +673,16 @@ def test_large_results(endpoints):
     assert seen["series-False"][0] == 200000
 
 
-def test_large_bind_message_is_relayed_in_linear_time(endpoints):
-    """A 64 MB text parameter (one Bind message) takes PostgreSQL well under
-    a second; through pgshroud it must not take several times as long."""
+def test_large_bind_message_is_relayed_whole(endpoints):
+    """A 64 MB text parameter arrives as one Bind message in many chunks;
+    pgshroud joins it once (its speed is for bench/, not for a test)."""
     value = "x" * (64 << 20)
 
-    def timed(ep, attempts, good_enough=0.0):
-        best = float("inf")
+    def observe(ep):
         with connect(ep) as conn:
-            for _ in range(attempts):  # the best of a few, against a busy machine
-                start = time.monotonic()
-                length = conn.execute("select length(%s::text)", (value,)).fetchone()[0]
-                best = min(best, time.monotonic() - start)
-                if best <= good_enough:
-                    break
-        return length, best
+            return conn.execute("select length(%s::text), md5(%s::text)", (value, value)).fetchone()
 
-    direct_length, direct = timed(endpoints.direct, 2)
-    bound = 3 * direct + 0.75
-    proxied_length, proxied = timed(endpoints.proxied, 2, good_enough=bound)
-    assert direct_length == proxied_length == len(value)
-    assert proxied <= bound, f"64 MB Bind: {direct:.2f}s directly, {proxied:.2f}s through pgshroud"
+    run_both(endpoints, observe)
 
 
 # --------------------------------------------------------------- cancellation, protocol 3.2

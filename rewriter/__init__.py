@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol
 
 from policies.model import Policy, Role
 from rewriter.catalog import Catalog
@@ -15,6 +15,7 @@ from rewriter.plans import (
     LocalAnswer,
     Passthrough,
     Plan,
+    PrivacySetting,
     QueryPlan,
     RawResult,
     Refuse,
@@ -25,7 +26,7 @@ from rewriter.plans import (
 
 __all__ = [
     "Column", "Cost", "Local", "LocalAnswer", "Passthrough", "Plan", "PlanContext",
-    "Planner", "QueryPlan", "RawResult", "Refuse", "Release", "ReleaseSpec", "Rewrite", "plan",
+    "Planner", "PrivacySetting", "QueryPlan", "RawResult", "Refuse", "Release", "ReleaseSpec", "Rewrite", "plan",
     "plan_function_call",
 ]
 
@@ -37,6 +38,8 @@ class PlanContext:
     `policy` is None when pgshroud runs without one (plain pass-through).
     `role_sees_raw` is True for roles whose access is `raw`. `role` and
     `catalog` are what the rewrite of a non-raw role's statements needs.
+    `privacy` holds the session's pgshroud settings set with SET
+    (`epsilon`, `delta`, as text); absent names take the policy's default.
     """
 
     user: str
@@ -44,6 +47,7 @@ class PlanContext:
     role_sees_raw: bool = False
     role: Role | None = None
     catalog: Catalog | None = None
+    privacy: Mapping[str, str] = field(default_factory=dict)
 
 
 class Planner(Protocol):

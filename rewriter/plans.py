@@ -44,6 +44,9 @@ class LocalAnswer:
     command_tag: str
     columns: tuple[Column, ...] = ()
     rows: tuple[tuple[str | None, ...], ...] = ()
+    # Sent to the client as NoticeResponses before the rows (e.g. "MIN is
+    # answered as a private extreme quantile").
+    notices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +91,23 @@ class Release:
 
 
 @dataclass(frozen=True, slots=True)
+class PrivacySetting:
+    """A change to one of the session's pgshroud settings (`epsilon`, `delta`).
+
+    `value` None means RESET: back to the policy's default. The session
+    applies it once the statement has succeeded, as PostgreSQL does a SET.
+    """
+
+    name: str
+    value: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Local:
     """Answer without forwarding the statement (SET/SHOW pgshroud.*, EXPLAIN of a plan)."""
 
     answer: LocalAnswer
+    setting: PrivacySetting | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,7 +67,8 @@ def plan(sql: str, context: PlanContext) -> QueryPlan:
     if not isinstance(context.policy, Policy) or context.role is None or context.catalog is None:
         return (Refuse("42501", "pgshroud has no policy role or catalog for this session, so it refuses",
                        hint="The policy may have changed since you connected: reconnect."),)
-    return tuple(QueryAnalyser(context.policy, context.role, context.catalog, context.user).plan_text(sql))
+    return tuple(QueryAnalyser(context.policy, context.role, context.catalog, context.user,
+                               context.privacy).plan_text(sql))
 
 
 def plan_function_call(function_oid: int, context: PlanContext) -> Passthrough | Refuse:

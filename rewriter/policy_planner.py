@@ -11,6 +11,8 @@ Anything that cannot be analysed is refused.
 from __future__ import annotations
 
 
+from typing import Mapping
+
 from sqlglot import exp
 from sqlglot.tokens import TokenType
 
@@ -19,7 +21,9 @@ from rewriter.catalog import SYSTEM_SCHEMAS, Catalog
 from rewriter.cache import PlanCache
 from rewriter.functions import FunctionRefused, check_functions
 from rewriter.masking import INNER_ALIAS, masked_subquery, quote_ident, replacement_for, splice
-from rewriter.plans import Passthrough, Plan, Refuse, Rewrite
+from rewriter.plans import Column, Local, LocalAnswer, Passthrough, Plan, Refuse, Release, Rewrite
+from rewriter.private import plan_private
+from rewriter.private.settings import SettingError, set_plan, show_plan
 from rewriter.relations import RelationError, find_relations, fold
 from rewriter.settings import SettingRefused, check_reset, check_set
 from rewriter.statements import LexError, Statement, parse_statement, split_statements
@@ -50,12 +54,15 @@ class Refusal(Exception):
 class QueryAnalyser:
     """Analyses and rewrites the queries of one role."""
 
-    def __init__(self, policy: Policy, role: Role, catalog: Catalog, user: str) -> None:
+    def __init__(self, policy: Policy, role: Role, catalog: Catalog, user: str,
+                 privacy: Mapping[str, str] | None = None) -> None:
         self.policy = policy
         self.role = role
         self.catalog = catalog
         self.user = user
+        self.privacy = privacy or {}
         self.allowed_functions = policy.allow_functions | role.allow_functions
+        self.aggregates_privately = role.access == Access.AGGREGATE or Access.AGGREGATE in role.table_access.values()
 
     def plan_text(self, sql: str) -> list[Plan]:
         owners = (self.policy, self.catalog)
@@ -93,6 +100,10 @@ class QueryAnalyser:
         if statement.words(2) in (["prepare", "transaction"], ["commit", "prepared"], ["rollback", "prepared"]):
             raise Refusal(POLICY, "two-phase commit is not allowed through pgshroud")
         if word in QUERY_WORDS:
+            private = self._private_plan(statement.text)
+            if private is not None:
+                self._layouts = None  # the noise and the cost are not a function of the normalised text
+                return private
             rewritten, replacements = self._rewrite(statement.text)
             self._replacements = [(s + statement.start, e + statement.start, t) for s, e, t in replacements]
             return Passthrough(statement.text) if rewritten == statement.text else Rewrite(rewritten)
@@ -102,6 +113,8 @@ class QueryAnalyser:
             return Passthrough(statement.text)
         if word in CURSOR_WORDS:
             return Passthrough(statement.text)
+        if word in ("set", "reset", "show") and _pgshroud_setting(statement) is not None:
+            return self._privacy_setting(statement)
         if word == "show":
             return Passthrough(statement.text)
         if word == "set":
@@ -206,7 +219,9 @@ class QueryAnalyser:
             if alias.args.get("columns") and isinstance(alias.this, exp.Identifier) and "start" in alias.this.meta
         )
         try:
-            check_functions(statement.tokens, self.catalog, allowed=self.allowed_functions,
+            # median() is not PostgreSQL's: pgshroud answers it privately.
+            allowed = self.allowed_functions | ({"pg_catalog.median"} if self.aggregates_privately else set())
+            check_functions(statement.tokens, self.catalog, allowed=allowed,
                             aggregate_role=aggregate, alias_starts=alias_starts)
             refs = find_relations(tree, self.catalog, self.user)
         except (FunctionRefused, RelationError) as exc:
@@ -245,8 +260,9 @@ class QueryAnalyser:
         if access == Access.AGGREGATE:
             raise Refusal(
                 POLICY,
-                f'role "{self.role.name}" may read "{name}" only through differentially private aggregates, '
-                "which this version of pgshroud does not answer yet",
+                f'role "{self.role.name}" may read "{name}" only through differentially private aggregates',
+                hint="Write a SELECT with count, sum, avg, ... (and GROUP BY); row-level reads, COPY, and "
+                "SQL-level PREPARE or DECLARE of private queries are refused.",
             )
         try:
             return masked_subquery(table, relation, self.role.name, table.row_filters.get(self.role.name))
@@ -303,6 +319,13 @@ class QueryAnalyser:
         if query_start is None:
             raise Refusal(POLICY, "only EXPLAIN of a query is allowed")
         query = statement.text[query_start - statement.start :]
+        private = self._private_plan(query)
+        if isinstance(private, Refuse):
+            return private
+        if isinstance(private, Release):
+            # The privacy plan, computed without reading anything.
+            rows = tuple((line,) for line in private.spec.explain())
+            return Local(LocalAnswer("EXPLAIN", (Column("QUERY PLAN"),), rows))
         _, refs = self.analyse(query)
         for ref in refs:
             if ref.relation.qualified in self.policy.protected_tables:
@@ -311,6 +334,43 @@ class QueryAnalyser:
                 )
             self._relation_subquery(ref.relation)  # refuses what the role may not read at all
         return Passthrough(statement.text)
+
+    # differential privacy
+
+    def _private_plan(self, text: str) -> Plan | None:
+        """The private plan of a query that reads a table this role may only
+        aggregate; None for any other query."""
+        if not self.aggregates_privately:
+            return None
+        _, refs = self.analyse(text)
+        if not any(
+            ref.relation.qualified in self.policy.protected_tables
+            and self.role.access_to(ref.relation.qualified) == Access.AGGREGATE
+            for ref in refs
+        ):
+            return None
+        return plan_private(self._tree, self.policy, self.role, self.catalog, self.user, self.privacy)
+
+    def _privacy_setting(self, statement: Statement) -> Plan:
+        word = statement.first_word
+        name = _pgshroud_setting(statement)
+        try:
+            if word == "show":
+                return show_plan(name, self.privacy, self.policy)
+            if word == "reset":
+                return set_plan(name, None, self.policy)
+            words = [t.text for t in statement.tokens]
+            if words[1].lower() == "local":
+                raise SettingError("SET LOCAL is not supported for pgshroud settings; use SET")
+            separator = next((i for i, w in enumerate(words) if w.lower() in ("to", "=")), None)
+            if separator is None or separator + 1 >= len(words):
+                raise SettingError(f"SET pgshroud.{name} needs a value")
+            value = "".join(words[separator + 1 :])
+            if value.lower() == "default":
+                return set_plan(name, None, self.policy)
+            return set_plan(name, value, self.policy)
+        except SettingError as exc:
+            raise Refusal("22023", str(exc)) from None
 
     def _checked(self, statement: Statement, check) -> Plan:
         try:
@@ -362,6 +422,16 @@ def _schema_qualifiers(tree: exp.Expression, renamed: set[tuple[str, str]]) -> l
         if (fold(db), fold(table)) in renamed and "start" in db.meta and "start" in table.meta:
             spans.append((db.meta["start"], table.meta["start"]))
     return spans
+
+
+def _pgshroud_setting(statement: Statement) -> str | None:
+    """The X of SET/RESET/SHOW [SESSION] pgshroud.X, else None."""
+    words = [t.text.lower() for t in statement.tokens[1:]]
+    if words[:1] in (["session"], ["local"]):
+        words = words[1:]
+    if len(words) >= 3 and words[0] == "pgshroud" and words[1] == ".":
+        return words[2]
+    return None
 
 
 def _wrapped(original: str, head: str, query: str, rewritten: str) -> Plan:

@@ -1,0 +1,38 @@
+"""Differentially private answers to ordinary aggregate SQL.
+
+`plan_private` turns an aggregate role's SELECT over protected tables into
+a Release: the contribution-bounded SQL PostgreSQL runs, and the spec that
+adds noise and post-processes its raw totals in the proxy.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from sqlglot import exp
+
+from policies.model import Policy, Role
+from rewriter.catalog import Catalog
+from rewriter.plans import Refuse, Release
+from rewriter.private.analysis import PrivateAnalyser, PrivateRefusal
+from rewriter.private.release import PrivateRelease
+from rewriter.private.settings import SettingError, current
+
+__all__ = ["PrivateRelease", "plan_private"]
+
+
+def plan_private(tree: exp.Expression, policy: Policy, role: Role, catalog: Catalog, user: str,
+                 privacy: Mapping[str, str]) -> Release | Refuse:
+    try:
+        epsilon = current("epsilon", privacy, policy)
+        delta = current("delta", privacy, policy)
+    except SettingError as exc:
+        return Refuse("22023", str(exc))
+    try:
+        query = PrivateAnalyser(policy, role, catalog, user).analyse(tree.copy())
+        release = PrivateRelease(query, epsilon, delta)
+    except PrivateRefusal as exc:
+        return Refuse("42501", f"pgshroud cannot answer this privately: {exc}", hint=exc.hint)
+    except ValueError as exc:
+        return Refuse("42501", f"pgshroud cannot answer this privately: {exc}")
+    return Release(release.sql, release)

@@ -1,0 +1,620 @@
+"""From an aggregate query over protected tables to a PrivateQuery.
+
+The analyst's SELECT is read as: sources (protected tables joined on the
+privacy unit, public tables), a WHERE over rows, GROUP BY keys, aggregates,
+and what happens after aggregation (select-list arithmetic, HAVING, ORDER
+BY, LIMIT), which pgshroud evaluates on the noisy values. Anything outside
+that shape is refused with the reason and what to write instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from sqlglot import exp
+
+from policies.masks import mask_expression
+from policies.model import Access, Policy, ProtectedTable, Role
+from rewriter.catalog import Catalog, Relation
+from rewriter.masking import quote_ident
+from rewriter.private import query as q
+from rewriter.private import types as t
+from rewriter.private.expressions import ColumnInfo, ExpressionRefused, RowExpressions, literal_number
+from rewriter.relations import fold
+
+
+class PrivateRefusal(ValueError):
+    """The query cannot be answered privately; the message says why, the hint what to do."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+@dataclass
+class Source:
+    alias: str
+    columns: dict[str, ColumnInfo]
+    table: ProtectedTable | None  # None for a public relation
+    sql: str  # the FROM item PostgreSQL reads
+
+    @property
+    def unit_column(self) -> str | None:
+        return None if self.table is None else self.table.privacy_unit.column
+
+
+AGGREGATE_CLASSES = (exp.Count, exp.Sum, exp.Avg, exp.Variance, exp.VariancePop, exp.Stddev, exp.StddevPop,
+                     exp.StddevSamp, exp.Min, exp.Max, exp.Median, exp.WithinGroup, exp.Filter, exp.AggFunc)
+KINDS = {exp.Sum: q.SUM, exp.Avg: q.AVG, exp.Variance: q.VAR_SAMP, exp.VariancePop: q.VAR_POP,
+         exp.Stddev: q.STDDEV_SAMP, exp.StddevSamp: q.STDDEV_SAMP, exp.StddevPop: q.STDDEV_POP,
+         exp.Min: q.MIN, exp.Max: q.MAX}
+
+
+def aggregate_view(table: ProtectedTable, relation: Relation, role: str, row_filter: str | None) -> str:
+    """A protected relation as an aggregate role reads it inside the bounded
+    query: columns the role may aggregate raw (mask `none`) and the privacy
+    unit unmasked, every other column masked, unnamed columns NULL."""
+    inner = '"pgshroud_raw"'
+    columns = []
+    for name, type_name in relation.columns:
+        policy = table.columns.get(name)
+        target = quote_ident(name)
+        if name == table.privacy_unit.column:
+            columns.append(f"{inner}.{target}")
+        elif policy is None:
+            columns.append(f"NULL::{type_name} AS {target}")
+        else:
+            columns.append(f"{mask_expression(policy.mask_for(role), f'{inner}.{target}', type_name)} AS {target}")
+    sql = f"SELECT {', '.join(columns)} FROM {quote_ident(relation.schema)}.{quote_ident(relation.name)} AS {inner}"
+    if row_filter is not None:
+        sql += f" WHERE ({row_filter})"
+    return f"({sql})"
+
+
+def _column_info(table: ProtectedTable | None, relation: Relation, role: str) -> dict[str, ColumnInfo]:
+    infos = {}
+    for name, format_type in relation.columns:
+        kind = t.base_type(format_type)
+        if table is None:
+            infos[name] = ColumnInfo(kind)
+            continue
+        policy = table.columns.get(name)
+        unit = name == table.privacy_unit.column
+        raw = unit or (policy is not None and policy.mask_for(role).kind == "none")
+        if policy is not None and policy.mask_for(role).kind == "age_band":
+            kind = "text"
+        bounds = None
+        if raw and policy is not None and policy.bounds is not None:
+            bounds = (Fraction(policy.bounds[0]), Fraction(policy.bounds[1]))
+        domain = policy.public_domain if raw and policy is not None else None
+        infos[name] = ColumnInfo(kind, bounds, domain, protected=True, unit=unit)
+    return infos
+
+
+class PrivateAnalyser:
+    """Analyses one SELECT of an aggregate role."""
+
+    def __init__(self, policy: Policy, role: Role, catalog: Catalog, user: str) -> None:
+        self.policy = policy
+        self.role = role
+        self.catalog = catalog
+        self.user = user
+        self.sources: dict[str, Source] = {}
+        self.rows = RowExpressions(self._resolve)
+        self.aggregates: list[q.Aggregate] = []
+        self.keys: list[q.Key] = []
+        self.key_nodes: list[exp.Expression] = []
+        self.notices: list[str] = []
+
+    # entry
+
+    def analyse(self, tree: exp.Expression) -> q.PrivateQuery:
+        if not isinstance(tree, exp.Select):
+            raise PrivateRefusal("a private query must be a single SELECT (no UNION, INTERSECT or EXCEPT)",
+                                 hint="Run each part as its own query.")
+        for unsupported, what in (("with_", "WITH"), ("with", "WITH"), ("distinct", "SELECT DISTINCT"),
+                                  ("windows", "WINDOW"), ("locks", "FOR UPDATE/SHARE"), ("qualify", "QUALIFY")):
+            if tree.args.get(unsupported):
+                raise PrivateRefusal(f"{what} is not supported in a private query yet")
+        if any(isinstance(node, exp.Window) for node in tree.walk()):
+            raise PrivateRefusal("window functions cannot be used over protected rows",
+                                 hint="Aggregate first; pgshroud answers aggregates with noise.")
+        for node in tree.walk():
+            if isinstance(node, (exp.Subquery, exp.Exists)) or (isinstance(node, exp.Select) and node is not tree):
+                raise PrivateRefusal("subqueries are not supported in a private query yet",
+                                     hint="Write the query with joins on the privacy unit.")
+        if not any(isinstance(n, AGGREGATE_CLASSES) for item in tree.expressions for n in item.walk()):
+            raise PrivateRefusal(
+                f'role "{self.role.name}" reads protected tables only through differentially private '
+                "aggregates: row-level results are not released",
+                hint="Use count(*), sum, avg, ... with GROUP BY; pgshroud adds noise to the result.",
+            )
+        self._read_sources(tree)
+        unit_sql = self._join_on_units(tree)
+        where = tree.args.get("where")
+        if where is not None:
+            self._row_check(where.this, "WHERE")
+        self._read_keys(tree)
+        outputs = self._read_outputs(tree)
+        having = tree.args.get("having")
+        having_expression = self._post(having.this, "HAVING") if having is not None else None
+        order = self._read_order(tree, outputs)
+        limit, offset = _limit(tree)
+        protected = [s for s in self.sources.values() if s.table is not None]
+        max_groups = max(s.table.contribution.max_groups_per_unit for s in protected)  # type: ignore[union-attr]
+        max_rows = max(s.table.contribution.max_rows_per_group for s in protected)  # type: ignore[union-attr]
+        return q.PrivateQuery(
+            source_sql=self._source_sql(tree),
+            unit_sql=unit_sql,
+            keys=tuple(self.keys),
+            aggregates=tuple(self.aggregates),
+            outputs=tuple(outputs),
+            having=having_expression,
+            order=tuple(order),
+            limit=limit,
+            offset=offset,
+            # Without GROUP BY there is one group: a person's whole allowance
+            # (max_groups x max_rows rows) goes to it, at the same sensitivity.
+            max_groups=max_groups if self.keys else 1,
+            max_rows=max_rows if self.keys else max_groups * max_rows,
+            notices=tuple(self.notices),
+        )
+
+    # sources
+
+    def _read_sources(self, tree: exp.Select) -> None:
+        from_ = tree.args.get("from_") or tree.args.get("from")
+        if from_ is None:
+            raise PrivateRefusal("a private query reads a protected table")
+        items = [from_.this] + [join.this for join in tree.args.get("joins") or []]
+        for item in items:
+            if not isinstance(item, exp.Table) or not isinstance(item.this, exp.Identifier):
+                raise PrivateRefusal(f"{item.sql('postgres')[:60]} cannot be a source of a private query yet",
+                                     hint="Read protected and public tables directly, joined on the privacy unit.")
+            schema = item.args.get("db")
+            relation = self.catalog.resolve(fold(schema) if isinstance(schema, exp.Identifier) else None,
+                                            fold(item.this), self.user)
+            if relation is None:
+                raise PrivateRefusal(f'relation "{item.name}" is not known')
+            alias = item.alias_or_name
+            alias = alias if item.args.get("alias") is not None else relation.name
+            if alias in self.sources:
+                raise PrivateRefusal(f'the name "{alias}" is used for two relations; give them different aliases')
+            table = self.policy.protected_tables.get(relation.qualified)
+            if table is None and relation.qualified not in self.policy.public_tables:
+                raise PrivateRefusal(f'relation "{relation.qualified}" is not named in the policy')
+            access = self.role.access_to(relation.qualified)
+            if access == Access.DENY:
+                raise PrivateRefusal(f'role "{self.role.name}" may not read "{relation.qualified}"')
+            if table is not None and access != Access.AGGREGATE:
+                raise PrivateRefusal(f'role "{self.role.name}" reads "{relation.qualified}" row by row, '
+                                     "so it cannot be mixed into a private aggregate")
+            if table is None:
+                sql = f"{quote_ident(relation.schema)}.{quote_ident(relation.name)}"
+            else:
+                sql = aggregate_view(table, relation, self.role.name, table.row_filters.get(self.role.name))
+            self.sources[alias] = Source(alias, _column_info(table, relation, self.role.name), table,
+                                         f"{sql} AS {quote_ident(alias)}")
+            item.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
+        if not any(s.table is not None for s in self.sources.values()):
+            raise PrivateRefusal("internal: a private query without protected tables")
+
+    def _join_on_units(self, tree: exp.Select) -> str:
+        """The unit of the joined row: every protected source must be joined
+        to the first on equal privacy units, so a joined row belongs to one person."""
+        protected = [s for s in self.sources.values() if s.table is not None]
+        first = protected[0]
+        linked = {first.alias}
+        equalities: list[tuple[str, str]] = []
+        for join in tree.args.get("joins") or []:
+            side, kind = (join.args.get("side") or "").upper(), (join.args.get("kind") or "").upper()
+            if side in ("RIGHT", "FULL") or kind in ("NATURAL",):
+                raise PrivateRefusal(f"{side or kind} JOIN is not supported in a private query",
+                                     hint="Use an inner or LEFT JOIN with the protected table first.")
+            alias = join.this.alias_or_name
+            if side == "LEFT" and alias == first.alias:
+                raise PrivateRefusal("the first protected table cannot be on the nullable side of a LEFT JOIN")
+            if join.args.get("on") is not None:
+                self._row_check(join.args["on"], "JOIN ... ON")
+                equalities += self._unit_equalities(join.args["on"])
+            for using in join.args.get("using") or []:
+                name = fold(using)
+                owners = [s for s in self.sources.values()
+                          if s.table is not None and s.unit_column == name and name in s.columns]
+                if len(owners) >= 2:
+                    equalities += [(owners[0].alias, o.alias) for o in owners[1:]]
+        where = tree.args.get("where")
+        if where is not None:
+            equalities += self._unit_equalities(where.this)
+        changed = True
+        while changed:
+            changed = False
+            for a, b in equalities:
+                if (a in linked) != (b in linked):
+                    linked |= {a, b}
+                    changed = True
+        unlinked = [s.alias for s in protected if s.alias not in linked]
+        if unlinked:
+            raise PrivateRefusal(
+                f"protected relations {', '.join(unlinked)} are not joined to {first.alias} on the privacy unit",
+                hint=f"Join them with {first.alias}.{first.unit_column} = <alias>.<privacy unit column>.",
+            )
+        return f"{quote_ident(first.alias)}.{quote_ident(first.unit_column or '')}"
+
+    def _unit_equalities(self, condition: exp.Expression) -> list[tuple[str, str]]:
+        pairs = []
+        for conjunct in _conjuncts(condition):
+            if isinstance(conjunct, exp.EQ) and all(isinstance(s, exp.Column) for s in (conjunct.this, conjunct.expression)):
+                left, right = self._owner(conjunct.this), self._owner(conjunct.expression)
+                if left and right and left[1].unit and right[1].unit and left[0] != right[0]:
+                    pairs.append((left[0], right[0]))
+        return pairs
+
+    def _owner(self, column: exp.Column) -> tuple[str, ColumnInfo] | None:
+        try:
+            return self._find(column)
+        except ExpressionRefused:
+            return None
+
+    def _find(self, column: exp.Column) -> tuple[str, ColumnInfo]:
+        name = fold(column.this) if isinstance(column.this, exp.Identifier) else column.name
+        qualifier = column.args.get("table")
+        if qualifier is not None:
+            alias = fold(qualifier) if isinstance(qualifier, exp.Identifier) else qualifier.name
+            source = self.sources.get(alias)
+            if source is None or name not in source.columns:
+                raise ExpressionRefused(f'column "{alias}.{name}" does not exist')
+            return alias, source.columns[name]
+        owners = [s for s in self.sources.values() if name in s.columns]
+        if not owners:
+            raise ExpressionRefused(f'column "{name}" does not exist')
+        if len(owners) > 1:
+            raise ExpressionRefused(f'column reference "{name}" is ambiguous')
+        return owners[0].alias, owners[0].columns[name]
+
+    def _resolve(self, column: exp.Column) -> ColumnInfo:
+        return self._find(column)[1]
+
+    def _source_sql(self, tree: exp.Select) -> str:
+        from_ = tree.args.get("from_") or tree.args.get("from")
+        parts = [f"FROM {self.sources[from_.this.alias_or_name].sql}"]
+        for join in tree.args.get("joins") or []:
+            source = self.sources[join.this.alias_or_name]
+            side = (join.args.get("side") or "").upper()
+            on, using = join.args.get("on"), join.args.get("using")
+            if on is None and not using:
+                parts.append(f", {source.sql}" if not join.args.get("kind") else f"CROSS JOIN {source.sql}")
+                continue
+            condition = (f"ON {self.rows.safe_sql(on)}" if on is not None
+                         else f"USING ({', '.join(quote_ident(fold(u)) for u in using)})")
+            parts.append(f"{side + ' ' if side else ''}JOIN {source.sql} {condition}")
+        where = tree.args.get("where")
+        if where is not None:
+            parts.append(f"WHERE {self.rows.safe_sql(where.this)}")
+        return " ".join(parts)
+
+    # row-level checks
+
+    def _row_check(self, node: exp.Expression, where: str) -> str:
+        if any(isinstance(n, AGGREGATE_CLASSES) for n in node.walk()):
+            raise PrivateRefusal(f"aggregates are not allowed in {where}")
+        try:
+            return self.rows.type_of(node)
+        except ExpressionRefused as exc:
+            raise PrivateRefusal(f"in {where}: {exc}") from None
+
+    # keys
+
+    def _read_keys(self, tree: exp.Select) -> None:
+        group = tree.args.get("group")
+        if group is None:
+            return
+        if any(group.args.get(k) for k in ("grouping_sets", "cube", "rollup")):
+            raise PrivateRefusal("GROUPING SETS, CUBE and ROLLUP are not supported in a private query",
+                                 hint="Run one query per grouping.")
+        selected = tree.expressions
+        for item in group.expressions:
+            node = item
+            number = literal_number(item)
+            if number is not None:
+                if number.denominator != 1 or not 1 <= number <= len(selected):
+                    raise PrivateRefusal(f"GROUP BY position {item.sql()} is not in the select list")
+                node = selected[int(number) - 1].unalias()
+            elif isinstance(item, exp.Column) and not item.args.get("table") and self._owner(item) is None:
+                aliased = [s.unalias() for s in selected if s.alias_or_name == item.name and isinstance(s, exp.Alias)]
+                if aliased:
+                    node = aliased[0]
+            if any(isinstance(n, AGGREGATE_CLASSES) for n in node.walk()):
+                raise PrivateRefusal("GROUP BY cannot name an aggregate")
+            self._add_key(node)
+
+    def _add_key(self, node: exp.Expression) -> int:
+        canonical = self._canonical(node)
+        for index, existing in enumerate(self.key_nodes):
+            if self._canonical(existing) == canonical:
+                return index
+        type_name = self._row_check(node, "GROUP BY")
+        if isinstance(node, exp.Column) and self._resolve(node).unit:
+            raise PrivateRefusal("grouping by the privacy unit would release one group per person, and none "
+                                 "would pass partition selection", hint="Group by something people share.")
+        self.key_nodes.append(node)
+        self.keys.append(q.Key(self.rows.safe_sql(node), type_name, self._domain(node), node.sql("postgres")))
+        return len(self.keys) - 1
+
+    def _domain(self, node: exp.Expression) -> tuple[str | None, ...] | None:
+        """The values a key can take, when they are public: a column's
+        declared public domain, or the literal results of a CASE."""
+        if isinstance(node, exp.Paren):
+            return self._domain(node.this)
+        if isinstance(node, exp.Column):
+            return self._resolve(node).domain
+        if isinstance(node, exp.Case):
+            results = [b.args["true"] for b in node.args.get("ifs") or []]
+            default = node.args.get("default")
+            values: list[str | None] = []
+            for result in results + ([default] if default is not None else []):
+                if isinstance(result, exp.Null):
+                    values.append(None)
+                elif isinstance(result, exp.Literal):
+                    values.append(result.this)
+                else:
+                    return None
+            if default is None:
+                values.append(None)
+            return tuple(dict.fromkeys(values))
+        return None
+
+    def _canonical(self, node: exp.Expression) -> str:
+        """SQL with every column qualified by its source, to compare expressions."""
+        def qualify(n: exp.Expression) -> exp.Expression:
+            if isinstance(n, exp.Column) and not isinstance(n.this, exp.Star):
+                owner = self._owner(n)
+                if owner is not None:
+                    return exp.column(n.name, table=owner[0])
+            return n
+        return node.copy().transform(qualify).sql("postgres")
+
+    # outputs and post-processing
+
+    def _read_outputs(self, tree: exp.Select) -> list[q.Output]:
+        outputs = []
+        for item in tree.expressions:
+            node = item.unalias()
+            if isinstance(node, exp.Star) or (isinstance(node, exp.Column) and isinstance(node.this, exp.Star)):
+                raise PrivateRefusal("SELECT * is row-level output, which is not released",
+                                     hint="Select group keys and aggregates.")
+            expression = self._post(node, "the select list")
+            outputs.append(q.Output(_output_name(item), expression, self._post_type(expression)))
+        return outputs
+
+    def _post(self, node: exp.Expression, where: str) -> exp.Expression:
+        """An expression evaluated after aggregation, with aggregates and keys
+        replaced by variables `agg{i}` and `key{i}`."""
+        if not any(isinstance(n, AGGREGATE_CLASSES) for n in node.walk()):
+            canonical = self._canonical(node)
+            for index, key in enumerate(self.key_nodes):
+                if self._canonical(key) == canonical:
+                    return exp.var(f"key{index}")
+            if not list(node.find_all(exp.Column)):
+                return node.copy()  # a constant
+            raise PrivateRefusal(
+                f"{node.sql('postgres')[:80]} in {where} must appear in GROUP BY or be used in an aggregate"
+            )
+        if isinstance(node, AGGREGATE_CLASSES):
+            return exp.var(f"agg{self._add_aggregate(node)}")
+        copy = node.copy()
+        children = [(k, v) for k, v in copy.args.items()]
+        for key, value in children:
+            if isinstance(value, exp.Expression):
+                copy.set(key, self._post(value, where))
+            elif isinstance(value, list):
+                copy.set(key, [self._post(v, where) if isinstance(v, exp.Expression) else v for v in value])
+        if not isinstance(copy, POST_NODES):
+            raise PrivateRefusal(f"{node.key.upper()} cannot be applied to a private aggregate in {where}",
+                                 hint="Use arithmetic, round, casts, comparisons or coalesce on aggregates.")
+        return copy
+
+    def _post_type(self, node: exp.Expression) -> str:
+        if isinstance(node, exp.Var):
+            index = int(node.name[3:])
+            return self.aggregates[index].output_type if node.name.startswith("agg") else self.keys[index].type_name
+        if isinstance(node, exp.Literal):
+            return "text" if node.is_string else ("integer" if node.this.isdigit() else "numeric")
+        if isinstance(node, exp.Paren):
+            return self._post_type(node.this)
+        if isinstance(node, exp.Neg):
+            return self._post_type(node.this)
+        if isinstance(node, (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod)):
+            return t.arithmetic(self._post_type(node.this), self._post_type(node.expression))
+        if isinstance(node, exp.Cast):
+            return t.CAST_NAMES.get(node.to.sql("postgres").lower().split("(")[0].strip(), "text")
+        if isinstance(node, exp.Round):
+            inner = self._post_type(node.this)
+            return "numeric" if node.args.get("decimals") is not None or inner not in t.FLOATS else inner
+        if isinstance(node, (exp.Abs, exp.Floor, exp.Ceil)):
+            return self._post_type(node.this)
+        if isinstance(node, exp.Coalesce):
+            return self._post_type(node.this)
+        return "boolean"
+
+    def _read_order(self, tree: exp.Select, outputs: list[q.Output]) -> list[q.OrderItem]:
+        order = tree.args.get("order")
+        if order is None:
+            return []
+        items = []
+        for ordered in order.expressions:
+            node = ordered.this
+            number = literal_number(node)
+            descending = bool(ordered.args.get("desc"))
+            nulls_first = bool(ordered.args.get("nulls_first"))
+            if number is not None:
+                if number.denominator != 1 or not 1 <= number <= len(outputs):
+                    raise PrivateRefusal(f"ORDER BY position {node.sql()} is not in the select list")
+                expression = outputs[int(number) - 1].expression
+            elif isinstance(node, exp.Column) and not node.args.get("table") and any(o.name == node.name for o in outputs):
+                expression = next(o.expression for o in outputs if o.name == node.name)
+            else:
+                expression = self._post(node, "ORDER BY")
+            items.append(q.OrderItem(expression, descending, nulls_first))
+        return items
+
+    # aggregates
+
+    def _add_aggregate(self, node: exp.Expression) -> int:
+        aggregate = self._aggregate(node)
+        for index, existing in enumerate(self.aggregates):
+            if existing == aggregate:
+                return index
+        self.aggregates.append(aggregate)
+        return len(self.aggregates) - 1
+
+    def _aggregate(self, node: exp.Expression) -> q.Aggregate:
+        label = node.sql("postgres")
+        condition = None
+        if isinstance(node, exp.Filter):
+            condition = node.expression.this
+            self._row_check(condition, "FILTER")
+            node = node.this
+        quantile = None
+        if isinstance(node, exp.WithinGroup):
+            function, order = node.this, node.expression
+            if not isinstance(function, (exp.PercentileCont, exp.PercentileDisc)) or len(order.expressions) != 1:
+                raise PrivateRefusal(f"{label} is not supported in a private query")
+            quantile = literal_number(function.this)
+            if quantile is None or not 0 <= quantile <= 1:
+                raise PrivateRefusal("percentile_cont/percentile_disc take one literal fraction between 0 and 1")
+            kind = q.QUANTILE_CONT if isinstance(function, exp.PercentileCont) else q.QUANTILE_DISC
+            argument = order.expressions[0].this
+        elif isinstance(node, exp.Median):
+            kind, quantile, argument = q.QUANTILE_CONT, Fraction(1, 2), node.this
+        elif isinstance(node, exp.Count):
+            return self._count(node, condition, label)
+        elif type(node) in KINDS:
+            kind, argument = KINDS[type(node)], node.this
+            if isinstance(argument, exp.Distinct):
+                raise PrivateRefusal(f"{node.key.upper()}(DISTINCT ...) is not supported in a private query")
+        else:
+            raise PrivateRefusal(
+                f"the aggregate {label[:60]} is not answered privately",
+                hint="pgshroud answers count, sum, avg, variance, stddev, percentile_cont/disc, median, min and max.",
+            )
+        if kind in (q.MIN, q.MAX):
+            quantile = q.EXTREME_QUANTILES[kind]
+            self.notices.append(
+                f"{label} is answered as a private estimate of the {int(quantile * 100)}th percentile: "
+                "the true extreme value of a column cannot be released with differential privacy"
+            )
+        if any(isinstance(n, AGGREGATE_CLASSES) for n in argument.walk()):
+            raise PrivateRefusal("aggregates cannot be nested")
+        argument_type = self._row_check(argument, label)
+        if not t.is_number(argument_type):
+            raise PrivateRefusal(f"{label} needs a numeric argument in a private query, got {argument_type}")
+        low, high = self.rows.bounds_of(argument)
+        if low is None or high is None:
+            raise PrivateRefusal(
+                f"{label} needs bounds on its argument, and pgshroud cannot derive them",
+                hint=_bounds_hint(argument, self),
+            )
+        argument_sql = self.rows.safe_sql(argument)
+        if condition is not None:
+            argument_sql = f"CASE WHEN {self.rows.safe_sql(condition)} THEN {argument_sql} END"
+        output = _output_type(kind, argument_type)
+        return q.Aggregate(kind, argument_sql, (low, high), output, quantile, label)
+
+    def _count(self, node: exp.Count, condition: exp.Expression | None, label: str) -> q.Aggregate:
+        argument = node.this
+        when = None if condition is None else self.rows.safe_sql(condition)
+        if isinstance(argument, exp.Star) or argument is None:
+            sql = None if when is None else f"CASE WHEN {when} THEN 1 END"
+            return q.Aggregate(q.COUNT_ROWS if sql is None else q.COUNT, sql, None, "bigint", label=label)
+        if isinstance(argument, exp.Distinct):
+            (inner,) = argument.expressions if len(argument.expressions) == 1 else (None,)
+            if isinstance(inner, exp.Column) and self._resolve(inner).unit and when is None:
+                return q.Aggregate(q.COUNT_UNITS, None, None, "bigint", label=label)
+            raise PrivateRefusal(
+                f"{label} is not answered privately: only COUNT(DISTINCT <privacy unit>) is",
+                hint="Count distinct people with COUNT(DISTINCT patient_id), or group by the column and count groups.",
+            )
+        self._row_check(argument, label)
+        sql = self.rows.safe_sql(argument)
+        if when is not None:
+            sql = f"CASE WHEN {when} THEN {sql} END"
+        return q.Aggregate(q.COUNT, sql, None, "bigint", label=label)
+
+
+POST_NODES = (exp.Var, exp.Literal, exp.Paren, exp.Neg, exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.Cast,
+              exp.Round, exp.Abs, exp.Floor, exp.Ceil, exp.Coalesce, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT,
+              exp.LTE, exp.And, exp.Or, exp.Not, exp.Is, exp.Null, exp.Boolean, exp.DataType)
+
+
+def _output_type(kind: str, argument: str) -> str:
+    if kind == q.SUM:
+        return t.sum_type(argument)
+    if kind in (q.AVG,) + q.VARIANCES:
+        return t.average_type(argument)
+    if kind == q.QUANTILE_CONT:
+        return "double precision"
+    return argument  # percentile_disc, min, max keep the argument's type
+
+
+def _output_name(item: exp.Expression) -> str:
+    """The column name PostgreSQL would give: the alias, a column's name,
+    a function's name, or ?column?."""
+    if isinstance(item, exp.Alias):
+        return item.alias
+    node = item
+    if isinstance(node, exp.Column):
+        return node.name
+    if isinstance(node, exp.Cast):
+        inner = _output_name(node.this)
+        return inner if inner != "?column?" else node.to.sql("postgres").lower().split("(")[0]
+    if isinstance(node, exp.Filter):
+        node = node.this
+    if isinstance(node, exp.WithinGroup):
+        node = node.this
+    names = {exp.Count: "count", exp.Sum: "sum", exp.Avg: "avg", exp.Min: "min", exp.Max: "max",
+             exp.Variance: "variance", exp.VariancePop: "var_pop", exp.Stddev: "stddev",
+             exp.StddevPop: "stddev_pop", exp.StddevSamp: "stddev_samp", exp.PercentileCont: "percentile_cont",
+             exp.PercentileDisc: "percentile_disc", exp.Median: "median", exp.Round: "round", exp.Abs: "abs",
+             exp.Coalesce: "coalesce", exp.Floor: "floor", exp.Ceil: "ceil"}
+    for cls, name in names.items():
+        if type(node) is cls:
+            return name
+    if isinstance(node, exp.Anonymous):
+        return node.name.lower()
+    return "?column?"
+
+
+def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
+    if isinstance(node, exp.And):
+        return _conjuncts(node.this) + _conjuncts(node.expression)
+    if isinstance(node, exp.Paren):
+        return _conjuncts(node.this)
+    return [node]
+
+
+def _limit(tree: exp.Select) -> tuple[int | None, int]:
+    limit, offset = tree.args.get("limit"), tree.args.get("offset")
+    values = []
+    for clause in (limit, offset):
+        if clause is None:
+            values.append(None)
+            continue
+        number = literal_number(clause.expression)
+        if number is None or number.denominator != 1 or number < 0:
+            raise PrivateRefusal("LIMIT and OFFSET take literal non-negative integers in a private query")
+        values.append(int(number))
+    return values[0], values[1] or 0
+
+
+def _bounds_hint(argument: exp.Expression, analyser: PrivateAnalyser) -> str:
+    columns = [c for c in argument.find_all(exp.Column)]
+    for column in columns:
+        owner = analyser._owner(column)
+        if owner is not None and owner[1].bounds is None:
+            source = analyser.sources[owner[0]]
+            if source.table is not None:
+                return (f"Add bounds for {source.table.name.split('.')[-1]}.{column.name} to the policy, or clamp "
+                        f"it in the query: least(greatest({argument.sql('postgres')}, <low>), <high>).")
+    return f"Clamp it in the query: least(greatest({argument.sql('postgres')}, <low>), <high>)."

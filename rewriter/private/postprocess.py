@@ -1,0 +1,195 @@
+"""Post-processing of released values: the analyst's select-list arithmetic,
+HAVING and ORDER BY, evaluated by pgshroud on noisy values with
+PostgreSQL's meaning (integer division truncates, numeric rounds half away
+from zero, NULL propagates), and the text form of each output type."""
+
+from __future__ import annotations
+
+import functools
+import math
+from decimal import Decimal, localcontext
+from fractions import Fraction
+
+from sqlglot import exp
+
+from rewriter.private import types as t
+
+Value = int | float | Fraction | str | bool | None
+
+
+def parse_key(text: str | None, type_name: str) -> Value:
+    """A group key's text as a value to compare (its text is what is output)."""
+    if text is None:
+        return None
+    if type_name in t.INTEGERS:
+        return int(text)
+    if type_name == "numeric":
+        return Fraction(Decimal(text)) if text not in ("NaN", "Infinity", "-Infinity") else float(text)
+    if type_name in t.FLOATS:
+        return float(text)
+    return text
+
+
+def _number(value: Value) -> Value:
+    if isinstance(value, str):
+        try:
+            return int(value) if value.lstrip("-").isdigit() else Fraction(Decimal(value))
+        except ArithmeticError:
+            return value
+    return value
+
+
+def _round_half_away(value: Fraction, places: int = 0) -> Fraction:
+    scale = Fraction(10) ** places
+    scaled = abs(value) * scale
+    rounded = math.floor(scaled + Fraction(1, 2))
+    return Fraction(rounded if value >= 0 else -rounded) / scale
+
+
+def evaluate(node: exp.Expression, values: dict[str, Value]) -> Value:
+    if isinstance(node, exp.Var):
+        return values[node.name]
+    if isinstance(node, exp.Literal):
+        return node.this if node.is_string else _number(node.this)
+    if isinstance(node, exp.Null):
+        return None
+    if isinstance(node, exp.Boolean):
+        return bool(node.this)
+    if isinstance(node, exp.Paren):
+        return evaluate(node.this, values)
+    if isinstance(node, exp.Neg):
+        inner = evaluate(node.this, values)
+        return None if inner is None else -inner  # type: ignore[operator]
+    if isinstance(node, (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod)):
+        return _arithmetic(node, evaluate(node.this, values), evaluate(node.expression, values))
+    if isinstance(node, exp.Cast):
+        return _cast(evaluate(node.this, values), node.to.sql("postgres").lower().split("(")[0].strip())
+    if isinstance(node, exp.Round):
+        inner = evaluate(node.this, values)
+        digits = node.args.get("decimals")
+        places = 0 if digits is None else int(evaluate(digits, values))  # type: ignore[arg-type]
+        if inner is None:
+            return None
+        if isinstance(inner, float) and digits is None:
+            return float(round(inner))
+        return _round_half_away(Fraction(inner), places)  # type: ignore[arg-type]
+    if isinstance(node, (exp.Abs, exp.Floor, exp.Ceil)):
+        inner = evaluate(node.this, values)
+        if inner is None:
+            return None
+        operation = {exp.Abs: abs, exp.Floor: math.floor, exp.Ceil: math.ceil}[type(node)]
+        return operation(inner)  # type: ignore[arg-type]
+    if isinstance(node, exp.Coalesce):
+        for child in [node.this, *node.expressions]:
+            value = evaluate(child, values)
+            if value is not None:
+                return value
+        return None
+    if isinstance(node, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)):
+        left, right = evaluate(node.this, values), evaluate(node.expression, values)
+        if left is None or right is None:
+            return None
+        if isinstance(left, str) != isinstance(right, str):
+            left, right = _number(left), _number(right)
+        compare = {exp.EQ: lambda a, b: a == b, exp.NEQ: lambda a, b: a != b, exp.GT: lambda a, b: a > b,
+                   exp.GTE: lambda a, b: a >= b, exp.LT: lambda a, b: a < b, exp.LTE: lambda a, b: a <= b}
+        return compare[type(node)](left, right)
+    if isinstance(node, exp.And):
+        left, right = evaluate(node.this, values), evaluate(node.expression, values)
+        if left is False or right is False:
+            return False
+        return None if left is None or right is None else True
+    if isinstance(node, exp.Or):
+        left, right = evaluate(node.this, values), evaluate(node.expression, values)
+        if left is True or right is True:
+            return True
+        return None if left is None or right is None else False
+    if isinstance(node, exp.Not):
+        inner = evaluate(node.this, values)
+        return None if inner is None else not inner
+    if isinstance(node, exp.Is):
+        inner = evaluate(node.this, values)
+        return inner is None if isinstance(node.expression, exp.Null) else inner == evaluate(node.expression, values)
+    raise ValueError(f"cannot evaluate {node.key}")
+
+
+def _arithmetic(node: exp.Expression, left: Value, right: Value) -> Value:
+    if left is None or right is None:
+        return None
+    if isinstance(left, float) or isinstance(right, float):
+        left, right = float(left), float(right)  # type: ignore[arg-type]
+    if isinstance(node, exp.Add):
+        return left + right  # type: ignore[operator]
+    if isinstance(node, exp.Sub):
+        return left - right  # type: ignore[operator]
+    if isinstance(node, exp.Mul):
+        return left * right  # type: ignore[operator]
+    if right == 0:
+        return None  # PostgreSQL would fail; a released value is not worth an error
+    if isinstance(node, exp.Mod):
+        return math.fmod(left, right) if isinstance(left, float) else left - right * int(Fraction(left) / right)  # type: ignore[arg-type, operator]
+    if isinstance(left, int) and isinstance(right, int):
+        return int(Fraction(left, right))  # truncates toward zero, as PostgreSQL
+    if isinstance(left, float):
+        return left / right  # type: ignore[operator]
+    return Fraction(left) / Fraction(right)  # type: ignore[arg-type]
+
+
+def _cast(value: Value, target: str) -> Value:
+    kind = t.CAST_NAMES.get(target, target)
+    if value is None:
+        return None
+    if kind in t.INTEGERS:
+        return int(_round_half_away(Fraction(value)))  # type: ignore[arg-type]
+    if kind == "numeric":
+        return Fraction(value) if not isinstance(value, str) else _number(value)  # type: ignore[arg-type]
+    if kind in t.FLOATS:
+        return float(value)  # type: ignore[arg-type]
+    if kind == "text":
+        return format_value(value, "numeric" if isinstance(value, Fraction) else "text")
+    return value
+
+
+def format_value(value: Value, type_name: str) -> str | None:
+    """The text form PostgreSQL would send for a value of this type."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if type_name in t.INTEGERS:
+        return str(int(_round_half_away(Fraction(value)))) if not isinstance(value, str) else value
+    if type_name in t.FLOATS:
+        return repr(float(value)) if not isinstance(value, str) else value  # type: ignore[arg-type]
+    if type_name == "numeric" and not isinstance(value, str):
+        return decimal_text(Fraction(value))  # type: ignore[arg-type]
+    if isinstance(value, Fraction):
+        return decimal_text(value)
+    return str(value)
+
+
+def decimal_text(value: Fraction, places: int = 6) -> str:
+    """A numeric's text with at most `places` decimals, trailing zeros dropped."""
+    with localcontext() as context:
+        context.prec = 80
+        text = f"{Decimal(value.numerator) / Decimal(value.denominator):.{places}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def sort_rows(rows: list, order) -> list:
+    """ORDER BY on evaluated rows; NULLs last ascending and first descending, as PostgreSQL."""
+    if not order:
+        return rows
+
+    def compare(a, b) -> int:
+        for item in order:
+            x, y = evaluate(item.expression, a[1]), evaluate(item.expression, b[1])
+            if x == y:
+                continue
+            if x is None or y is None:
+                first = x is None
+                return (-1 if first else 1) if item.nulls_first else (1 if first else -1)
+            result = -1 if x < y else 1
+            return -result if item.descending else result
+        return 0
+
+    return sorted(rows, key=functools.cmp_to_key(compare))

@@ -1,0 +1,83 @@
+"""The shape of a private query once analysed: what the bounding rewrite and
+the release need, and nothing of sqlglot's tree beyond post-processing
+expressions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from sqlglot import exp
+
+# Aggregate kinds and the per-person quantities each one needs.
+COUNT_ROWS = "count_rows"  # count(*)
+COUNT = "count"  # count(x)
+COUNT_UNITS = "count_units"  # count(DISTINCT privacy unit)
+SUM = "sum"
+AVG = "avg"
+VAR_POP, VAR_SAMP, STDDEV_POP, STDDEV_SAMP = "var_pop", "var_samp", "stddev_pop", "stddev_samp"
+QUANTILE_CONT, QUANTILE_DISC = "percentile_cont", "percentile_disc"
+MIN, MAX = "min", "max"
+VARIANCES = (VAR_POP, VAR_SAMP, STDDEV_POP, STDDEV_SAMP)
+QUANTILES = (QUANTILE_CONT, QUANTILE_DISC, MIN, MAX)
+# MIN and MAX are answered as these private quantiles.
+EXTREME_QUANTILES = {MIN: Fraction(1, 100), MAX: Fraction(99, 100)}
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """One aggregate of the query, over one row-level expression."""
+
+    kind: str
+    argument: str | None  # SQL evaluated per row (safe); None for count(*) and count(DISTINCT unit)
+    bounds: tuple[Fraction, Fraction] | None  # of the argument, for sums, averages, quantiles
+    output_type: str
+    quantile: Fraction | None = None
+    label: str = ""  # as the analyst wrote it, for messages and explain
+
+
+@dataclass(frozen=True)
+class Key:
+    """One GROUP BY key: its SQL per row and, if public, its values."""
+
+    sql: str
+    type_name: str
+    domain: tuple[str | None, ...] | None
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output column: a post-processing expression over keys and
+    aggregates (exp.Var names `key{i}` and `agg{i}`), with its type."""
+
+    name: str
+    expression: exp.Expression
+    type_name: str
+
+
+@dataclass(frozen=True)
+class OrderItem:
+    expression: exp.Expression  # over keys and aggregates, as Output
+    descending: bool
+    nulls_first: bool
+
+
+@dataclass(frozen=True)
+class PrivateQuery:
+    source_sql: str  # FROM ... [WHERE ...], protected relations already replaced
+    unit_sql: str
+    keys: tuple[Key, ...]
+    aggregates: tuple[Aggregate, ...]
+    outputs: tuple[Output, ...]
+    having: exp.Expression | None = None
+    order: tuple[OrderItem, ...] = ()
+    limit: int | None = None
+    offset: int = 0
+    max_groups: int = 1  # L0: groups one person may contribute to
+    max_rows: int = 1  # Linf: rows one person may contribute to a group
+    notices: tuple[str, ...] = field(default=())
+
+    @property
+    def grouped(self) -> bool:
+        return bool(self.keys)

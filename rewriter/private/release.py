@@ -1,0 +1,258 @@
+"""From the bounded query's raw per-group totals to the private answer.
+
+Budget split: the query's epsilon is divided equally among its noisy
+quantities (the unit count that partition selection thresholds, each
+distinct count, sum, sum of squares and histogram). Quantities are shared:
+AVG(cost) and SUM(cost) use one noisy sum, AVG(cost) and COUNT(cost) one
+noisy count, so asking for more columns over the same values costs no
+accuracy. Equal shares minimise the largest relative error when the
+quantities have similar signal-to-noise, which is the usual case; the
+shares are shown by `pgshroud explain`. Delta is spent only by partition
+selection (a noisy threshold on the unit count, Wilson et al. 2020,
+Section 5), so queries whose group keys are all public cost delta 0.
+
+Everything after the noise (averages as noisy sum over noisy count, clamps
+to feasible ranges, quantiles from a noisy histogram, the analyst's own
+arithmetic, HAVING, ORDER BY, LIMIT) is post-processing and costs nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
+
+from rewriter.mechanisms import DiscreteLaplace, Rng, release_real
+from rewriter.partition_selection import NoisyThresholdSelection
+from rewriter.plans import Column, Cost, LocalAnswer, RawResult
+from rewriter.private import query as q
+from rewriter.private import types as t
+from rewriter.private.bounding import (BUCKETS, HISTOGRAM, UNITS, Measurement, bounded_sql, measurements)
+from rewriter.private.postprocess import evaluate, format_value, parse_key, sort_rows
+
+GRID_STEPS = 1024  # grid points per unit of per-group sensitivity for real-valued sums
+MAX_PUBLIC_GROUPS = 10_000
+
+
+@dataclass(frozen=True)
+class Noise:
+    """How one measurement is noised."""
+
+    measurement: Measurement
+    epsilon: Fraction
+    sensitivity: Fraction  # L1 over all groups
+    mechanism: DiscreteLaplace
+    granularity: Fraction | None  # None: integer quantity
+
+    @property
+    def scale(self) -> Fraction:
+        """The noise's scale in value units."""
+        return self.mechanism.scale * (self.granularity or 1)
+
+    def add(self, value: Fraction, rng: Rng | None) -> Fraction:
+        if self.granularity is None:
+            return Fraction(self.mechanism.release(int(value), rng))
+        return release_real(value, self.granularity, self.mechanism, rng)
+
+
+@dataclass(frozen=True)
+class PrivateRelease:
+    """A ReleaseSpec: the cost, the output columns and the finalize step."""
+
+    query: q.PrivateQuery
+    epsilon: Fraction
+    delta: Fraction
+    sql: str = field(init=False)
+    found: tuple[Measurement, ...] = field(init=False)
+    noises: dict[Measurement, Noise] = field(init=False)
+    selection: NoisyThresholdSelection | None = field(init=False)
+    rng: Rng | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        query = self.query
+        found = measurements(query)
+        selection_needed = query.grouped and not all(k.domain is not None for k in query.keys)
+        if query.grouped and not selection_needed:
+            size = math.prod(len(k.domain or ()) for k in query.keys)
+            if size > MAX_PUBLIC_GROUPS:
+                raise ValueError(f"the public group keys have {size} combinations; pgshroud releases at most "
+                                 f"{MAX_PUBLIC_GROUPS}")
+        noised = [m for m in found[1:]]
+        units_released = any(a.kind == q.COUNT_UNITS for a in query.aggregates)
+        if selection_needed or units_released:
+            noised = [found[0]] + noised
+        share = self.epsilon / len(noised)
+        groups = query.max_groups
+        noises = {}
+        for measurement in noised:
+            per_group = measurement.sensitivity(query.max_rows)
+            if measurement.integer or per_group == 0:
+                mechanism = DiscreteLaplace.for_epsilon(share, groups * per_group)
+                noises[measurement] = Noise(measurement, share, groups * per_group, mechanism, None)
+            else:
+                granularity = per_group / GRID_STEPS
+                mechanism = DiscreteLaplace.for_epsilon(share, groups * GRID_STEPS)
+                noises[measurement] = Noise(measurement, share, groups * per_group, mechanism, granularity)
+        selection = None
+        if selection_needed:
+            selection = NoisyThresholdSelection(noises[found[0]].mechanism, self.delta, groups)
+        object.__setattr__(self, "sql", bounded_sql(query))
+        object.__setattr__(self, "found", found)
+        object.__setattr__(self, "noises", noises)
+        object.__setattr__(self, "selection", selection)
+
+    # ReleaseSpec
+
+    @property
+    def cost(self) -> Cost:
+        return Cost(float(self.epsilon), float(self.delta) if self.selection is not None else 0.0)
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        return tuple(Column(o.name, t.oid(o.type_name)) for o in self.query.outputs)
+
+    def finalize(self, raw: RawResult) -> LocalAnswer:
+        groups = self._groups(raw)
+        rows = []
+        for key_text, totals in groups:
+            kept = self._noisy(totals)
+            if kept is None:
+                continue
+            keys = [parse_key(text, k.type_name) for text, k in zip(key_text, self.query.keys)]
+            values = {f"key{i}": v for i, v in enumerate(keys)}
+            values.update({f"agg{i}": self._aggregate(a, kept) for i, a in enumerate(self.query.aggregates)})
+            if self.query.having is not None and evaluate(self.query.having, values) is not True:
+                continue
+            rows.append((key_text, values))
+        rows = sort_rows(rows, self.query.order)
+        end = None if self.query.limit is None else self.query.offset + self.query.limit
+        rows = rows[self.query.offset : end]
+        out = []
+        for key_text, values in rows:
+            out.append(tuple(self._output(o, key_text, values) for o in self.query.outputs))
+        return LocalAnswer(f"SELECT {len(out)}", self.columns, tuple(out), notices=self.query.notices)
+
+    # steps
+
+    def _groups(self, raw: RawResult) -> list[tuple[tuple[str | None, ...], dict]]:
+        """Raw totals per group, empty public groups included."""
+        width = len(self.query.keys)
+        groups: dict[tuple[str | None, ...], dict] = {}
+        for row in raw.rows:
+            kind, bucket = int(row[0] or 0), row[1]
+            key = tuple(row[2 : 2 + width])
+            totals = groups.setdefault(key, {"units": Fraction(0), "m": {}, "hist": {}})
+            values = row[2 + width :]
+            if kind == 0:
+                totals["units"] = Fraction(values[0] or 0)
+                for i, value in enumerate(values[1:], start=1):
+                    totals["m"][i] = Fraction(Decimal(value)) if value is not None else Fraction(0)
+            else:
+                totals["hist"].setdefault(kind, {})[int(bucket)] = int(Decimal(values[0]))
+        domains = [k.domain for k in self.query.keys]
+        if any(d is not None for d in domains):
+            groups = {k: v for k, v in groups.items()
+                      if all(d is None or value in d for value, d in zip(k, domains))}
+        if self.query.keys and all(d is not None for d in domains):
+            for key in itertools.product(*domains):  # type: ignore[arg-type]
+                groups.setdefault(tuple(key), {"units": Fraction(0), "m": {}, "hist": {}})
+        if not self.query.keys and not groups:
+            groups[()] = {"units": Fraction(0), "m": {}, "hist": {}}
+        return list(groups.items())
+
+    def _noisy(self, totals: dict) -> dict | None:
+        """Noisy measurements of one group, or None when selection drops it."""
+        found = self.found
+        noisy: dict[Measurement, object] = {}
+        if self.selection is not None:
+            released = self.selection.select(int(totals["units"]), self.rng)
+            if released is None:
+                return None
+            noisy[found[0]] = Fraction(released)
+        elif found[0] in self.noises:
+            noisy[found[0]] = self.noises[found[0]].add(totals["units"], self.rng)
+        for i, measurement in enumerate(found[1:], start=1):
+            noise = self.noises[measurement]
+            if measurement.kind == HISTOGRAM:
+                counts = totals["hist"].get(i, {})
+                noisy[measurement] = [noise.add(Fraction(counts.get(b, 0)), self.rng) for b in range(1, BUCKETS + 1)]
+            else:
+                noisy[measurement] = noise.add(totals["m"].get(i, Fraction(0)), self.rng)
+        return noisy
+
+    def _aggregate(self, aggregate: q.Aggregate, noisy: dict) -> object:
+        from rewriter.private.bounding import measurements_for
+        parts = [noisy[m] for m in measurements_for(aggregate)]
+        kind = aggregate.kind
+        if kind in (q.COUNT_ROWS, q.COUNT, q.COUNT_UNITS):
+            return max(0, int(parts[0]))
+        low, high = aggregate.bounds or (Fraction(0), Fraction(0))
+        if kind == q.SUM:
+            # A sum of values >= 0 is >= 0 (and of values <= 0, <= 0).
+            total = parts[0]
+            if low >= 0:
+                total = max(total, Fraction(0))
+            if high <= 0:
+                total = min(total, Fraction(0))
+            return total
+        if kind == q.AVG:
+            centred, count = parts
+            return min(max((low + high) / 2 + centred / max(count, 1), low), high)
+        if kind in q.VARIANCES:
+            total, squares, count = parts
+            n = max(count, 1)
+            mean = min(max(total / n, low), high)
+            variance = min(max(squares / n - mean * mean, Fraction(0)), (high - low) ** 2 / 4)
+            if kind in (q.VAR_SAMP, q.STDDEV_SAMP) and n > 1:
+                variance = variance * n / (n - 1)
+            if kind in (q.STDDEV_POP, q.STDDEV_SAMP):
+                return Fraction(math.sqrt(variance))
+            return variance
+        return _quantile(parts[0], aggregate.quantile or Fraction(1, 2), low, high)
+
+    def _output(self, output: q.Output, key_text: tuple, values: dict) -> str | None:
+        node = output.expression
+        if node.key == "var" and node.name.startswith("key"):
+            return key_text[int(node.name[3:])]
+        return format_value(evaluate(node, values), output.type_name)
+
+    # explain
+
+    def explain(self) -> list[str]:
+        lines = [f"privacy cost: epsilon {float(self.epsilon):g}, delta {self.cost.delta:g}",
+                 f"contribution bounds: at most {self.query.max_groups} group(s) per person, "
+                 f"{self.query.max_rows} row(s) per person per group"]
+        for measurement, noise in self.noises.items():
+            what = measurement.kind + (f"({measurement.argument})" if measurement.argument else "")
+            bounds = "" if measurement.bounds is None else f", bounds [{float(measurement.bounds[0]):g}, {float(measurement.bounds[1]):g}]"
+            lines.append(f"{what}: L1 sensitivity {float(noise.sensitivity):g}{bounds}, discrete Laplace, "
+                         f"epsilon {float(noise.epsilon):.4g}, scale {float(noise.scale):.4g}")
+        if self.selection is not None:
+            lines.append(f"partition selection: keep a group when its noisy unit count is at least "
+                         f"{self.selection.threshold} (delta {float(self.delta):g})")
+        elif self.query.grouped:
+            lines.append("group keys are public: every group of their domains is released")
+        for key in self.query.keys:
+            lines.append(f"group key {key.label}: " + ("public domain" if key.domain is not None else "partition selection"))
+        lines.append(f"bounded SQL: {self.sql}")
+        return lines
+
+
+def _quantile(counts: list[Fraction], p: Fraction, low: Fraction, high: Fraction) -> Fraction:
+    """The p-quantile from a noisy histogram over [low, high]: negative
+    counts read as 0, then linear interpolation inside the bucket."""
+    clipped = [max(c, Fraction(0)) for c in counts]
+    total = sum(clipped)
+    width = (high - low) / BUCKETS
+    if total == 0:
+        return low + p * (high - low)
+    target = p * total
+    cumulative = Fraction(0)
+    for index, count in enumerate(clipped):
+        if count > 0 and cumulative + count >= target:
+            return low + width * index + width * (target - cumulative) / count
+        cumulative += count
+    return high
+

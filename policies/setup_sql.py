@@ -9,6 +9,15 @@ The schema holds
   HMAC pads. Only the schema's owner (and superusers) can read it.
 - `pgshroud.dictionary` and `pgshroud.dictionary_size`: the names and cities
   the fake masks choose from, loaded from this package's `data/*.txt`.
+- `pgshroud.budget_ledger`, the privacy budget ledger (proxy/ledger.py):
+  append-only rows of kind 'charge' (a private answer's cost, with the user
+  and the role it was charged to), 'grant' (budget added to a user, a role
+  or the dataset) and 'reset' (that scope's earlier rows no longer count).
+  Epsilon and delta are numeric, so sums are exact. UPDATE, DELETE and
+  TRUNCATE are revoked from everyone, the owner included: a correction is a
+  new row. `pgshroud.budget_lock` holds one row per user, role and the
+  dataset ('dataset', ''), which a charge locks (SELECT ... FOR UPDATE)
+  while it sums and appends. Both are the owner's only.
 - the functions the keyed masks call (see policies/masks.py), all taking the
   value as text and a salt:
     pseudonym_text(value, salt, hex_digits) -> text 'p_' || hex digits
@@ -146,7 +155,8 @@ BEGIN
     END IF;
 END
 $do$""",
-    f"COMMENT ON SCHEMA {SCHEMA} IS 'pgshroud: the key and functions of its masks (pgshroud setup)'",
+    f"COMMENT ON SCHEMA {SCHEMA} IS 'pgshroud: the key and functions of its masks, and the privacy budget ledger "
+    f"(pgshroud setup)'",
     f"""DO $do$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = '{MASKED_ROLE}') THEN
@@ -175,6 +185,41 @@ $do$""",
     size integer NOT NULL CHECK (size >= 0)
 )""",
 ]
+
+# Who may be charged what is pgshroud's business alone: no grants, and the
+# ledger is append-only even for its owner (superusers aside).
+_LEDGER_DDL = [
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.budget_ledger (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    recorded_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    kind text NOT NULL CHECK (kind IN ('charge', 'grant', 'reset')),
+    user_name text,
+    role_name text,
+    epsilon numeric NOT NULL CHECK (epsilon >= 0 AND epsilon <> 'NaN'),
+    delta numeric NOT NULL CHECK (delta >= 0 AND delta <= 1),
+    note text,
+    -- A charge names its user (and the role it counted against, if any); a
+    -- grant or reset names a user, or a role, or neither (the dataset).
+    CHECK (CASE WHEN kind = 'charge' THEN user_name IS NOT NULL ELSE user_name IS NULL OR role_name IS NULL END),
+    CHECK (kind <> 'reset' OR (epsilon = 0 AND delta = 0))
+)""",
+    f"CREATE INDEX IF NOT EXISTS budget_ledger_user ON {SCHEMA}.budget_ledger (user_name, id) "
+    f"WHERE user_name IS NOT NULL",
+    f"CREATE INDEX IF NOT EXISTS budget_ledger_role ON {SCHEMA}.budget_ledger (role_name, id) "
+    f"WHERE role_name IS NOT NULL",
+    f"COMMENT ON TABLE {SCHEMA}.budget_ledger IS 'pgshroud''s privacy budget ledger: every charge, grant and "
+    f"reset, appended, never changed'",
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.budget_lock (
+    scope text NOT NULL CHECK (scope IN ('user', 'role', 'dataset')),
+    name text NOT NULL CHECK (scope <> 'dataset' OR name = ''),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (scope, name)
+)""",
+    f"COMMENT ON TABLE {SCHEMA}.budget_lock IS 'pgshroud: the rows a budget charge locks, one per user, role and "
+    f"the dataset'",
+]
+
+LEDGER_TABLES = (f"{SCHEMA}.budget_ledger", f"{SCHEMA}.budget_lock")
 
 _DEFINER = "SECURITY DEFINER SET search_path = pg_catalog, pg_temp"
 
@@ -250,6 +295,8 @@ _PRIVILEGES = [
     f"REVOKE ALL ON SCHEMA {SCHEMA} FROM PUBLIC",
     f"GRANT USAGE ON SCHEMA {SCHEMA} TO {MASKED_ROLE}",
     f"REVOKE ALL ON TABLE {SCHEMA}.key, {SCHEMA}.dictionary, {SCHEMA}.dictionary_size FROM PUBLIC, {MASKED_ROLE}",
+    f"REVOKE ALL ON TABLE {', '.join(LEDGER_TABLES)} FROM PUBLIC, {MASKED_ROLE}",
+    f"REVOKE UPDATE, DELETE, TRUNCATE ON TABLE {SCHEMA}.budget_ledger FROM CURRENT_USER",
     f"REVOKE ALL ON FUNCTION {', '.join(MASK_FUNCTIONS)} FROM PUBLIC",
     f"GRANT EXECUTE ON FUNCTION {', '.join(MASK_FUNCTIONS)} TO {MASKED_ROLE}",
 ]
@@ -301,6 +348,7 @@ def setup_statements(key_ref_given: bool, rotate_key: bool = False) -> list[str]
     """
     return [
         *_SCHEMA_DDL,
+        *_LEDGER_DDL,
         *_FUNCTIONS,
         *_PRIVILEGES,
         *_dictionary_statements(),

@@ -1,4 +1,4 @@
-"""`pgshroud setup`: create the pgshroud schema, its functions and its key in a database.
+"""`pgshroud setup`: create the pgshroud schema, its functions, its key and the budget ledger in a database.
 
 It connects with the DSN's own credentials, as the role that is to own the
 schema, and runs policies.setup_sql's statements in one transaction: all or
@@ -33,6 +33,7 @@ from policies.setup_sql import (
     KEY_STAGING_DDL,
     KEY_STATUS,
     KEY_TABLE_EXISTS,
+    LEDGER_TABLES,
     MASK_FUNCTIONS,
     MASKED_ROLE,
     SCHEMA,
@@ -167,6 +168,7 @@ def _setup(conn: psycopg.Connection, given: bytes | None, rotate_key: bool, gran
         f"  functions: {functions}; EXECUTE granted to {MASKED_ROLE} only",
         f"  dictionaries: {sizes}",
         f"  key: {key_line}; readable by {user} (and superusers) only",
+        f"  privacy budget ledger: {', '.join(LEDGER_TABLES)}; {user}'s only, and append-only",
     ]
     if grant_to:
         lines.append(f"  granted {MASKED_ROLE} to: {', '.join(grant_to)}")

@@ -15,6 +15,7 @@ from policies.errors import PolicyError
 from policies.loader import load_policy
 from proxy.catalog import CatalogKeeper, own_conninfo
 from proxy.config import ConfigError, ServerConfig, UpstreamTarget, parse_listen, server_tls_context
+from proxy.ledger import PostgresLedger, has_aggregate_role
 from proxy.server import Server
 from proxy.session import SessionContext
 from rewriter import plan
@@ -143,10 +144,26 @@ async def serve_until_signalled(
 ) -> None:
     """Serve until SIGTERM or SIGINT, then drain. SIGHUP reloads the policy."""
     keeper = None
+    ledger = None
     if shared.policy is not None:
-        keeper = CatalogKeeper(own_conninfo(shared.config.upstream, shared.policy))
+        conninfo = own_conninfo(shared.config.upstream, shared.policy)
+        keeper = CatalogKeeper(conninfo)
         await keeper.start()
         shared.catalog = lambda: keeper.catalog
+        if shared.ledger is None:
+            # Charged to by private answers, under the budgets of the policy of
+            # the moment. It connects on first use, so a policy without
+            # aggregate roles costs nothing, and one reloaded with them finds
+            # it there.
+            ledger = PostgresLedger(conninfo, lambda: shared.policy)
+            if has_aggregate_role(shared.policy):
+                try:
+                    await ledger.check()
+                except BaseException:
+                    keeper.stop()
+                    await ledger.close()
+                    raise
+            shared.ledger = ledger
     server = Server(shared)
     try:
         await server.start()
@@ -167,6 +184,8 @@ async def serve_until_signalled(
     await server.shutdown()
     if keeper is not None:
         keeper.stop()
+    if ledger is not None:
+        await ledger.close()
 
 
 def reload_policy(shared: SessionContext, path: str) -> None:

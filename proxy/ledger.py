@@ -1,0 +1,502 @@
+"""The privacy budget ledger: durable, exact, and never overspent.
+
+Every private answer is paid for before it is released: the session awaits
+`PostgresLedger.charge(user, cost)`, which either commits the charge and
+returns None, or returns the refusal (SQLSTATE 53400, 'privacy budget
+exhausted: ...') and commits nothing. Any failure raises, and the session
+then refuses the statement (58000): no answer without a committed charge.
+
+The ledger lives in the upstream database, in the tables `pgshroud setup`
+creates (policies/setup_sql.py): `pgshroud.budget_ledger`, append-only rows
+of kind 'charge', 'grant' and 'reset', and `pgshroud.budget_lock`, one row
+per user, role and the dataset. A charge is one READ COMMITTED transaction
+on pgshroud's own connection, with synchronous_commit on:
+
+1. lock the budget_lock rows of every scope the charge counts against (the
+   user always; the user's role and the dataset when the policy caps them),
+   in one SELECT ... FOR UPDATE ordered by (scope, name), so that two
+   charges never wait on each other in a cycle;
+2. sum, in numeric, each scope's charges and grants since its last reset
+   (within the rolling window when budgets.period is one), and compare
+   spent + cost with the cap + grants in numeric as well;
+3. append the charge if every scope covers it, and commit.
+
+Step 2 is its own statement, after the locks are held: in READ COMMITTED it
+then sees every charge committed by whoever held the locks before, so
+concurrent charges of one user, from any number of sessions and pgshroud
+processes sharing the database, are serialized on the lock rows and can
+never overspend. (In one statement, or under REPEATABLE READ, the sums could
+come from a snapshot taken before the wait, which is why the isolation
+level is set explicitly.) Lock rows are created on first use by a separate
+INSERT ... ON CONFLICT DO NOTHING, committed before the charge begins.
+
+Scopes: a charge counts against its user, the user's role (`role_name`, as
+the policy had it at charge time) and the dataset. A 'grant' row adds budget
+to one scope (a user: user_name; a role: role_name; the dataset: neither);
+a 'reset' row makes that scope's earlier rows count no more. Budgets come
+from the policy of the moment (`policy.budgets`), so a reload applies to the
+next charge. Costs and caps are converted from the floats the policy and
+session settings hold to the shortest decimal that reads back as the same
+float (0.1 is charged as 0.1), so that 200 charges of 0.1 fill a budget of
+20 exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal, localcontext
+
+import asyncpg
+
+from policies.model import Access, EpsilonDelta, Policy
+from policies.setup_sql import SCHEMA
+from proxy.catalog import asyncpg_arguments
+from proxy.config import ConfigError
+from rewriter.plans import Cost, Refuse
+
+log = logging.getLogger("pgshroud.ledger")
+
+LEDGER = f"{SCHEMA}.budget_ledger"
+LOCKS = f"{SCHEMA}.budget_lock"
+EXHAUSTED = "53400"  # configuration_limit_exceeded
+NO_BUDGET = "55000"  # object_not_in_prerequisite_state
+
+_SETTINGS = {
+    "application_name": "pgshroud ledger",
+    # A charge is durable when charge() returns, whatever the server's or the
+    # database's default (startup parameters override both).
+    "synchronous_commit": "on",
+    # A pgshroud process that stalls inside a charge must not hold a user's
+    # budget locked for ever; its charge then fails, and nothing is released.
+    "idle_in_transaction_session_timeout": "60s",
+}
+
+# Connection-level failures before COMMIT was sent: the charge did not
+# happen, and is tried once more on a fresh connection.
+_RETRYABLE = (
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.AdminShutdownError,
+    ConnectionError,
+)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A cap from the policy: `scope` is 'user', 'role' or 'dataset'; `name` the user or role ('' for the dataset)."""
+
+    scope: str
+    name: str
+    epsilon: Decimal
+    delta: Decimal
+
+    def describe(self) -> str:
+        if self.scope == "user":
+            return f'user "{self.name}"'
+        if self.scope == "role":
+            return f'role "{self.name}", shared by its users,'
+        return "the dataset, shared by all users,"
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where one budget stands: what it allows (cap and grants) and what is spent, in the current period."""
+
+    budget: Budget
+    spent_epsilon: Decimal
+    spent_delta: Decimal
+    granted_epsilon: Decimal
+    granted_delta: Decimal
+    oldest_charge: datetime | None  # the oldest charge that still counts
+
+    @property
+    def allowed_epsilon(self) -> Decimal:
+        return self.budget.epsilon + self.granted_epsilon
+
+    @property
+    def allowed_delta(self) -> Decimal:
+        return self.budget.delta + self.granted_delta
+
+    @property
+    def remaining_epsilon(self) -> Decimal:
+        return max(Decimal(0), self.allowed_epsilon - self.spent_epsilon)
+
+    @property
+    def remaining_delta(self) -> Decimal:
+        return max(Decimal(0), self.allowed_delta - self.spent_delta)
+
+
+def exact(value: float | int | Decimal, name: str) -> Decimal:
+    """A cost or cap as the decimal number it was written as (0.1 -> Decimal('0.1'))."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, not a bool")
+    if isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, int):
+        result = Decimal(value)
+    else:
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+        result = Decimal(repr(number))
+    if not result.is_finite() or result < 0:
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return result
+
+
+_PERIOD = re.compile(r"([1-9][0-9]*)([dh])")
+
+
+def period_window(period: str) -> timedelta | None:
+    """budgets.period as a rolling window; None for 'never'."""
+    if period == "never":
+        return None
+    match = _PERIOD.fullmatch(period)
+    if match is None:
+        raise ValueError(f"budgets.period {period!r} is neither never nor <n>d or <n>h")
+    count, unit = int(match.group(1)), match.group(2)
+    return timedelta(days=count) if unit == "d" else timedelta(hours=count)
+
+
+def has_aggregate_role(policy: Policy | None) -> bool:
+    """Whether any role of the policy can be given private answers (and so needs the ledger)."""
+    if policy is None:
+        return False
+    return any(
+        role.access == Access.AGGREGATE or Access.AGGREGATE in role.table_access.values()
+        for role in policy.roles.values()
+    )
+
+
+def budgets_for(policy: Policy, user: str) -> tuple[str | None, list[Budget]]:
+    """The user's role name (None when the policy gives the user none) and the budgets a charge counts against."""
+    role = policy.role_for(user)
+    role_name = role.name if role is not None else None
+    caps = policy.budgets
+    budgets = []
+    if caps.per_user is not None:
+        budgets.append(_budget("user", user, caps.per_user))
+    if role_name is not None and role_name in caps.per_role:
+        budgets.append(_budget("role", role_name, caps.per_role[role_name]))
+    if caps.per_dataset is not None:
+        budgets.append(_budget("dataset", "", caps.per_dataset))
+    return role_name, budgets
+
+
+def _budget(scope: str, name: str, cap: EpsilonDelta) -> Budget:
+    return Budget(scope, name, exact(cap.epsilon, f"{scope} budget epsilon"), exact(cap.delta, f"{scope} budget delta"))
+
+
+def show_number(value: Decimal) -> str:
+    """A decimal for people: 20, 19.9, 0.0001, 1e-7."""
+    if value == 0:
+        return "0"
+    value = value.normalize()
+    if abs(value) < Decimal("0.0001"):
+        return format(value, "e")
+    return format(value, "f")
+
+
+# Which rows of the ledger (as {t}) count for a scope; p is the statement's parameter row.
+_SCOPE_ROWS = {
+    "user": "{t}.user_name = p.user_name",
+    "role": "{t}.role_name = p.role_name",
+    "dataset": "({t}.kind = 'charge' OR ({t}.user_name IS NULL AND {t}.role_name IS NULL))",
+}
+
+
+def _standing_sql(scopes: tuple[str, ...]) -> str:
+    """One statement: for each scope, its spend and grants since its last reset (and within the window)."""
+    parts = []
+    for index, scope in enumerate(scopes):
+        rows, reset_rows = _SCOPE_ROWS[scope].format(t="l"), _SCOPE_ROWS[scope].format(t="r")
+        cap_e, cap_d = f"p.caps[{2 * index + 1}]", f"p.caps[{2 * index + 2}]"
+        parts.append(f"""
+SELECT {index} AS ordinal, s.*,
+       s.spent_epsilon + p.cost_epsilon <= {cap_e} + s.granted_epsilon
+       AND s.spent_delta + p.cost_delta <= {cap_d} + s.granted_delta AS covers
+FROM p, LATERAL (
+    SELECT coalesce(sum(l.epsilon) FILTER (WHERE l.kind = 'charge'), 0) AS spent_epsilon,
+           coalesce(sum(l.delta) FILTER (WHERE l.kind = 'charge'), 0) AS spent_delta,
+           coalesce(sum(l.epsilon) FILTER (WHERE l.kind = 'grant'), 0) AS granted_epsilon,
+           coalesce(sum(l.delta) FILTER (WHERE l.kind = 'grant'), 0) AS granted_delta,
+           min(l.recorded_at) FILTER (WHERE l.kind = 'charge') AS oldest_charge
+    FROM {LEDGER} AS l
+    WHERE {rows}
+      AND l.id > coalesce((SELECT max(r.id) FROM {LEDGER} AS r
+                           WHERE r.kind = 'reset' AND {reset_rows}), 0)
+      AND (p.period IS NULL OR l.recorded_at > now() - p.period)
+) AS s""")
+    return (
+        "WITH p AS (SELECT $1::text AS user_name, $2::text AS role_name, $3::interval AS period, "
+        "$4::numeric AS cost_epsilon, $5::numeric AS cost_delta, $6::numeric[] AS caps)"
+        + "\nUNION ALL".join(parts)
+        + "\nORDER BY ordinal"
+    )
+
+
+_ENSURE_LOCKS = (
+    f"INSERT INTO {LOCKS} (scope, name) SELECT k.scope, k.name FROM unnest($1::text[], $2::text[]) AS k(scope, name) "
+    "ORDER BY k.scope, k.name ON CONFLICT (scope, name) DO NOTHING"
+)
+_LOCK = (
+    f"SELECT l.scope, l.name FROM {LOCKS} AS l JOIN unnest($1::text[], $2::text[]) AS k(scope, name) "
+    "ON l.scope = k.scope AND l.name = k.name ORDER BY l.scope, l.name FOR UPDATE OF l"
+)
+_APPEND = (
+    f"INSERT INTO {LEDGER} (kind, user_name, role_name, epsilon, delta, note) "
+    "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id"
+)
+_CHECK = f"""
+SELECT current_user, current_database(),
+       (SELECT array_agg(c.relname::text ORDER BY c.relname) FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = '{SCHEMA}' AND c.relname IN ('budget_ledger', 'budget_lock') AND c.relkind = 'r'),
+       coalesce((SELECT pg_catalog.has_schema_privilege(n.oid, 'USAGE') FROM pg_catalog.pg_namespace n
+                 WHERE n.nspname = '{SCHEMA}'), false)
+"""
+_CHECK_PRIVILEGES = (
+    f"SELECT pg_catalog.has_table_privilege('{LEDGER}', 'SELECT, INSERT') "
+    f"AND pg_catalog.has_table_privilege('{LOCKS}', 'SELECT, INSERT, UPDATE')"
+)
+
+
+class _LocksMissing(Exception):
+    """A lock row vanished between its creation and the charge; create it again."""
+
+
+class PostgresLedger:
+    """The ledger in the upstream database, reached on a small pool of pgshroud's own connections.
+
+    `policy` is the policy, or a callable returning the current one (reloads
+    swap it). The pool is made on first use, on the running event loop, which
+    every later call must share.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        policy: Policy | Callable[[], Policy | None],
+        *,
+        max_connections: int = 5,
+        timeout: float = 60.0,
+    ) -> None:
+        self.conninfo = conninfo
+        self._policy = policy if callable(policy) else (lambda: policy)
+        self.max_connections = max_connections
+        self.timeout = timeout
+        self._pool: asyncpg.Pool | None = None
+        self._opening: asyncio.Lock | None = None
+        self._known_locks: set[tuple[str, str]] = set()
+
+    # -- the session's side --------------------------------------------------
+
+    async def charge(self, user: str, cost: Cost) -> Refuse | None:
+        """Commit `cost` to every budget of `user`, or return why not. Raises when the ledger cannot be reached."""
+        epsilon, delta = exact(cost.epsilon, "epsilon"), exact(cost.delta, "delta")
+        policy = self._current_policy()
+        role_name, budgets = budgets_for(policy, user)
+        if not budgets:
+            return _no_budget(user, role_name)
+        window = period_window(policy.budgets.period)
+        keys = _lock_keys(user, budgets)
+
+        async def attempt(conn: asyncpg.Connection) -> Refuse | None:
+            standings, covered = await self._standings(conn, user, role_name, budgets, window, epsilon, delta)
+            if not all(covered):
+                short = [s for s, ok in zip(standings, covered) if not ok]
+                return _exhausted(short, standings, epsilon, delta, policy.budgets.period, window)
+            await conn.execute(_APPEND, "charge", user, role_name, epsilon, delta, None)
+            return None
+
+        return await self._transaction(keys, attempt)
+
+    # -- the administrator's side ---------------------------------------------
+
+    async def standing(self, user: str) -> list[Standing]:
+        """Where each of the user's budgets stands now (nothing is locked or written)."""
+        policy = self._current_policy()
+        role_name, budgets = budgets_for(policy, user)
+        if not budgets:
+            return []
+        pool = await self._open()
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(*self._standing_query(user, role_name, budgets,
+                                                           period_window(policy.budgets.period), Decimal(0),
+                                                           Decimal(0)))
+        return [_standing(budget, row) for budget, row in zip(budgets, rows)]
+
+    async def grant(self, scope: str, name: str, epsilon: float | Decimal, delta: float | Decimal = 0,
+                    note: str | None = None) -> int:
+        """Append a grant of (epsilon, delta) to a user's, a role's or the dataset's budget; returns its id."""
+        amount_e, amount_d = exact(epsilon, "epsilon"), exact(delta, "delta")
+        return await self._adjust("grant", scope, name, amount_e, amount_d, note)
+
+    async def reset(self, scope: str, name: str, note: str | None = None) -> int:
+        """Append a reset: the scope's earlier charges and grants count no more. Returns its id."""
+        return await self._adjust("reset", scope, name, Decimal(0), Decimal(0), note)
+
+    async def _adjust(self, kind: str, scope: str, name: str, epsilon: Decimal, delta: Decimal,
+                      note: str | None) -> int:
+        if scope not in _SCOPE_ROWS:
+            raise ValueError(f"a budget scope is user, role or dataset, not {scope!r}")
+        if scope == "dataset":
+            name = ""
+        elif not name:
+            raise ValueError(f"a {scope} budget needs the {scope}'s name")
+        user_name = name if scope == "user" else None
+        role_name = name if scope == "role" else None
+
+        async def attempt(conn: asyncpg.Connection) -> int:
+            return await conn.fetchval(_APPEND, kind, user_name, role_name, epsilon, delta, note)
+
+        return await self._transaction([(scope, name)], attempt)
+
+    # -- start-up and shutdown ------------------------------------------------
+
+    async def check(self) -> None:
+        """Raise ConfigError unless the ledger's tables exist and pgshroud's own user may use them."""
+        pool = await self._open()
+        async with pool.acquire() as conn:
+            user, database, tables, usage = await conn.fetchrow(_CHECK)
+            if tables != ["budget_ledger", "budget_lock"]:
+                raise ConfigError(
+                    f'the privacy budget ledger is not set up in database "{database}" (no table {LEDGER}), and '
+                    f"the policy's aggregate roles are charged to it: run pgshroud setup --upstream DSN, as the "
+                    f"owner the {SCHEMA} schema is to have"
+                )
+            if not usage or not await conn.fetchval(_CHECK_PRIVILEGES):
+                raise ConfigError(
+                    f'user "{user}" may not use the privacy budget ledger in database "{database}" ({LEDGER} '
+                    f"needs SELECT and INSERT, {LOCKS} SELECT, INSERT and UPDATE): connect pgshroud's own "
+                    f"connections (the --upstream DSN's user, or the policy's admin_dsn) as the owner of schema "
+                    f"{SCHEMA}"
+                )
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    # -- inside ------------------------------------------------------------------
+
+    def _current_policy(self) -> Policy:
+        policy = self._policy()
+        if policy is None:
+            raise RuntimeError("the ledger has no policy to take budgets from")
+        return policy
+
+    async def _open(self) -> asyncpg.Pool:
+        if self._pool is not None:
+            return self._pool
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    **asyncpg_arguments(self.conninfo), min_size=1, max_size=self.max_connections,
+                    server_settings=dict(_SETTINGS), command_timeout=self.timeout,
+                    timeout=min(self.timeout, 30.0),
+                )
+            return self._pool
+
+    async def _transaction(self, keys: list[tuple[str, str]], body):
+        """Run `body(conn)` in one READ COMMITTED transaction holding the lock rows of `keys`, and commit."""
+        pool = await self._open()
+        for attempt in (1, 2, 3):
+            committing = False
+            try:
+                async with pool.acquire() as conn:
+                    missing = [key for key in keys if key not in self._known_locks]
+                    if missing:
+                        await conn.execute(_ENSURE_LOCKS, [k[0] for k in missing], [k[1] for k in missing])
+                        self._known_locks.update(missing)
+                    transaction = conn.transaction(isolation="read_committed")
+                    await transaction.start()
+                    try:
+                        locked = await conn.fetch(_LOCK, [k[0] for k in keys], [k[1] for k in keys])
+                        if len(locked) != len(keys):
+                            self._known_locks.difference_update(keys)
+                            raise _LocksMissing
+                        result = await body(conn)
+                    except BaseException:
+                        await transaction.rollback()
+                        raise
+                    committing = True
+                    await transaction.commit()
+                    return result
+            except _LocksMissing:
+                if attempt == 3:
+                    raise RuntimeError(f"the lock rows of {LOCKS} keep disappearing") from None
+            except _RETRYABLE as exc:
+                # Once COMMIT is sent, the outcome is unknown: never retry (a
+                # charge may have committed) and never release (the caller
+                # refuses), so nothing is released unpaid.
+                if committing or attempt == 3:
+                    raise
+                log.warning("ledger transaction failed (%s); trying again", type(exc).__name__)
+        raise AssertionError("unreachable")
+
+    def _standing_query(self, user: str, role_name: str | None, budgets: list[Budget], window: timedelta | None,
+                        epsilon: Decimal, delta: Decimal) -> tuple:
+        caps = [value for budget in budgets for value in (budget.epsilon, budget.delta)]
+        sql = _standing_sql(tuple(budget.scope for budget in budgets))
+        return sql, user, role_name, window, epsilon, delta, caps
+
+    async def _standings(self, conn, user, role_name, budgets, window, epsilon, delta):
+        rows = await conn.fetch(*self._standing_query(user, role_name, budgets, window, epsilon, delta))
+        return [_standing(budget, row) for budget, row in zip(budgets, rows)], [row["covers"] for row in rows]
+
+
+def _lock_keys(user: str, budgets: list[Budget]) -> list[tuple[str, str]]:
+    """The lock rows a charge takes: the user's always (a grant or reset of the user takes it too), and
+    each capped scope's."""
+    keys = {("user", user)} | {(budget.scope, budget.name) for budget in budgets}
+    return sorted(keys)
+
+
+def _standing(budget: Budget, row: asyncpg.Record) -> Standing:
+    return Standing(budget, row["spent_epsilon"], row["spent_delta"], row["granted_epsilon"], row["granted_delta"],
+                    row["oldest_charge"])
+
+
+def _exhausted(short: list[Standing], standings: list[Standing], epsilon: Decimal, delta: Decimal, period: str,
+               window: timedelta | None) -> Refuse:
+    with localcontext() as context:
+        context.prec = 60
+        left = "; ".join(
+            f"{s.budget.describe()} has epsilon {show_number(s.remaining_epsilon)} of "
+            f"{show_number(s.allowed_epsilon)} left (delta {show_number(s.remaining_delta)} of "
+            f"{show_number(s.allowed_delta)})"
+            for s in short
+        )
+        lowest = min(s.remaining_epsilon for s in standings)
+    cost = f"epsilon {show_number(epsilon)}" + (f" and delta {show_number(delta)}" if delta else "")
+    if window is None:
+        renewal = f"spent budget does not return (budgets.period is {period})"
+    else:
+        oldest = [s.oldest_charge for s in short if s.oldest_charge is not None]
+        renewal = f"spent budget returns as its charges leave the {period} window"
+        if oldest:
+            renewal += f", the oldest at {(min(oldest) + window).strftime('%Y-%m-%d %H:%M:%S %Z').strip()}"
+    hint = "More budget can only be granted by pgshroud's administrator."
+    if lowest > 0 and lowest < epsilon:
+        hint = (f"A smaller epsilon (SET pgshroud.epsilon, at most {show_number(lowest)} now) costs less, at the "
+                f"price of more noise; more budget can only be granted by pgshroud's administrator.")
+    return Refuse(EXHAUSTED, f"privacy budget exhausted: {left}; this query costs {cost}; {renewal}", hint)
+
+
+def _no_budget(user: str, role_name: str | None) -> Refuse:
+    keys = "budgets.per_user" + (f", budgets.per_role.{role_name}" if role_name else "") + " or budgets.per_dataset"
+    return Refuse(
+        NO_BUDGET,
+        f'no privacy budget applies to user "{user}", so no private answer can be charged',
+        f"The policy needs {keys}: without a cap, privacy loss would grow without limit.",
+    )

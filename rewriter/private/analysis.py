@@ -34,14 +34,20 @@ class PrivateRefusal(ValueError):
 
 @dataclass
 class Source:
+    """One FROM item of a private query."""
+
     alias: str
     columns: dict[str, ColumnInfo]
-    table: ProtectedTable | None  # None for a public relation
     sql: str  # the FROM item PostgreSQL reads
+    label: str  # for messages: the table's name, or the subquery's alias
+    unit_column: str | None = None  # None: a public relation
+    max_groups: int = 1
+    max_rows: int = 1
+    is_table: bool = True
 
     @property
-    def unit_column(self) -> str | None:
-        return None if self.table is None else self.table.privacy_unit.column
+    def protected(self) -> bool:
+        return self.unit_column is not None
 
 
 AGGREGATE_CLASSES = (exp.Count, exp.Sum, exp.Avg, exp.Variance, exp.VariancePop, exp.Stddev, exp.StddevPop,
@@ -106,6 +112,8 @@ class PrivateAnalyser:
         self.keys: list[q.Key] = []
         self.key_nodes: list[exp.Expression] = []
         self.notices: list[str] = []
+        self.ctes: dict[str, exp.Select] = {}
+        self.deriving = False  # reading a subquery in FROM, which may group by the unit
 
     # entry
 
@@ -113,37 +121,24 @@ class PrivateAnalyser:
         if not isinstance(tree, exp.Select):
             raise PrivateRefusal("a private query must be a single SELECT (no UNION, INTERSECT or EXCEPT)",
                                  hint="Run each part as its own query.")
-        for unsupported, what in (("with_", "WITH"), ("with", "WITH"), ("distinct", "SELECT DISTINCT"),
-                                  ("windows", "WINDOW"), ("locks", "FOR UPDATE/SHARE"), ("qualify", "QUALIFY")):
-            if tree.args.get(unsupported):
-                raise PrivateRefusal(f"{what} is not supported in a private query yet")
-        if any(isinstance(node, exp.Window) for node in tree.walk()):
-            raise PrivateRefusal("window functions cannot be used over protected rows",
-                                 hint="Aggregate first; pgshroud answers aggregates with noise.")
-        for node in tree.walk():
-            if isinstance(node, (exp.Subquery, exp.Exists)) or (isinstance(node, exp.Select) and node is not tree):
-                raise PrivateRefusal("subqueries are not supported in a private query yet",
-                                     hint="Write the query with joins on the privacy unit.")
+        self._read_ctes(tree)
+        self._check_shape(tree, "a private query")
         if not any(isinstance(n, AGGREGATE_CLASSES) for item in tree.expressions for n in item.walk()):
             raise PrivateRefusal(
                 f'role "{self.role.name}" reads protected tables only through differentially private '
                 "aggregates: row-level results are not released",
                 hint="Use count(*), sum, avg, ... with GROUP BY; pgshroud adds noise to the result.",
             )
-        self._read_sources(tree)
-        unit_sql = self._join_on_units(tree)
-        where = tree.args.get("where")
-        if where is not None:
-            self._row_check(where.this, "WHERE")
+        unit_sql = self._read_relations(tree)
         self._read_keys(tree)
         outputs = self._read_outputs(tree)
         having = tree.args.get("having")
         having_expression = self._post(having.this, "HAVING") if having is not None else None
         order = self._read_order(tree, outputs)
         limit, offset = _limit(tree)
-        protected = [s for s in self.sources.values() if s.table is not None]
-        max_groups = max(s.table.contribution.max_groups_per_unit for s in protected)  # type: ignore[union-attr]
-        max_rows = max(s.table.contribution.max_rows_per_group for s in protected)  # type: ignore[union-attr]
+        protected = [s for s in self.sources.values() if s.protected]
+        max_groups = max(s.max_groups for s in protected)
+        max_rows = max(s.max_rows for s in protected)
         return q.PrivateQuery(
             source_sql=self._source_sql(tree),
             unit_sql=unit_sql,
@@ -161,6 +156,43 @@ class PrivateAnalyser:
             notices=tuple(self.notices),
         )
 
+    def _read_ctes(self, tree: exp.Select) -> None:
+        with_ = tree.args.get("with_") or tree.args.get("with")
+        if with_ is None:
+            return
+        if with_.args.get("recursive"):
+            raise PrivateRefusal("WITH RECURSIVE is not supported in a private query")
+        for cte in with_.expressions:
+            name = fold(cte.args["alias"].this)
+            if not isinstance(cte.this, exp.Select):
+                raise PrivateRefusal(f'the CTE "{name}" must be a SELECT in a private query')
+            self.ctes[name] = cte.this
+        tree.set("with_", None)
+        tree.set("with", None)
+
+    def _check_shape(self, tree: exp.Select, what: str) -> None:
+        for unsupported, clause in (("distinct", "SELECT DISTINCT"), ("windows", "WINDOW"),
+                                    ("locks", "FOR UPDATE/SHARE"), ("qualify", "QUALIFY")):
+            if tree.args.get(unsupported):
+                raise PrivateRefusal(f"{clause} is not supported in {what}")
+        for node in tree.walk():
+            if isinstance(node, exp.Window):
+                raise PrivateRefusal("window functions cannot be used over protected rows",
+                                     hint="Aggregate first; pgshroud answers aggregates with noise.")
+            nested = isinstance(node, (exp.Exists, exp.Subquery)) or (isinstance(node, exp.Select) and node is not tree)
+            if nested and not _inside_from_subquery(node, tree):
+                raise PrivateRefusal("subqueries are allowed only in FROM in a private query",
+                                     hint="Join on the privacy unit, or aggregate per person in a subquery in FROM.")
+
+    def _read_relations(self, tree: exp.Select) -> str:
+        """Sources, the join on units and WHERE; returns the row's unit SQL."""
+        self._read_sources(tree)
+        unit_sql = self._join_on_units(tree)
+        where = tree.args.get("where")
+        if where is not None:
+            self._row_check(where.this, "WHERE")
+        return unit_sql
+
     # sources
 
     def _read_sources(self, tree: exp.Select) -> None:
@@ -169,41 +201,167 @@ class PrivateAnalyser:
             raise PrivateRefusal("a private query reads a protected table")
         items = [from_.this] + [join.this for join in tree.args.get("joins") or []]
         for item in items:
-            if not isinstance(item, exp.Table) or not isinstance(item.this, exp.Identifier):
-                raise PrivateRefusal(f"{item.sql('postgres')[:60]} cannot be a source of a private query yet",
-                                     hint="Read protected and public tables directly, joined on the privacy unit.")
-            schema = item.args.get("db")
-            relation = self.catalog.resolve(fold(schema) if isinstance(schema, exp.Identifier) else None,
-                                            fold(item.this), self.user)
-            if relation is None:
-                raise PrivateRefusal(f'relation "{item.name}" is not known')
-            alias = item.alias_or_name
-            alias = alias if item.args.get("alias") is not None else relation.name
-            if alias in self.sources:
-                raise PrivateRefusal(f'the name "{alias}" is used for two relations; give them different aliases')
-            table = self.policy.protected_tables.get(relation.qualified)
-            if table is None and relation.qualified not in self.policy.public_tables:
-                raise PrivateRefusal(f'relation "{relation.qualified}" is not named in the policy')
-            access = self.role.access_to(relation.qualified)
-            if access == Access.DENY:
-                raise PrivateRefusal(f'role "{self.role.name}" may not read "{relation.qualified}"')
-            if table is not None and access != Access.AGGREGATE:
-                raise PrivateRefusal(f'role "{self.role.name}" reads "{relation.qualified}" row by row, '
-                                     "so it cannot be mixed into a private aggregate")
-            if table is None:
-                sql = f"{quote_ident(relation.schema)}.{quote_ident(relation.name)}"
-            else:
-                sql = aggregate_view(table, relation, self.role.name, table.row_filters.get(self.role.name))
-            self.sources[alias] = Source(alias, _column_info(table, relation, self.role.name), table,
-                                         f"{sql} AS {quote_ident(alias)}")
-            item.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
-        if not any(s.table is not None for s in self.sources.values()):
+            source = self._source(item)
+            if source.alias in self.sources:
+                raise PrivateRefusal(f'the name "{source.alias}" is used for two relations; give them different aliases')
+            self.sources[source.alias] = source
+            item.set("alias", exp.TableAlias(this=exp.to_identifier(source.alias)))
+        if not any(s.protected for s in self.sources.values()):
             raise PrivateRefusal("internal: a private query without protected tables")
+
+    def _source(self, item: exp.Expression) -> Source:
+        if isinstance(item, exp.Subquery) and isinstance(item.this, exp.Select):
+            if not item.alias:
+                raise PrivateRefusal("a subquery in FROM needs an alias")
+            return self._derived(item.this, item.alias)
+        if not isinstance(item, exp.Table) or not isinstance(item.this, exp.Identifier):
+            raise PrivateRefusal(f"{item.sql('postgres')[:60]} cannot be a source of a private query",
+                                 hint="Read protected and public tables, joined on the privacy unit.")
+        schema = item.args.get("db")
+        name = fold(item.this)
+        alias = item.alias if item.args.get("alias") is not None else name
+        if schema is None and name in self.ctes:
+            return self._derived(self.ctes[name].copy(), alias)
+        relation = self.catalog.resolve(fold(schema) if isinstance(schema, exp.Identifier) else None, name, self.user)
+        if relation is None:
+            raise PrivateRefusal(f'relation "{item.name}" is not known')
+        table = self.policy.protected_tables.get(relation.qualified)
+        if table is None and relation.qualified not in self.policy.public_tables:
+            raise PrivateRefusal(f'relation "{relation.qualified}" is not named in the policy')
+        access = self.role.access_to(relation.qualified)
+        if access == Access.DENY:
+            raise PrivateRefusal(f'role "{self.role.name}" may not read "{relation.qualified}"')
+        if table is not None and access != Access.AGGREGATE:
+            raise PrivateRefusal(f'role "{self.role.name}" reads "{relation.qualified}" row by row, '
+                                 "so it cannot be mixed into a private aggregate")
+        columns = _column_info(table, relation, self.role.name)
+        if table is None:
+            sql = f"{quote_ident(relation.schema)}.{quote_ident(relation.name)}"
+            return Source(alias, columns, f"{sql} AS {quote_ident(alias)}", relation.qualified)
+        sql = aggregate_view(table, relation, self.role.name, table.row_filters.get(self.role.name))
+        return Source(alias, columns, f"{sql} AS {quote_ident(alias)}", relation.name, table.privacy_unit.column,
+                      table.contribution.max_groups_per_unit, table.contribution.max_rows_per_group)
+
+    def _derived(self, select: exp.Select, alias: str) -> Source:
+        inner = PrivateAnalyser(self.policy, self.role, self.catalog, self.user)
+        inner.ctes = dict(self.ctes)
+        return inner.derive(select, alias)
+
+    # subqueries and CTEs in FROM
+
+    def derive(self, select: exp.Select, alias: str) -> Source:
+        """A subquery in FROM as a source whose rows each belong to one
+        person: either row-level (columns and safe expressions of its
+        sources) or grouped by the privacy unit, with each aggregate a
+        per-person value clamped to bounds that follow from the policy."""
+        self.deriving = True
+        self._read_ctes(select)
+        what = f'the subquery "{alias}"'
+        self._check_shape(select, what)
+        for clause in ("order", "limit", "offset", "having"):
+            if select.args.get(clause):
+                raise PrivateRefusal(f"{clause.upper()} is not supported in {what} of a private query")
+        unit_sql = self._read_relations(select)
+        protected = [s for s in self.sources.values() if s.protected]
+        max_groups = max(s.max_groups for s in protected)
+        max_rows = max(s.max_rows for s in protected)
+        allowance = max_groups * max_rows  # rows of one person, over all groups
+        parts = [f'{unit_sql} AS "pgshroud_unit"']
+        columns = {"pgshroud_unit": ColumnInfo("unknown", protected=True, unit=True)}
+        group = select.args.get("group")
+        if group is not None:
+            self._read_keys(select)
+            if not any(isinstance(k, exp.Column) and self._resolve(k).unit for k in self.key_nodes):
+                raise PrivateRefusal(f"{what} aggregates, so it must GROUP BY the privacy unit",
+                                     hint="Aggregate per person in FROM, then aggregate the per-person values outside.")
+        elif any(isinstance(n, AGGREGATE_CLASSES) for item in select.expressions for n in item.walk()):
+            raise PrivateRefusal(f"{what} aggregates, so it must GROUP BY the privacy unit",
+                                 hint="Aggregate per person in FROM, then aggregate the per-person values outside.")
+
+        def add(name: str, sql: str, info: ColumnInfo) -> None:
+            if name in columns:
+                raise PrivateRefusal(f'{what} has two columns named "{name}"; give them different aliases')
+            parts.append(f"{sql} AS {quote_ident(name)}")
+            columns[name] = info
+
+        for item in select.expressions:
+            node = item.unalias()
+            if isinstance(node, exp.Star) or (isinstance(node, exp.Column) and isinstance(node.this, exp.Star)):
+                if group is not None:
+                    raise PrivateRefusal(f"{what} cannot select * with GROUP BY")
+                qualifier = node.table if isinstance(node, exp.Column) else None
+                for source in self.sources.values():
+                    if qualifier and source.alias != qualifier:
+                        continue
+                    for name, info in source.columns.items():
+                        if name != "pgshroud_unit":
+                            add(name, f"{quote_ident(source.alias)}.{quote_ident(name)}", info)
+                continue
+            name = _output_name(item)
+            if any(isinstance(n, AGGREGATE_CLASSES) for n in node.walk()):
+                sql, info = self._per_person(node, allowance)
+                add(name, sql, info)
+                continue
+            if group is not None and self._canonical(node) not in {self._canonical(k) for k in self.key_nodes}:
+                raise PrivateRefusal(f"{node.sql('postgres')[:60]} in {what} must appear in GROUP BY")
+            type_name = self._row_check(node, what)
+            bounds = self.rows.bounds_of(node) if t.is_number(type_name) else (None, None)
+            unit = isinstance(node, exp.Column) and self._resolve(node).unit
+            add(name, self.rows.safe_sql(node), ColumnInfo(
+                type_name, None if None in bounds else bounds, self._domain(node), protected=True, unit=unit))  # type: ignore[arg-type]
+        sql = f"SELECT {', '.join(parts)} {self._source_sql(select)}"
+        per_person = False
+        if group is not None:
+            sql += " GROUP BY " + ", ".join([unit_sql] + [key.sql for key in self.keys])
+            per_person = all(isinstance(k, exp.Column) and self._resolve(k).unit for k in self.key_nodes)
+        return Source(alias, columns, f"({sql}) AS {quote_ident(alias)}", alias, "pgshroud_unit",
+                      # Grouped by the unit alone, each person has one row.
+                      1 if per_person else max_groups, 1 if per_person else max_rows, is_table=False)
+
+    def _per_person(self, node: exp.Expression, allowance: int) -> tuple[str, ColumnInfo]:
+        """An aggregate of one person's rows, clamped to bounds from the policy."""
+        label = node.sql("postgres")
+        if isinstance(node, exp.Filter):
+            raise PrivateRefusal(f"FILTER is not supported in a per-person subquery: {label}")
+        if isinstance(node, exp.Count):
+            argument = node.this
+            if isinstance(argument, exp.Star) or argument is None:
+                inner = "count(*)"
+            elif isinstance(argument, exp.Distinct) and len(argument.expressions) == 1:
+                self._row_check(argument.expressions[0], label)
+                inner = f"count(DISTINCT {self.rows.safe_sql(argument.expressions[0])})"
+            else:
+                self._row_check(argument, label)
+                inner = f"count({self.rows.safe_sql(argument)})"
+            domain = tuple(str(i) for i in range(allowance + 1))
+            bounds = (Fraction(0), Fraction(allowance))
+            return f"LEAST({inner}, {allowance})", ColumnInfo("bigint", bounds, domain, protected=True)
+        if type(node) not in (exp.Sum, exp.Avg, exp.Min, exp.Max):
+            raise PrivateRefusal(f"{label} is not supported per person in a subquery",
+                                 hint="Per person, use count, sum, avg, min or max.")
+        argument = node.this
+        argument_type = self._row_check(argument, label)
+        if not t.is_number(argument_type):
+            raise PrivateRefusal(f"{label} needs a numeric argument in a private query, got {argument_type}")
+        low, high = self.rows.bounds_of(argument)
+        if low is None or high is None:
+            raise PrivateRefusal(f"{label} needs bounds on its argument, and pgshroud cannot derive them",
+                                 hint=_bounds_hint(argument, self))
+        value = f"NULLIF(({self.rows.safe_sql(argument)})::numeric, 'NaN'::numeric)"
+        function = {exp.Sum: "sum", exp.Avg: "avg", exp.Min: "min", exp.Max: "max"}[type(node)]
+        if isinstance(node, exp.Sum):
+            low, high = allowance * min(low, Fraction(0)), allowance * max(high, Fraction(0))
+            type_name = t.sum_type(argument_type)
+        else:
+            type_name = t.average_type(argument_type) if isinstance(node, exp.Avg) else argument_type
+        clamped = f"LEAST(GREATEST({function}({value}), {_sql_number(low)}), {_sql_number(high)})"
+        sql = f"CASE WHEN {function}({value}) IS NULL THEN NULL ELSE {clamped} END"
+        return sql, ColumnInfo(type_name, (low, high), None, protected=True)
 
     def _join_on_units(self, tree: exp.Select) -> str:
         """The unit of the joined row: every protected source must be joined
         to the first on equal privacy units, so a joined row belongs to one person."""
-        protected = [s for s in self.sources.values() if s.table is not None]
+        protected = [s for s in self.sources.values() if s.protected]
         first = protected[0]
         linked = {first.alias}
         equalities: list[tuple[str, str]] = []
@@ -220,8 +378,7 @@ class PrivateAnalyser:
                 equalities += self._unit_equalities(join.args["on"])
             for using in join.args.get("using") or []:
                 name = fold(using)
-                owners = [s for s in self.sources.values()
-                          if s.table is not None and s.unit_column == name and name in s.columns]
+                owners = [s for s in self.sources.values() if name in s.columns and s.columns[name].unit]
                 if len(owners) >= 2:
                     equalities += [(owners[0].alias, o.alias) for o in owners[1:]]
         where = tree.args.get("where")
@@ -335,7 +492,7 @@ class PrivateAnalyser:
             if self._canonical(existing) == canonical:
                 return index
         type_name = self._row_check(node, "GROUP BY")
-        if isinstance(node, exp.Column) and self._resolve(node).unit:
+        if isinstance(node, exp.Column) and self._resolve(node).unit and not self.deriving:
             raise PrivateRefusal("grouping by the privacy unit would release one group per person, and none "
                                  "would pass partition selection", hint="Group by something people share.")
         self.key_nodes.append(node)
@@ -586,6 +743,25 @@ def _output_name(item: exp.Expression) -> str:
     return "?column?"
 
 
+def _sql_number(x: Fraction) -> str:
+    return str(x.numerator) if x.denominator == 1 else f"({x.numerator}::numeric / {x.denominator})"
+
+
+def _inside_from_subquery(node: exp.Expression, tree: exp.Select) -> bool:
+    """Whether a node lies in a subquery that is a FROM item of `tree` (checked when that subquery is read)."""
+    from_items = []
+    from_ = tree.args.get("from_")
+    if from_ is not None:
+        from_items.append(from_.this)
+    from_items += [join.this for join in tree.args.get("joins") or []]
+    parent = node
+    while parent is not None and parent is not tree:
+        if any(parent is item for item in from_items if isinstance(item, exp.Subquery)):
+            return True
+        parent = parent.parent
+    return False
+
+
 def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
     if isinstance(node, exp.And):
         return _conjuncts(node.this) + _conjuncts(node.expression)
@@ -614,7 +790,7 @@ def _bounds_hint(argument: exp.Expression, analyser: PrivateAnalyser) -> str:
         owner = analyser._owner(column)
         if owner is not None and owner[1].bounds is None:
             source = analyser.sources[owner[0]]
-            if source.table is not None:
-                return (f"Add bounds for {source.table.name.split('.')[-1]}.{column.name} to the policy, or clamp "
+            if source.protected and source.is_table:
+                return (f"Add bounds for {source.label}.{column.name} to the policy, or clamp "
                         f"it in the query: least(greatest({argument.sql('postgres')}, <low>), <high>).")
     return f"Clamp it in the query: least(greatest({argument.sql('postgres')}, <low>), <high>)."

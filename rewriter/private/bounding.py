@@ -102,7 +102,13 @@ def _value(argument: str) -> str:
 
 
 def _clamp(sql: str, low: Fraction, high: Fraction) -> str:
+    """Clamp a value that is never NULL (GREATEST and LEAST skip NULLs)."""
     return f"LEAST(GREATEST({sql}, {_number(low)}), {_number(high)})"
+
+
+def _clamp_row(sql: str, low: Fraction, high: Fraction) -> str:
+    """Clamp a row's value, keeping NULL as NULL (no value, not the lower bound)."""
+    return f"CASE WHEN {sql} IS NULL THEN NULL ELSE {_clamp(sql, low, high)} END"
 
 
 def per_person(measurement: Measurement, index: int, max_rows: int) -> str:
@@ -118,9 +124,9 @@ def per_person(measurement: Measurement, index: int, max_rows: int) -> str:
     total_low, total_high = r * min(low, Fraction(0)), r * max(high, Fraction(0))
     if measurement.kind == SUM:
         # A single row never counts for more than a whole person may.
-        row = _clamp(column, total_low, total_high)
+        row = _clamp_row(column, total_low, total_high)
         return _clamp(f"COALESCE(sum({row}), 0)", total_low, total_high)
-    row = _clamp(column, low, high)
+    row = _clamp_row(column, low, high)
     if measurement.kind == CENTRED_SUM:
         # Each row moves the total by at most (high - low)/2 around the midpoint.
         middle, half = (low + high) / 2, (high - low) / 2

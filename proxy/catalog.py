@@ -18,7 +18,8 @@ log = logging.getLogger("pgshroud.catalog")
 _RELATIONS = """
 SELECT n.nspname, c.relname, c.relkind,
        coalesce(array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}'),
-       coalesce(array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}')
+       coalesce(array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}'),
+       coalesce(array_agg(a.attname::text) FILTER (WHERE a.attnum > 0 AND a.attnotnull), '{}')
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -53,8 +54,8 @@ async def read_catalog(conninfo: str, version: int = 0) -> Catalog:
     conn = await connect_own(conninfo)
     try:
         relations = {
-            (schema, name): Relation(schema, name, kind, tuple(zip(names, types)))
-            for schema, name, kind, names, types in await conn.fetch(_RELATIONS)
+            (schema, name): Relation(schema, name, kind, tuple(zip(names, types)), frozenset(not_null))
+            for schema, name, kind, names, types, not_null in await conn.fetch(_RELATIONS)
         }
         catalog_functions: dict[str, frozenset[str]] = {}
         user_functions: set[str] = set()

@@ -8,7 +8,7 @@ from policies.loader import load_policy
 from policies.model import Access, Policy
 from proxy.catalog import connect_own, own_conninfo, read_catalog
 from proxy.config import ConfigError, UpstreamTarget
-from rewriter import PlanContext, plan
+from rewriter import PlanContext, Release, plan
 from rewriter.catalog import SYSTEM_SCHEMAS, Catalog
 
 
@@ -97,6 +97,10 @@ def run_explain(sql: str, *, policy_path: str, upstream: str, role: str) -> int:
     for number, step in enumerate(plan(sql, context), 1):
         kind = type(step).__name__
         print(f"statement {number}: {kind}")
+        if isinstance(step, Release):
+            for line in step.spec.explain():
+                print(f"  {line}")
+            continue
         for field in ("sql", "sqlstate", "message", "hint"):
             value = getattr(step, field, None)
             if value:

@@ -17,6 +17,7 @@ class Relation:
     name: str
     kind: str  # pg_class.relkind: r table, v view, m matview, p partitioned, f foreign, ...
     columns: tuple[tuple[str, str], ...] = ()  # (name, format_type), in attnum order
+    not_null: frozenset[str] = frozenset()  # columns declared NOT NULL
 
     @property
     def qualified(self) -> str:

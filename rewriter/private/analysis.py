@@ -83,7 +83,7 @@ def _column_info(table: ProtectedTable | None, relation: Relation, role: str) ->
     for name, format_type in relation.columns:
         kind = t.base_type(format_type)
         if table is None:
-            infos[name] = ColumnInfo(kind)
+            infos[name] = ColumnInfo(kind, not_null=name in relation.not_null)
             continue
         policy = table.columns.get(name)
         unit = name == table.privacy_unit.column
@@ -94,7 +94,7 @@ def _column_info(table: ProtectedTable | None, relation: Relation, role: str) ->
         if raw and policy is not None and policy.bounds is not None:
             bounds = (Fraction(policy.bounds[0]), Fraction(policy.bounds[1]))
         domain = policy.public_domain if raw and policy is not None else None
-        infos[name] = ColumnInfo(kind, bounds, domain, protected=True, unit=unit)
+        infos[name] = ColumnInfo(kind, bounds, domain, protected=True, unit=unit, not_null=name in relation.not_null)
     return infos
 
 
@@ -114,6 +114,7 @@ class PrivateAnalyser:
         self.notices: list[str] = []
         self.ctes: dict[str, exp.Select] = {}
         self.deriving = False  # reading a subquery in FROM, which may group by the unit
+        self.nullable: set[str] = set()  # sources on the nullable side of a LEFT JOIN
 
     # entry
 
@@ -371,6 +372,8 @@ class PrivateAnalyser:
                 raise PrivateRefusal(f"{side or kind} JOIN is not supported in a private query",
                                      hint="Use an inner or LEFT JOIN with the protected table first.")
             alias = join.this.alias_or_name
+            if side == "LEFT":
+                self.nullable.add(alias)
             if side == "LEFT" and alias == first.alias:
                 raise PrivateRefusal("the first protected table cannot be on the nullable side of a LEFT JOIN")
             if join.args.get("on") is not None:
@@ -677,7 +680,8 @@ class PrivateAnalyser:
         if condition is not None:
             argument_sql = f"CASE WHEN {self.rows.safe_sql(condition)} THEN {argument_sql} END"
         output = _output_type(kind, argument_type)
-        return q.Aggregate(kind, argument_sql, (low, high), output, quantile, label)
+        never_null = condition is None and isinstance(argument, exp.Column) and self._never_null(argument)
+        return q.Aggregate(kind, argument_sql, (low, high), output, quantile, label, never_null)
 
     def _count(self, node: exp.Count, condition: exp.Expression | None, label: str) -> q.Aggregate:
         argument = node.this
@@ -694,10 +698,17 @@ class PrivateAnalyser:
                 hint="Count distinct people with COUNT(DISTINCT patient_id), or group by the column and count groups.",
             )
         self._row_check(argument, label)
+        if isinstance(argument, exp.Column) and self._never_null(argument) and when is None:
+            return q.Aggregate(q.COUNT_ROWS, None, None, "bigint", label=label)  # the same as count(*)
         sql = self.rows.safe_sql(argument)
         if when is not None:
             sql = f"CASE WHEN {when} THEN {sql} END"
         return q.Aggregate(q.COUNT, sql, None, "bigint", label=label)
+
+    def _never_null(self, column: exp.Column) -> bool:
+        """NOT NULL in its table and not on the nullable side of a LEFT JOIN."""
+        owner = self._owner(column)
+        return owner is not None and owner[1].not_null and owner[0] not in self.nullable
 
 
 POST_NODES = (exp.Var, exp.Literal, exp.Paren, exp.Neg, exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.Cast,

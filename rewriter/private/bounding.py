@@ -70,10 +70,11 @@ def measurements_for(aggregate: q.Aggregate) -> tuple[Measurement, ...]:
         return (Measurement(COUNT, a),)
     if aggregate.kind == q.SUM:
         return (Measurement(SUM, a, b),)
+    count = Measurement(ROWS) if aggregate.never_null else Measurement(COUNT, a)
     if aggregate.kind == q.AVG:
-        return (Measurement(CENTRED_SUM, a, b), Measurement(COUNT, a))
+        return (Measurement(CENTRED_SUM, a, b), count)
     if aggregate.kind in q.VARIANCES:
-        return (Measurement(CLAMPED_SUM, a, b), Measurement(SUM_OF_SQUARES, a, b), Measurement(COUNT, a))
+        return (Measurement(CLAMPED_SUM, a, b), Measurement(SUM_OF_SQUARES, a, b), count)
     if aggregate.kind in q.QUANTILES:
         return (Measurement(HISTOGRAM, a, b),)
     raise ValueError(f"no measurement for {aggregate.kind}")
@@ -165,8 +166,7 @@ def bounded_sql(query: q.PrivateQuery) -> str:
     ctes = [f'"pgshroud_rows" AS ({rows})', f'"pgshroud_persons" AS ({persons})']
     bounded = '"pgshroud_persons"'
     if query.grouped:
-        ranked = (f'SELECT *, row_number() OVER (PARTITION BY "unit" ORDER BY random()) AS "pick" '
-                  f'FROM "pgshroud_persons"')
+        ranked = 'SELECT *, row_number() OVER (PARTITION BY "unit" ORDER BY random()) AS "pick" FROM "pgshroud_persons"'
         ctes.append(f'"pgshroud_bounded" AS (SELECT * FROM ({ranked}) AS "ranked" WHERE "pick" <= {query.max_groups})')
         bounded = '"pgshroud_bounded"'
     key_list = ", ".join(keys)
@@ -183,7 +183,7 @@ def bounded_sql(query: q.PrivateQuery) -> str:
     for i, measurement in enumerate(found[1:], start=1):
         if measurement.kind != HISTOGRAM:
             continue
-        nulls = "".join(f", NULL::numeric" for _ in totals)
+        nulls = "".join(", NULL::numeric" for _ in totals)
         branches.append(
             f'SELECT {i}, "b", {head}count(*)::numeric{nulls} FROM {bounded}, unnest("m{i}") AS "b" '
             f'GROUP BY {key_list + ", " if keys else ""}"b"'

@@ -40,6 +40,7 @@ class ColumnInfo:
     domain: tuple[str, ...] | None = None  # public values of a group key
     protected: bool = False  # read from a protected table
     unit: bool = False  # the privacy unit
+    not_null: bool = False  # declared NOT NULL (so count(col) = count(*))
 
 
 Bound = Fraction | None  # None: unbounded on that side

@@ -34,6 +34,7 @@ class Aggregate:
     output_type: str
     quantile: Fraction | None = None
     label: str = ""  # as the analyst wrote it, for messages and explain
+    never_null: bool = False  # the argument is never NULL: its count is the row count
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 
-from rewriter.mechanisms import DiscreteLaplace, Rng, release_real
+from sqlglot import exp
+
+from rewriter.mechanisms import DiscreteLaplace, Rng, margin_of_error, release_real
 from rewriter.partition_selection import NoisyThresholdSelection
 from rewriter.plans import Column, Cost, LocalAnswer, RawResult
 from rewriter.private import query as q
 from rewriter.private import types as t
-from rewriter.private.bounding import (BUCKETS, HISTOGRAM, UNITS, Measurement, bounded_sql, measurements)
+from rewriter.private.bounding import BUCKETS, HISTOGRAM, Measurement, bounded_sql, measurements, measurements_for
 from rewriter.private.postprocess import evaluate, format_value, parse_key, sort_rows
 
 GRID_STEPS = 1024  # grid points per unit of per-group sensitivity for real-valued sums
@@ -183,7 +185,6 @@ class PrivateRelease:
         return noisy
 
     def _aggregate(self, aggregate: q.Aggregate, noisy: dict) -> object:
-        from rewriter.private.bounding import measurements_for
         parts = [noisy[m] for m in measurements_for(aggregate)]
         kind = aggregate.kind
         if kind in (q.COUNT_ROWS, q.COUNT, q.COUNT_UNITS):
@@ -224,11 +225,20 @@ class PrivateRelease:
         lines = [f"privacy cost: epsilon {float(self.epsilon):g}, delta {self.cost.delta:g}",
                  f"contribution bounds: at most {self.query.max_groups} group(s) per person, "
                  f"{self.query.max_rows} row(s) per person per group"]
+        for output in self.query.outputs:
+            used = sorted({int(v.name[3:]) for v in output.expression.find_all(exp.Var) if v.name.startswith("agg")})
+            sources = "; ".join(
+                f"{self.query.aggregates[i].label} from "
+                + " and ".join(_describe(m) for m in measurements_for(self.query.aggregates[i]))
+                for i in used
+            )
+            lines.append(f"column {output.name} ({output.type_name}): " + (sources or "group key, released as is"))
         for measurement, noise in self.noises.items():
-            what = measurement.kind + (f"({measurement.argument})" if measurement.argument else "")
             bounds = "" if measurement.bounds is None else f", bounds [{float(measurement.bounds[0]):g}, {float(measurement.bounds[1]):g}]"
-            lines.append(f"{what}: L1 sensitivity {float(noise.sensitivity):g}{bounds}, discrete Laplace, "
-                         f"epsilon {float(noise.epsilon):.4g}, scale {float(noise.scale):.4g}")
+            margin = margin_of_error(noise.mechanism) * (noise.granularity or 1)
+            lines.append(f"{_describe(measurement)}: L1 sensitivity {float(noise.sensitivity):g}{bounds}, discrete "
+                         f"Laplace, epsilon {float(noise.epsilon):.4g}, scale {float(noise.scale):.4g}, "
+                         f"95% of noise within +/-{float(margin):.4g}")
         if self.selection is not None:
             lines.append(f"partition selection: keep a group when its noisy unit count is at least "
                          f"{self.selection.threshold} (delta {float(self.delta):g})")
@@ -238,6 +248,10 @@ class PrivateRelease:
             lines.append(f"group key {key.label}: " + ("public domain" if key.domain is not None else "partition selection"))
         lines.append(f"bounded SQL: {self.sql}")
         return lines
+
+
+def _describe(measurement: Measurement) -> str:
+    return measurement.kind + (f"({measurement.argument})" if measurement.argument else "")
 
 
 def _quantile(counts: list[Fraction], p: Fraction, low: Fraction, high: Fraction) -> Fraction:

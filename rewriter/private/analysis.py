@@ -691,12 +691,15 @@ class PrivateAnalyser:
             return q.Aggregate(q.COUNT_ROWS if sql is None else q.COUNT, sql, None, "bigint", label=label)
         if isinstance(argument, exp.Distinct):
             (inner,) = argument.expressions if len(argument.expressions) == 1 else (None,)
+            if inner is None:
+                raise PrivateRefusal("COUNT(DISTINCT ...) of several expressions is not supported privately")
             if isinstance(inner, exp.Column) and self._resolve(inner).unit and when is None:
                 return q.Aggregate(q.COUNT_UNITS, None, None, "bigint", label=label)
-            raise PrivateRefusal(
-                f"{label} is not answered privately: only COUNT(DISTINCT <privacy unit>) is",
-                hint="Count distinct people with COUNT(DISTINCT patient_id), or group by the column and count groups.",
-            )
+            self._row_check(inner, label)
+            sql = self.rows.safe_sql(inner)
+            if when is not None:
+                sql = f"CASE WHEN {when} THEN {sql} END"
+            return q.Aggregate(q.COUNT_DISTINCT, sql, None, "bigint", label=label)
         self._row_check(argument, label)
         if isinstance(argument, exp.Column) and self._never_null(argument) and when is None:
             return q.Aggregate(q.COUNT_ROWS, None, None, "bigint", label=label)  # the same as count(*)

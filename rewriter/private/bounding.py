@@ -21,7 +21,7 @@ from fractions import Fraction
 
 from rewriter.private import query as q
 
-BUCKETS = 100  # histogram resolution of private quantiles over the declared bounds
+BUCKETS = 64  # histogram resolution of private quantiles: finer buckets add more noise to each quantile
 
 UNITS = "units"
 ROWS = "rows"
@@ -31,6 +31,8 @@ CENTRED_SUM = "centred_sum"  # sum of (x - midpoint): half the sensitivity, for 
 CLAMPED_SUM = "clamped_sum"  # rows clamped, then per-person totals (for variances)
 SUM_OF_SQUARES = "sum_of_squares"
 HISTOGRAM = "histogram"
+DISTINCT = "distinct"  # at most max_rows distinct values per person per group
+LISTS = (HISTOGRAM, DISTINCT)  # carried per person as arrays, totalled in their own result rows
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class Measurement:
         """How much one person can move this quantity in one group."""
         if self.kind == UNITS:
             return Fraction(1)
-        if self.kind in (ROWS, COUNT, HISTOGRAM):
+        if self.kind in (ROWS, COUNT, HISTOGRAM, DISTINCT):
             return Fraction(max_rows)
         assert self.bounds is not None
         largest = max(abs(self.bounds[0]), abs(self.bounds[1]))
@@ -57,7 +59,7 @@ class Measurement:
 
     @property
     def integer(self) -> bool:
-        return self.kind in (UNITS, ROWS, COUNT, HISTOGRAM)
+        return self.kind in (UNITS, ROWS, COUNT, HISTOGRAM, DISTINCT)
 
 
 def measurements_for(aggregate: q.Aggregate) -> tuple[Measurement, ...]:
@@ -68,6 +70,8 @@ def measurements_for(aggregate: q.Aggregate) -> tuple[Measurement, ...]:
         return (Measurement(UNITS),)
     if aggregate.kind == q.COUNT:
         return (Measurement(COUNT, a),)
+    if aggregate.kind == q.COUNT_DISTINCT:
+        return (Measurement(DISTINCT, a),)
     if aggregate.kind == q.SUM:
         return (Measurement(SUM, a, b),)
     count = Measurement(ROWS) if aggregate.never_null else Measurement(COUNT, a)
@@ -120,6 +124,9 @@ def per_person(measurement: Measurement, index: int, max_rows: int) -> str:
         return f"LEAST(count(*), {r})"
     if measurement.kind == COUNT:
         return f"LEAST(count({column}), {r})"
+    if measurement.kind == DISTINCT:
+        # Each person brings at most max_rows distinct values to a group.
+        return f"(array_agg(DISTINCT {column}) FILTER (WHERE {column} IS NOT NULL))[1:{r}]"
     assert measurement.bounds is not None
     low, high = measurement.bounds
     total_low, total_high = r * min(low, Fraction(0)), r * max(high, Fraction(0))
@@ -149,17 +156,19 @@ def bounded_sql(query: q.PrivateQuery) -> str:
         if measurement.kind == HISTOGRAM and measurement.bounds and measurement.bounds[0] >= measurement.bounds[1]:
             raise ValueError("a quantile needs bounds with low < high")
     keys = [f'"k{i}"' for i in range(len(query.keys))]
-    arguments = {m.argument: i for i, m in enumerate(found) if m.argument is not None}
     row_columns = [f'{query.unit_sql} AS "unit"']
     row_columns += [f"{key.sql} AS {name}" for key, name in zip(query.keys, keys)]
-    argument_index = {}
-    for position, argument in enumerate(dict.fromkeys(arguments)):
-        argument_index[argument] = position
-        row_columns.append(f'{_value(argument)} AS "a{position}"')
+    # Each argument is computed once per row: as numeric for sums and
+    # histograms, as itself for distinct counts.
+    row_values = list(dict.fromkeys((m.argument, m.kind == DISTINCT) for m in found if m.argument is not None))
+    for position, (argument, raw) in enumerate(row_values):
+        row_columns.append(f'{f"({argument})" if raw else _value(argument)} AS "a{position}"')
     rows = f"SELECT {', '.join(row_columns)} {query.source_sql}"
     person_columns = ['"unit"'] + keys
     for i, measurement in enumerate(found[1:], start=1):
-        index = argument_index.get(measurement.argument, 0) if measurement.argument is not None else 0
+        index = 0
+        if measurement.argument is not None:
+            index = row_values.index((measurement.argument, measurement.kind == DISTINCT))
         person_columns.append(f'{per_person(measurement, index, query.max_rows)} AS "m{i}"')
     group_by = ", ".join(['"unit"'] + keys)
     persons = f'SELECT {", ".join(person_columns)} FROM "pgshroud_rows" GROUP BY {group_by}'
@@ -173,19 +182,23 @@ def bounded_sql(query: q.PrivateQuery) -> str:
     group = f" GROUP BY {key_list}" if keys else ""
     totals = []
     for i, measurement in enumerate(found[1:], start=1):
-        totals.append("NULL::numeric" if measurement.kind == HISTOGRAM else f'sum("m{i}")::numeric')
+        totals.append("NULL::numeric" if measurement.kind in LISTS else f'sum("m{i}")::numeric')
     head = ", ".join(keys + [""]) if keys else ""
     branches = [
         f'SELECT 0 AS "kind", NULL::integer AS "bucket", {head}count(*)::numeric AS "units"'
         + "".join(f", {total} AS \"m{i}\"" for i, total in enumerate(totals, start=1))
         + f" FROM {bounded}{group}"
     ]
+    nulls = "".join(", NULL::numeric" for _ in totals)
     for i, measurement in enumerate(found[1:], start=1):
-        if measurement.kind != HISTOGRAM:
-            continue
-        nulls = "".join(", NULL::numeric" for _ in totals)
-        branches.append(
-            f'SELECT {i}, "b", {head}count(*)::numeric{nulls} FROM {bounded}, unnest("m{i}") AS "b" '
-            f'GROUP BY {key_list + ", " if keys else ""}"b"'
-        )
+        if measurement.kind == HISTOGRAM:
+            branches.append(
+                f'SELECT {i}, "b", {head}count(*)::numeric{nulls} FROM {bounded}, unnest("m{i}") AS "b" '
+                f'GROUP BY {key_list + ", " if keys else ""}"b"'
+            )
+        elif measurement.kind == DISTINCT:
+            branches.append(
+                f'SELECT {i}, NULL::integer, {head}count(DISTINCT "v")::numeric{nulls} '
+                f'FROM {bounded}, unnest("m{i}") AS "v"{group}'
+            )
     return f"WITH {', '.join(ctes)} " + " UNION ALL ".join(branches)

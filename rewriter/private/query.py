@@ -13,6 +13,7 @@ from sqlglot import exp
 COUNT_ROWS = "count_rows"  # count(*)
 COUNT = "count"  # count(x)
 COUNT_UNITS = "count_units"  # count(DISTINCT privacy unit)
+COUNT_DISTINCT = "count_distinct"  # count(DISTINCT x)
 SUM = "sum"
 AVG = "avg"
 VAR_POP, VAR_SAMP, STDDEV_POP, STDDEV_SAMP = "var_pop", "var_samp", "stddev_pop", "stddev_samp"

@@ -150,7 +150,10 @@ class PrivateRelease:
             if kind == 0:
                 totals["units"] = Fraction(values[0] or 0)
                 for i, value in enumerate(values[1:], start=1):
-                    totals["m"][i] = Fraction(Decimal(value)) if value is not None else Fraction(0)
+                    if value is not None or i not in totals["m"]:
+                        totals["m"][i] = Fraction(Decimal(value)) if value is not None else Fraction(0)
+            elif bucket is None:  # a distinct count, totalled in its own row
+                totals["m"][kind] = Fraction(Decimal(values[0]))
             else:
                 totals["hist"].setdefault(kind, {})[int(bucket)] = int(Decimal(values[0]))
         domains = [k.domain for k in self.query.keys]
@@ -187,7 +190,7 @@ class PrivateRelease:
     def _aggregate(self, aggregate: q.Aggregate, noisy: dict) -> object:
         parts = [noisy[m] for m in measurements_for(aggregate)]
         kind = aggregate.kind
-        if kind in (q.COUNT_ROWS, q.COUNT, q.COUNT_UNITS):
+        if kind in (q.COUNT_ROWS, q.COUNT, q.COUNT_UNITS, q.COUNT_DISTINCT):
             return max(0, int(parts[0]))
         low, high = aggregate.bounds or (Fraction(0), Fraction(0))
         if kind == q.SUM:
@@ -255,18 +258,25 @@ def _describe(measurement: Measurement) -> str:
 
 
 def _quantile(counts: list[Fraction], p: Fraction, low: Fraction, high: Fraction) -> Fraction:
-    """The p-quantile from a noisy histogram over [low, high]: negative
-    counts read as 0, then linear interpolation inside the bucket."""
-    clipped = [max(c, Fraction(0)) for c in counts]
-    total = sum(clipped)
-    width = (high - low) / BUCKETS
-    if total == 0:
+    """The p-quantile from a noisy histogram over [low, high].
+
+    The cumulative sums of the noisy counts are used unclipped (clipping
+    each count at 0 would add the positive half of every empty bucket's
+    noise), made non-decreasing and non-negative, and the quantile is
+    interpolated linearly inside the bucket where they reach p of the total.
+    """
+    cumulative, running = [], Fraction(0)
+    for count in counts:
+        running += count
+        cumulative.append(max(running, cumulative[-1] if cumulative else Fraction(0)))
+    total = cumulative[-1] if cumulative else Fraction(0)
+    width = (high - low) / len(counts)
+    if total <= 0:
         return low + p * (high - low)
     target = p * total
-    cumulative = Fraction(0)
-    for index, count in enumerate(clipped):
-        if count > 0 and cumulative + count >= target:
-            return low + width * index + width * (target - cumulative) / count
-        cumulative += count
+    previous = Fraction(0)
+    for index, reached in enumerate(cumulative):
+        if reached >= target and reached > previous:
+            return low + width * index + width * (target - previous) / (reached - previous)
+        previous = reached
     return high
-

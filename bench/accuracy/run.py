@@ -37,6 +37,7 @@ import json
 import math
 import os
 import platform
+import re
 import signal
 import socket
 import statistics
@@ -126,7 +127,7 @@ def plain(value):
 
 
 def one_line(text: str, limit: int = 240) -> str:
-    text = " ".join(str(text).split())
+    text = re.sub(r"<([\w.]+) object at 0x[0-9a-fA-F]+>", r"<\1>", " ".join(str(text).split()))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -369,6 +370,7 @@ class Summary:
     rounds: int = 0
     refusals: list[str] = field(default_factory=list)
     errors: list[float] = field(default_factory=list)  # relative error of every compared cell, all rounds
+    signed: list[float] = field(default_factory=list)  # the same, (answer - exact) / |exact|: its median is the bias
     zero_cells: int = 0  # cells whose exact value is 0 or NULL: no relative error
     null_cells: int = 0  # cells answered NULL where the exact answer is not (counted as error 1.0)
     released: list[int] = field(default_factory=list)  # rows released per round
@@ -380,6 +382,17 @@ class Summary:
     @property
     def median_error(self) -> float | None:
         return statistics.median(self.errors) if self.errors else None
+
+    def digest(self) -> dict:
+        errors = sorted(self.errors)
+        return {
+            "answered": self.answered, "rounds": self.rounds, "refusals": sorted(set(self.refusals)),
+            "median_error": self.median_error,
+            "p90_error": errors[min(len(errors) - 1, int(0.9 * len(errors)))] if errors else None,
+            "median_signed_error": statistics.median(self.signed) if self.signed else None,
+            "cells": len(self.errors), "zero_cells": self.zero_cells, "null_cells": self.null_cells,
+            "matched": self.matched, "extra": self.extra, "median_ms": self.median_ms,
+        }
 
     @property
     def median_ms(self) -> float | None:
@@ -419,7 +432,9 @@ def summarise(query: Query, exact: Outcome, outcomes: list[Outcome]) -> Summary:
                     summary.null_cells += 1
                     summary.errors.append(1.0)
                 else:
-                    summary.errors.append(abs(float(noisy) - float(true_value)) / abs(float(true_value)))
+                    signed = (float(noisy) - float(true_value)) / abs(float(true_value))
+                    summary.signed.append(signed)
+                    summary.errors.append(abs(signed))
         summary.matched.append(matched)
         summary.extra.append(extra)
     return summary
@@ -494,7 +509,7 @@ def report(args, queries, exact_answers, summaries, calibration, meta) -> str:
         pg, sn = s.get("pgshroud"), s.get("smartnoise")
         ratio = ""
         if pg and sn and pg.median_error is not None and sn.median_error:
-            ratio = f"{pg.median_error / sn.median_error:.2f}"
+            ratio = f"{pg.median_error / sn.median_error:.2g}"
         rows.append((
             str(number), query.title, str(exact_groups),
             error_cell(pg, notes) if pg else "not run",
@@ -526,9 +541,7 @@ def report(args, queries, exact_answers, summaries, calibration, meta) -> str:
         lines.append("")
         for number, query in enumerate(queries, 1):
             c = calibration.get(query.name, {})
-            if "refused" in c:
-                lines.append(f"{number}. refused before running")
-            elif c:
+            if c and "refused" not in c:
                 lines.append(f"{number}. {c['mechanisms']} noisy column(s) x epsilon "
                              f"{c['epsilon_per_mechanism']:.4g} (delta parameter {c['delta_parameter']:.3g}; "
                              f"unscaled it would cost epsilon {c['unscaled_epsilon']:.3g}); censor_dims "
@@ -683,6 +696,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({
             "meta": meta, "args": {k: str(v) for k, v in vars(args).items()}, "calibration": calibration,
             "queries": [asdict(q) for q in queries],
+            "summary": {name: {s: summary.digest() for s, summary in by.items()} for name, by in summaries.items()},
             "exact": {name: asdict(o) for name, o in exact_answers.items()},
             "results": {name: {s: [asdict(o) for o in outs] for s, outs in by.items()}
                         for name, by in results.items()},

@@ -570,6 +570,7 @@ class _Builder:
         return tables
 
     def build_protected_tables(self, node: Node | None, public: dict[str, int]) -> dict[str, ProtectedTable]:
+        self.public_names = public
         if node is None:
             return {}
         entries = self.mapping(node, "protected_tables")
@@ -744,12 +745,16 @@ class _Builder:
                 if known is not None and role_mask is not None:
                     role_masks[known] = role_mask
         bounds = self.bounds(fields["bounds"][1], f"{key}.bounds") if "bounds" in fields else None
-        public_domain = None
+        public_domain = public_domain_table = None
         if "public_domain" in fields:
-            public_domain = self.public_domain(fields["public_domain"][1], f"{key}.public_domain")
+            domain_node = fields["public_domain"][1]
+            if isinstance(domain_node, MappingNode):
+                public_domain_table = self.public_domain_table(domain_node, f"{key}.public_domain")
+            else:
+                public_domain = self.public_domain(domain_node, f"{key}.public_domain")
         if mask is None:
             return None
-        return ColumnPolicy(name, mask, role_masks, bounds, public_domain)
+        return ColumnPolicy(name, mask, role_masks, bounds, public_domain, public_domain_table)
 
     def mask(self, node: Node, key: str) -> MaskSpec | None:
         """`kind`, or `{kind: {params}}`."""
@@ -809,6 +814,18 @@ class _Builder:
             elif item.value not in values:
                 values.append(item.value)
         return tuple(values)
+
+    def public_domain_table(self, node: MappingNode, key: str) -> str | None:
+        """{table: T, column: C}: the values of a public table's column."""
+        fields = self.mapping(node, key, ("table", "column"), required=("table", "column"))
+        if fields is None:
+            return None
+        table = self.table_name(fields["table"][1], f"{key}.table")
+        column = self.column_name(fields["column"][1], f"{key}.column")
+        if table is not None and table not in getattr(self, "public_names", {}):
+            self.error(fields["table"][1], f"{key}.table", "a table listed in public_tables", _show(fields["table"][1]))
+            return None
+        return None if table is None or column is None else f"{table}.{column}"
 
     # -- secrets -----------------------------------------------------------
 

@@ -35,8 +35,10 @@ class ColumnPolicy:
     role_masks: Mapping[str, MaskSpec] = field(default_factory=dict)
     # Differential privacy: values are clamped into these bounds.
     bounds: tuple[float, float] | None = None
-    # Group keys whose values may be published without partition selection.
+    # Group keys whose values may be published without partition selection:
+    # a list, or the values of a public table's column ("schema.table.column").
     public_domain: tuple[str, ...] | None = None
+    public_domain_table: str | None = None
 
     def mask_for(self, role: str) -> MaskSpec:
         return self.role_masks.get(role, self.mask)

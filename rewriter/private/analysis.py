@@ -83,7 +83,8 @@ def _column_info(table: ProtectedTable | None, relation: Relation, role: str) ->
     for name, format_type in relation.columns:
         kind = t.base_type(format_type)
         if table is None:
-            infos[name] = ColumnInfo(kind, not_null=name in relation.not_null)
+            infos[name] = ColumnInfo(kind, not_null=name in relation.not_null,
+                                     domain_sql=_distinct_values(relation.schema, relation.name, name))
             continue
         policy = table.columns.get(name)
         unit = name == table.privacy_unit.column
@@ -94,8 +95,17 @@ def _column_info(table: ProtectedTable | None, relation: Relation, role: str) ->
         if raw and policy is not None and policy.bounds is not None:
             bounds = (Fraction(policy.bounds[0]), Fraction(policy.bounds[1]))
         domain = policy.public_domain if raw and policy is not None else None
-        infos[name] = ColumnInfo(kind, bounds, domain, protected=True, unit=unit, not_null=name in relation.not_null)
+        domain_sql = None
+        if raw and policy is not None and policy.public_domain_table is not None:
+            schema, other, column = policy.public_domain_table.split(".")
+            domain_sql = _distinct_values(schema, other, column)
+        infos[name] = ColumnInfo(kind, bounds, domain, domain_sql, protected=True, unit=unit,
+                                 not_null=name in relation.not_null)
     return infos
+
+
+def _distinct_values(schema: str, table: str, column: str) -> str:
+    return f"SELECT DISTINCT {quote_ident(column)} FROM {quote_ident(schema)}.{quote_ident(table)}"
 
 
 class PrivateAnalyser:
@@ -308,8 +318,10 @@ class PrivateAnalyser:
             type_name = self._row_check(node, what)
             bounds = self.rows.bounds_of(node) if t.is_number(type_name) else (None, None)
             unit = isinstance(node, exp.Column) and self._resolve(node).unit
+            domain_sql = self._resolve(node).domain_sql if isinstance(node, exp.Column) else None
             add(name, self.rows.safe_sql(node), ColumnInfo(
-                type_name, None if None in bounds else bounds, self._domain(node), protected=True, unit=unit))  # type: ignore[arg-type]
+                type_name, None if None in bounds else bounds, self._domain(node), domain_sql,  # type: ignore[arg-type]
+                protected=True, unit=unit))
         sql = f"SELECT {', '.join(parts)} {self._source_sql(select)}"
         per_person = False
         if group is not None:
@@ -499,7 +511,11 @@ class PrivateAnalyser:
             raise PrivateRefusal("grouping by the privacy unit would release one group per person, and none "
                                  "would pass partition selection", hint="Group by something people share.")
         self.key_nodes.append(node)
-        self.keys.append(q.Key(self.rows.safe_sql(node), type_name, self._domain(node), node.sql("postgres")))
+        domain_sql = None
+        if isinstance(node, exp.Column):
+            domain_sql = self._resolve(node).domain_sql
+        self.keys.append(q.Key(self.rows.safe_sql(node), type_name, self._domain(node), node.sql("postgres"),
+                               domain_sql))
         return len(self.keys) - 1
 
     def _domain(self, node: exp.Expression) -> tuple[str | None, ...] | None:

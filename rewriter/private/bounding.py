@@ -201,4 +201,10 @@ def bounded_sql(query: q.PrivateQuery) -> str:
                 f'SELECT {i}, NULL::integer, {head}count(DISTINCT "v")::numeric{nulls} '
                 f'FROM {bounded}, unnest("m{i}") AS "v"{group}'
             )
+    for i, key in enumerate(query.keys):
+        if key.domain is None and key.domain_sql is not None:
+            # The public values of this key, from its public table.
+            columns = ", ".join('"d"."v"' if j == i else "NULL" for j in range(len(keys)))
+            branches.append(f'SELECT {-1 - i}, NULL::integer, {columns}, NULL::numeric{nulls} '
+                            f'FROM ({key.domain_sql}) AS "d"("v")')
     return f"WITH {', '.join(ctes)} " + " UNION ALL ".join(branches)

@@ -38,6 +38,7 @@ class ColumnInfo:
     type_name: str
     bounds: tuple[Fraction, Fraction] | None = None
     domain: tuple[str, ...] | None = None  # public values of a group key
+    domain_sql: str | None = None  # or a query for them (a public table's column)
     protected: bool = False  # read from a protected table
     unit: bool = False  # the privacy unit
     not_null: bool = False  # declared NOT NULL (so count(col) = count(*))

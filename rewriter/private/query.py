@@ -46,6 +46,11 @@ class Key:
     type_name: str
     domain: tuple[str | None, ...] | None
     label: str = ""
+    domain_sql: str | None = None  # a query returning the public values, when they live in a public table
+
+    @property
+    def public(self) -> bool:
+        return self.domain is not None or self.domain_sql is not None
 
 
 @dataclass(frozen=True)

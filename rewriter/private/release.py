@@ -75,8 +75,8 @@ class PrivateRelease:
     def __post_init__(self) -> None:
         query = self.query
         found = measurements(query)
-        selection_needed = query.grouped and not all(k.domain is not None for k in query.keys)
-        if query.grouped and not selection_needed:
+        selection_needed = query.grouped and not all(k.public for k in query.keys)
+        if query.grouped and all(k.domain is not None for k in query.keys):
             size = math.prod(len(k.domain or ()) for k in query.keys)
             if size > MAX_PUBLIC_GROUPS:
                 raise ValueError(f"the public group keys have {size} combinations; pgshroud releases at most "
@@ -142,8 +142,15 @@ class PrivateRelease:
         """Raw totals per group, empty public groups included."""
         width = len(self.query.keys)
         groups: dict[tuple[str | None, ...], dict] = {}
+        domains: list[set | tuple | None] = [k.domain if k.domain is not None else (set() if k.domain_sql else None)
+                                             for k in self.query.keys]
         for row in raw.rows:
             kind, bucket = int(row[0] or 0), row[1]
+            if kind < 0:  # a public value of key -kind-1
+                value = row[2 - kind - 1]
+                if value is not None:
+                    domains[-kind - 1].add(value)  # type: ignore[union-attr]
+                continue
             key = tuple(row[2 : 2 + width])
             totals = groups.setdefault(key, {"units": Fraction(0), "m": {}, "hist": {}})
             values = row[2 + width :]
@@ -156,12 +163,12 @@ class PrivateRelease:
                 totals["m"][kind] = Fraction(Decimal(values[0]))
             else:
                 totals["hist"].setdefault(kind, {})[int(bucket)] = int(Decimal(values[0]))
-        domains = [k.domain for k in self.query.keys]
         if any(d is not None for d in domains):
             groups = {k: v for k, v in groups.items()
                       if all(d is None or value in d for value, d in zip(k, domains))}
         if self.query.keys and all(d is not None for d in domains):
-            for key in itertools.product(*domains):  # type: ignore[arg-type]
+            ordered = [sorted(d) if isinstance(d, set) else d for d in domains]
+            for key in itertools.product(*ordered):  # type: ignore[arg-type]
                 groups.setdefault(tuple(key), {"units": Fraction(0), "m": {}, "hist": {}})
         if not self.query.keys and not groups:
             groups[()] = {"units": Fraction(0), "m": {}, "hist": {}}

@@ -361,6 +361,19 @@ def run_rounds(args, targets: dict, queries: tuple[Query, ...]) -> dict[str, dic
     return results
 
 
+def ledger_charges(cluster: ThrowawayCluster) -> dict | None:
+    """What pgshroud's budget ledger recorded for the analyst: one charge per private answer."""
+    try:
+        row = cluster.execute(
+            "SELECT count(*), sum(epsilon), min(epsilon), max(epsilon), sum(delta), min(delta), max(delta) "
+            f"FROM pgshroud.budget_ledger WHERE kind = 'charge' AND user_name = '{ANALYST}'", dbname=DATABASE)[0]
+    except psycopg.Error as exc:
+        log(f"cannot read pgshroud's ledger: {one_line(str(exc), 160)}")
+        return None
+    names = ("charges", "epsilon_sum", "epsilon_min", "epsilon_max", "delta_sum", "delta_min", "delta_max")
+    return {name: plain(value) for name, value in zip(names, row)}
+
+
 # ------------------------------------------------------------------ analysis
 
 
@@ -535,6 +548,17 @@ def report(args, queries, exact_answers, summaries, calibration, meta) -> str:
     for number, query in enumerate(queries, 1):
         lines.append(f"{number}. `{query.sql}`")
     lines.append("")
+    ledger = meta.get("ledger")
+    if ledger and not ledger["charges"]:
+        lines.append(f"pgshroud's budget ledger after the run: no charges to `{ANALYST}` for "
+                     f"{ledger['answers']} private answers.")
+        lines.append("")
+    elif ledger:
+        lines.append(f"pgshroud's budget ledger after the run: {ledger['charges']} charges to `{ANALYST}` for "
+                     f"{ledger['answers']} private answers (warm-up round included), epsilon "
+                     f"{ledger['epsilon_min']:g} to {ledger['epsilon_max']:g} each, delta {ledger['delta_min']:g} "
+                     f"to {ledger['delta_max']:g} each.")
+        lines.append("")
     if calibration:
         lines.append(f"smartnoise-sql per-mechanism epsilon (its odometer: total epsilon {args.epsilon:g}, "
                      f"delta {args.delta:g} per query):")
@@ -612,6 +636,7 @@ def main(argv: list[str] | None = None) -> int:
         targets = {"exact": lambda q: exact_db.run(q.sql)}
 
         calibration: dict = {}
+        answered_by_pgshroud: list[bool] = []  # every call, the warm-up round's too
         smartnoise_versions = "smartnoise-sql not run"
         if "smartnoise" in systems:
             smartnoise = Smartnoise(python, workdir)
@@ -646,18 +671,31 @@ def main(argv: list[str] | None = None) -> int:
                               sslmode="disable"),
                 setup=(f"SET pgshroud.epsilon = {args.epsilon!r}", f"SET pgshroud.delta = {args.delta!r}"))
             conn = private_db.connect()
-            for name in ("pgshroud.epsilon", "pgshroud.delta"):
+            for name, wanted in (("pgshroud.epsilon", args.epsilon), ("pgshroud.delta", args.delta)):
                 try:
-                    log(f"pgshroud: SHOW {name} = {conn.execute(f'SHOW {name}').fetchone()[0]}")
+                    shown = conn.execute(f"SHOW {name}").fetchone()[0]
                 except psycopg.Error as exc:
-                    log(f"pgshroud: SHOW {name} failed: {exc.sqlstate} {one_line(str(exc), 160)}")
-            targets["pgshroud"] = lambda q: private_db.run(q.sql)
+                    raise SystemExit(f"pgshroud: SHOW {name} failed: {exc.sqlstate} {one_line(str(exc), 200)}")
+                log(f"pgshroud: SHOW {name} = {shown}")
+                if not math.isclose(float(shown), wanted, rel_tol=1e-9):
+                    raise SystemExit(f"pgshroud does not keep SET {name} = {wanted!r}: SHOW says {shown}, so its "
+                                     "answers would not be at the epsilon and delta asked for")
+            def run_pgshroud(query: Query) -> Outcome:
+                outcome = private_db.run(query.sql)
+                answered_by_pgshroud.append(outcome.refused is None)
+                return outcome
+
+            targets["pgshroud"] = run_pgshroud
 
         exact_answers = {q.name: exact_db.run(q.sql) for q in queries}
         for name, outcome in exact_answers.items():
             if outcome.refused:
                 raise SystemExit(f"the exact query {name} failed: {outcome.refused}")
         results = run_rounds(args, {s: targets[s] for s in systems}, queries)
+        ledger = ledger_charges(cluster) if "pgshroud" in systems else None
+        if ledger is not None:
+            ledger["answers"] = sum(answered_by_pgshroud)
+            log(f"pgshroud's ledger: {ledger}")
         for name, by_system in results.items():
             again = exact_db.run(next(q for q in queries if q.name == name).sql)
             if again.rows != exact_answers[name].rows:
@@ -686,6 +724,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_start": load_start,
         "load_end": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
+    meta["ledger"] = ledger
     text = report(args, queries, exact_answers, summaries, calibration, meta)
     print(text)
     args.markdown.parent.mkdir(parents=True, exist_ok=True)

@@ -678,7 +678,7 @@ class PrivateAnalyser:
         if kind in (q.MIN, q.MAX):
             quantile = q.EXTREME_QUANTILES[kind]
             self.notices.append(
-                f"{label} is answered as a private estimate of the {int(quantile * 100)}th percentile: "
+                f"{label} is answered as a private estimate of the {'1st' if kind == q.MIN else '99th'} percentile: "
                 "the true extreme value of a column cannot be released with differential privacy"
             )
         if any(isinstance(n, AGGREGATE_CLASSES) for n in argument.walk()):

@@ -115,7 +115,7 @@ def test_example_masks():
     assert visits.columns["visit_date"].mask == MaskSpec("generalize_date", {"to": "month"})
     assert visits.columns["diagnosis_code"].mask.kind == "none"
     assert visits.columns["cost"].mask.kind == "noise_number"
-    assert visits.columns["cost"].bounds == (0, 50000)
+    assert visits.columns["cost"].bounds == (0, 5000)
     assert "Cardiology" in visits.columns["department"].public_domain
     assert labs.columns["value"].mask.kind == "noise_number"
 

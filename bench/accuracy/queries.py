@@ -30,9 +30,17 @@ QUERIES: tuple[Query, ...] = (
     Query("dept_count_avg", "count and avg(cost) by department",
           "SELECT department, count(*) AS visits, avg(cost) AS avg_cost FROM visits GROUP BY department",
           ("department",), ("visits.department",)),
-    Query("diagnosis_count", "count by diagnosis_code (partition selection)",
+    Query("diagnosis_count", "count by diagnosis_code (public: diagnoses.code)",
           "SELECT diagnosis_code, count(*) AS visits FROM visits GROUP BY diagnosis_code",
           ("diagnosis_code",), ("visits.diagnosis_code",)),
+    Query("visits_by_month", "count by month of visit_date (partition selection)",
+          "SELECT EXTRACT(YEAR FROM visit_date) AS visit_year, EXTRACT(MONTH FROM visit_date) AS visit_month, "
+          "count(*) AS visits FROM visits "
+          "GROUP BY EXTRACT(YEAR FROM visit_date), EXTRACT(MONTH FROM visit_date)",
+          ("visit_year", "visit_month"), ("visits.visit_date", "visits.visit_date")),
+    Query("patients_by_state", "count of patients by state (partition selection)",
+          "SELECT state, count(*) AS patients FROM patients GROUP BY state",
+          ("state",), ("patients.state",)),
     Query("dept_sum_since", "sum(cost) by department since 2024-01-01",
           "SELECT department, sum(cost) AS total_cost FROM visits WHERE visit_date >= '2024-01-01' "
           "GROUP BY department",

@@ -145,6 +145,11 @@ class RowExpressions:
             return "integer" if node.this.lstrip("-").isdigit() else "numeric"
         if isinstance(node, exp.Null):
             return "unknown"
+        if isinstance(node, exp.Parameter):
+            # A bind value: converted to its type at Bind, before any row is
+            # read, so using it cannot fail on a row. Its value is not known
+            # here, so it gives no bounds and cannot be a divisor.
+            return "unknown"
         if isinstance(node, exp.Boolean):
             return "boolean"
         if isinstance(node, exp.Paren):
@@ -202,7 +207,7 @@ class RowExpressions:
 
     def _number(self, node: exp.Expression, operator: str) -> str:
         kind = self.type_of(node)
-        if kind == "unknown" and literal_number(node) is not None:
+        if kind == "unknown" and _number_like(node):
             return "numeric"
         if not t.is_number(kind):
             raise ExpressionRefused(f"{operator} needs numbers in a private query, got {kind}")
@@ -223,7 +228,7 @@ class RowExpressions:
             # date + integer overflows the date range for some integers.
             raise ExpressionRefused("date arithmetic other than subtracting two dates is not allowed in a private query")
         for side, kind in ((node.this, left), (node.expression, right)):
-            if not t.is_number(kind) and not (kind == "unknown" and literal_number(side) is not None):
+            if not t.is_number(kind) and not (kind == "unknown" and _number_like(side)):
                 raise ExpressionRefused(f"arithmetic needs numbers in a private query, got {kind}")
         return t.arithmetic(left if left != "unknown" else "numeric", right if right != "unknown" else "numeric")
 
@@ -367,6 +372,11 @@ class RowExpressions:
             return n
 
         return node.copy().transform(transform, copy=False) if not isinstance(node, exp.Column) else node.copy()
+
+
+def _number_like(node: exp.Expression) -> bool:
+    """A numeric literal, or a bind parameter PostgreSQL will type from its use."""
+    return literal_number(node) is not None or isinstance(node, exp.Parameter)
 
 
 def _common(kinds: list[str]) -> str:

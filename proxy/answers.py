@@ -15,6 +15,7 @@ from proxy.codec.messages import (
     DataRow,
     FieldDescription,
     NoData,
+    NoticeResponse,
     RowDescription,
 )
 from rewriter.plans import Column, LocalAnswer
@@ -56,18 +57,28 @@ def row_description(columns: Sequence[Column], formats: Sequence[int]) -> bytes:
     return RowDescription(fields).encode()
 
 
-def data_rows(answer: LocalAnswer, formats: Sequence[int]) -> bytes:
+def data_row_frames(answer: LocalAnswer, formats: Sequence[int]) -> list[bytes]:
+    """One DataRow frame per row of the answer."""
     types = [c.type_oid for c in answer.columns]
-    return b"".join(
-        DataRow(tuple(_encode(v, t, f) for v, t, f in zip(row, types, formats))).encode() for row in answer.rows
-    )
+    return [DataRow(tuple(_encode(v, t, f) for v, t, f in zip(row, types, formats))).encode() for row in answer.rows]
+
+
+def data_rows(answer: LocalAnswer, formats: Sequence[int]) -> bytes:
+    return b"".join(data_row_frames(answer, formats))
+
+
+def notices(answer: LocalAnswer) -> bytes:
+    """The answer's notices as NoticeResponses (severity NOTICE, SQLSTATE 00000)."""
+    if not answer.notices:
+        return b""
+    return b"".join(NoticeResponse.build("NOTICE", "00000", text).encode() for text in answer.notices)
 
 
 def simple_query_answer(answer: LocalAnswer) -> bytes:
-    """RowDescription (if any columns), DataRows and CommandComplete, all text."""
+    """Notices, RowDescription (if any columns), DataRows and CommandComplete, all text."""
     formats = (TEXT,) * len(answer.columns)
     head = row_description(answer.columns, formats) if answer.columns else b""
-    return head + data_rows(answer, formats) + CommandComplete(answer.command_tag).encode()
+    return notices(answer) + head + data_rows(answer, formats) + CommandComplete(answer.command_tag).encode()
 
 
 def _encode(value: str | None, type_oid: int, fmt: int) -> bytes | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Callable
 
-from proxy.answers import data_rows, row_description, simple_query_answer
+from proxy.answers import data_rows, notices, row_description, simple_query_answer
 from proxy.codec.messages import CommandComplete, DataRow, ErrorResponse
 from rewriter.plans import Column, LocalAnswer, RawResult
 
@@ -99,7 +99,11 @@ class RefuseAction(Action):
 
 
 class Transform(Action):
-    """Collect a Release's raw rows and send only its finalized answer."""
+    """Collect a Release's raw rows and send only its finalized answer.
+
+    Upstream notices are dropped while it runs: a RAISE NOTICE or a warning
+    could carry protected values. The answer's own notices go first.
+    """
 
     __slots__ = ("finalize", "columns", "formats", "describe", "rows", "on_error")
 
@@ -120,14 +124,19 @@ class Transform(Action):
         self.on_error = on_error
 
     def frame(self, kind: int, frame: bytes) -> bytes:
-        if kind in ASYNC:
-            return frame
         if kind == DATA_ROW:
             self.rows.append(frame)
             return b""
+        if kind == NOTICE:
+            return b""
+        if kind in ASYNC:
+            return frame
         if kind == COMMAND_COMPLETE:
             answer = self.finalize(self._raw())
-            head = row_description(self.columns, self.formats) if self.describe else b""
+            self.rows = []
+            head = notices(answer)
+            if self.describe:
+                head += row_description(self.columns, self.formats)
             return head + data_rows(answer, self.formats) + CommandComplete(answer.command_tag).encode()
         if kind == ERROR:
             return self.on_error(frame)
@@ -145,7 +154,8 @@ class Statements(Action):
 
     Statement boundaries are the CommandComplete/EmptyQueryResponse/
     ErrorResponse messages; after an error PostgreSQL runs no further
-    statement of the Query, so the rest is relayed.
+    statement of the Query, so the rest is relayed. Asynchronous messages
+    go to the running statement's action, which may drop notices.
     """
 
     __slots__ = ("actions", "index")
@@ -155,9 +165,11 @@ class Statements(Action):
         self.index = 0
 
     def frame(self, kind: int, frame: bytes) -> bytes:
-        if kind in ASYNC or kind == READY or self.index >= len(self.actions):
+        if kind == READY or self.index >= len(self.actions):
             return frame
         action = self.actions[self.index]
+        if kind in ASYNC:
+            return frame if action is None else action.frame(kind, frame)
         out = frame if action is None else action.frame(kind, frame)
         if kind == ERROR:
             self.index = len(self.actions)
@@ -172,8 +184,9 @@ def local_statement_action(answer: LocalAnswer) -> Replace:
 
 
 def local_execute_action(answer: LocalAnswer, formats: tuple[int, ...]) -> Replace:
-    """An Execute of a Local portal: the rows, then the answer's command tag."""
-    return Replace(data_rows(answer, formats) + CommandComplete(answer.command_tag).encode(), at=frozenset(b"CIs"))
+    """An Execute of a Local portal: its notices, the rows, then the answer's command tag."""
+    return Replace(notices(answer) + data_rows(answer, formats) + CommandComplete(answer.command_tag).encode(),
+                   at=frozenset(b"CIs"))
 
 
 def error_bytes(sqlstate: str, message: str, hint: str | None = None, severity: str = "ERROR") -> bytes:

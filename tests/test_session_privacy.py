@@ -1,0 +1,281 @@
+"""The session's privacy settings, the notices of private answers, and
+private answers fetched a few rows at a time, driven by a fake planner.
+
+The planner answers `SET pgshroud.<name> = <value>`, `RESET pgshroud.<name>`
+and `SHOW pgshroud.<name>` (`SHOW pgshroud.all`: one row per setting) as
+Local plans, as the real rewriter does, from the PlanContext.privacy it is
+given; `release <sql>` charges the session's epsilon and adds 1000 to every
+value of <sql>'s single column, with a notice that names the epsilon;
+anything else passes through. Real clients and a real PostgreSQL check that
+settings hold only once their statement succeeded, as PostgreSQL's own SET
+does, that nothing PostgreSQL says while a private answer is computed
+reaches the client, and that a portal's rows arrive exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import asyncpg
+import psycopg
+import pytest
+
+from proxy import responses as r
+from proxy.codec.messages import (
+    Bind,
+    CommandComplete,
+    DataRow,
+    ErrorResponse,
+    Execute,
+    FieldDescription,
+    NoticeResponse,
+    NotificationResponse,
+    ParameterStatus,
+    Parse,
+    PortalSuspended,
+    ReadyForQuery,
+    RowDescription,
+    Sync,
+)
+from rewriter import PlanContext
+from rewriter.plans import (
+    Column,
+    Cost,
+    Local,
+    LocalAnswer,
+    Passthrough,
+    PrivacySetting,
+    RawResult,
+    Refuse,
+    Release,
+)
+from tests.rawclient import RawClient
+
+DEFAULTS = {"epsilon": "1", "delta": "0"}
+NOISY = """create function pg_temp.noisy(v int) returns int language plpgsql as $$
+begin
+    raise notice 'secret %', v;
+    raise warning 'another secret %', v;
+    return v;
+end $$"""
+FIVE = "select g from generate_series(1, 5) g"
+
+
+@dataclass(frozen=True)
+class PlusThousand:
+    """A release whose 'noise' is +1000, with a notice naming its epsilon."""
+
+    epsilon: str
+    columns: tuple[Column, ...] = (Column("value", 20),)
+
+    @property
+    def cost(self) -> Cost:
+        return Cost(float(self.epsilon))
+
+    def finalize(self, raw: RawResult) -> LocalAnswer:
+        rows = tuple((None if v is None else str(int(v) + 1000),) for (v,) in raw.rows)
+        return LocalAnswer(f"SELECT {len(rows)}", self.columns, rows, notices=(f"released at epsilon {self.epsilon}",))
+
+
+@dataclass
+class FakePlanner:
+    seen: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+
+    def __call__(self, sql: str, context: PlanContext):
+        self.seen.append((sql, dict(context.privacy)))
+        plans = [self._statement(s.strip(), context) for s in sql.split(";") if s.strip()]
+        if len(plans) == 1 and isinstance(plans[0], Passthrough):
+            return (Passthrough(sql),)
+        return plans
+
+    def _statement(self, statement: str, context: PlanContext):
+        words = statement.split()
+        lowered = [w.lower() for w in words]
+        if len(lowered) > 1 and lowered[1].startswith("pgshroud."):
+            name = lowered[1].removeprefix("pgshroud.")
+            if lowered[0] == "set":
+                return Local(LocalAnswer("SET"), PrivacySetting(name, words[-1].strip("'")))
+            if lowered[0] == "reset":
+                return Local(LocalAnswer("RESET"), PrivacySetting(name, None))
+            if lowered[0] == "show" and name == "all":
+                rows = tuple((n, context.privacy.get(n, d)) for n, d in DEFAULTS.items())
+                return Local(LocalAnswer("SHOW", (Column("name"), Column("setting")), rows))
+            if lowered[0] == "show":
+                return Local(LocalAnswer("SHOW", (Column(f"pgshroud.{name}"),), ((context.privacy.get(name, DEFAULTS[name]),),)))
+        if lowered[:1] == ["release"]:
+            return Release(statement.partition(" ")[2], PlusThousand(context.privacy.get("epsilon", DEFAULTS["epsilon"])))
+        if lowered[:1] == ["refuse"]:
+            return Refuse("42501", "refused by the test planner")
+        return Passthrough(statement)
+
+    def privacy_of(self, marker: str) -> dict[str, str]:
+        """The settings the last plan of a text containing `marker` saw."""
+        return next(privacy for sql, privacy in reversed(self.seen) if marker in sql)
+
+
+@dataclass
+class MemoryLedger:
+    charges: list[Cost] = field(default_factory=list)
+
+    async def charge(self, user: str, cost: Cost) -> Refuse | None:
+        await asyncio.sleep(0.005)
+        self.charges.append(cost)
+        return None
+
+
+@pytest.fixture
+def planner() -> FakePlanner:
+    return FakePlanner()
+
+
+@pytest.fixture
+def ledger() -> MemoryLedger:
+    return MemoryLedger()
+
+
+@pytest.fixture
+def proxy(start_proxy, planner, ledger):
+    return start_proxy(planner, ledger=ledger)
+
+
+@pytest.fixture
+def conn(proxy):
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        yield conn
+
+
+def simple(conn: psycopg.Connection) -> psycopg.ClientCursor:
+    return psycopg.ClientCursor(conn)
+
+
+def show(cursor_or_conn, name: str = "epsilon") -> str:
+    return cursor_or_conn.execute(f"show pgshroud.{name}").fetchone()[0]
+
+
+def notices_of(conn: psycopg.Connection) -> list[str]:
+    seen: list[str] = []
+    conn.add_notice_handler(lambda diag: seen.append(diag.message_primary))
+    return seen
+
+
+# Notices
+
+
+def test_upstream_notices_during_a_release_are_dropped_simple_and_extended(conn):
+    seen = notices_of(conn)
+    conn.execute(NOISY)
+    for cursor in (simple(conn), conn):
+        seen.clear()
+        assert cursor.execute("release select pg_temp.noisy(42)").fetchone() == (1042,)
+        assert seen == ["released at epsilon 1"]
+        seen.clear()
+        # Outside a release PostgreSQL's notices pass as ever.
+        assert cursor.execute("select pg_temp.noisy(7)").fetchone() == (7,)
+        assert seen == ["secret 7", "another secret 7"]
+
+
+def test_notices_of_statements_around_a_release_still_pass(conn):
+    seen = notices_of(conn)
+    conn.execute(NOISY)
+    cur = simple(conn).execute("select pg_temp.noisy(1); release select pg_temp.noisy(2); select pg_temp.noisy(3)")
+    assert all_results(cur) == [[(1,)], [(1002,)], [(3,)]]
+    assert seen == ["secret 1", "another secret 1", "released at epsilon 1", "secret 3", "another secret 3"]
+
+
+def test_asyncpg_gets_the_release_notice_and_not_upstreams(proxy):
+    async def run():
+        conn = await asyncpg.connect(**asyncpg_args(proxy))
+        seen: list[tuple[str, str]] = []
+        conn.add_log_listener(lambda _conn, message: seen.append((message.sqlstate, message.message)))
+        try:
+            await conn.execute(NOISY)
+            value = await conn.fetchval("release select pg_temp.noisy(9)")
+        finally:
+            await conn.close()
+        return value, seen
+
+    value, seen = asyncio.run(asyncio.wait_for(run(), 60))
+    assert value == 1009
+    assert seen == [("00000", "released at epsilon 1")]
+
+
+def test_notices_come_before_the_rows_on_the_wire(proxy):
+    with raw_session(proxy) as client:
+        messages = client.query("release select 5")
+        assert [type(m).__name__ for m in messages] == [
+            "NoticeResponse", "RowDescription", "DataRow", "CommandComplete", "ReadyForQuery"]
+        notice = messages[0]
+        assert (notice.field("S"), notice.field("V"), notice.sqlstate, notice.message) == (
+            "NOTICE", "NOTICE", "00000", "released at epsilon 1")
+        client.send(b"".join(m.encode() for m in (
+            Parse("", "release select 5", ()), Bind("", "", (), (), ()), Execute("", 0), Sync())))
+        assert [type(m).__name__ for m in client.read_until_ready()] == [
+            "ParseComplete", "BindComplete", "NoticeResponse", "DataRow", "CommandComplete", "ReadyForQuery"]
+
+
+def test_transform_drops_only_notices():
+    def finalize(raw: RawResult) -> LocalAnswer:
+        return LocalAnswer("SELECT 1", (Column("n", 20),), ((str(len(raw.rows)),),), notices=("ours",))
+
+    transform = r.Transform(finalize, (Column("n", 20),), (0,), describe=True, on_error=lambda f: f)
+    statements = r.Statements([None, transform])
+    upstream_notice = NoticeResponse.build("NOTICE", "00000", "secret").encode()
+    status = ParameterStatus("application_name", "x").encode()
+    notification = NotificationResponse(1, "chan", "hi").encode()
+    first = [upstream_notice, CommandComplete("SELECT 1").encode()]  # the statement before the release
+    during = [upstream_notice, status, DataRow((b"1",)).encode(), notification, upstream_notice,
+              DataRow((b"2",)).encode(), CommandComplete("SELECT 2").encode()]
+    out = b"".join(statements.frame(f[0], f) for f in first + during)
+    expected = (
+        first[0] + first[1] + status + notification
+        + NoticeResponse.build("NOTICE", "00000", "ours").encode()
+        + RowDescription((FieldDescription("n", 0, 0, 20, -1, -1, 0),)).encode()
+        + DataRow((b"2",)).encode() + CommandComplete("SELECT 1").encode()
+    )
+    assert out == expected
+
+
+# helpers
+
+
+def all_results(cursor: psycopg.Cursor) -> list[list[tuple]]:
+    results = []
+    while True:
+        results.append(cursor.fetchall() if cursor.description else [])
+        if not cursor.nextset():
+            return results
+
+
+def asyncpg_args(proxy) -> dict:
+    return {"host": proxy.host, "port": proxy.port, "user": "app", "password": "app", "database": "app", "ssl": False}
+
+
+def raw_session(proxy) -> RawClient:
+    client = RawClient.connect(proxy.host, proxy.port)
+    client.startup("u_trust", "app")
+    return client
+
+
+def encode(*messages) -> bytes:
+    return b"".join(m.encode() for m in messages)
+
+
+def summary(messages) -> list[str]:
+    out = []
+    for m in messages:
+        if isinstance(m, DataRow):
+            out.append("D:" + "|".join("NULL" if v is None else v.decode() for v in m.values))
+        elif isinstance(m, CommandComplete):
+            out.append(f"C:{m.tag}")
+        elif isinstance(m, NoticeResponse):
+            out.append(f"N:{m.message}")
+        elif isinstance(m, ErrorResponse):
+            out.append(f"E:{m.sqlstate}")
+        elif isinstance(m, ReadyForQuery):
+            out.append(f"Z:{m.status.decode()}")
+        elif isinstance(m, PortalSuspended):
+            out.append("PortalSuspended")
+        else:
+            out.append(type(m).__name__)
+    return out

@@ -13,8 +13,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Callable
 
-from proxy.answers import data_rows, notices, row_description, simple_query_answer
-from proxy.codec.messages import CommandComplete, DataRow, ErrorResponse
+from proxy.answers import data_row_frames, notices, row_description, simple_query_answer
+from proxy.codec.messages import CommandComplete, DataRow, ErrorResponse, PortalSuspended
 from rewriter.plans import Column, LocalAnswer, RawResult
 
 # Message type bytes as ints, as indexing bytes yields them.
@@ -22,6 +22,7 @@ ERROR = ord("E")
 NOTICE, PARAMETER_STATUS, NOTIFICATION = ord("N"), ord("S"), ord("A")
 ASYNC = frozenset((NOTICE, PARAMETER_STATUS, NOTIFICATION))
 DATA_ROW, COMMAND_COMPLETE, READY = ord("D"), ord("C"), ord("Z")
+PORTAL_SUSPENDED = PortalSuspended().encode()
 
 # What ends each kind of unit (protocol docs, "Message Flow").
 ENDS_READY = frozenset(b"Z")
@@ -98,6 +99,78 @@ class RefuseAction(Action):
         return b""
 
 
+class PortalAnswer:
+    """An answer pgshroud holds for a portal: a Local answer, or a Release's
+    finalized one.
+
+    The first Execute of the portal runs the statement once, whole; every
+    Execute sends the next rows as PostgreSQL sends a portal's: with a row
+    limit, that many and then PortalSuspended while any are left (or exactly
+    that many were), otherwise the rest and CommandComplete, whose row count
+    is that Execute's rows, as PostgreSQL counts them.
+    """
+
+    __slots__ = ("notices", "rows", "next", "tag", "started")
+
+    def __init__(self) -> None:
+        self.notices = b""
+        self.rows: list[bytes] = []
+        self.next = 0
+        self.tag = "SELECT 0"
+        self.started = False
+
+    def fill(self, answer: LocalAnswer, formats: tuple[int, ...]) -> None:
+        self.notices = notices(answer)
+        self.rows = data_row_frames(answer, formats)
+        self.tag = answer.command_tag
+
+    def take_notices(self) -> bytes:
+        head, self.notices = self.notices, b""
+        return head
+
+    def take(self, max_rows: int) -> bytes:
+        """What one Execute with this row limit (0: none) sends."""
+        head = self.take_notices()
+        rows, start = self.rows, self.next
+        started, self.started = self.started, True
+        if 0 < max_rows <= len(rows) - start:
+            self.next = start + max_rows
+            return head + b"".join(rows[start : self.next]) + PORTAL_SUSPENDED
+        self.rows, self.next = [], 0
+        tag = _counted(self.tag, len(rows) - start) if started else self.tag
+        return head + b"".join(rows[start:]) + CommandComplete(tag).encode()
+
+
+def _counted(tag: str, rows: int) -> str:
+    """A command tag with its row count replaced ("SELECT 5" -> "SELECT 2")."""
+    word, _, count = tag.rpartition(" ")
+    return f"{word} {rows}" if word and count.isdigit() else tag
+
+
+FETCH_AT = frozenset(b"CIs")
+
+
+class Fetch(Action):
+    """An Execute of a portal whose answer pgshroud holds. The Execute still
+    goes upstream, to a portal that has nothing more to give, so that
+    PostgreSQL keeps deciding whether it may run (the portal exists, the
+    transaction is not aborted) and its completion lands in order; it
+    becomes the portal's next rows."""
+
+    __slots__ = ("portal", "max_rows")
+
+    def __init__(self, portal: PortalAnswer, max_rows: int) -> None:
+        self.portal = portal
+        self.max_rows = max_rows
+
+    def frame(self, kind: int, frame: bytes) -> bytes:
+        if kind in ASYNC or kind == ERROR:
+            return frame
+        if kind in FETCH_AT:
+            return self.portal.take(self.max_rows)
+        return b""  # nothing else is expected; nothing from upstream gets through
+
+
 class Transform(Action):
     """Collect a Release's raw rows and send only its finalized answer.
 
@@ -105,7 +178,7 @@ class Transform(Action):
     could carry protected values. The answer's own notices go first.
     """
 
-    __slots__ = ("finalize", "columns", "formats", "describe", "rows", "on_error")
+    __slots__ = ("finalize", "columns", "formats", "describe", "rows", "on_error", "portal", "max_rows")
 
     def __init__(
         self,
@@ -115,6 +188,8 @@ class Transform(Action):
         *,
         describe: bool,
         on_error: Callable[[bytes], bytes],
+        portal: PortalAnswer | None = None,
+        max_rows: int = 0,
     ) -> None:
         self.finalize = finalize
         self.columns = columns
@@ -122,6 +197,8 @@ class Transform(Action):
         self.describe = describe  # simple Query: send a RowDescription first
         self.rows: list[bytes] = []
         self.on_error = on_error
+        self.portal = portal  # extended protocol: where the answer is kept for later Executes
+        self.max_rows = max_rows
 
     def frame(self, kind: int, frame: bytes) -> bytes:
         if kind == DATA_ROW:
@@ -134,10 +211,12 @@ class Transform(Action):
         if kind == COMMAND_COMPLETE:
             answer = self.finalize(self._raw())
             self.rows = []
-            head = notices(answer)
+            portal = self.portal if self.portal is not None else PortalAnswer()
+            portal.fill(answer, self.formats)
+            head = portal.take_notices()
             if self.describe:
                 head += row_description(self.columns, self.formats)
-            return head + data_rows(answer, self.formats) + CommandComplete(answer.command_tag).encode()
+            return head + portal.take(self.max_rows)
         if kind == ERROR:
             return self.on_error(frame)
         return b""
@@ -181,12 +260,6 @@ class Statements(Action):
 def local_statement_action(answer: LocalAnswer) -> Replace:
     """In a simple Query, the placeholder's result becomes the answer."""
     return Replace(simple_query_answer(answer), at=frozenset(b"CI"))
-
-
-def local_execute_action(answer: LocalAnswer, formats: tuple[int, ...]) -> Replace:
-    """An Execute of a Local portal: its notices, the rows, then the answer's command tag."""
-    return Replace(notices(answer) + data_rows(answer, formats) + CommandComplete(answer.command_tag).encode(),
-                   at=frozenset(b"CIs"))
 
 
 def error_bytes(sqlstate: str, message: str, hint: str | None = None, severity: str = "ERROR") -> bytes:

@@ -57,13 +57,15 @@ class Ledger(Protocol):
 
 
 class _Statement:
-    """A prepared statement or portal whose plan is not Passthrough."""
+    """A prepared statement or portal whose plan is not Passthrough; a
+    portal that has run keeps its answer, for later Executes."""
 
-    __slots__ = ("plan", "formats")
+    __slots__ = ("plan", "formats", "answer")
 
     def __init__(self, plan: Local | Release, formats: tuple[int, ...] = ()) -> None:
         self.plan = plan
         self.formats = formats
+        self.answer: r.PortalAnswer | None = None
 
 
 class SessionContext:
@@ -403,7 +405,15 @@ class Session:
             log.exception("ledger charge failed")
             return Refuse("58000", "the privacy budget ledger is unavailable, so nothing was released")
 
-    def _transform(self, plan: Release, *, describe: bool, formats: tuple[int, ...] | None = None) -> r.Transform:
+    def _transform(
+        self,
+        plan: Release,
+        *,
+        describe: bool,
+        formats: tuple[int, ...] | None = None,
+        portal: r.PortalAnswer | None = None,
+        max_rows: int = 0,
+    ) -> r.Transform:
         columns = plan.spec.columns
         return r.Transform(
             plan.spec.finalize,
@@ -411,6 +421,8 @@ class Session:
             formats if formats is not None else (0,) * len(columns),
             describe=describe,
             on_error=_withheld_error,
+            portal=portal,
+            max_rows=max_rows,
         )
 
     # extended protocol
@@ -480,20 +492,31 @@ class Session:
         if info is None:
             self._expect(r.ENDS_EXECUTE)
             return None
+        if self._upstream_skipping:
+            return None  # PostgreSQL ignores it until Sync: nothing to run or charge
+        if info.answer is not None:
+            # It ran: the next rows of its answer, never a second run.
+            self._expect(r.ENDS_EXECUTE, action=r.Fetch(info.answer, execute.max_rows))
+            return None
         plan = info.plan
         if isinstance(plan, Local):
-            self._expect(r.ENDS_EXECUTE, action=r.local_execute_action(plan.answer, info.formats))
+            answer = info.answer = r.PortalAnswer()
+            answer.fill(plan.answer, info.formats)
+            self._expect(r.ENDS_EXECUTE, action=r.Fetch(answer, execute.max_rows))
             return None
-        self._block(self._charge_then_execute(plan, execute, info.formats))
+        self._block(self._charge_then_execute(plan, execute, info))
         return b""
 
-    async def _charge_then_execute(self, plan: Release, execute: Execute, formats: tuple[int, ...]) -> bytes:
+    async def _charge_then_execute(self, plan: Release, execute: Execute, info: _Statement) -> bytes:
         refusal = await self._charge(plan)
         if refusal is not None:
             return self._refuse_extended(r.ENDS_EXECUTE, refusal.sqlstate, refusal.message, refusal.hint)
-        self._expect(r.ENDS_EXECUTE, action=self._transform(plan, describe=False, formats=formats))
-        # A release is answered whole: fetching it in pieces would run the
-        # aggregate, and its noise, more than once.
+        answer = info.answer = r.PortalAnswer()
+        self._expect(r.ENDS_EXECUTE, action=self._transform(
+            plan, describe=False, formats=info.formats, portal=answer, max_rows=execute.max_rows))
+        # A release runs once, whole: fetching it from PostgreSQL in pieces
+        # would run the aggregate, and its noise, more than once. Later
+        # Executes of the portal take the next rows of its answer.
         return Execute(execute.portal, 0).encode()
 
     def _refuse_extended(self, ends: frozenset[int], sqlstate: str, message: str, hint: str | None = None) -> bytes:

@@ -236,6 +236,139 @@ def test_transform_drops_only_notices():
     assert out == expected
 
 
+# Executes with a row limit
+
+
+def test_execute_with_row_limits_serves_the_release_once_in_pieces(proxy, ledger):
+    with raw_session(proxy) as client:
+        client.query("begin")
+        client.send(encode(Parse("s", f"release {FIVE}", ()), Bind("p", "s", (), (), ()), Execute("p", 2), Sync()))
+        assert summary(client.read_until_ready()) == [
+            "ParseComplete", "BindComplete", "N:released at epsilon 1", "D:1001", "D:1002", "PortalSuspended", "Z:T"]
+        client.send(encode(Execute("p", 2), Sync()))
+        assert summary(client.read_until_ready()) == ["D:1003", "D:1004", "PortalSuspended", "Z:T"]
+        client.send(encode(Execute("p", 2), Execute("p", 2), Execute("p", 0), Sync()))
+        assert summary(client.read_until_ready()) == [
+            "D:1005", "C:SELECT 1", "C:SELECT 0", "C:SELECT 0", "Z:T"]
+        client.query("commit")
+    assert ledger.charges == [Cost(1.0)]
+
+
+def test_row_limits_behave_as_postgres_for_the_same_rows(proxy):
+    """The same Execute sequence on a release and on the query that computes
+    its answer directly gives the same messages, notices aside."""
+    def run(sql: str) -> list[str]:
+        with raw_session(proxy) as client:
+            client.query("begin")
+            messages = []
+            client.send(encode(Parse("", sql, ()), Bind("p", "", (), (), ()), Execute("p", 3), Sync()))
+            messages += client.read_until_ready()
+            client.send(encode(Execute("p", 2), Execute("p", 1), Sync()))
+            messages += client.read_until_ready()
+            client.send(encode(Bind("q", "", (), (), ()), Execute("q", 5), Execute("q", 5), Execute("q", 5), Sync()))
+            messages += client.read_until_ready()
+            client.send(encode(Bind("", "", (), (), ()), Execute("", 0), Execute("", 0), Sync()))
+            messages += client.read_until_ready()
+            return [m for m in summary(messages) if not m.startswith("N:")]
+
+    private = run(f"release {FIVE}")
+    direct = run("select g + 1000 from generate_series(1, 5) g")
+    assert private == direct
+    assert private.count("PortalSuspended") == 3
+
+
+def test_pipelined_executes_of_two_portals_stay_in_order(proxy, ledger):
+    with raw_session(proxy) as client:
+        client.query("begin")
+        client.send(encode(
+            Parse("rel", f"release {FIVE}", ()), Parse("raw", "select g from generate_series(1, 3) g", ()),
+            Bind("p", "rel", (), (), ()), Bind("q", "raw", (), (), ()),
+            Execute("p", 2), Execute("q", 1), Execute("p", 2), Execute("q", 0), Execute("p", 0), Sync(),
+            Execute("p", 1), Sync(),
+        ))
+        first = summary(client.read_until_ready())
+        second = summary(client.read_until_ready())
+        assert first == [
+            "ParseComplete", "ParseComplete", "BindComplete", "BindComplete",
+            "N:released at epsilon 1", "D:1001", "D:1002", "PortalSuspended",
+            "D:1", "PortalSuspended",
+            "D:1003", "D:1004", "PortalSuspended",
+            "D:2", "D:3", "C:SELECT 2",
+            "D:1005", "C:SELECT 1",
+            "Z:T",
+        ]
+        assert second == ["C:SELECT 0", "Z:T"]
+        client.query("rollback")
+    assert ledger.charges == [Cost(1.0)]
+
+
+def test_local_answer_with_a_row_limit(proxy):
+    with raw_session(proxy) as client:
+        client.query("begin")
+        client.send(encode(Parse("", "show pgshroud.all", ()), Bind("p", "", (), (), ()), Execute("p", 1), Sync()))
+        assert summary(client.read_until_ready()) == ["ParseComplete", "BindComplete", "D:epsilon|1", "PortalSuspended",
+                                                      "Z:T"]
+        client.send(encode(Execute("p", 1), Execute("p", 1), Sync()))
+        assert summary(client.read_until_ready()) == ["D:delta|0", "PortalSuspended", "C:SHOW", "Z:T"]
+        client.query("commit")
+
+
+def test_a_portal_gone_upstream_is_an_error_as_in_postgres(proxy, ledger):
+    with raw_session(proxy) as client:
+        client.query("begin")
+        client.send(encode(Parse("s", f"release {FIVE}", ()), Bind("p", "s", (), (), ()), Execute("p", 2), Sync()))
+        client.read_until_ready()
+        client.query("commit")  # the portal ends with its transaction
+        client.send(encode(Execute("p", 2), Sync()))
+        messages = client.read_until_ready()
+        assert summary(messages) == ["E:34000", "Z:I"]
+        # A new Bind of the same name is a new portal: a new release.
+        client.send(encode(Bind("p", "s", (), (), ()), Execute("p", 0), Sync()))
+        assert summary(client.read_until_ready())[2:] == [
+            "D:1001", "D:1002", "D:1003", "D:1004", "D:1005", "C:SELECT 5", "Z:I"]
+    assert len(ledger.charges) == 2
+
+
+def test_a_failed_transaction_refuses_later_fetches(proxy, ledger):
+    with raw_session(proxy) as client:
+        client.query("begin")
+        client.send(encode(Parse("s", f"release {FIVE}", ()), Bind("p", "s", (), (), ()), Execute("p", 2), Sync()))
+        client.read_until_ready()
+        assert summary(client.query("select 1/0")) == ["E:22012", "Z:E"]
+        client.send(encode(Execute("p", 2), Sync()))
+        assert summary(client.read_until_ready()) == ["E:25P02", "Z:E"]
+        client.query("rollback")
+    assert ledger.charges == [Cost(1.0)]
+
+
+def test_asyncpg_cursor_fetches_a_release_in_pieces(proxy, ledger):
+    async def run():
+        conn = await asyncpg.connect(**asyncpg_args(proxy))
+        try:
+            async with conn.transaction():
+                cursor = await conn.cursor(f"release {FIVE}")
+                pieces = [await cursor.fetch(2) for _ in range(4)]
+            async with conn.transaction():
+                iterated = [record[0] async for record in conn.cursor(f"release {FIVE}", prefetch=2)]
+        finally:
+            await conn.close()
+        return [[record[0] for record in piece] for piece in pieces], iterated
+
+    pieces, iterated = asyncio.run(asyncio.wait_for(run(), 60))
+    assert pieces == [[1001, 1002], [1003, 1004], [1005], []]
+    assert iterated == [1001, 1002, 1003, 1004, 1005]
+    assert ledger.charges == [Cost(1.0), Cost(1.0)]
+
+
+def test_executing_a_release_portal_again_does_not_run_it_again(proxy, ledger):
+    with raw_session(proxy) as client:
+        client.send(encode(Parse("", "release select 1", ()), Bind("", "", (), (), ()), Execute("", 0), Execute("", 0),
+                           Sync()))
+        assert summary(client.read_until_ready()) == [
+            "ParseComplete", "BindComplete", "N:released at epsilon 1", "D:1001", "C:SELECT 1", "C:SELECT 0", "Z:I"]
+    assert ledger.charges == [Cost(1.0)]
+
+
 # helpers
 
 

@@ -298,6 +298,14 @@ SELECT visit_date, count(*) FROM visits GROUP BY visit_date
 -- cost: epsilon 1, delta 1e-6
 -- contribution: 5 groups x 10 rows
 
+-- title: a group key that is not selected still groups
+SELECT count(*) FROM visits GROUP BY department
+-- columns: count bigint
+-- keys: public 16
+-- noise: rows sensitivity 50 epsilon 1
+-- cost: epsilon 1, delta 0
+-- contribution: 5 groups x 10 rows
+
 -- title: patients joined to visits with USING take the larger contribution bounds
 SELECT sex, count(*) FROM patients JOIN visits USING (patient_id) GROUP BY sex
 -- columns: sex text, count bigint

@@ -218,3 +218,8 @@ SHOW pgshroud.budget
 -- title: EXPLAIN of row-level output
 EXPLAIN SELECT ssn FROM patients
 -- refused: 42501 row-level results are not released
+
+-- title: partition selection with delta 0
+SELECT date_trunc('month', visit_date) AS month, count(*) FROM visits GROUP BY month
+-- session: epsilon=1, delta=0
+-- refused: 42501 delta

@@ -342,14 +342,15 @@ class QueryAnalyser:
         aggregate; None for any other query."""
         if not self.aggregates_privately:
             return None
-        _, refs = self.analyse(text)
+        statement, refs = self.analyse(text)
         if not any(
             ref.relation.qualified in self.policy.protected_tables
             and self.role.access_to(ref.relation.qualified) == Access.AGGREGATE
             for ref in refs
         ):
             return None
-        return plan_private(self._tree, self.policy, self.role, self.catalog, self.user, self.privacy)
+        return plan_private(self._tree, self.policy, self.role, self.catalog, self.user, self.privacy,
+                            statement.tokens)
 
     def _privacy_setting(self, statement: Statement) -> Plan:
         word = statement.first_word
@@ -370,7 +371,7 @@ class QueryAnalyser:
                 return set_plan(name, None, self.policy)
             return set_plan(name, value, self.policy)
         except SettingError as exc:
-            raise Refusal("22023", str(exc)) from None
+            raise Refusal(exc.sqlstate, str(exc)) from None
 
     def _checked(self, statement: Statement, check) -> Plan:
         try:

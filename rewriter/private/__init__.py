@@ -7,14 +7,15 @@ adds noise and post-processes its raw totals in the proxy.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from sqlglot import exp
+from sqlglot.tokens import Token
 
 from policies.model import Policy, Role
 from rewriter.catalog import Catalog
 from rewriter.plans import Refuse, Release
-from rewriter.private.analysis import PrivateAnalyser, PrivateRefusal
+from rewriter.private.analysis import PrivateAnalyser, PrivateRefusal, written_function_names
 from rewriter.private.release import PrivateRelease
 from rewriter.private.settings import SettingError, current
 
@@ -22,14 +23,14 @@ __all__ = ["PrivateRelease", "plan_private"]
 
 
 def plan_private(tree: exp.Expression, policy: Policy, role: Role, catalog: Catalog, user: str,
-                 privacy: Mapping[str, str]) -> Release | Refuse:
+                 privacy: Mapping[str, str], tokens: Sequence[Token] = ()) -> Release | Refuse:
     try:
         epsilon = current("epsilon", privacy, policy)
         delta = current("delta", privacy, policy)
     except SettingError as exc:
-        return Refuse("22023", str(exc))
+        return Refuse(exc.sqlstate, str(exc))
     try:
-        query = PrivateAnalyser(policy, role, catalog, user).analyse(tree.copy())
+        query = PrivateAnalyser(policy, role, catalog, user).analyse(tree.copy(), written_function_names(tokens))
         release = PrivateRelease(query, epsilon, delta)
     except PrivateRefusal as exc:
         return Refuse("42501", f"pgshroud cannot answer this privately: {exc}", hint=exc.hint)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from sqlglot import exp
+from sqlglot.tokens import TokenType
 
 from policies.masks import mask_expression
 from policies.model import Access, Policy, ProtectedTable, Role
@@ -71,11 +72,33 @@ def aggregate_view(table: ProtectedTable, relation: Relation, role: str, row_fil
         elif policy is None:
             columns.append(f"NULL::{type_name} AS {target}")
         else:
-            columns.append(f"{mask_expression(policy.mask_for(role), f'{inner}.{target}', type_name)} AS {target}")
+            value = mask_expression(policy.mask_for(role), f"{inner}.{target}", type_name)
+            columns.append(f"{_tamed(value, t.base_type(type_name))} AS {target}")
     sql = f"SELECT {', '.join(columns)} FROM {quote_ident(relation.schema)}.{quote_ident(relation.name)} AS {inner}"
     if row_filter is not None:
         sql += f" WHERE ({row_filter})"
     return f"({sql})"
+
+
+# Values outside these ranges are clamped into them (infinite dates and
+# timestamps read as NULL), so that no expression a private query allows can
+# fail on them: numeric arithmetic stays far below numeric's limit of
+# 10**131072, and dates convert to timestamps in any time zone.
+NUMERIC_LIMIT = "1e100"
+EARLIEST, LATEST = "4700-01-01 BC", "294000-01-01"
+
+
+def _tamed(value: str, type_name: str) -> str:
+    if type_name == "numeric":
+        # GREATEST and LEAST skip NULLs, so NULL must not reach them.
+        return (f"(CASE WHEN {value} IS NULL OR {value} = 'NaN'::numeric THEN {value} "
+                f"ELSE LEAST(GREATEST({value}, -{NUMERIC_LIMIT}), {NUMERIC_LIMIT}) END)")
+    if type_name in t.TIMES:
+        cast = {"date": "date", "timestamp without time zone": "timestamp",
+                "timestamp with time zone": "timestamptz"}[type_name]
+        return (f"(CASE WHEN isfinite({value}) THEN LEAST(GREATEST({value}, '{EARLIEST}'::{cast}), "
+                f"'{LATEST}'::{cast}) END)")
+    return value
 
 
 def _column_info(table: ProtectedTable | None, relation: Relation, role: str) -> dict[str, ColumnInfo]:
@@ -96,12 +119,20 @@ def _column_info(table: ProtectedTable | None, relation: Relation, role: str) ->
             bounds = (Fraction(policy.bounds[0]), Fraction(policy.bounds[1]))
         domain = policy.public_domain if raw and policy is not None else None
         domain_sql = None
+        if domain is not None:
+            # PostgreSQL spells the values as the data does (t for true, 1.0 for 1 in numeric(3,1)).
+            values = ", ".join(f"({_string_literal(v)})" for v in domain)
+            domain_sql = f'SELECT CAST("v" AS {format_type}) FROM (VALUES {values}) AS "d"("v")'
         if raw and policy is not None and policy.public_domain_table is not None:
             schema, other, column = policy.public_domain_table.split(".")
             domain_sql = _distinct_values(schema, other, column)
         infos[name] = ColumnInfo(kind, bounds, domain, domain_sql, protected=True, unit=unit,
                                  not_null=name in relation.not_null)
     return infos
+
+
+def _string_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _distinct_values(schema: str, table: str, column: str) -> str:
@@ -128,7 +159,10 @@ class PrivateAnalyser:
 
     # entry
 
-    def analyse(self, tree: exp.Expression) -> q.PrivateQuery:
+    def analyse(self, tree: exp.Expression, written: list[str | None] | None = None) -> q.PrivateQuery:
+        """`written`: the function name each select item starts with as the
+        analyst wrote it (sqlglot folds var_samp into variance), for column names."""
+        self.written = written or []
         if not isinstance(tree, exp.Select):
             raise PrivateRefusal("a private query must be a single SELECT (no UNION, INTERSECT or EXCEPT)",
                                  hint="Run each part as its own query.")
@@ -555,13 +589,14 @@ class PrivateAnalyser:
 
     def _read_outputs(self, tree: exp.Select) -> list[q.Output]:
         outputs = []
-        for item in tree.expressions:
+        for position, item in enumerate(tree.expressions):
             node = item.unalias()
             if isinstance(node, exp.Star) or (isinstance(node, exp.Column) and isinstance(node.this, exp.Star)):
                 raise PrivateRefusal("SELECT * is row-level output, which is not released",
                                      hint="Select group keys and aggregates.")
             expression = self._post(node, "the select list")
-            outputs.append(q.Output(_output_name(item), expression, self._post_type(expression)))
+            written = self.written[position] if position < len(self.written) else None
+            outputs.append(q.Output(_output_name(item, written), expression, self._post_type(expression)))
         return outputs
 
     def _post(self, node: exp.Expression, where: str) -> exp.Expression:
@@ -745,12 +780,16 @@ def _output_type(kind: str, argument: str) -> str:
     return argument  # percentile_disc, min, max keep the argument's type
 
 
-def _output_name(item: exp.Expression) -> str:
+def _output_name(item: exp.Expression, written: str | None = None) -> str:
     """The column name PostgreSQL would give: the alias, a column's name,
-    a function's name, or ?column?."""
+    a function's name (as written), `case`, or ?column?."""
     if isinstance(item, exp.Alias):
         return item.alias
     node = item
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if written is not None and written != "cast" and isinstance(node, (exp.Func, exp.Case, exp.Filter, exp.WithinGroup)):
+        return written
     if isinstance(node, exp.Column):
         return node.name
     if isinstance(node, exp.Cast):
@@ -771,6 +810,48 @@ def _output_name(item: exp.Expression) -> str:
     if isinstance(node, exp.Anonymous):
         return node.name.lower()
     return "?column?"
+
+
+def written_function_names(tokens) -> list[str | None]:
+    """For each item of the top-level select list: the function name it
+    starts with, as written (lower case unless quoted), `case`, or None."""
+    depth, start = 0, None
+    for i, token in enumerate(tokens):
+        if token.token_type == TokenType.L_PAREN:
+            depth += 1
+        elif token.token_type == TokenType.R_PAREN:
+            depth -= 1
+        elif depth == 0 and token.token_type == TokenType.SELECT:
+            start = i + 1
+            break
+    if start is None:
+        return []
+    items: list[list] = [[]]
+    depth = 0
+    for token in tokens[start:]:
+        if depth == 0 and token.token_type in (TokenType.FROM, TokenType.INTO, TokenType.WHERE, TokenType.GROUP_BY,
+                                               TokenType.ORDER_BY, TokenType.LIMIT, TokenType.SEMICOLON):
+            break
+        if token.token_type == TokenType.L_PAREN:
+            depth += 1
+        elif token.token_type == TokenType.R_PAREN:
+            depth -= 1
+        if depth == 0 and token.token_type == TokenType.COMMA:
+            items.append([])
+            continue
+        items[-1].append(token)
+    names: list[str | None] = []
+    for item in items:
+        while item and item[0].token_type in (TokenType.L_PAREN, TokenType.DISTINCT, TokenType.ALL):
+            item = item[1:]
+        if item and item[0].token_type == TokenType.CASE:
+            names.append("case")
+        elif len(item) > 1 and item[1].token_type == TokenType.L_PAREN:
+            quoted = item[0].token_type == TokenType.IDENTIFIER
+            names.append(item[0].text if quoted else item[0].text.lower())
+        else:
+            names.append(None)
+    return names
 
 
 def _sql_number(x: Fraction) -> str:

@@ -202,7 +202,7 @@ def bounded_sql(query: q.PrivateQuery) -> str:
                 f'FROM {bounded}, unnest("m{i}") AS "v"{group}'
             )
     for i, key in enumerate(query.keys):
-        if key.domain is None and key.domain_sql is not None:
+        if key.domain_sql is not None:
             # The public values of this key, from its public table.
             columns = ", ".join('"d"."v"' if j == i else "NULL" for j in range(len(keys)))
             branches.append(f'SELECT {-1 - i}, NULL::integer, {columns}, NULL::numeric{nulls} '

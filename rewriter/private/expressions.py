@@ -19,6 +19,7 @@ from explicit clamps the analyst writes (`least(greatest(x, 0), 100)`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from fractions import Fraction
 from typing import Callable
 
@@ -73,6 +74,7 @@ COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ
 LOGIC = (exp.And, exp.Or, exp.Not, exp.Paren, exp.Is, exp.Between, exp.In)
 ARITHMETIC = (exp.Add, exp.Sub, exp.Mul)
 MAX_MULTIPLICATIONS = 8  # keeps numeric products far from numeric's 10**131072 limit
+MAX_LITERAL_DIGITS = 100  # literals, like column values (clamped to 1e100), stay far from it too
 
 
 def _lo(a: Bound, b: Bound, pick) -> Bound:
@@ -142,6 +144,12 @@ class RowExpressions:
         if isinstance(node, exp.Literal):
             if node.is_string:
                 return "unknown"
+            try:
+                magnitude = Decimal(node.this).adjusted()
+            except ArithmeticError:
+                raise ExpressionRefused(f"{node.this} is not a number") from None
+            if magnitude > MAX_LITERAL_DIGITS:
+                raise ExpressionRefused(f"numbers above 1e{MAX_LITERAL_DIGITS} are not allowed in a private query")
             return "integer" if node.this.lstrip("-").isdigit() else "numeric"
         if isinstance(node, exp.Null):
             return "unknown"
@@ -348,30 +356,33 @@ class RowExpressions:
         return self.safe_node(node).sql("postgres")
 
     def safe_node(self, node: exp.Expression) -> exp.Expression:
-        def as_numeric(child: exp.Expression) -> exp.Expression:
-            if literal_number(child) is not None:
-                return child
-            return exp.Cast(this=exp.Paren(this=child), to=exp.DataType.build("numeric"))
-
-        def transform(n: exp.Expression) -> exp.Expression:
-            if isinstance(n, (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod)):
-                left_kind, right_kind = self.type_of(n.this), self.type_of(n.expression)
-                if left_kind in t.TIMES or right_kind in t.TIMES:
-                    return n
-                integer_division = (
-                    isinstance(n, exp.Div) and left_kind in t.INTEGERS and right_kind in t.INTEGERS
-                )
-                rebuilt = n.__class__(this=as_numeric(n.this), expression=as_numeric(n.expression))
-                if integer_division:
-                    return exp.func("trunc", rebuilt)
+        """A copy of the expression, rebuilt bottom-up so that every
+        arithmetic operator, however deeply nested, gets numeric operands."""
+        if isinstance(node, (exp.Column, exp.Literal, exp.Parameter, exp.Null, exp.Boolean)):
+            return node.copy()
+        rebuilt = node.copy()
+        for key, value in node.args.items():
+            if isinstance(value, exp.Expression):
+                rebuilt.set(key, self.safe_node(value))
+            elif isinstance(value, list):
+                rebuilt.set(key, [self.safe_node(v) if isinstance(v, exp.Expression) else v for v in value])
+        if isinstance(node, (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod)):
+            left_kind, right_kind = self.type_of(node.this), self.type_of(node.expression)
+            if left_kind in t.TIMES or right_kind in t.TIMES:
                 return rebuilt
-            if isinstance(n, (exp.Neg, exp.Abs, exp.Floor, exp.Ceil)) and t.is_number(self.type_of(n.this)):
-                rebuilt = n.copy()
-                rebuilt.set("this", as_numeric(n.this))
-                return rebuilt
-            return n
+            result = node.__class__(this=_as_numeric(rebuilt.this), expression=_as_numeric(rebuilt.expression))
+            if isinstance(node, exp.Div) and left_kind in t.INTEGERS and right_kind in t.INTEGERS:
+                return exp.func("trunc", result)  # integer division truncates
+            return result
+        if isinstance(node, (exp.Neg, exp.Abs, exp.Floor, exp.Ceil, exp.Round)) and t.is_number(self.type_of(node.this)):
+            rebuilt.set("this", _as_numeric(rebuilt.this))
+        return rebuilt
 
-        return node.copy().transform(transform, copy=False) if not isinstance(node, exp.Column) else node.copy()
+
+def _as_numeric(node: exp.Expression) -> exp.Expression:
+    if literal_number(node) is not None:
+        return node
+    return exp.Cast(this=exp.Paren(this=node), to=exp.DataType.build("numeric"))
 
 
 def _number_like(node: exp.Expression) -> bool:

@@ -14,7 +14,7 @@ from sqlglot import exp
 
 from rewriter.private import types as t
 
-Value = int | float | Fraction | str | bool | None
+Value = int | float | Fraction | Decimal | str | bool | None
 
 
 def parse_key(text: str | None, type_name: str) -> Value:
@@ -72,7 +72,14 @@ def evaluate(node: exp.Expression, values: dict[str, Value]) -> Value:
             return None
         if isinstance(inner, float) and digits is None:
             return float(round(inner))
-        return _round_half_away(Fraction(inner), places)  # type: ignore[arg-type]
+        rounded = _round_half_away(Fraction(inner), places)  # type: ignore[arg-type]
+        if digits is None:
+            return rounded
+        # numeric round(x, n) prints n decimals, trailing zeros included
+        with localcontext() as context:
+            context.prec = 80
+            exact = Decimal(rounded.numerator) / Decimal(rounded.denominator)  # a power of 10 divides it
+            return exact.quantize(Decimal(1).scaleb(-max(places, 0)))
     if isinstance(node, (exp.Abs, exp.Floor, exp.Ceil)):
         inner = evaluate(node.this, values)
         if inner is None:
@@ -116,6 +123,7 @@ def evaluate(node: exp.Expression, values: dict[str, Value]) -> Value:
 def _arithmetic(node: exp.Expression, left: Value, right: Value) -> Value:
     if left is None or right is None:
         return None
+    left, right = (Fraction(v) if isinstance(v, Decimal) else v for v in (left, right))
     if isinstance(left, float) or isinstance(right, float):
         left, right = float(left), float(right)  # type: ignore[arg-type]
     if isinstance(node, exp.Add):
@@ -160,6 +168,8 @@ def format_value(value: Value, type_name: str) -> str | None:
         return str(int(_round_half_away(Fraction(value)))) if not isinstance(value, str) else value
     if type_name in t.FLOATS:
         return repr(float(value)) if not isinstance(value, str) else value  # type: ignore[arg-type]
+    if isinstance(value, Decimal):
+        return str(value)
     if type_name == "numeric" and not isinstance(value, str):
         return decimal_text(Fraction(value))  # type: ignore[arg-type]
     if isinstance(value, Fraction):

@@ -98,6 +98,11 @@ class PrivateRelease:
                 mechanism = DiscreteLaplace.for_epsilon(share, groups * GRID_STEPS)
                 noises[measurement] = Noise(measurement, share, groups * per_group, mechanism, granularity)
         selection = None
+        if selection_needed and self.delta == 0:
+            private_keys = ", ".join(k.label for k in query.keys if not k.public)
+            raise ValueError(f"the group keys {private_keys} have no public domain, so their groups pass partition "
+                             "selection, which spends delta: SET pgshroud.delta above 0, or group by keys whose "
+                             "values the policy declares public")
         if selection_needed:
             selection = NoisyThresholdSelection(noises[found[0]].mechanism, self.delta, groups)
         object.__setattr__(self, "sql", bounded_sql(query))
@@ -142,8 +147,9 @@ class PrivateRelease:
         """Raw totals per group, empty public groups included."""
         width = len(self.query.keys)
         groups: dict[tuple[str | None, ...], dict] = {}
-        domains: list[set | tuple | None] = [k.domain if k.domain is not None else (set() if k.domain_sql else None)
-                                             for k in self.query.keys]
+        # Domains PostgreSQL lists (policy lists cast to the column's type,
+        # public tables' values) are read from the result.
+        domains: list[set | tuple | None] = [set() if k.domain_sql else k.domain for k in self.query.keys]
         for row in raw.rows:
             kind, bucket = int(row[0] or 0), row[1]
             if kind < 0:  # a public value of key -kind-1

@@ -15,6 +15,16 @@ NAMES = ("epsilon", "delta")
 class SettingError(ValueError):
     """A privacy setting that cannot be set; the message says why."""
 
+    def __init__(self, message: str, sqlstate: str = "22023") -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+def policy_number(value: float) -> Fraction:
+    """A number the policy states, as the decimal it was written as (0.1 is
+    1/10, not the binary float nearest to it)."""
+    return Fraction(repr(float(value)))
+
 
 def parse_value(name: str, text: str, policy: Policy) -> Fraction:
     """A setting's value, checked against the policy's per-query maximum."""
@@ -22,7 +32,7 @@ def parse_value(name: str, text: str, policy: Policy) -> Fraction:
         value = Fraction(text.strip().strip("'"))
     except (ValueError, ZeroDivisionError):
         raise SettingError(f'invalid value for pgshroud.{name}: "{text}"') from None
-    maximum = Fraction(getattr(policy.privacy.maximum, name))
+    maximum = policy_number(getattr(policy.privacy.maximum, name))
     low_ok = value > 0 if name == "epsilon" else value >= 0
     if not low_ok or value > maximum:
         bound = "> 0" if name == "epsilon" else ">= 0"
@@ -35,13 +45,13 @@ def current(name: str, privacy: Mapping[str, str], policy: Policy) -> Fraction:
     """The session's value, or the policy's default."""
     if name in privacy:
         return parse_value(name, privacy[name], policy)
-    return Fraction(getattr(policy.privacy.default, name))
+    return policy_number(getattr(policy.privacy.default, name))
 
 
 def set_plan(name: str, value: str | None, policy: Policy) -> Local:
     """SET (value) or RESET (None) of pgshroud.<name>."""
     if name not in NAMES:
-        raise SettingError(f'unrecognized configuration parameter "pgshroud.{name}"')
+        raise SettingError(f'unrecognized configuration parameter "pgshroud.{name}"', "42704")
     if value is not None:
         parse_value(name, value, policy)
         value = value.strip().strip("'")
@@ -50,7 +60,7 @@ def set_plan(name: str, value: str | None, policy: Policy) -> Local:
 
 def show_plan(name: str, privacy: Mapping[str, str], policy: Policy) -> Local:
     if name not in NAMES:
-        raise SettingError(f'unrecognized configuration parameter "pgshroud.{name}"')
+        raise SettingError(f'unrecognized configuration parameter "pgshroud.{name}"', "42704")
     value = privacy.get(name)
     text = value if value is not None else f"{getattr(policy.privacy.default, name):g}"
     return Local(LocalAnswer("SHOW", (Column(f"pgshroud.{name}"),), ((text,),)))

@@ -209,11 +209,11 @@ SET LOCAL pgshroud.epsilon = 0.5
 
 -- title: SET of an unknown pgshroud setting
 SET pgshroud.sensitivity = 0
--- refused: 22023 unrecognized configuration parameter "pgshroud.sensitivity"
+-- refused: 42704 unrecognized configuration parameter "pgshroud.sensitivity"
 
 -- title: SHOW of an unknown pgshroud setting
 SHOW pgshroud.budget
--- refused: 22023 unrecognized configuration parameter "pgshroud.budget"
+-- refused: 42704 unrecognized configuration parameter "pgshroud.budget"
 
 -- title: EXPLAIN of row-level output
 EXPLAIN SELECT ssn FROM patients

@@ -18,13 +18,15 @@ from proxy.codec.messages import (
     NoticeResponse,
     RowDescription,
 )
+from proxy.datetimes import NotIsoDate, date_binary, timestamp_binary
 from rewriter.plans import Column, LocalAnswer
 
 TEXT, BINARY = 0, 1
 _TEXT_LIKE = {25, 1043, 19, 18, 1042}  # text, varchar, name, "char", bpchar: binary == text bytes
 _INTS = {21: struct.Struct("!h"), 23: struct.Struct("!i"), 20: struct.Struct("!q")}
 _FLOATS = {700: struct.Struct("!f"), 701: struct.Struct("!d")}
-BINARY_TYPES = frozenset(_TEXT_LIKE | set(_INTS) | set(_FLOATS) | {16, 1700})
+_DATES = {1082: date_binary, 1114: timestamp_binary, 1184: timestamp_binary}
+BINARY_TYPES = frozenset(_TEXT_LIKE | set(_INTS) | set(_FLOATS) | set(_DATES) | {16, 1700})
 
 
 class UnsupportedFormat(ValueError):
@@ -94,6 +96,11 @@ def _encode(value: str | None, type_oid: int, fmt: int) -> bytes | None:
         return b"\x01" if value.lower() in ("t", "true", "on", "yes", "1") else b"\x00"
     if type_oid == 1700:
         return numeric_binary(value)
+    if type_oid in _DATES:
+        try:
+            return _DATES[type_oid](value)
+        except NotIsoDate as exc:
+            raise UnsupportedFormat(str(exc)) from None
     raise UnsupportedFormat(f"binary format is not available for type OID {type_oid}")
 
 

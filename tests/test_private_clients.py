@@ -169,3 +169,16 @@ def test_exhausted_budget_is_refused_with_53400(pg, health_db, health_policy):
             assert conn.execute("SELECT count(*) FROM diagnoses").fetchone()[0] > 0  # the session goes on
     finally:
         proxy.stop()
+
+
+def test_asyncpg_reads_date_and_timestamp_keys_in_binary(private_proxy):
+    async def run():
+        conn = await asyncpg.connect(analyst_url(private_proxy))
+        try:
+            await conn.execute("SET pgshroud.delta = 1e-5")
+            return await conn.fetch("SELECT date_trunc('year', visit_date) AS year, count(*) FROM visits GROUP BY 1")
+        finally:
+            await conn.close()
+
+    rows = asyncio.run(run())
+    assert all(r["year"].month == 1 and r["year"].day == 1 for r in rows)

@@ -15,7 +15,7 @@ from typing import Callable
 
 from proxy.answers import data_row_frames, notices, row_description, simple_query_answer
 from proxy.codec.messages import CommandComplete, DataRow, ErrorResponse, PortalSuspended
-from rewriter.plans import Column, LocalAnswer, RawResult
+from rewriter.plans import Column, LocalAnswer, PrivacySetting, RawResult
 
 # Message type bytes as ints, as indexing bytes yields them.
 ERROR = ord("E")
@@ -42,6 +42,9 @@ class Action(ABC):
 
     @abstractmethod
     def frame(self, kind: int, frame: bytes) -> bytes: ...
+
+    def abandon(self) -> None:
+        """PostgreSQL will not run this unit (an earlier error skipped it)."""
 
 
 class Unit:
@@ -228,6 +231,34 @@ class Transform(Action):
         return RawResult(tuple(c.name for c in self.columns), tuple(c.type_oid for c in self.columns), values)
 
 
+class Settle(Action):
+    """Around the action of a statement that changes the session's privacy
+    settings (None: relayed, e.g. RESET ALL): reports to `settled` whether
+    the statement succeeded, once its CommandComplete or error passes or
+    once it is known that it will never run."""
+
+    __slots__ = ("inner", "change", "settled", "done")
+
+    def __init__(
+        self, inner: Action | None, change: PrivacySetting, settled: Callable[["Settle", bool], None]
+    ) -> None:
+        self.inner = inner
+        self.change = change
+        self.settled = settled
+        self.done = False
+
+    def frame(self, kind: int, frame: bytes) -> bytes:
+        if not self.done and (kind == COMMAND_COMPLETE or kind == ERROR):
+            self.done = True
+            self.settled(self, kind == COMMAND_COMPLETE)
+        return frame if self.inner is None else self.inner.frame(kind, frame)
+
+    def abandon(self) -> None:
+        if not self.done:
+            self.done = True
+            self.settled(self, False)
+
+
 class Statements(Action):
     """A simple Query whose statements are handled one by one.
 
@@ -251,10 +282,18 @@ class Statements(Action):
             return frame if action is None else action.frame(kind, frame)
         out = frame if action is None else action.frame(kind, frame)
         if kind == ERROR:
-            self.index = len(self.actions)
+            self.index += 1
+            self.abandon()
         elif kind in STATEMENT_ENDS:
             self.index += 1
         return out
+
+    def abandon(self) -> None:
+        actions, index = self.actions, self.index
+        self.index = len(actions)
+        for action in actions[index:]:
+            if action is not None:
+                action.abandon()
 
 
 def local_statement_action(answer: LocalAnswer) -> Replace:

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import struct
 from collections import deque
-from typing import Awaitable, Callable, Protocol
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Awaitable, Callable, Mapping, Protocol
 
 from proxy import responses as r
 from proxy.answers import UnsupportedFormat, check_formats, result_formats
@@ -28,7 +31,7 @@ from policies.model import Access, Policy
 from rewriter import PlanContext, Planner, plan_function_call
 from rewriter.catalog import Catalog
 from rewriter.settings import check_parameter_status
-from rewriter.plans import Cost, Local, Passthrough, Plan, Refuse, Release, Rewrite
+from rewriter.plans import Cost, Local, Passthrough, Plan, PrivacySetting, Refuse, Release, Rewrite
 
 log = logging.getLogger("pgshroud.session")
 
@@ -49,6 +52,15 @@ PARAMETER_STATUS = ord("S")
 _PLAIN_EXTENDED = {B: r.RELAY_BIND, E: r.RELAY_EXECUTE, S: r.SYNC}
 COPY_MESSAGES = frozenset(b"dcf")
 TERMINATE = b"X\x00\x00\x00\x04"
+# Upstream messages that tell how a transaction ends.
+_TRANSACTION_FRAMES = frozenset(b"CEZ")
+IDLE = ord("I")
+
+NO_SETTINGS: Mapping[str, str] = MappingProxyType({})
+# RESET ALL and DISCARD ALL: every pgshroud setting back to the policy's default.
+RESET_ALL = PrivacySetting("*", None)
+# They pass through to PostgreSQL; the session recognises them by their words.
+_RESETS_ALL = re.compile(r"\s*+(?:reset|discard)\s++all\s*+(?:;\s*+)?\Z", re.IGNORECASE)
 
 
 class Ledger(Protocol):
@@ -57,14 +69,27 @@ class Ledger(Protocol):
 
 
 class _Statement:
-    """A prepared statement or portal whose plan is not Passthrough; a
-    portal that has run keeps its answer, for later Executes."""
+    """A prepared statement or portal whose plan is not Passthrough, or is the
+    Passthrough of a RESET ALL or DISCARD ALL that clears pgshroud settings.
 
-    __slots__ = ("plan", "formats", "answer")
+    A statement keeps its text and the privacy settings it was planned
+    under, to plan it again when they change; a portal that has run keeps
+    its answer, for later Executes.
+    """
 
-    def __init__(self, plan: Local | Release, formats: tuple[int, ...] = ()) -> None:
+    __slots__ = ("plan", "formats", "sql", "privacy", "answer")
+
+    def __init__(
+        self,
+        plan: Local | Release | Passthrough,
+        formats: tuple[int, ...] = (),
+        sql: str | None = None,
+        privacy: Mapping[str, str] = NO_SETTINGS,
+    ) -> None:
         self.plan = plan
         self.formats = formats
+        self.sql = sql
+        self.privacy = privacy
         self.answer: r.PortalAnswer | None = None
 
 
@@ -96,6 +121,16 @@ class Session:
         self.upstream_key = established.upstream_key
         self.role = established.role
         self._started_rewritten = self.role is not None and self.role.access != Access.RAW
+        # The session's pgshroud settings (SET pgshroud.epsilon ...), as of
+        # the statements that succeeded; while a transaction that changed
+        # them is open, their value before it, to undo them on rollback.
+        self._privacy: Mapping[str, str] = NO_SETTINGS
+        self._privacy_before: Mapping[str, str] | None = None
+        self._privacy_undo = False  # the open transaction's last statement failed or rolled back
+        # Changes sent upstream whose outcome is not known yet. Statements
+        # are planned as if they succeed, as PostgreSQL would run them in turn.
+        self._settling: list[r.Settle] = []
+        self._planned_privacy: Mapping[str, str] = NO_SETTINGS
         self.plan_context = self._fresh_context()
         self._pending: deque[r.Unit] = deque()
         self._statements: dict[str, _Statement] = {}
@@ -309,6 +344,8 @@ class Session:
         # After an upstream error PostgreSQL ignores everything up to Sync.
         if not self._upstream_skipping:
             self._pending.append(r.Unit(ends, extended=extended, action=action))
+        elif action is not None:
+            action.abandon()
 
     def _expect_relay(self, unit: r.Unit) -> None:
         if not self._upstream_skipping:
@@ -331,6 +368,7 @@ class Session:
             role_sees_raw=role is not None and role.access == Access.RAW,
             role=role,
             catalog=self.shared.catalog(),
+            privacy=self._planned_privacy,
         )
 
     def _context(self) -> PlanContext:
@@ -342,9 +380,12 @@ class Session:
             context = self.plan_context = self._fresh_context()
         return context
 
-    def _plan(self, sql: str) -> list[Plan]:
+    def _plan(self, sql: str, privacy: Mapping[str, str] | None = None) -> list[Plan]:
+        context = self._context()
+        if privacy is not None and privacy != context.privacy:
+            context = replace(context, privacy=privacy)
         try:
-            plans = list(self.shared.planner(sql, self._context()))
+            plans = list(self.shared.planner(sql, context))
         except Exception:
             log.exception("planner failed; refusing the statement")
             return [Refuse("XX000", "pgshroud could not analyse this statement, so it was refused")]
@@ -355,14 +396,36 @@ class Session:
     def _on_query(self, sql: str) -> bytes | None:
         plans = self._plan(sql)
         if (len(plans) == 1 and type(plans[0]) is Passthrough) or all(type(p) is Passthrough for p in plans):
-            # Every statement passes as written: forward the client's bytes.
-            self._expect_relay(r.RELAY_QUERY)
-            return None
+            if not (self._planned_privacy or self._privacy) or not any(_resets_all(p) for p in plans):
+                # Every statement passes as written: forward the client's bytes.
+                self._expect_relay(r.RELAY_QUERY)
+                return None
+        if self._upstream_skipping:
+            return None  # PostgreSQL ignores it until Sync: nothing to plan or charge
+        if len(plans) > 1:
+            plans = self._plan_after_settings(sql, plans)
         releases = [p for p in plans if isinstance(p, Release)]
         if releases:
             self._block(self._charge_then_query(plans))
             return b""
         return self._query_from_plans(plans)
+
+    def _plan_after_settings(self, sql: str, plans: list[Plan]) -> list[Plan]:
+        """The statements of a Query after one that changes the privacy
+        settings are planned again under the changed settings."""
+        privacy = self._planned_privacy
+        for i in range(len(plans) - 1):
+            change = _setting_change(plans[i])
+            if change is None:
+                continue
+            changed = _applied(privacy, change)
+            if changed == privacy:
+                continue
+            privacy = changed
+            again = self._plan(sql, privacy)
+            if len(again) > i + 1:
+                plans = plans[: i + 1] + again[i + 1 :]
+        return plans
 
     def _query_from_plans(self, plans: list[Plan]) -> bytes:
         texts: list[str] = []
@@ -370,10 +433,12 @@ class Session:
         for plan in plans:
             if isinstance(plan, (Passthrough, Rewrite)):
                 texts.append(plan.sql)
-                actions.append(None)
+                resets = (self._planned_privacy or self._privacy) and _resets_all(plan)
+                actions.append(self._settle(None, RESET_ALL) if resets else None)
             elif isinstance(plan, Local):
                 texts.append(PLACEHOLDER_SQL)
-                actions.append(r.local_statement_action(plan.answer))
+                action: r.Action = r.local_statement_action(plan.answer)
+                actions.append(action if plan.setting is None else self._settle(action, plan.setting))
             elif isinstance(plan, Release):
                 texts.append(plan.sql)
                 actions.append(self._transform(plan, describe=True))
@@ -425,6 +490,49 @@ class Session:
             max_rows=max_rows,
         )
 
+    # privacy settings
+
+    def _settle(self, inner: r.Action | None, change: PrivacySetting) -> r.Settle:
+        """The action of a statement that changes the privacy settings: later
+        statements are planned with the change, which holds once it succeeds."""
+        settle = r.Settle(inner, change, self._settled)
+        self._settling.append(settle)
+        self._privacy_changed()
+        return settle
+
+    def _settled(self, settle: r.Settle, succeeded: bool) -> None:
+        try:
+            self._settling.remove(settle)
+        except ValueError:
+            return
+        if succeeded:
+            if self._privacy_before is None:
+                self._privacy_before, self._privacy_undo = self._privacy, False
+            self._privacy = _applied(self._privacy, settle.change)
+        self._privacy_changed()
+
+    def _privacy_changed(self) -> None:
+        planned = self._privacy
+        for settle in self._settling:
+            planned = _applied(planned, settle.change)
+        if planned != self._planned_privacy:
+            self._planned_privacy = planned
+            self.plan_context = replace(self.plan_context, privacy=planned)
+
+    def _watch_transaction(self, kind: int, data: bytes, pos: int) -> None:
+        """While a transaction has changed the privacy settings: when it ends,
+        keep them if it committed, undo them if it rolled back, as PostgreSQL
+        does a SET. (A ROLLBACK TO SAVEPOINT does not undo them.)"""
+        if kind == r.ERROR:
+            self._privacy_undo = True
+        elif kind == r.COMMAND_COMPLETE:
+            self._privacy_undo = data.startswith(b"ROLLBACK\0", pos + 5)
+        elif data[pos + 5] == IDLE:  # ReadyForQuery outside a transaction
+            if self._privacy_undo and self._privacy_before is not None:
+                self._privacy = self._privacy_before
+            self._privacy_before, self._privacy_undo = None, False
+            self._privacy_changed()
+
     # extended protocol
 
     def _on_parse(self, parse: Parse) -> bytes | None:
@@ -433,7 +541,9 @@ class Session:
             self._prepared_under[parse.name] = self.plan_context.policy
         plan = plans[0] if len(plans) == 1 else Refuse("42601", "cannot insert multiple commands into a prepared statement")
         if type(plan) is Passthrough and plan.sql == parse.sql:
-            if self._statements:
+            if (self._planned_privacy or self._privacy) and _resets_all(plan):
+                self._statements[parse.name] = _Statement(plan)
+            elif self._statements:
                 self._statements.pop(parse.name, None)
             self._expect_relay(r.RELAY_PARSE)
             return None
@@ -446,7 +556,7 @@ class Session:
         if isinstance(plan, (Passthrough, Rewrite)):
             self._statements.pop(parse.name, None)
             return Parse(parse.name, plan.sql, parse.param_types).encode()
-        self._statements[parse.name] = _Statement(plan)
+        self._statements[parse.name] = _Statement(plan, sql=parse.sql, privacy=self._planned_privacy)
         if isinstance(plan, Local):
             return Parse(parse.name, PLACEHOLDER_SQL, ()).encode()
         return Parse(parse.name, plan.sql, parse.param_types).encode()
@@ -459,11 +569,18 @@ class Session:
                 hint="Prepare it again.",
             )
         info = self._statements.get(statement) if self._statements else None
-        if info is None:
-            if self._portals:
+        if info is None or type(info.plan) is Passthrough:
+            if info is not None:
+                self._portals[portal] = _Statement(info.plan)
+            elif self._portals:
                 self._portals.pop(portal, None)
             self._expect(r.ENDS_BIND)
             return None
+        if info.sql is not None and info.privacy != self._planned_privacy:
+            replanned = self._replan(statement, info)
+            if isinstance(replanned, Refuse):
+                return self._refuse_extended(r.ENDS_BIND, replanned.sqlstate, replanned.message, replanned.hint)
+            info = replanned
         bind = Bind.decode(payload)
         columns = _columns(info.plan)
         try:
@@ -476,10 +593,27 @@ class Session:
         # PostgreSQL's rows for pgshroud's own answers are read as text.
         return Bind(bind.portal, bind.statement, bind.param_formats, bind.params, ()).encode()
 
+    def _replan(self, name: str, info: _Statement) -> _Statement | Refuse:
+        """A prepared statement whose privacy settings changed since it was
+        planned: its plan under the current ones, which must still fit the
+        statement prepared upstream."""
+        assert info.sql is not None
+        plans = self._plan(info.sql)
+        plan = plans[0] if len(plans) == 1 else None
+        if isinstance(plan, Refuse):
+            return plan
+        old = info.plan
+        if not ((isinstance(plan, Local) and isinstance(old, Local))
+                or (isinstance(plan, Release) and isinstance(old, Release) and plan.sql == old.sql)):
+            return Refuse("0A000", f'prepared statement "{name}" was planned under other pgshroud settings',
+                          hint="Prepare it again.")
+        info = self._statements[name] = _Statement(plan, sql=info.sql, privacy=self._planned_privacy)
+        return info
+
     def _on_describe(self, describe: Describe) -> bytes | None:
         table = self._statements if describe.kind == b"S" else self._portals
         info = table.get(describe.name) if table else None
-        if info is None:
+        if info is None or type(info.plan) is Passthrough:
             self._expect(r.ENDS_DESCRIBE)
             return None
         columns = _columns(info.plan)
@@ -499,10 +633,14 @@ class Session:
             self._expect(r.ENDS_EXECUTE, action=r.Fetch(info.answer, execute.max_rows))
             return None
         plan = info.plan
+        if type(plan) is Passthrough:  # RESET ALL, DISCARD ALL
+            self._expect(r.ENDS_EXECUTE, action=self._settle(None, RESET_ALL))
+            return None
         if isinstance(plan, Local):
             answer = info.answer = r.PortalAnswer()
             answer.fill(plan.answer, info.formats)
-            self._expect(r.ENDS_EXECUTE, action=r.Fetch(answer, execute.max_rows))
+            action: r.Action = r.Fetch(answer, execute.max_rows)
+            self._expect(r.ENDS_EXECUTE, action=action if plan.setting is None else self._settle(action, plan.setting))
             return None
         self._block(self._charge_then_execute(plan, execute, info))
         return b""
@@ -585,6 +723,7 @@ class Session:
         pending = self._pending
         n = len(data)
         pos = run = 0
+        watching = self._privacy_before is not None
         while n - pos >= 5:
             kind = data[pos]
             end = pos + 1 + _LENGTH(data, pos + 1)[0]
@@ -602,6 +741,10 @@ class Session:
                     out.append(data[run:pos])
                 out.append(action.frame(kind, data[pos:end]))
                 run = end
+                watching = self._privacy_before is not None
+            if watching and kind in _TRANSACTION_FRAMES:
+                self._watch_transaction(kind, data, pos)
+                watching = self._privacy_before is not None
             if unit is not None and kind in unit.ends:
                 if kind == r.ERROR and unit.extended:
                     self._end_with_error()
@@ -634,7 +777,9 @@ class Session:
         pending = self._pending
         pending.popleft()
         while pending and not pending[0].is_sync:
-            pending.popleft()
+            skipped = pending.popleft()
+            if skipped.action is not None:
+                skipped.action.abandon()
         if not pending:
             self._upstream_skipping = True
 
@@ -654,6 +799,30 @@ def _two_names(payload: bytes) -> tuple[str, str]:
 
 def _columns(plan: Local | Release):
     return plan.answer.columns if isinstance(plan, Local) else plan.spec.columns
+
+
+def _resets_all(plan: Plan) -> bool:
+    """A RESET ALL or DISCARD ALL, which the planner passes through."""
+    return type(plan) is Passthrough and _RESETS_ALL.match(plan.sql) is not None
+
+
+def _setting_change(plan: Plan) -> PrivacySetting | None:
+    if isinstance(plan, Local):
+        return plan.setting
+    return RESET_ALL if _resets_all(plan) else None
+
+
+def _applied(settings: Mapping[str, str], change: PrivacySetting) -> Mapping[str, str]:
+    """The settings after a change (never changed in place: plan contexts hold them)."""
+    if change is RESET_ALL:
+        return NO_SETTINGS
+    if change.value is None:
+        if change.name not in settings:
+            return settings
+        return MappingProxyType({k: v for k, v in settings.items() if k != change.name})
+    if settings.get(change.name) == change.value:
+        return settings
+    return MappingProxyType({**settings, change.name: change.value})
 
 
 def _withheld_error(frame: bytes) -> bytes:

@@ -15,11 +15,15 @@ reaches the client, and that a portal's rows arrive exactly once.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import subprocess
 from dataclasses import dataclass, field
 
 import asyncpg
 import psycopg
 import pytest
+from psycopg import errors
 
 from proxy import responses as r
 from proxy.codec.messages import (
@@ -157,6 +161,179 @@ def notices_of(conn: psycopg.Connection) -> list[str]:
     seen: list[str] = []
     conn.add_notice_handler(lambda diag: seen.append(diag.message_primary))
     return seen
+
+
+# Settings: SET, SHOW, RESET
+
+
+def test_set_show_reset_round_trip_simple_and_extended(conn, planner, ledger):
+    for cursor in (simple(conn), conn):
+        assert show(cursor) == "1"
+        assert cursor.execute("set pgshroud.epsilon = 0.5").statusmessage == "SET"
+        assert show(cursor) == "0.5"
+        assert planner.privacy_of("show pgshroud.epsilon") == {"epsilon": "0.5"}
+        cursor.execute("set pgshroud.delta to '1e-6'")
+        assert cursor.execute("show pgshroud.all").fetchall() == [("epsilon", "0.5"), ("delta", "1e-6")]
+        assert cursor.execute("release select 7").fetchone() == (1007,)
+        assert ledger.charges[-1] == Cost(0.5)
+        assert cursor.execute("reset pgshroud.epsilon").statusmessage == "RESET"
+        assert planner.privacy_of("show pgshroud.all") == {"epsilon": "0.5", "delta": "1e-6"}
+        assert cursor.execute("show pgshroud.all").fetchall() == [("epsilon", "1"), ("delta", "1e-6")]
+        cursor.execute("reset pgshroud.delta")
+        assert show(cursor, "delta") == "0"
+        assert planner.privacy_of("show pgshroud.delta") == {}
+
+
+def test_settings_belong_to_their_session(proxy, conn):
+    conn.execute("set pgshroud.epsilon = 0.5")
+    with psycopg.connect(proxy.dsn(), autocommit=True) as other:
+        assert show(other) == "1"
+    assert show(conn) == "0.5"
+
+
+def test_set_inside_an_aborted_transaction_does_not_apply(proxy, planner):
+    with psycopg.connect(proxy.dsn()) as conn:
+        with pytest.raises(errors.DivisionByZero):
+            conn.execute("select 1/0")
+        with pytest.raises(errors.InFailedSqlTransaction):
+            conn.execute("set pgshroud.epsilon = 0.5")
+        with pytest.raises(errors.InFailedSqlTransaction):
+            simple(conn).execute("set pgshroud.epsilon = 0.25")
+        conn.rollback()
+        assert show(conn) == "1"
+        assert planner.privacy_of("show pgshroud.epsilon") == {}
+
+
+def test_set_is_undone_with_its_transaction_as_postgres_does(proxy):
+    with psycopg.connect(proxy.dsn()) as conn:
+        conn.execute("set pgshroud.epsilon = 0.5")
+        assert show(conn) == "0.5"  # within the transaction
+        conn.rollback()
+        assert show(conn) == "1"
+        conn.execute("set pgshroud.epsilon = 0.5")
+        conn.commit()
+        assert show(conn) == "0.5"
+        conn.commit()
+        # A failed transaction ends in a rollback, even when told to commit.
+        conn.execute("set pgshroud.epsilon = 0.25")
+        with pytest.raises(errors.DivisionByZero):
+            conn.execute("select 1/0")
+        conn.commit()
+        assert show(conn) == "0.5"
+        conn.commit()
+        # Within one transaction, later changes pile up and go together.
+        cur = simple(conn)
+        cur.execute("begin; set pgshroud.epsilon = 0.1; set pgshroud.delta = 0.001")
+        cur.execute("rollback")
+        assert cur.execute("show pgshroud.all").fetchall() == [("epsilon", "0.5"), ("delta", "0")]
+
+
+def test_set_and_a_failing_statement_in_one_query_are_undone_together(conn):
+    # One Query is one implicit transaction: PostgreSQL undoes its SETs on error.
+    with pytest.raises(errors.DivisionByZero):
+        simple(conn).execute("set pgshroud.epsilon = 0.5; select 1/0")
+    assert show(conn) == "1"
+    with pytest.raises(errors.InsufficientPrivilege):
+        simple(conn).execute("set pgshroud.epsilon = 0.5; refuse")
+    assert show(conn) == "1"
+    with pytest.raises(errors.DivisionByZero):
+        with conn.pipeline():
+            conn.execute("set pgshroud.epsilon = 0.5")
+            conn.execute("select 1/0")
+    assert show(conn) == "1"
+
+
+def test_statements_after_a_set_in_the_same_query_are_planned_with_it(conn, ledger):
+    seen = notices_of(conn)
+    cur = simple(conn).execute("set pgshroud.epsilon = 0.25; show pgshroud.epsilon; release select 1")
+    assert all_results(cur) == [[], [("0.25",)], [(1001,)]]
+    assert seen == ["released at epsilon 0.25"]
+    assert ledger.charges == [Cost(0.25)]
+
+
+def test_statements_after_a_set_in_the_same_pipeline_are_planned_with_it(conn, ledger):
+    seen = notices_of(conn)
+    with conn.pipeline():
+        conn.execute("set pgshroud.epsilon = 0.25")
+        shown = conn.execute("show pgshroud.epsilon")
+        released = conn.execute("release select 1")
+        conn.execute("reset pgshroud.epsilon")
+        after = conn.execute("show pgshroud.epsilon")
+    assert (shown.fetchone(), released.fetchone(), after.fetchone()) == (("0.25",), (1001,), ("1",))
+    assert seen == ["released at epsilon 0.25"]
+    assert ledger.charges == [Cost(0.25)]
+
+
+def test_reset_all_and_discard_all_clear_the_settings(conn, planner):
+    for statement, cursor in (("reset all", simple(conn)), ("reset all", conn), ("discard all", simple(conn)),
+                              ("DISCARD ALL;", conn), ("  Reset\n All ", simple(conn))):
+        conn.execute("set pgshroud.epsilon = 0.5")
+        conn.execute("set work_mem = '7MB'")
+        cursor.execute(statement)
+        assert show(conn) == "1", statement
+        assert planner.privacy_of("show pgshroud.epsilon") == {}
+        # and PostgreSQL did reset its own settings
+        assert conn.execute("show work_mem").fetchone()[0] != "7MB"
+
+
+def test_reset_all_in_a_rolled_back_transaction_is_undone(proxy):
+    with psycopg.connect(proxy.dsn()) as conn:
+        conn.execute("set pgshroud.epsilon = 0.5")
+        conn.commit()
+        conn.execute("reset all")
+        assert show(conn) == "1"
+        conn.rollback()
+        assert show(conn) == "0.5"
+
+
+def test_prepared_statements_follow_setting_changes(conn, ledger):
+    seen = notices_of(conn)
+    for _ in range(2):
+        assert conn.execute("release select 2", prepare=True).fetchone() == (1002,)
+        assert conn.execute("show pgshroud.epsilon", prepare=True).fetchone() == ("1",)
+    conn.execute("set pgshroud.epsilon = 0.5")
+    assert conn.execute("release select 2", prepare=True).fetchone() == (1002,)
+    assert conn.execute("show pgshroud.epsilon", prepare=True).fetchone() == ("0.5",)
+    assert seen == ["released at epsilon 1"] * 2 + ["released at epsilon 0.5"]
+    assert ledger.charges == [Cost(1.0), Cost(1.0), Cost(0.5)]
+
+
+def test_asyncpg_settings_and_its_statement_cache(proxy, ledger):
+    async def run():
+        conn = await asyncpg.connect(**asyncpg_args(proxy))
+        seen: list[str] = []
+        conn.add_log_listener(lambda _conn, message: seen.append(message.message))
+        try:
+            assert await conn.fetchval("release select 3") == 1003
+            assert await conn.fetchval("show pgshroud.epsilon") == "1"
+            await conn.execute("set pgshroud.epsilon = 0.5")
+            assert await conn.fetchval("show pgshroud.epsilon") == "0.5"
+            assert await conn.fetchval("release select 3") == 1003  # the cached statement, planned again
+            await conn.execute("reset all")
+            assert await conn.fetchval("show pgshroud.epsilon") == "1"
+        finally:
+            await conn.close()
+        return seen
+
+    seen = asyncio.run(asyncio.wait_for(run(), 60))
+    assert seen == ["released at epsilon 1", "released at epsilon 0.5"]
+    assert ledger.charges == [Cost(1.0), Cost(0.5)]
+
+
+def test_psql_set_show_and_release_notice(proxy, ledger):
+    psql = shutil.which("psql")
+    if psql is None:
+        pytest.fail("psql is not on PATH; install postgresql-client", pytrace=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(PGPASSWORD="app", PGSSLMODE="disable", LC_ALL="C.UTF-8")
+    script = "set pgshroud.epsilon = 0.5;\nshow pgshroud.epsilon;\nrelease select 4;\nreset pgshroud.epsilon;\n" \
+             "show pgshroud.epsilon;\n"
+    proc = subprocess.run([psql, "-X", "-A", "-t", "-h", proxy.host, "-p", str(proxy.port), "-U", "app", "-d", "app",
+                           "-f", "-"], input=script, env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["SET", "0.5", "1004", "RESET", "1"]
+    assert proc.stderr == "psql:<stdin>:3: NOTICE:  released at epsilon 0.5\n"
+    assert ledger.charges == [Cost(0.5)]
 
 
 # Notices

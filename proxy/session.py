@@ -739,7 +739,11 @@ class Session:
             if action is not None:
                 if run < pos:
                     out.append(data[run:pos])
-                out.append(action.frame(kind, data[pos:end]))
+                try:
+                    out.append(action.frame(kind, data[pos:end]))
+                except Exception as exc:  # e.g. a release's finalize: nothing of it may reach the client
+                    self._answer_failed(out, exc)
+                    return
                 run = end
                 watching = self._privacy_before is not None
             if watching and kind in _TRANSACTION_FRAMES:
@@ -759,6 +763,15 @@ class Session:
             self.client.write(b"".join(out))
         if self._draining and self.idle:
             self.drain()
+
+    def _answer_failed(self, out: list[bytes], exc: Exception) -> None:
+        """An answer pgshroud builds failed half-way: the client has seen
+        part of the protocol exchange, so the connection ends. The log names
+        the exception's type only: its text could quote row values."""
+        log.error("building an answer failed: %s", type(exc).__name__)
+        if out:
+            self.client.write(b"".join(out))
+        self._close_with_error("XX000", "pgshroud failed while building an answer, so it closed the connection")
 
     def _unsafe_status(self, payload: bytes) -> bool:
         """A non-raw session whose lexical settings changed is closed: the

@@ -82,6 +82,17 @@ class PlusThousand:
         return LocalAnswer(f"SELECT {len(rows)}", self.columns, rows, notices=(f"released at epsilon {self.epsilon}",))
 
 
+@dataclass(frozen=True)
+class Broken:
+    """A release whose finalize fails, quoting a value as Python's errors do."""
+
+    cost: Cost = Cost(0.1)
+    columns: tuple[Column, ...] = (Column("value", 20),)
+
+    def finalize(self, raw: RawResult) -> LocalAnswer:
+        return int(f"secret {raw.rows[0][0]}")
+
+
 @dataclass
 class FakePlanner:
     seen: list[tuple[str, dict[str, str]]] = field(default_factory=list)
@@ -109,6 +120,8 @@ class FakePlanner:
                 return Local(LocalAnswer("SHOW", (Column(f"pgshroud.{name}"),), ((context.privacy.get(name, DEFAULTS[name]),),)))
         if lowered[:1] == ["release"]:
             return Release(statement.partition(" ")[2], PlusThousand(context.privacy.get("epsilon", DEFAULTS["epsilon"])))
+        if lowered[:1] == ["broken"]:
+            return Release(statement.partition(" ")[2], Broken())
         if lowered[:1] == ["refuse"]:
             return Refuse("42501", "refused by the test planner")
         return Passthrough(statement)
@@ -413,6 +426,20 @@ def test_transform_drops_only_notices():
     assert out == expected
 
 
+def test_a_release_that_fails_to_finalize_ends_the_connection(proxy, caplog):
+    for execute in (lambda c: simple(c).execute("select 1; broken select 424242"),
+                    lambda c: c.execute("broken select 424242")):
+        with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+            with pytest.raises(psycopg.Error) as raised:
+                execute(conn)
+            assert (raised.value.sqlstate, raised.value.diag.severity) == ("XX000", "FATAL")
+            assert "424242" not in str(raised.value)
+            assert conn.closed or conn.broken
+        with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+    assert "424242" not in caplog.text
+
+
 # Executes with a row limit
 
 
@@ -535,6 +562,59 @@ def test_asyncpg_cursor_fetches_a_release_in_pieces(proxy, ledger):
     assert pieces == [[1001, 1002], [1003, 1004], [1005], []]
     assert iterated == [1001, 1002, 1003, 1004, 1005]
     assert ledger.charges == [Cost(1.0), Cost(1.0)]
+
+
+JDBC_FETCH = """
+import java.sql.*;
+
+public class FetchCheck {
+    public static void main(String[] args) throws Exception {
+        String url = "jdbc:postgresql://" + args[0] + ":" + args[1] + "/app?sslmode=disable&prepareThreshold=1";
+        try (Connection conn = DriverManager.getConnection(url, "app", "app")) {
+            conn.setAutoCommit(false);  // fetchSize needs a transaction to keep the portal in
+            for (String epsilon : new String[] {null, "0.5"}) {
+                if (epsilon != null) {
+                    try (Statement set = conn.createStatement()) { set.execute("set pgshroud.epsilon = " + epsilon); }
+                }
+                try (PreparedStatement ps = conn.prepareStatement("release select g from generate_series(1, 5) g")) {
+                    ps.setFetchSize(2);
+                    StringBuilder line = new StringBuilder("rows");
+                    try (ResultSet rs = ps.executeQuery()) {
+                        while (rs.next()) line.append(' ').append(rs.getLong(1));
+                    }
+                    System.out.println(line);
+                    for (SQLWarning w = ps.getWarnings(); w != null; w = w.getNextWarning()) {
+                        System.out.println("notice " + w.getMessage());
+                    }
+                }
+                conn.commit();
+            }
+        }
+    }
+}
+"""
+
+
+@pytest.mark.clients
+def test_jdbc_fetch_size_and_its_server_prepared_statement(proxy, ledger, tmp_path):
+    """pgjdbc fetches 2 rows per Execute in a transaction, and reuses its
+    server-side prepared statement after the SET."""
+    javac, java = shutil.which("javac"), shutil.which("java")
+    jar = os.environ.get("PGSHROUD_JDBC_JAR", "/usr/share/java/postgresql.jar")
+    if javac is None or java is None or not os.path.isfile(jar):
+        pytest.fail("pgjdbc needs javac, java and the driver jar: "
+                    "apt-get install -y openjdk-17-jdk-headless libpostgresql-jdbc-java", pytrace=False)
+    (tmp_path / "FetchCheck.java").write_text(JDBC_FETCH)
+    subprocess.run([javac, "-d", str(tmp_path), "-cp", jar, str(tmp_path / "FetchCheck.java")], check=True,
+                   capture_output=True, timeout=180)
+    proc = subprocess.run([java, "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", f"{jar}{os.pathsep}{tmp_path}",
+                           "FetchCheck", proxy.host, str(proxy.port)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "rows 1001 1002 1003 1004 1005", "notice released at epsilon 1",
+        "rows 1001 1002 1003 1004 1005", "notice released at epsilon 0.5",
+    ]
+    assert ledger.charges == [Cost(1.0), Cost(0.5)]
 
 
 def test_executing_a_release_portal_again_does_not_run_it_again(proxy, ledger):

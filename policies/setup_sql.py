@@ -17,7 +17,10 @@ The schema holds
   TRUNCATE are revoked from everyone, the owner included: a correction is a
   new row. `pgshroud.budget_lock` holds one row per user, role and the
   dataset ('dataset', ''), which a charge locks (SELECT ... FOR UPDATE)
-  while it sums and appends. Both are the owner's only.
+  before it compares and appends, with that scope's running totals since
+  its last reset (kept by the charges, grants and resets that lock the row,
+  and recomputed from the ledger when pgshroud is not sure of them). Both
+  are the owner's only.
 - the functions the keyed masks call (see policies/masks.py), all taking the
   value as text and a salt:
     pseudonym_text(value, salt, hex_digits) -> text 'p_' || hex digits
@@ -203,10 +206,12 @@ _LEDGER_DDL = [
     CHECK (CASE WHEN kind = 'charge' THEN user_name IS NOT NULL ELSE user_name IS NULL OR role_name IS NULL END),
     CHECK (kind <> 'reset' OR (epsilon = 0 AND delta = 0))
 )""",
-    f"CREATE INDEX IF NOT EXISTS budget_ledger_user ON {SCHEMA}.budget_ledger (user_name, id) "
+    # For rolling periods (and recomputing a scope's totals): a scope's rows by time.
+    f"CREATE INDEX IF NOT EXISTS budget_ledger_user ON {SCHEMA}.budget_ledger (user_name, recorded_at) "
     f"WHERE user_name IS NOT NULL",
-    f"CREATE INDEX IF NOT EXISTS budget_ledger_role ON {SCHEMA}.budget_ledger (role_name, id) "
+    f"CREATE INDEX IF NOT EXISTS budget_ledger_role ON {SCHEMA}.budget_ledger (role_name, recorded_at) "
     f"WHERE role_name IS NOT NULL",
+    f"CREATE INDEX IF NOT EXISTS budget_ledger_time ON {SCHEMA}.budget_ledger (recorded_at)",
     f"COMMENT ON TABLE {SCHEMA}.budget_ledger IS 'pgshroud''s privacy budget ledger: every charge, grant and "
     f"reset, appended, never changed'",
     f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.budget_lock (
@@ -215,8 +220,16 @@ _LEDGER_DDL = [
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (scope, name)
 )""",
+    # The scope's totals since its last reset (reset_id, 0 for none), in
+    # budget_ledger's terms; a charge reads them under the row's lock.
+    f"""ALTER TABLE {SCHEMA}.budget_lock
+    ADD COLUMN IF NOT EXISTS spent_epsilon numeric NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS spent_delta numeric NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS granted_epsilon numeric NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS granted_delta numeric NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS reset_id bigint NOT NULL DEFAULT 0""",
     f"COMMENT ON TABLE {SCHEMA}.budget_lock IS 'pgshroud: the rows a budget charge locks, one per user, role and "
-    f"the dataset'",
+    f"the dataset, with that scope''s totals since its last reset'",
 ]
 
 LEDGER_TABLES = (f"{SCHEMA}.budget_ledger", f"{SCHEMA}.budget_lock")

@@ -9,26 +9,40 @@ then refuses the statement (58000): no answer without a committed charge.
 The ledger lives in the upstream database, in the tables `pgshroud setup`
 creates (policies/setup_sql.py): `pgshroud.budget_ledger`, append-only rows
 of kind 'charge', 'grant' and 'reset', and `pgshroud.budget_lock`, one row
-per user, role and the dataset. A charge is one READ COMMITTED transaction
-on pgshroud's own connection, with synchronous_commit on:
+per scope (a user, a role, the dataset) with that scope's totals since its
+last reset. A charge is one READ COMMITTED transaction on pgshroud's own
+connection, with synchronous_commit on:
 
-1. lock the budget_lock rows of every scope the charge counts against (the
-   user always; the user's role and the dataset when the policy caps them),
-   in one SELECT ... FOR UPDATE ordered by (scope, name), so that two
-   charges never wait on each other in a cycle;
-2. sum, in numeric, each scope's charges and grants since its last reset
-   (within the rolling window when budgets.period is one), and compare
-   spent + cost with the cap + grants in numeric as well;
-3. append the charge if every scope covers it, and commit.
+1. lock the budget_lock rows of the scopes the charge is checked against
+   (the user always; the user's role and the dataset when the policy caps
+   them), in one SELECT ... FOR UPDATE ordered by (scope, name), so that two
+   charges never wait on each other in a cycle. Once it holds a row, the
+   SELECT returns the row as the previous holder committed it;
+2. take each scope's spend from its row (with a rolling budgets.period: sum
+   the ledger's rows within the window, in a statement of its own, which in
+   READ COMMITTED sees everything committed before the locks were granted),
+   and check spent + cost <= cap + grants for epsilon and delta in exact
+   decimal arithmetic (numeric in PostgreSQL, Decimal with rounding trapped
+   in Python);
+3. if every scope covers it, append the charge and add it to the locked
+   rows' totals, in one statement, and commit.
 
-Step 2 is its own statement, after the locks are held: in READ COMMITTED it
-then sees every charge committed by whoever held the locks before, so
-concurrent charges of one user, from any number of sessions and pgshroud
+So concurrent charges of one user, from any number of sessions and pgshroud
 processes sharing the database, are serialized on the lock rows and can
-never overspend. (In one statement, or under REPEATABLE READ, the sums could
-come from a snapshot taken before the wait, which is why the isolation
-level is set explicitly.) Lock rows are created on first use by a separate
-INSERT ... ON CONFLICT DO NOTHING, committed before the charge begins.
+never overspend, and a charge costs the same with a million rows in the
+ledger as with none. (Under REPEATABLE READ, step 2's sums could come from a
+snapshot taken before the wait, which is why the isolation level is set
+explicitly.) Lock rows are created on first use by a separate INSERT ... ON
+CONFLICT DO NOTHING, committed before the charge begins.
+
+A row's totals are kept by the transactions that lock it, so they miss the
+charges made while no one locked it: a role's charges while the policy did
+not cap the role, say. Each pgshroud process therefore recomputes a row's
+totals from the ledger (under its lock) the first time it uses the row
+under a given policy object, that is after start and after each reload; a
+row's totals are then exact as long as every process sharing the ledger
+runs the same budgets. (A process still on an old policy that does not cap
+a scope, while others do, is not counted in that scope until it reloads.)
 
 Scopes: a charge counts against its user, the user's role (`role_name`, as
 the policy had it at charge time) and the dataset. A 'grant' row adds budget
@@ -50,7 +64,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal, localcontext
+from decimal import Decimal, Inexact, Rounded, localcontext
 
 import asyncpg
 
@@ -204,39 +218,53 @@ def show_number(value: Decimal) -> str:
     return format(value, "f")
 
 
-# Which rows of the ledger (as {t}) count for a scope; p is the statement's parameter row.
+# Which rows of the ledger (as {t}) count for a scope, whose name is {name}.
 _SCOPE_ROWS = {
-    "user": "{t}.user_name = p.user_name",
-    "role": "{t}.role_name = p.role_name",
+    "user": "{t}.user_name = {name}",
+    "role": "{t}.role_name = {name}",
     "dataset": "({t}.kind = 'charge' OR ({t}.user_name IS NULL AND {t}.role_name IS NULL))",
 }
+_SUMS = """coalesce(sum(l.epsilon) FILTER (WHERE l.kind = 'charge'), 0) AS spent_epsilon,
+       coalesce(sum(l.delta) FILTER (WHERE l.kind = 'charge'), 0) AS spent_delta,
+       coalesce(sum(l.epsilon) FILTER (WHERE l.kind = 'grant'), 0) AS granted_epsilon,
+       coalesce(sum(l.delta) FILTER (WHERE l.kind = 'grant'), 0) AS granted_delta"""
 
 
-def _standing_sql(scopes: tuple[str, ...]) -> str:
-    """One statement: for each scope, its spend and grants since its last reset (and within the window)."""
+def _recompute_sql(scope: str) -> str:
+    """Set a locked row's totals (and last reset) from the ledger itself; $1 is the scope's name."""
+    rows = _SCOPE_ROWS[scope].format(t="l", name="$1::text")
+    return f"""
+WITH last_reset AS (
+    SELECT coalesce(max(l.id), 0) AS id FROM {LEDGER} AS l WHERE l.kind = 'reset' AND {rows}
+), sums AS (
+    SELECT {_SUMS}
+    FROM {LEDGER} AS l, last_reset AS r WHERE l.id > r.id AND {rows}
+)
+UPDATE {LOCKS} AS b
+SET spent_epsilon = s.spent_epsilon, spent_delta = s.spent_delta, granted_epsilon = s.granted_epsilon,
+    granted_delta = s.granted_delta, reset_id = r.id
+FROM sums AS s, last_reset AS r
+WHERE b.scope = '{scope}' AND b.name = $1::text
+RETURNING b.scope, b.name, b.spent_epsilon, b.spent_delta, b.granted_epsilon, b.granted_delta, b.reset_id"""
+
+
+def _window_sql(scopes: tuple[str, ...]) -> str:
+    """For each scope in order: its charges and grants since its last reset and within the window."""
     parts = []
     for index, scope in enumerate(scopes):
-        rows, reset_rows = _SCOPE_ROWS[scope].format(t="l"), _SCOPE_ROWS[scope].format(t="r")
-        cap_e, cap_d = f"p.caps[{2 * index + 1}]", f"p.caps[{2 * index + 2}]"
+        name = {"user": "p.user_name", "role": "p.role_name"}.get(scope, "''")
+        rows = _SCOPE_ROWS[scope].format(t="l", name=name)
         parts.append(f"""
-SELECT {index} AS ordinal, s.*,
-       s.spent_epsilon + p.cost_epsilon <= {cap_e} + s.granted_epsilon
-       AND s.spent_delta + p.cost_delta <= {cap_d} + s.granted_delta AS covers
+SELECT {index} AS ordinal, s.*
 FROM p, LATERAL (
-    SELECT coalesce(sum(l.epsilon) FILTER (WHERE l.kind = 'charge'), 0) AS spent_epsilon,
-           coalesce(sum(l.delta) FILTER (WHERE l.kind = 'charge'), 0) AS spent_delta,
-           coalesce(sum(l.epsilon) FILTER (WHERE l.kind = 'grant'), 0) AS granted_epsilon,
-           coalesce(sum(l.delta) FILTER (WHERE l.kind = 'grant'), 0) AS granted_delta,
+    SELECT {_SUMS},
            min(l.recorded_at) FILTER (WHERE l.kind = 'charge') AS oldest_charge
     FROM {LEDGER} AS l
-    WHERE {rows}
-      AND l.id > coalesce((SELECT max(r.id) FROM {LEDGER} AS r
-                           WHERE r.kind = 'reset' AND {reset_rows}), 0)
-      AND (p.period IS NULL OR l.recorded_at > now() - p.period)
+    WHERE {rows} AND l.id > p.reset_ids[{index + 1}] AND l.recorded_at > now() - p.period
 ) AS s""")
     return (
         "WITH p AS (SELECT $1::text AS user_name, $2::text AS role_name, $3::interval AS period, "
-        "$4::numeric AS cost_epsilon, $5::numeric AS cost_delta, $6::numeric[] AS caps)"
+        "$4::bigint[] AS reset_ids)"
         + "\nUNION ALL".join(parts)
         + "\nORDER BY ordinal"
     )
@@ -247,13 +275,38 @@ _ENSURE_LOCKS = (
     "ORDER BY k.scope, k.name ON CONFLICT (scope, name) DO NOTHING"
 )
 _LOCK = (
-    f"SELECT l.scope, l.name FROM {LOCKS} AS l JOIN unnest($1::text[], $2::text[]) AS k(scope, name) "
+    f"SELECT l.scope, l.name, l.spent_epsilon, l.spent_delta, l.granted_epsilon, l.granted_delta, l.reset_id "
+    f"FROM {LOCKS} AS l JOIN unnest($1::text[], $2::text[]) AS k(scope, name) "
     "ON l.scope = k.scope AND l.name = k.name ORDER BY l.scope, l.name FOR UPDATE OF l"
 )
-_APPEND = (
-    f"INSERT INTO {LEDGER} (kind, user_name, role_name, epsilon, delta, note) "
-    "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id"
+# Append the charge and add it to the totals of the rows it locked.
+_CHARGE = f"""
+WITH charge AS (
+    INSERT INTO {LEDGER} (kind, user_name, role_name, epsilon, delta)
+    VALUES ('charge', $1::text, $2::text, $3::numeric, $4::numeric) RETURNING id
 )
+UPDATE {LOCKS} AS b SET spent_epsilon = b.spent_epsilon + $3::numeric, spent_delta = b.spent_delta + $4::numeric
+FROM charge, unnest($5::text[], $6::text[]) AS k(scope, name)
+WHERE b.scope = k.scope AND b.name = k.name
+RETURNING charge.id"""
+_GRANT = f"""
+WITH entry AS (
+    INSERT INTO {LEDGER} (kind, user_name, role_name, epsilon, delta, note)
+    VALUES ('grant', $1::text, $2::text, $3::numeric, $4::numeric, $5::text) RETURNING id
+)
+UPDATE {LOCKS} AS b
+SET granted_epsilon = b.granted_epsilon + $3::numeric, granted_delta = b.granted_delta + $4::numeric
+FROM entry WHERE b.scope = $6::text AND b.name = $7::text
+RETURNING entry.id"""
+_RESET = f"""
+WITH entry AS (
+    INSERT INTO {LEDGER} (kind, user_name, role_name, epsilon, delta, note)
+    VALUES ('reset', $1::text, $2::text, 0, 0, $3::text) RETURNING id
+)
+UPDATE {LOCKS} AS b
+SET spent_epsilon = 0, spent_delta = 0, granted_epsilon = 0, granted_delta = 0, reset_id = entry.id
+FROM entry WHERE b.scope = $4::text AND b.name = $5::text
+RETURNING entry.id"""
 _CHECK = f"""
 SELECT current_user, current_database(),
        (SELECT array_agg(c.relname::text ORDER BY c.relname) FROM pg_catalog.pg_class c
@@ -266,6 +319,22 @@ _CHECK_PRIVILEGES = (
     f"SELECT pg_catalog.has_table_privilege('{LEDGER}', 'SELECT, INSERT') "
     f"AND pg_catalog.has_table_privilege('{LOCKS}', 'SELECT, INSERT, UPDATE')"
 )
+
+
+@dataclass(frozen=True)
+class _Row:
+    """A locked budget_lock row: the scope's totals since its last reset."""
+
+    spent_epsilon: Decimal
+    spent_delta: Decimal
+    granted_epsilon: Decimal
+    granted_delta: Decimal
+    reset_id: int
+
+    @classmethod
+    def of(cls, record: asyncpg.Record) -> _Row:
+        return cls(record["spent_epsilon"], record["spent_delta"], record["granted_epsilon"],
+                   record["granted_delta"], record["reset_id"])
 
 
 class _LocksMissing(Exception):
@@ -295,6 +364,10 @@ class PostgresLedger:
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Lock | None = None
         self._known_locks: set[tuple[str, str]] = set()
+        # The lock rows whose totals this process has recomputed (or kept)
+        # since it took up the policy object `_fresh_under`.
+        self._fresh: set[tuple[str, str]] = set()
+        self._fresh_under: Policy | None = None
 
     # -- the session's side --------------------------------------------------
 
@@ -308,42 +381,45 @@ class PostgresLedger:
         window = period_window(policy.budgets.period)
         keys = _lock_keys(user, budgets)
 
-        async def attempt(conn: asyncpg.Connection) -> Refuse | None:
-            standings, covered = await self._standings(conn, user, role_name, budgets, window, epsilon, delta)
-            if not all(covered):
-                short = [s for s, ok in zip(standings, covered) if not ok]
+        async def body(conn: asyncpg.Connection, rows: dict[tuple[str, str], _Row]) -> Refuse | None:
+            standings = await self._standings(conn, user, role_name, budgets, window, rows)
+            short = [standing for standing in standings if not _covers(standing, epsilon, delta)]
+            if short:
                 return _exhausted(short, standings, epsilon, delta, policy.budgets.period, window)
-            await conn.execute(_APPEND, "charge", user, role_name, epsilon, delta, None)
+            charged = await conn.fetch(_CHARGE, user, role_name, epsilon, delta, [k[0] for k in keys],
+                                       [k[1] for k in keys])
+            if len(charged) != len(keys):
+                raise RuntimeError(f"a charge updated {len(charged)} of its {len(keys)} {LOCKS} rows")
             return None
 
-        return await self._transaction(keys, attempt)
+        return await self._transaction(policy, keys, body)
 
     # -- the administrator's side ---------------------------------------------
 
     async def standing(self, user: str) -> list[Standing]:
-        """Where each of the user's budgets stands now (nothing is locked or written)."""
+        """Where each of the user's budgets stands now (one per budget of the policy that applies to the user)."""
         policy = self._current_policy()
         role_name, budgets = budgets_for(policy, user)
         if not budgets:
             return []
-        pool = await self._open()
-        async with pool.acquire() as conn:
-            rows = await conn.fetch(*self._standing_query(user, role_name, budgets,
-                                                           period_window(policy.budgets.period), Decimal(0),
-                                                           Decimal(0)))
-        return [_standing(budget, row) for budget, row in zip(budgets, rows)]
+        window = period_window(policy.budgets.period)
+
+        async def body(conn: asyncpg.Connection, rows: dict[tuple[str, str], _Row]) -> list[Standing]:
+            return await self._standings(conn, user, role_name, budgets, window, rows)
+
+        return await self._transaction(policy, _lock_keys(user, budgets), body)
 
     async def grant(self, scope: str, name: str, epsilon: float | Decimal, delta: float | Decimal = 0,
                     note: str | None = None) -> int:
         """Append a grant of (epsilon, delta) to a user's, a role's or the dataset's budget; returns its id."""
-        amount_e, amount_d = exact(epsilon, "epsilon"), exact(delta, "delta")
-        return await self._adjust("grant", scope, name, amount_e, amount_d, note)
+        amounts = (exact(epsilon, "epsilon"), exact(delta, "delta"))
+        return await self._adjust(_GRANT, scope, name, amounts, note)
 
     async def reset(self, scope: str, name: str, note: str | None = None) -> int:
         """Append a reset: the scope's earlier charges and grants count no more. Returns its id."""
-        return await self._adjust("reset", scope, name, Decimal(0), Decimal(0), note)
+        return await self._adjust(_RESET, scope, name, (), note)
 
-    async def _adjust(self, kind: str, scope: str, name: str, epsilon: Decimal, delta: Decimal,
+    async def _adjust(self, statement: str, scope: str, name: str, amounts: tuple[Decimal, ...],
                       note: str | None) -> int:
         if scope not in _SCOPE_ROWS:
             raise ValueError(f"a budget scope is user, role or dataset, not {scope!r}")
@@ -354,10 +430,13 @@ class PostgresLedger:
         user_name = name if scope == "user" else None
         role_name = name if scope == "role" else None
 
-        async def attempt(conn: asyncpg.Connection) -> int:
-            return await conn.fetchval(_APPEND, kind, user_name, role_name, epsilon, delta, note)
+        async def body(conn: asyncpg.Connection, rows: dict[tuple[str, str], _Row]) -> int:
+            entry = await conn.fetchval(statement, user_name, role_name, *amounts, note, scope, name)
+            if entry is None:
+                raise RuntimeError(f"the {LOCKS} row of {scope} {name!r} was not updated")
+            return entry
 
-        return await self._transaction([(scope, name)], attempt)
+        return await self._transaction(self._current_policy(), [(scope, name)], body)
 
     # -- start-up and shutdown ------------------------------------------------
 
@@ -407,8 +486,11 @@ class PostgresLedger:
                 )
             return self._pool
 
-    async def _transaction(self, keys: list[tuple[str, str]], body):
-        """Run `body(conn)` in one READ COMMITTED transaction holding the lock rows of `keys`, and commit."""
+    async def _transaction(self, policy: Policy, keys: list[tuple[str, str]], body):
+        """Run `body(conn, rows)` in one READ COMMITTED transaction holding the lock rows of `keys`
+        (`rows`: their totals, recomputed from the ledger when this process is not sure of them), and commit."""
+        if self._fresh_under is not policy:
+            self._fresh, self._fresh_under = set(), policy
         pool = await self._open()
         for attempt in (1, 2, 3):
             committing = False
@@ -425,12 +507,18 @@ class PostgresLedger:
                         if len(locked) != len(keys):
                             self._known_locks.difference_update(keys)
                             raise _LocksMissing
-                        result = await body(conn)
+                        rows = {(record["scope"], record["name"]): _Row.of(record) for record in locked}
+                        stale = [key for key in keys if key not in self._fresh]
+                        for scope, name in stale:
+                            rows[scope, name] = _Row.of(await conn.fetchrow(_recompute_sql(scope), name))
+                        result = await body(conn, rows)
                     except BaseException:
                         await transaction.rollback()
                         raise
                     committing = True
                     await transaction.commit()
+                    if self._fresh_under is policy:
+                        self._fresh.update(stale)
                     return result
             except _LocksMissing:
                 if attempt == 3:
@@ -444,15 +532,27 @@ class PostgresLedger:
                 log.warning("ledger transaction failed (%s); trying again", type(exc).__name__)
         raise AssertionError("unreachable")
 
-    def _standing_query(self, user: str, role_name: str | None, budgets: list[Budget], window: timedelta | None,
-                        epsilon: Decimal, delta: Decimal) -> tuple:
-        caps = [value for budget in budgets for value in (budget.epsilon, budget.delta)]
-        sql = _standing_sql(tuple(budget.scope for budget in budgets))
-        return sql, user, role_name, window, epsilon, delta, caps
+    async def _standings(self, conn: asyncpg.Connection, user: str, role_name: str | None, budgets: list[Budget],
+                         window: timedelta | None, rows: dict[tuple[str, str], _Row]) -> list[Standing]:
+        """Each budget's standing: from its locked row, or for a rolling period from the ledger's rows in it."""
+        locked = [rows[budget.scope, budget.name] for budget in budgets]
+        if window is None:
+            return [Standing(budget, row.spent_epsilon, row.spent_delta, row.granted_epsilon, row.granted_delta, None)
+                    for budget, row in zip(budgets, locked)]
+        sums = await conn.fetch(_window_sql(tuple(budget.scope for budget in budgets)), user, role_name, window,
+                                [row.reset_id for row in locked])
+        return [Standing(budget, s["spent_epsilon"], s["spent_delta"], s["granted_epsilon"], s["granted_delta"],
+                         s["oldest_charge"]) for budget, s in zip(budgets, sums)]
 
-    async def _standings(self, conn, user, role_name, budgets, window, epsilon, delta):
-        rows = await conn.fetch(*self._standing_query(user, role_name, budgets, window, epsilon, delta))
-        return [_standing(budget, row) for budget, row in zip(budgets, rows)], [row["covers"] for row in rows]
+
+def _covers(standing: Standing, epsilon: Decimal, delta: Decimal) -> bool:
+    """spent + cost <= cap + grants, for epsilon and for delta, exactly (a rounded sum raises)."""
+    with localcontext() as context:
+        context.prec = 200
+        context.traps[Inexact] = True
+        context.traps[Rounded] = True
+        return (standing.spent_epsilon + epsilon <= standing.allowed_epsilon
+                and standing.spent_delta + delta <= standing.allowed_delta)
 
 
 def _lock_keys(user: str, budgets: list[Budget]) -> list[tuple[str, str]]:
@@ -460,11 +560,6 @@ def _lock_keys(user: str, budgets: list[Budget]) -> list[tuple[str, str]]:
     each capped scope's."""
     keys = {("user", user)} | {(budget.scope, budget.name) for budget in budgets}
     return sorted(keys)
-
-
-def _standing(budget: Budget, row: asyncpg.Record) -> Standing:
-    return Standing(budget, row["spent_epsilon"], row["spent_delta"], row["granted_epsilon"], row["granted_delta"],
-                    row["oldest_charge"])
 
 
 def _exhausted(short: list[Standing], standings: list[Standing], epsilon: Decimal, delta: Decimal, period: str,

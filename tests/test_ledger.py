@@ -103,6 +103,26 @@ def spent(dsn: str, where: str = "kind = 'charge'") -> tuple[Decimal, Decimal, i
                             f"FROM pgshroud.budget_ledger WHERE {where}").fetchone()
 
 
+def assert_totals_match_the_ledger(dsn: str) -> None:
+    """Every lock row's running totals are the sums of its scope's ledger rows since its last reset."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute("""
+            SELECT b.scope, b.name, b.spent_epsilon, b.spent_delta, b.granted_epsilon, b.granted_delta,
+                   coalesce(sum(l.epsilon) FILTER (WHERE l.kind = 'charge'), 0),
+                   coalesce(sum(l.delta) FILTER (WHERE l.kind = 'charge'), 0),
+                   coalesce(sum(l.epsilon) FILTER (WHERE l.kind = 'grant'), 0),
+                   coalesce(sum(l.delta) FILTER (WHERE l.kind = 'grant'), 0)
+            FROM pgshroud.budget_lock AS b
+            LEFT JOIN pgshroud.budget_ledger AS l ON l.id > b.reset_id AND CASE b.scope
+                WHEN 'user' THEN l.user_name = b.name
+                WHEN 'role' THEN l.role_name = b.name
+                ELSE l.kind = 'charge' OR (l.user_name IS NULL AND l.role_name IS NULL) END
+            GROUP BY b.scope, b.name""").fetchall()
+    assert rows
+    for scope, name, *figures in rows:
+        assert figures[:4] == figures[4:], (scope, name, figures)
+
+
 # ----------------------------------------------------------------- accounting
 
 
@@ -215,6 +235,51 @@ def test_budgets_follow_the_current_policy(db) -> None:
     assert [result is None for result in results] == [True, True, False, True, True, False]
 
 
+def test_a_cap_the_policy_adds_later_counts_the_charges_made_before(db) -> None:
+    """A role's charges while it was not capped are in its budget once it is, and so are those made while the
+    cap was lifted for a while."""
+    uncapped = make_policy(per_user=EpsilonDelta(10))
+    capped = make_policy(per_user=EpsilonDelta(10), per_role={"analyst": EpsilonDelta(4.5)})
+    current = {"policy": uncapped}
+    ledger = PostgresLedger(db, lambda: current["policy"])
+
+    async def charges(*pairs: tuple[str, float]) -> list:
+        return [await ledger.charge(user, Cost(epsilon)) for user, epsilon in pairs]
+
+    async def scenario() -> list:
+        try:
+            steps = await charges(("alice", 1.0), ("alice", 1.0), ("bob", 1.0))
+            current["policy"] = capped  # a reload adds the role's cap
+            steps += await charges(("alice", 1.0), ("bob", 1.0))
+            current["policy"] = make_policy(per_user=EpsilonDelta(10))  # lifted...
+            steps += await charges(("bob", 0.25))
+            current["policy"] = capped  # ...and back
+            steps += await charges(("alice", 0.5), ("alice", 0.25), ("bob", 0.25))
+            return steps
+        finally:
+            await ledger.close()
+
+    steps = run(scenario())
+    assert [step is None for step in steps] == [True, True, True, True, False, True, False, True, False]
+    assert steps[4].message.startswith('privacy budget exhausted: role "analyst", shared by its users, has '
+                                       "epsilon 0.5 of 4.5 left")
+    assert steps[6].message.startswith('privacy budget exhausted: role "analyst", shared by its users, has '
+                                       "epsilon 0.25 of 4.5 left")
+    assert spent(db, "role_name = 'analyst'")[0] == Decimal("4.5")
+    assert_totals_match_the_ledger(db)
+
+
+def test_a_new_process_recomputes_the_totals_from_the_ledger(db) -> None:
+    policy = make_policy(per_user=EpsilonDelta(1.0))
+    assert run(charge_all(PostgresLedger(db, policy), "alice", [Cost(0.75)])) == [None]
+    with psycopg.connect(db, autocommit=True) as conn:  # the superuser damages the running totals
+        conn.execute("UPDATE pgshroud.budget_lock SET spent_epsilon = 0")
+    results = run(charge_all(PostgresLedger(db, policy), "alice", [Cost(0.5), Cost(0.25)]))
+    assert isinstance(results[0], Refuse) and "has epsilon 0.25 of 1 left" in results[0].message
+    assert results[1] is None
+    assert_totals_match_the_ledger(db)
+
+
 def test_grants_add_budget_and_resets_void_earlier_rows(db) -> None:
     policy = make_policy(per_user=EpsilonDelta(1.0), per_dataset=EpsilonDelta(100))
 
@@ -242,6 +307,7 @@ def test_grants_add_budget_and_resets_void_earlier_rows(db) -> None:
     # The reset voids the user's earlier charges and grant; the dataset still counts them.
     assert steps[6] == (Decimal("1.0"), Decimal("1.0")) and steps[7] == (Decimal("2.5"), Decimal("100"))
     assert [row[0] for row in ledger_rows(db)] == ["charge", "grant", "charge", "reset", "charge"]
+    assert_totals_match_the_ledger(db)
 
 
 def test_a_rolling_period_counts_only_charges_within_it(db) -> None:
@@ -296,6 +362,7 @@ def test_concurrent_charges_from_two_ledgers_never_overspend(db, pg) -> None:
     assert sum(result is None for result in results) == 25
     assert all(result.sqlstate == "53400" for result in results if result is not None)
     assert spent(db) == (Decimal("2.5"), Decimal("0.0000025"), 25)
+    assert_totals_match_the_ledger(db)
 
 
 def test_concurrent_charges_of_many_users_share_role_and_dataset_caps(db) -> None:
@@ -317,6 +384,7 @@ def test_concurrent_charges_of_many_users_share_role_and_dataset_caps(db) -> Non
         per_role = dict(conn.execute("SELECT role_name, sum(epsilon) FROM pgshroud.budget_ledger GROUP BY 1"))
     assert all(total <= 1 for total in per_user.values()), per_user
     assert per_role == {"analyst": 3, "auditor": 1}
+    assert_totals_match_the_ledger(db)
 
 
 _WORKER = textwrap.dedent("""
@@ -379,6 +447,7 @@ def test_processes_killed_while_charging_leave_a_consistent_ledger(db) -> None:
     assert count >= released  # no answer released unpaid
     assert epsilon == Decimal("0.25") * count <= Decimal(cap)
     assert epsilon < Decimal(cap)  # they were killed before the end
+    assert_totals_match_the_ledger(db)
 
     # A fresh process is not blocked by the killed ones' locks, and spends exactly the rest.
     survivor = _worker(db, cap)
@@ -387,6 +456,7 @@ def test_processes_killed_while_charging_leave_a_consistent_ledger(db) -> None:
     assert out.count("released\n") == (Decimal(cap) - epsilon) / Decimal("0.25")
     assert out.count("refused\n") == 4
     assert spent(db)[:1] == (Decimal("100.00"),) and spent(db)[2] == 400
+    assert_totals_match_the_ledger(db)
 
 
 # ----------------------------------------------------------------- failures

@@ -38,6 +38,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -628,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster = prepare_database(args.patients)
     shroud = smartnoise = None
     exact_db = private_db = None
+    finished = False
     try:
         admin = make_conninfo(cluster.dsn(user=OWNER, password=OWNER, dbname=DATABASE), sslmode="disable")
         exact_db = Postgres(admin)
@@ -691,6 +693,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"its answers are at the benchmark policy's default, {wanted!r}")
                 if not math.isclose(float(shown), wanted, rel_tol=1e-9):
                     raise SystemExit(f"pgshroud answers at {name} = {shown}, not {wanted!r}")
+
             def run_pgshroud(query: Query) -> Outcome:
                 outcome = private_db.run(query.sql)
                 answered_by_pgshroud.append(outcome.refused is None)
@@ -711,6 +714,7 @@ def main(argv: list[str] | None = None) -> int:
             again = exact_db.run(next(q for q in queries if q.name == name).sql)
             if sorted(map(repr, again.rows)) != sorted(map(repr, exact_answers[name].rows)):
                 log(f"note: the exact answer of {name} changed during the run (floating point?)")
+        finished = True
     finally:
         for thing in (smartnoise, shroud):
             if thing is not None:
@@ -719,6 +723,10 @@ def main(argv: list[str] | None = None) -> int:
             if db is not None:
                 db.close()
         cluster.stop()
+        if finished:
+            shutil.rmtree(workdir, ignore_errors=True)  # pgshroud's and the worker's logs
+        else:
+            log(f"logs of pgshroud and the smartnoise worker kept in {workdir}")
 
     summaries = {q.name: {s: summarise(q, exact_answers[q.name], results[q.name][s]) for s in systems}
                  for q in queries}

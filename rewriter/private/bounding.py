@@ -1,17 +1,23 @@
-"""The contribution-bounding rewrite (Wilson et al., "Differentially Private
-SQL with Bounded User Contribution", PoPETs 2020).
+"""The contribution-bounding rewrite, after Wilson et al., "Differentially
+Private SQL with Bounded User Contribution" (PoPETs 2020).
 
-The bounded query aggregates per person per group first, clamps each
-person's per-group totals (not single rows) so that a person moves a
-group's count by at most `max_rows` and its sum by at most `max_rows`
-times the largest bound, then keeps at most `max_groups` groups per person,
-chosen at random, and only then aggregates across people. Sensitivities
-follow from these clamps and nothing else.
+The bounded query aggregates per person per group first. Each person may
+contribute `allowance` = max_groups x max_rows rows over all groups (L1):
+a person with more rows keeps the same share of each of their groups
+(systematic sampling: integer counts that add up to at most the allowance,
+each group's expected count exactly its share), so no group loses more of
+a heavy user's rows than another. When the query releases counts of people
+per group (partition selection, COUNT(DISTINCT unit)), each person first
+keeps at most `max_groups` of their groups, chosen at random (L0). A group's
+per-person totals are scaled to the rows kept and clamped: a sum by rows
+kept times the largest bound. So one person moves a query's counts by at
+most `allowance` in L1, its sums by `allowance` times the largest bound, and
+its people counts by `max_groups`: the sensitivities the noise is
+calibrated to.
 
 Values are carried as numeric, so no sum can overflow; NaN reads as NULL
-(no value), and infinities clamp to the bounds like any large value.
-Quantiles are answered from a histogram of at most `max_rows` values per
-person per group, returned as extra rows of the same result.
+(no value). Quantiles are answered from a histogram of the kept values,
+returned as extra rows of the same result, as are distinct counts.
 """
 
 from __future__ import annotations
@@ -43,19 +49,21 @@ class Measurement:
     argument: str | None = None
     bounds: tuple[Fraction, Fraction] | None = None
 
-    def sensitivity(self, max_rows: int) -> Fraction:
-        """How much one person can move this quantity in one group."""
+    def sensitivity(self, allowance: int) -> Fraction:
+        """How much one person with `allowance` rows can move this quantity,
+        in L1 over all groups; for UNITS, in each group (one person counts
+        once in each of at most max_groups groups)."""
         if self.kind == UNITS:
             return Fraction(1)
         if self.kind in (ROWS, COUNT, HISTOGRAM, DISTINCT):
-            return Fraction(max_rows)
+            return Fraction(allowance)
         assert self.bounds is not None
         largest = max(abs(self.bounds[0]), abs(self.bounds[1]))
         if self.kind == CENTRED_SUM:
-            return max_rows * (self.bounds[1] - self.bounds[0]) / 2
+            return allowance * (self.bounds[1] - self.bounds[0]) / 2
         if self.kind == SUM_OF_SQUARES:
-            return max_rows * largest * largest
-        return max_rows * largest
+            return allowance * largest * largest
+        return allowance * largest
 
     @property
     def integer(self) -> bool:
@@ -116,45 +124,93 @@ def _clamp_row(sql: str, low: Fraction, high: Fraction) -> str:
     return f"CASE WHEN {sql} IS NULL THEN NULL ELSE {_clamp(sql, low, high)} END"
 
 
-def per_person(measurement: Measurement, index: int, max_rows: int) -> str:
-    """The per-person per-group expression of a measurement, over `pgshroud_rows`."""
-    column = f'"a{index}"'
-    r = max_rows
-    if measurement.kind == ROWS:
-        return f"LEAST(count(*), {r})"
-    if measurement.kind == COUNT:
-        return f"LEAST(count({column}), {r})"
+def raw_total(measurement: Measurement, column: str, allowance: int) -> str | None:
+    """A person's total of a measurement in one group, over all their rows
+    there (aggregated from `pgshroud_rows`); None when the counts suffice."""
+    if measurement.kind in (ROWS, COUNT):
+        return None
     if measurement.kind == DISTINCT:
-        # Each person brings at most max_rows distinct values to a group.
-        return f"(array_agg(DISTINCT {column}) FILTER (WHERE {column} IS NOT NULL))[1:{r}]"
+        return f"(array_agg(DISTINCT {column}) FILTER (WHERE {column} IS NOT NULL))[1:{allowance}]"
     assert measurement.bounds is not None
     low, high = measurement.bounds
-    total_low, total_high = r * min(low, Fraction(0)), r * max(high, Fraction(0))
     if measurement.kind == SUM:
-        # A single row never counts for more than a whole person may.
-        row = _clamp_row(column, total_low, total_high)
-        return _clamp(f"COALESCE(sum({row}), 0)", total_low, total_high)
+        # No row counts for more than a whole person may; the total is clamped once scaled.
+        row = _clamp_row(column, allowance * min(low, Fraction(0)), allowance * max(high, Fraction(0)))
+        return f"COALESCE(sum({row}), 0)"
     row = _clamp_row(column, low, high)
     if measurement.kind == CENTRED_SUM:
-        # Each row moves the total by at most (high - low)/2 around the midpoint.
-        middle, half = (low + high) / 2, (high - low) / 2
-        return _clamp(f"COALESCE(sum({row} - {_number(middle)}), 0)", -r * half, r * half)
+        # Each value moves the total by at most (high - low)/2 around the midpoint.
+        return f"COALESCE(sum({row} - {_number((low + high) / 2)}), 0)"
     if measurement.kind == CLAMPED_SUM:
-        return _clamp(f"COALESCE(sum({row}), 0)", total_low, total_high)
+        return f"COALESCE(sum({row}), 0)"
     if measurement.kind == SUM_OF_SQUARES:
-        largest = max(abs(low), abs(high))
-        return _clamp(f"COALESCE(sum({row} * {row}), 0)", Fraction(0), r * largest * largest)
+        return f"COALESCE(sum({row} * {row}), 0)"
     if measurement.kind == HISTOGRAM:
         bucket = f"LEAST(width_bucket({row}, {_number(low)}, {_number(high)}, {BUCKETS}), {BUCKETS})"
-        return f"(array_agg({bucket} ORDER BY random()) FILTER (WHERE {column} IS NOT NULL))[1:{r}]"
+        return f"(array_agg({bucket} ORDER BY random()) FILTER (WHERE {column} IS NOT NULL))[1:{allowance}]"
     raise ValueError(measurement.kind)
 
 
-def bounded_sql(query: q.PrivateQuery) -> str:
+def kept(measurement: Measurement, index: int, total: str) -> str:
+    """A person's contribution to one group from the `"c"` rows kept of its
+    `"n"`, of which `"v{index}"` have a value of the argument."""
+    values = f'LEAST("v{index}", "c")'
+    if measurement.kind == ROWS:
+        return '"c"'
+    if measurement.kind == COUNT:
+        return values
+    if measurement.kind == DISTINCT:
+        return f'{total}[1:"c"]'
+    if measurement.kind == HISTOGRAM:
+        return f"{total}[1:{values}]"
+    assert measurement.bounds is not None
+    low, high = measurement.bounds
+    # The person's total in the group, scaled to the rows kept.
+    scaled = f'({total} * "c" / "n")'
+    if measurement.kind == SUM_OF_SQUARES:
+        largest = max(abs(low), abs(high))
+        limits = (_number(Fraction(0)), _number(largest * largest))
+    elif measurement.kind == CENTRED_SUM:
+        half = (high - low) / 2
+        limits = (_number(-half), _number(half))
+    else:
+        limits = (_number(min(low, Fraction(0))), _number(max(high, Fraction(0))))
+    return f"LEAST(GREATEST({scaled}, {values} * {limits[0]}), {values} * {limits[1]})"
+
+
+def needs_people_counts(query: q.PrivateQuery) -> bool:
+    """Whether the answer releases, per group, how many people are in it."""
+    return any(not k.public for k in query.keys) or any(a.kind == q.COUNT_UNITS for a in query.aggregates)
+
+
+def allocation(query: q.PrivateQuery, keys: list[str], salt: str) -> str:
+    """Per person and group: `"c"`, the rows kept, over `"pgshroud_persons"`."""
+    allowance = query.allowance
+    if not query.grouped:
+        return f'SELECT *, LEAST("n", {allowance}) AS "c" FROM "pgshroud_persons"'
+    source = '"pgshroud_persons"'
+    if needs_people_counts(query):
+        source = (f'(SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY "unit" ORDER BY random()) AS "pick" '
+                  f'FROM "pgshroud_persons") AS "ranked" WHERE "pick" <= {query.max_groups})')
+    # Systematic sampling: the person's groups in a fixed order, a uniform
+    # start u in [0, 1) per person, and floor(u + share of the rows so far)
+    # steps: integer counts whose sum never exceeds the allowance (the
+    # differences telescope, and doubles are exact enough: u < 1 - 2**-31).
+    start = f"(hashtext(\"unit\"::text || '{salt}') & 2147483647)::float8 / 2147483648"
+    shares = (f'SELECT *, sum("n") OVER "upto" AS "upto", '
+              f'LEAST(1, {allowance}::float8 / sum("n") OVER "person") AS "share", {start} AS "u" '
+              f'FROM {source} AS "mine" WINDOW "person" AS (PARTITION BY "unit"), '
+              f'"upto" AS (PARTITION BY "unit" ORDER BY {", ".join(keys)} ROWS UNBOUNDED PRECEDING)')
+    steps = 'floor("u" + "upto" * "share") - floor("u" + ("upto" - "n") * "share")'
+    return f'SELECT *, ({steps})::bigint AS "c" FROM ({shares}) AS "shares"'
+
+
+def bounded_sql(query: q.PrivateQuery, salt: str = "") -> str:
     found = measurements(query)
     for measurement in found:
         if measurement.kind == HISTOGRAM and measurement.bounds and measurement.bounds[0] >= measurement.bounds[1]:
             raise ValueError("a quantile needs bounds with low < high")
+    allowance = query.allowance
     keys = [f'"k{i}"' for i in range(len(query.keys))]
     row_columns = [f'{query.unit_sql} AS "unit"']
     row_columns += [f"{key.sql} AS {name}" for key, name in zip(query.keys, keys)]
@@ -164,20 +220,25 @@ def bounded_sql(query: q.PrivateQuery) -> str:
     for position, (argument, raw) in enumerate(row_values):
         row_columns.append(f'{f"({argument})" if raw else _value(argument)} AS "a{position}"')
     rows = f"SELECT {', '.join(row_columns)} {query.source_sql}"
-    person_columns = ['"unit"'] + keys
+
+    person_columns = ['"unit"'] + keys + ['count(*) AS "n"']
+    person_columns += [f'count("a{p}") AS "v{p}"' for p in range(len(row_values))]
+    kept_columns = []
     for i, measurement in enumerate(found[1:], start=1):
         index = 0
         if measurement.argument is not None:
             index = row_values.index((measurement.argument, measurement.kind == DISTINCT))
-        person_columns.append(f'{per_person(measurement, index, query.max_rows)} AS "m{i}"')
+        total = raw_total(measurement, f'"a{index}"', allowance)
+        if total is not None:
+            person_columns.append(f'{total} AS "t{i}"')
+        kept_columns.append(f'{kept(measurement, index, f"{chr(34)}t{i}{chr(34)}")} AS "m{i}"')
     group_by = ", ".join(['"unit"'] + keys)
     persons = f'SELECT {", ".join(person_columns)} FROM "pgshroud_rows" GROUP BY {group_by}'
-    ctes = [f'"pgshroud_rows" AS ({rows})', f'"pgshroud_persons" AS ({persons})']
-    bounded = '"pgshroud_persons"'
-    if query.grouped:
-        ranked = 'SELECT *, row_number() OVER (PARTITION BY "unit" ORDER BY random()) AS "pick" FROM "pgshroud_persons"'
-        ctes.append(f'"pgshroud_bounded" AS (SELECT * FROM ({ranked}) AS "ranked" WHERE "pick" <= {query.max_groups})')
-        bounded = '"pgshroud_bounded"'
+    given = allocation(query, keys, salt)
+    bounded_columns = ", ".join(['"unit"'] + keys + kept_columns)
+    ctes = [f'"pgshroud_rows" AS ({rows})', f'"pgshroud_persons" AS ({persons})',
+            f'"pgshroud_bounded" AS (SELECT {bounded_columns} FROM ({given}) AS "given" WHERE "c" > 0)']
+    bounded = '"pgshroud_bounded"'
     key_list = ", ".join(keys)
     group = f" GROUP BY {key_list}" if keys else ""
     totals = []
@@ -203,7 +264,7 @@ def bounded_sql(query: q.PrivateQuery) -> str:
             )
     for i, key in enumerate(query.keys):
         if key.domain_sql is not None:
-            # The public values of this key, from its public table.
+            # The public values of this key, as PostgreSQL spells them.
             columns = ", ".join('"d"."v"' if j == i else "NULL" for j in range(len(keys)))
             branches.append(f'SELECT {-1 - i}, NULL::integer, {columns}, NULL::numeric{nulls} '
                             f'FROM ({key.domain_sql}) AS "d"("v")')

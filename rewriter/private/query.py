@@ -88,3 +88,8 @@ class PrivateQuery:
     @property
     def grouped(self) -> bool:
         return bool(self.keys)
+
+    @property
+    def allowance(self) -> int:
+        """The rows one person may contribute over all groups (L1)."""
+        return self.max_groups * self.max_rows

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import secrets
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
@@ -31,10 +32,11 @@ from rewriter.partition_selection import NoisyThresholdSelection
 from rewriter.plans import Column, Cost, LocalAnswer, RawResult
 from rewriter.private import query as q
 from rewriter.private import types as t
-from rewriter.private.bounding import BUCKETS, HISTOGRAM, Measurement, bounded_sql, measurements, measurements_for
+from rewriter.private.bounding import (BUCKETS, HISTOGRAM, UNITS, Measurement, bounded_sql, measurements,
+                                       measurements_for, needs_people_counts)
 from rewriter.private.postprocess import evaluate, format_value, parse_key, sort_rows
 
-GRID_STEPS = 1024  # grid points per unit of per-group sensitivity for real-valued sums
+GRID_STEPS = 1024  # grid points per L1 sensitivity of a real-valued sum
 MAX_PUBLIC_GROUPS = 10_000
 
 
@@ -89,14 +91,19 @@ class PrivateRelease:
         groups = query.max_groups
         noises = {}
         for measurement in noised:
-            per_group = measurement.sensitivity(query.max_rows)
-            if measurement.integer or per_group == 0:
-                mechanism = DiscreteLaplace.for_epsilon(share, groups * per_group)
-                noises[measurement] = Noise(measurement, share, groups * per_group, mechanism, None)
+            # Units: a person counts once in each of at most max_groups groups.
+            l1 = Fraction(groups) if measurement.kind == UNITS else measurement.sensitivity(query.allowance)
+            if measurement.integer or l1 == 0:
+                mechanism = DiscreteLaplace.for_epsilon(share, l1)
+                noises[measurement] = Noise(measurement, share, l1, mechanism, None)
             else:
-                granularity = per_group / GRID_STEPS
-                mechanism = DiscreteLaplace.for_epsilon(share, groups * GRID_STEPS)
-                noises[measurement] = Noise(measurement, share, groups * per_group, mechanism, granularity)
+                # Each group's value is rounded to the grid on its own: a person
+                # moves the grid indices by at most GRID_STEPS plus one per group
+                # they are kept in (at most max_groups, or one per row kept).
+                touched = 1 if not query.grouped else groups if needs_people_counts(query) else query.allowance
+                granularity = l1 / GRID_STEPS
+                mechanism = DiscreteLaplace.for_epsilon(share, GRID_STEPS + touched)
+                noises[measurement] = Noise(measurement, share, l1, mechanism, granularity)
         selection = None
         if selection_needed and self.delta == 0:
             private_keys = ", ".join(k.label for k in query.keys if not k.public)
@@ -105,7 +112,8 @@ class PrivateRelease:
                              "values the policy declares public")
         if selection_needed:
             selection = NoisyThresholdSelection(noises[found[0]].mechanism, self.delta, groups)
-        object.__setattr__(self, "sql", bounded_sql(query))
+        # The systematic sampling's start per person: not noise, but unpredictable all the same.
+        object.__setattr__(self, "sql", bounded_sql(query, secrets.token_hex(8)))
         object.__setattr__(self, "found", found)
         object.__setattr__(self, "noises", noises)
         object.__setattr__(self, "selection", selection)
@@ -204,7 +212,7 @@ class PrivateRelease:
         parts = [noisy[m] for m in measurements_for(aggregate)]
         kind = aggregate.kind
         if kind in (q.COUNT_ROWS, q.COUNT, q.COUNT_UNITS, q.COUNT_DISTINCT):
-            return max(0, int(parts[0]))
+            return max(0, round(parts[0]))
         low, high = aggregate.bounds or (Fraction(0), Fraction(0))
         if kind == q.SUM:
             # A sum of values >= 0 is >= 0 (and of values <= 0, <= 0).
@@ -239,8 +247,8 @@ class PrivateRelease:
 
     def explain(self) -> list[str]:
         lines = [f"privacy cost: epsilon {float(self.epsilon):g}, delta {self.cost.delta:g}",
-                 f"contribution bounds: at most {self.query.max_groups} group(s) per person, "
-                 f"{self.query.max_rows} row(s) per person per group"]
+                 f"contribution bounds: at most {self.query.max_groups} group(s) per person (their largest), "
+                 f"{self.query.allowance} row(s) per person in all"]
         for output in self.query.outputs:
             used = sorted({int(v.name[3:]) for v in output.expression.find_all(exp.Var) if v.name.startswith("agg")})
             sources = "; ".join(

@@ -72,6 +72,7 @@ class PrivateRelease:
     found: tuple[Measurement, ...] = field(init=False)
     noises: dict[Measurement, Noise] = field(init=False)
     selection: NoisyThresholdSelection | None = field(init=False)
+    margins: dict[Measurement, Fraction] = field(init=False)  # 95% margin of each noise, in value units
     rng: Rng | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -116,6 +117,9 @@ class PrivateRelease:
         object.__setattr__(self, "sql", bounded_sql(query, secrets.token_hex(8)))
         object.__setattr__(self, "found", found)
         object.__setattr__(self, "noises", noises)
+        object.__setattr__(self, "margins", {
+            m: margin_of_error(n.mechanism) * (n.granularity or 1) for m, n in noises.items() if m.kind != HISTOGRAM
+        })
         object.__setattr__(self, "selection", selection)
 
     # ReleaseSpec
@@ -140,14 +144,45 @@ class PrivateRelease:
             values.update({f"agg{i}": self._aggregate(a, kept) for i, a in enumerate(self.query.aggregates)})
             if self.query.having is not None and evaluate(self.query.having, values) is not True:
                 continue
-            rows.append((key_text, values))
+            rows.append((key_text, values, kept))
         rows = sort_rows(rows, self.query.order)
         end = None if self.query.limit is None else self.query.offset + self.query.limit
         rows = rows[self.query.offset : end]
         out = []
-        for key_text, values in rows:
+        for key_text, values, _ in rows:
             out.append(tuple(self._output(o, key_text, values) for o in self.query.outputs))
-        return LocalAnswer(f"SELECT {len(out)}", self.columns, tuple(out), notices=self.query.notices)
+        notices = self.query.notices + self._margins([noisy for _, _, noisy in rows])
+        return LocalAnswer(f"SELECT {len(out)}", self.columns, tuple(out), notices=notices)
+
+    def _margins(self, released: list[dict]) -> tuple[str, ...]:
+        """A notice with each noisy column's 95% margin of error (the largest
+        over the rows released), from the noise's scale and released values only."""
+        parts = []
+        for output in self.query.outputs:
+            node = output.expression
+            if node.key != "var" or not node.name.startswith("agg"):
+                continue
+            aggregate = self.query.aggregates[int(node.name[3:])]
+            margins = [m for noisy in released if (m := self._margin(aggregate, noisy)) is not None]
+            if margins:
+                parts.append(f"{output.name} ±{format_value(max(margins), output.type_name)}")
+        if not parts:
+            return ()
+        return ("95% margins of error from the noise (not from bounding): " + ", ".join(parts),)
+
+    def _margin(self, aggregate: q.Aggregate, noisy: dict) -> Fraction | None:
+        """The 95% margin of one aggregate in one group: counts and sums from
+        their mechanism; an average by first-order propagation through the
+        noisy centred sum over the noisy count. None where no simple margin
+        exists (variances, quantiles)."""
+        found = measurements_for(aggregate)
+        if aggregate.kind in q.VARIANCES + q.QUANTILES or any(m not in self.noises for m in found):
+            return None
+        margins = [self.margins[m] for m in found]
+        if aggregate.kind != q.AVG:
+            return margins[0]
+        centred, count = noisy[found[0]], max(noisy[found[1]], Fraction(1))
+        return margins[0] / count + abs(centred) * margins[1] / (count * count)
 
     # steps
 

@@ -1,4 +1,4 @@
-"""The `pgshroud` command: serve, demo."""
+"""The `pgshroud` command: serve, demo, setup, check, explain, budget."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from policies.loader import load_policy
 from proxy.catalog import CatalogKeeper, own_conninfo
 from proxy.config import ConfigError, ServerConfig, UpstreamTarget, parse_listen, server_tls_context
 from proxy.ledger import PostgresLedger, has_aggregate_role
+from proxy.metrics import Metrics, MetricsServer
 from proxy.server import Server
 from proxy.session import SessionContext
 from rewriter import plan
@@ -51,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--drain-timeout", type=float, default=60.0, metavar="SECONDS",
                        help="on SIGTERM, how long running statements may take before sessions are closed "
                             "(default: 60)")
+    serve.add_argument("--audit-log", metavar="PATH",
+                       help="append a JSON line per statement decision to PATH (time, user, role, plan kind, a "
+                            "fingerprint of the statement without its literals, cost, refusal SQLSTATE and "
+                            "reason; never SQL text or values)")
+    serve.add_argument("--metrics", metavar="HOST:PORT",
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics (sessions, statements by plan "
+                            "kind, refusals, planning and upstream latency, budget spent)")
 
     check = commands.add_parser("check", help="validate a policy file (and compare it with a live catalog)",
                                 description="Validate a policy; with --upstream also compare it with the live "
@@ -79,6 +87,39 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--upstream", required=True, metavar="DSN", help="where to read the catalog from")
     explain.add_argument("--role", required=True, help="the policy role to plan for")
 
+    budget = commands.add_parser("budget", help="show, grant or reset privacy budgets in the ledger",
+                                 description="The privacy budget ledger, for its administrator. Grants and "
+                                             "resets are appended to the ledger, never changed in place.")
+    budget_commands = budget.add_subparsers(dest="budget_command", required=True, metavar="ACTION")
+    show = budget_commands.add_parser("show", help="print each user's spend and what is left",
+                                      description="Print, per user, the epsilon and delta spent, granted and left "
+                                                  "in the current period, the number of charges and the last one, "
+                                                  "a bar of spend per user, and the role and dataset budgets.")
+    show.add_argument("--user", help="only this user")
+    grant = budget_commands.add_parser("grant", help="add budget to a user, a role or the dataset",
+                                       description="Append a grant to the ledger: the scope may spend this much "
+                                                   "more (in the current period).")
+    grant.add_argument("user", nargs="?", metavar="USER", help="the user to grant to")
+    grant.add_argument("--epsilon", required=True, metavar="X", help="epsilon to add")
+    grant.add_argument("--delta", default="0", metavar="D", help="delta to add (default: 0)")
+    reset = budget_commands.add_parser("reset", help="void a user's (role's, dataset's) charges of the period",
+                                       description="Append a reset to the ledger: the scope's earlier charges and "
+                                                   "grants count no more (its role's and the dataset's budgets "
+                                                   "still count the charges).")
+    reset.add_argument("user", nargs="?", metavar="USER", help="the user to reset")
+    for action in (grant, reset):
+        scope = action.add_mutually_exclusive_group()
+        scope.add_argument("--role", metavar="ROLE", help="the role's shared budget (budgets.per_role) instead")
+        scope.add_argument("--dataset", action="store_true", help="the dataset's budget (budgets.per_dataset) instead")
+        action.add_argument("--note", metavar="TEXT", help="why, kept in the ledger entry with who ran the command")
+        action.add_argument("--audit-log", metavar="PATH", help="also append the action to this JSON lines audit log")
+    for action in (show, grant, reset):
+        action.add_argument("--upstream", required=True, metavar="DSN",
+                            help="the database holding the ledger (the policy's admin_dsn, when set, is used "
+                                 "instead, as by serve)")
+        action.add_argument("--policy", required=True, metavar="FILE", help="the policy whose budgets apply")
+    show.set_defaults(role=None, dataset=False)
+
     demo = commands.add_parser("demo", help="run pgshroud on a throwaway PostgreSQL with synthetic patient data",
                                description="Start a throwaway PostgreSQL cluster with a synthetic healthcare "
                                            "dataset and pgshroud in front of it; Ctrl-C removes everything.")
@@ -104,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_setup(args.upstream, key_env=args.key_env, key_file=args.key_file,
                              rotate_key=args.rotate_key, grant_to=parse_grant_to(args.grant_to))
+        if args.command == "budget":
+            from proxy.budget_command import run_budget
+
+            return run_budget(args, sys.stdout)
         if args.command == "explain":
             from proxy.policy_commands import run_explain
 
@@ -132,17 +177,58 @@ def _serve(args: argparse.Namespace) -> int:
         max_message_size=args.max_message_size,
         drain_timeout=args.drain_timeout,
     )
+    metrics_listen = None
+    if args.metrics is not None:
+        try:
+            metrics_listen = parse_listen(args.metrics)
+        except ConfigError:
+            raise ConfigError(f"--metrics {args.metrics!r} must be HOST:PORT") from None
     if args.policy is None:
         log.warning("no --policy given: pgshroud relays every statement unchanged")
     policy = load_policy(args.policy) if args.policy else None
-    run_event_loop(serve_until_signalled(SessionContext(config, plan, policy=policy), policy_path=args.policy))
+    shared = SessionContext(config, plan, policy=policy)
+    if args.audit_log is not None:
+        from proxy.audit import AuditLog
+
+        shared.audit = AuditLog(args.audit_log)
+    try:
+        run_event_loop(serve_until_signalled(shared, policy_path=args.policy, metrics_listen=metrics_listen))
+    finally:
+        if shared.audit is not None:
+            shared.audit.close()
     return 0
 
 
 async def serve_until_signalled(
-    shared: SessionContext, ready: asyncio.Future[int] | None = None, policy_path: str | None = None
+    shared: SessionContext,
+    ready: asyncio.Future[int] | None = None,
+    policy_path: str | None = None,
+    metrics_listen: tuple[str, int] | None = None,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then drain. SIGHUP reloads the policy."""
+    """Serve until SIGTERM or SIGINT, then drain. SIGHUP reloads the policy.
+    With `metrics_listen`, also serve Prometheus metrics there."""
+    metrics_server = None
+    if metrics_listen is not None:
+        if shared.metrics is None:
+            shared.metrics = Metrics()
+        if shared.audit is not None:
+            shared.metrics.audit_counts = shared.audit.counts
+        metrics_server = MetricsServer(shared.metrics, *metrics_listen)
+        try:
+            await metrics_server.start()
+        except OSError as exc:
+            raise ConfigError(f"--metrics {metrics_listen[0]}:{metrics_listen[1]}: {exc.strerror or exc}") from None
+        log.info("metrics at http://%s:%d/metrics", metrics_listen[0], metrics_server.port)
+    try:
+        await _serve_until_signalled(shared, ready, policy_path)
+    finally:
+        if metrics_server is not None:
+            await metrics_server.close()
+
+
+async def _serve_until_signalled(
+    shared: SessionContext, ready: asyncio.Future[int] | None, policy_path: str | None
+) -> None:
     keeper = None
     ledger = None
     if shared.policy is not None:

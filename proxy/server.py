@@ -165,6 +165,8 @@ class Server:
             if not exc.sent:
                 leg.write(ErrorResponse.build("FATAL", exc.sqlstate, exc.message, hint=exc.hint).encode())
             log.info("startup refused (%s)", exc.sqlstate or "upstream")
+            if self.shared.metrics is not None:
+                self.shared.metrics.startup_refusals_total += 1
             leg.close()
             return
         # From here on this is a session, not a handshake: shutdown drains it.
@@ -178,17 +180,25 @@ class Server:
             established.user, established.database, leg.is_tls, established.client_minor,
         )
         self.sessions.add(session)
+        metrics = self.shared.metrics
+        if metrics is not None:
+            metrics.sessions += 1
+            metrics.sessions_total += 1
         try:
             session.start()
             if self._draining:
                 session.drain()
             await asyncio.shield(session.finished)
         finally:
+            if metrics is not None:
+                metrics.sessions -= 1
             self.sessions.discard(session)
             self.cancels.revoke(key)
             log.info("session ended: user=%s", established.user)
 
     def _fatal(self, leg: Leg | None, sock: socket.socket | None, sqlstate: str | None, message: str | None) -> None:
+        if self.shared.metrics is not None:
+            self.shared.metrics.startup_refusals_total += 1
         error = ErrorResponse.build("FATAL", sqlstate, message).encode() if sqlstate and message else b""
         if leg is not None:
             leg.write(error)

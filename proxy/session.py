@@ -16,8 +16,9 @@ import re
 import struct
 from collections import deque
 from dataclasses import replace
+from time import perf_counter
 from types import MappingProxyType
-from typing import Awaitable, Callable, Mapping, Protocol
+from typing import TYPE_CHECKING, Awaitable, Callable, Mapping, Protocol, Sequence
 
 from proxy import responses as r
 from proxy.answers import UnsupportedFormat, check_formats, result_formats
@@ -32,6 +33,10 @@ from rewriter import PlanContext, Planner, plan_function_call
 from rewriter.catalog import Catalog
 from rewriter.settings import check_parameter_status
 from rewriter.plans import Cost, Local, Passthrough, Plan, PrivacySetting, Refuse, Release, Rewrite
+
+if TYPE_CHECKING:
+    from proxy.audit import AuditLog
+    from proxy.metrics import Metrics
 
 log = logging.getLogger("pgshroud.session")
 
@@ -95,7 +100,8 @@ class _Statement:
 
 class SessionContext:
     """What every session shares: configuration, planner, ledger, policy
-    (replaced as a whole on reload) and the catalog snapshot."""
+    (replaced as a whole on reload), the catalog snapshot, and where
+    decisions are reported (audit log, metrics; each optional)."""
 
     def __init__(
         self,
@@ -104,12 +110,16 @@ class SessionContext:
         ledger: Ledger | None = None,
         policy: object | None = None,
         catalog: Callable[[], Catalog | None] = lambda: None,
+        audit: AuditLog | None = None,
+        metrics: Metrics | None = None,
     ):
         self.config = config
         self.planner = planner
         self.ledger = ledger
         self.policy = policy
         self.catalog = catalog
+        self.audit = audit
+        self.metrics = metrics
 
 
 class Session:
@@ -150,6 +160,10 @@ class Session:
         self._terminating = False
         self.finished = asyncio.get_running_loop().create_future()
         self._max = shared.config.max_message_size
+        # Where decisions are reported (proxy/audit.py, proxy/metrics.py).
+        self._audit = shared.audit
+        self._metrics = shared.metrics
+        self._watched = self._audit is not None or self._metrics is not None
 
     # lifecycle
 
@@ -384,12 +398,28 @@ class Session:
         context = self._context()
         if privacy is not None and privacy != context.privacy:
             context = replace(context, privacy=privacy)
+        # Only statements that the planner analyses are timed.
+        metrics = self._metrics if context.policy is not None and not context.role_sees_raw else None
+        started = perf_counter() if metrics is not None else 0.0
         try:
             plans = list(self.shared.planner(sql, context))
         except Exception:
             log.exception("planner failed; refusing the statement")
-            return [Refuse("XX000", "pgshroud could not analyse this statement, so it was refused")]
+            plans = []
+        if metrics is not None:
+            metrics.planning.observe(perf_counter() - started)
         return plans or [Refuse("XX000", "pgshroud could not analyse this statement, so it was refused")]
+
+    def _decided(self, source: str, sql: str | None, plans: Sequence[Plan], charge_refusal: Refuse | None = None,
+                 refused: Release | None = None) -> None:
+        """Report the decisions about one message's statements (`charge_refusal`: the ledger's
+        refusal standing in `plans` for the release `refused`). The audit log only queues them."""
+        if self._metrics is not None:
+            self._metrics.decided(source, plans, charge_refusal)
+        if self._audit is not None:
+            role = self.role
+            self._audit.decided(self.user, role.name if role is not None else None, source, sql, plans,
+                                charge_refusal, refused)
 
     # simple Query
 
@@ -399,6 +429,8 @@ class Session:
             if not (self._planned_privacy or self._privacy) or not any(_resets_all(p) for p in plans):
                 # Every statement passes as written: forward the client's bytes.
                 self._expect_relay(r.RELAY_QUERY)
+                if self._watched:
+                    self._decided("query", sql, plans)
                 return None
         if self._upstream_skipping:
             return None  # PostgreSQL ignores it until Sync: nothing to plan or charge
@@ -406,8 +438,10 @@ class Session:
             plans = self._plan_after_settings(sql, plans)
         releases = [p for p in plans if isinstance(p, Release)]
         if releases:
-            self._block(self._charge_then_query(plans))
+            self._block(self._charge_then_query(plans, sql))
             return b""
+        if self._watched:
+            self._decided("query", sql, _until_refusal(plans))
         return self._query_from_plans(plans)
 
     def _plan_after_settings(self, sql: str, plans: list[Plan]) -> list[Plan]:
@@ -449,26 +483,35 @@ class Session:
         self._expect(r.ENDS_READY, extended=False, action=r.Statements(actions))
         return Query(";\n".join(texts)).encode()
 
-    async def _charge_then_query(self, plans: list[Plan]) -> bytes:
+    async def _charge_then_query(self, plans: list[Plan], sql: str) -> bytes:
         charged: list[Plan] = []
+        refusal = refused = None
         for plan in plans:
             if isinstance(plan, Release):
                 refusal = await self._charge(plan)
                 if refusal is not None:
                     charged.append(refusal)
+                    refused = plan
                     break
             charged.append(plan)
+        if self._watched:
+            self._decided("query", sql, _until_refusal(charged), refusal, refused)
         return self._query_from_plans(charged)
 
     async def _charge(self, plan: Release) -> Refuse | None:
         ledger = self.shared.ledger
+        refusal: Refuse | None
         if ledger is None:
-            return Refuse("55000", "private answers need a privacy budget ledger, and none is configured")
-        try:
-            return await ledger.charge(self.user, plan.spec.cost)
-        except Exception:
-            log.exception("ledger charge failed")
-            return Refuse("58000", "the privacy budget ledger is unavailable, so nothing was released")
+            refusal = Refuse("55000", "private answers need a privacy budget ledger, and none is configured")
+        else:
+            try:
+                refusal = await ledger.charge(self.user, plan.spec.cost)
+            except Exception:
+                log.exception("ledger charge failed")
+                refusal = Refuse("58000", "the privacy budget ledger is unavailable, so nothing was released")
+        if self._metrics is not None:
+            self._metrics.charge(self.role.name if self.role is not None else None, plan.spec.cost, refusal)
+        return refusal
 
     def _transform(
         self,
@@ -480,8 +523,11 @@ class Session:
         max_rows: int = 0,
     ) -> r.Transform:
         columns = plan.spec.columns
+        finalize = plan.spec.finalize
+        if self._metrics is not None:
+            finalize = self._metrics.timed_release(finalize)  # timed from here to CommandComplete
         return r.Transform(
-            plan.spec.finalize,
+            finalize,
             columns,
             formats if formats is not None else (0,) * len(columns),
             describe=describe,
@@ -540,6 +586,8 @@ class Session:
         if self.plan_context.policy is not None and not self.plan_context.role_sees_raw:
             self._prepared_under[parse.name] = self.plan_context.policy
         plan = plans[0] if len(plans) == 1 else Refuse("42601", "cannot insert multiple commands into a prepared statement")
+        if self._watched:
+            self._decided("parse", parse.sql, (plan,))
         if type(plan) is Passthrough and plan.sql == parse.sql:
             if (self._planned_privacy or self._privacy) and _resets_all(plan):
                 self._statements[parse.name] = _Statement(plan)
@@ -588,7 +636,7 @@ class Session:
             check_formats(columns, formats)
         except UnsupportedFormat as exc:
             return self._refuse_extended(r.ENDS_BIND, "0A000", str(exc))
-        self._portals[portal] = _Statement(info.plan, formats)
+        self._portals[portal] = _Statement(info.plan, formats, sql=info.sql)
         self._expect(r.ENDS_BIND)
         # PostgreSQL's rows for pgshroud's own answers are read as text.
         return Bind(bind.portal, bind.statement, bind.param_formats, bind.params, ()).encode()
@@ -647,6 +695,8 @@ class Session:
 
     async def _charge_then_execute(self, plan: Release, execute: Execute, info: _Statement) -> bytes:
         refusal = await self._charge(plan)
+        if self._watched:
+            self._decided("execute", info.sql, (plan if refusal is None else refusal,), refusal, plan)
         if refusal is not None:
             return self._refuse_extended(r.ENDS_EXECUTE, refusal.sqlstate, refusal.message, refusal.hint)
         answer = info.answer = r.PortalAnswer()
@@ -659,6 +709,8 @@ class Session:
 
     def _refuse_extended(self, ends: frozenset[int], sqlstate: str, message: str, hint: str | None = None) -> bytes:
         """Refuse inside the extended protocol: both sides skip to Sync."""
+        if self._watched and ends is r.ENDS_BIND:
+            self._decided("bind", None, (Refuse(sqlstate, message, hint),))
         self._expect(ends, action=r.RefuseAction(r.error_bytes(sqlstate, message, hint)))
         self._client_skipping = True
         return Parse("", SENTINEL_SQL, ()).encode()
@@ -672,6 +724,8 @@ class Session:
 
     def _on_function_call(self, call: FunctionCall) -> bytes | None:
         plan = plan_function_call(call.function_oid, self._context())
+        if self._watched:
+            self._decided("function_call", None, (plan,))
         if isinstance(plan, Refuse):
             action = r.Statements([r.RefuseAction(r.error_bytes(plan.sqlstate, plan.message, plan.hint))])
             self._expect(r.ENDS_READY, extended=False, action=action)
@@ -812,6 +866,14 @@ def _two_names(payload: bytes) -> tuple[str, str]:
 
 def _columns(plan: Local | Release):
     return plan.answer.columns if isinstance(plan, Local) else plan.spec.columns
+
+
+def _until_refusal(plans: list[Plan]) -> list[Plan]:
+    """The statements of a Query that are sent: none after the first refusal."""
+    for index, plan in enumerate(plans):
+        if isinstance(plan, Refuse):
+            return plans[: index + 1]
+    return plans
 
 
 def _resets_all(plan: Plan) -> bool:

@@ -26,7 +26,7 @@ from proxy.cli import build_parser
 
 REPO = Path(__file__).resolve().parent.parent
 SERVE_FLAGS = ["--listen", "--upstream", "--policy", "--tls-cert", "--tls-key", "--max-connections",
-               "--max-message-size", "--drain-timeout"]
+               "--max-message-size", "--drain-timeout", "--audit-log", "--metrics"]
 
 
 def cli_env() -> dict[str, str]:

@@ -147,6 +147,16 @@ class Standing:
         return max(Decimal(0), self.allowed_delta - self.spent_delta)
 
 
+@dataclass(frozen=True)
+class Activity:
+    """A user's charges in the current period: how many, their sums, and when the last was made."""
+
+    charges: int
+    spent_epsilon: Decimal
+    spent_delta: Decimal
+    last_charge: datetime | None
+
+
 def exact(value: float | int | Decimal, name: str) -> Decimal:
     """A cost or cap as the decimal number it was written as (0.1 -> Decimal('0.1'))."""
     if isinstance(value, bool):
@@ -307,6 +317,24 @@ UPDATE {LOCKS} AS b
 SET spent_epsilon = 0, spent_delta = 0, granted_epsilon = 0, granted_delta = 0, reset_id = entry.id
 FROM entry WHERE b.scope = $4::text AND b.name = $5::text
 RETURNING entry.id"""
+# Per user: the charges since the user's last reset (and within the period's window, $1, when not NULL),
+# of the users in $2 (NULL: every user with a lock row, i.e. every user ever charged, granted or reset).
+_ACTIVITY = f"""
+WITH users AS (
+    SELECT b.name AS user_name FROM {LOCKS} AS b WHERE b.scope = 'user' AND $2::text[] IS NULL
+    UNION SELECT u FROM unnest($2::text[]) AS u
+), resets AS (
+    SELECT u.user_name, coalesce(max(l.id), 0) AS id
+    FROM users AS u LEFT JOIN {LEDGER} AS l ON l.user_name = u.user_name AND l.kind = 'reset'
+    GROUP BY u.user_name
+)
+SELECT r.user_name, count(l.id) AS charges, coalesce(sum(l.epsilon), 0) AS spent_epsilon,
+       coalesce(sum(l.delta), 0) AS spent_delta, max(l.recorded_at) AS last_charge
+FROM resets AS r
+LEFT JOIN {LEDGER} AS l ON l.user_name = r.user_name AND l.kind = 'charge' AND l.id > r.id
+     AND ($1::interval IS NULL OR l.recorded_at > now() - $1::interval)
+GROUP BY r.user_name
+ORDER BY r.user_name"""
 _CHECK = f"""
 SELECT current_user, current_database(),
        (SELECT array_agg(c.relname::text ORDER BY c.relname) FROM pg_catalog.pg_class c
@@ -408,6 +436,45 @@ class PostgresLedger:
             return await self._standings(conn, user, role_name, budgets, window, rows)
 
         return await self._transaction(policy, _lock_keys(user, budgets), body)
+
+    async def scope_standing(self, scope: str, name: str) -> Standing | None:
+        """Where one scope's budget stands now: a user's, a role's or the dataset's ('' for its name);
+        None when the policy does not cap that scope."""
+        policy = self._current_policy()
+        caps = policy.budgets
+        if scope == "dataset":
+            name, cap = "", caps.per_dataset
+        elif scope == "role":
+            cap = caps.per_role.get(name)
+        elif scope == "user":
+            cap = caps.per_user
+        else:
+            raise ValueError(f"a budget scope is user, role or dataset, not {scope!r}")
+        if cap is None:
+            return None
+        budget = _budget(scope, name, cap)
+        window = period_window(caps.period)
+
+        async def body(conn: asyncpg.Connection, rows: dict[tuple[str, str], _Row]) -> Standing:
+            user = name if scope == "user" else ""
+            role_name = name if scope == "role" else None
+            return (await self._standings(conn, user, role_name, [budget], window, rows))[0]
+
+        return await self._transaction(policy, [(scope, name)], body)
+
+    async def activity(self, users: list[str] | None = None) -> dict[str, Activity]:
+        """Per user (all users the ledger has rows of, or `users`): the charges that count in the current
+        period (since the user's last reset, within budgets.period's window) and the last of them.
+        Reads the ledger only: no locks are taken."""
+        window = period_window(self._current_policy().budgets.period)
+        pool = await self._open()
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(_ACTIVITY, window, users)
+        found = {r["user_name"]: Activity(r["charges"], r["spent_epsilon"], r["spent_delta"], r["last_charge"])
+                 for r in rows}
+        for user in users or ():
+            found.setdefault(user, Activity(0, Decimal(0), Decimal(0), None))
+        return found
 
     async def grant(self, scope: str, name: str, epsilon: float | Decimal, delta: float | Decimal = 0,
                     note: str | None = None) -> int:

@@ -6,7 +6,8 @@ and `SHOW pgshroud.<name>` (`SHOW pgshroud.all`: one row per setting) as
 Local plans, as the real rewriter does, from the PlanContext.privacy it is
 given; `release <sql>` charges the session's epsilon and adds 1000 to every
 value of <sql>'s single column, with a notice that names the epsilon;
-anything else passes through. Real clients and a real PostgreSQL check that
+`broken <sql>` is a release whose finalize fails; anything else passes
+through. Real clients and a real PostgreSQL check that
 settings hold only once their statement succeeded, as PostgreSQL's own SET
 does, that nothing PostgreSQL says while a private answer is computed
 reaches the client, and that a portal's rows arrive exactly once.

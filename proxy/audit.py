@@ -47,21 +47,29 @@ counted, and a line `{"time": ..., "event": "dropped", "count": N}` says so.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import itertools
 import json
 import logging
 import os
+import pickle
 import re
+import select
+import signal
+import struct
+import subprocess
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
-from typing import Any
+from pathlib import Path
 
 from sqlglot.tokens import TokenType
 
 from proxy.config import ConfigError
-from rewriter.cache import normalise
+from rewriter.cache import _LITERAL as _CACHE_LITERAL, _SLOT, _UNSAFE
 from rewriter.plans import Local, Passthrough, Plan, Refuse, Release, Rewrite
 from rewriter.statements import LexError, split_statements
 
@@ -71,6 +79,7 @@ _LITERALS = frozenset(t for t in TokenType if t.name.endswith("STRING") or t.nam
 _KIND = {Passthrough: "passthrough", Rewrite: "rewrite", Release: "release", Local: "local", Refuse: "refuse"}
 _FINGERPRINT_DIGITS = 16
 _MEMO_SIZE = 4096
+_MISSING = object()
 
 # In a planner's refusal: from the first single quote to the last (or to the
 # end), and numbers standing alone.
@@ -97,8 +106,8 @@ def normalised_statements(sql: str) -> list[str] | None:
                     parts.append(token.text)  # $1: a parameter's number is not a literal
                 else:
                     parts.append("?")
-            elif adjacent and previous.token_type in _LITERALS and (token.text[:1].isalnum() or token.text[:1] == "_"):
-                # 1_000 and the like: the rest of a number, lexed as a word.
+            elif adjacent and previous.token_type == TokenType.NUMBER and token.text[:1] == "_":
+                # 1_000: the rest of the number, lexed as a word.
                 pass
             elif kind == TokenType.IDENTIFIER:
                 parts.append('"' + token.text.replace('"', '""') + '"')
@@ -119,7 +128,8 @@ def scrub_reason(message: str) -> str:
 
 
 class Fingerprints:
-    """Fingerprints of a text, memoised by the text and by its literal-free plan cache key.
+    """Fingerprints of a text, memoised by its plan cache key (rewriter/cache.py: the text with its
+    plain literals taken out), or by the text itself when it has none.
 
     `of(sql)` gives the fingerprint of the whole text (all its statements, as
     one: what a raw role's Query is) and of each statement, or None when the
@@ -131,193 +141,281 @@ class Fingerprints:
         self._memo: OrderedDict[str, tuple[str, tuple[str, ...]] | None] = OrderedDict()
 
     def of(self, sql: str) -> tuple[str, tuple[str, ...]] | None:
+        # The plan cache's key, computed as rewriter.cache.normalise does, in one substitution: texts
+        # with one key differ only inside plain literals, so they lex alike.
+        key = None
+        if _SLOT not in sql and _UNSAFE.search(sql) is None:
+            key = _CACHE_LITERAL.sub(_SLOT, sql)
+            if "'" in key:
+                key = None
+        memo_key = "k" + key if key is not None else "t" + sql
         memo = self._memo
-        found = memo.get(sql, False)
-        if found is not False:
+        found = memo.get(memo_key, _MISSING)
+        if found is not _MISSING:
+            memo.move_to_end(memo_key)
             return found  # type: ignore[return-value]
-        normal = normalise(sql)
-        # Texts with one plan cache key differ only inside plain literals, so they lex alike.
-        key = "\x00" + normal[0] if normal is not None else None
-        if key is not None:
-            found = memo.get(key, False)
-            if found is not False:
-                self._remember(sql, found)  # type: ignore[arg-type]
-                return found  # type: ignore[return-value]
         statements = normalised_statements(sql)
         result = None
         if statements is not None:
             result = (fingerprint(" ; ".join(statements)), tuple(fingerprint(s) for s in statements))
-        if key is not None:
-            self._remember(key, result)
-        self._remember(sql, result)
-        return result
-
-    def _remember(self, key: str, value: tuple[str, tuple[str, ...]] | None) -> None:
-        memo = self._memo
-        memo[key] = value
+        memo[memo_key] = result
         if len(memo) > self.size:
             memo.popitem(last=False)
+        return result
+
+
+# What the writer is sent per plan: (kind, epsilon, delta, charged, sqlstate, reason, scrub).
+Outcome = tuple[str, float | None, float | None, bool | None, str | None, str | None, bool]
+_ONE_PASSTHROUGH: tuple[Outcome, ...] = (("passthrough", None, None, None, None, None, False),)
+
+
+def outcomes(source: str, plans: Sequence[Plan], charge_refusal: Refuse | None,
+             refused: Release | None) -> tuple[Outcome, ...]:
+    """The plans as the writer needs them (no plan object crosses to the writer process)."""
+    if len(plans) == 1 and type(plans[0]) is Passthrough:
+        return _ONE_PASSTHROUGH
+    out = []
+    for plan in plans:
+        epsilon = delta = charged = sqlstate = reason = None
+        scrub = False
+        if plan is charge_refusal and charge_refusal is not None:
+            kind, charged, sqlstate, reason = "release", False, plan.sqlstate, plan.message
+            release = refused
+        else:
+            kind = _KIND.get(type(plan), "refuse")
+            release = plan if isinstance(plan, Release) else None
+            if release is not None and source != "parse":
+                charged = True
+            if isinstance(plan, Refuse):
+                sqlstate, reason, scrub = plan.sqlstate, plan.message, True
+        if release is not None:
+            cost = release.spec.cost
+            epsilon, delta = float(cost.epsilon), float(cost.delta)
+        out.append((kind, epsilon, delta, charged, sqlstate, reason, scrub))
+    return tuple(out)
 
 
 class AuditLog:
-    """Appends decisions to a JSON lines file from a writer thread; `decided` is all the session calls."""
+    """The audit log of a pgshroud process: `decided` queues a record (all the session's event loop
+    does); a feeder thread sends batches to a writer process (`python -m proxy.audit`), which
+    fingerprints, formats and appends them to the file, so none of that work holds this process's GIL."""
 
-    def __init__(self, path: str, *, flush_interval: float = 0.5, max_pending: int = 200_000) -> None:
+    def __init__(self, path: str, *, flush_interval: float = 0.5, max_pending: int = 200_000,
+                 batch: int = 1000) -> None:
         self.path = path
         self.flush_interval = flush_interval
         self.max_pending = max_pending
-        self.written = 0
+        self.batch = batch
+        self.sent = 0
         self.dropped = 0
         self._reported_dropped = 0
         self._pending: deque[tuple] = deque()
         self._wake = threading.Event()
         self._stopping = False
-        self._fingerprints = Fingerprints()
-        self._names: dict[str | None, str] = {}
-        self._second = -1
-        self._second_text = ""
-        self._failing = False
+        self._closed = False
+        self._flushing = threading.Lock()
+        self._tokens = itertools.count(1)
+        self._acks = b""
+        self._broken = False
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640))
         except OSError as exc:
             raise ConfigError(f"--audit-log {path}: {exc.strerror or exc}") from None
-        self._file = os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16)
-        self._thread = threading.Thread(target=self._run, name="pgshroud-audit", daemon=True)
-        self._thread.start()
+        here = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        self._writer = subprocess.Popen(
+            [sys.executable, "-m", "proxy.audit", path, str(flush_interval)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
+        )
+        self._feeder = threading.Thread(target=self._feed, name="pgshroud-audit", daemon=True)
+        self._feeder.start()
+        atexit.register(self.close)
 
     # -- the session's side (event loop) ----------------------------------------
 
     def decided(self, user: str, role: str | None, source: str, sql: str | None, plans: Sequence[Plan],
                 charge_refusal: Refuse | None = None, refused: Release | None = None) -> None:
-        """Record the decisions about the statements of `sql` (`charge_refusal`: the ledger's refusal that
+        """Queue the decisions about the statements of `sql` (`charge_refusal`: the ledger's refusal that
         stands in `plans` for the release `refused`)."""
         if len(self._pending) >= self.max_pending:
             self.dropped += 1
             return
-        self._pending.append((time.time(), user, role, source, sql, plans, charge_refusal, refused))
+        if len(plans) == 1 and type(plans[0]) is Passthrough:
+            decided = _ONE_PASSTHROUGH
+        else:
+            decided = outcomes(source, plans, charge_refusal, refused)
+        self._pending.append((time.time(), user, role, source, sql, decided))
 
     def counts(self) -> tuple[int, int]:
-        return self.written, self.dropped
+        """Records handed to the writer, and records dropped because it fell behind."""
+        return self.sent, self.dropped
 
-    def close(self) -> None:
-        """Write everything pending, flush, fsync and close."""
-        if self._file.closed:
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until what was queued before the call is in the file (flushed, not fsynced)."""
+        with self._flushing:
+            token = next(self._tokens)
+            self._pending.append(("flush", token))
+            self._wake.set()
+            deadline = time.monotonic() + timeout
+            assert self._writer.stdout is not None
+            fd = self._writer.stdout.fileno()
+            while True:
+                if b"\n" in self._acks:
+                    line, self._acks = self._acks.split(b"\n", 1)
+                    if int(line) >= token:
+                        return True
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                    return False
+                part = os.read(fd, 4096)
+                if not part:
+                    return False
+                self._acks += part
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Send everything queued, let the writer write, flush, fsync and exit."""
+        if self._closed:
             return
+        self._closed = True
         self._stopping = True
         self._wake.set()
-        self._thread.join()
+        self._feeder.join(timeout)
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        except OSError as exc:
-            log.error("audit log %s: %s", self.path, exc.strerror or exc)
-        finally:
-            self._file.close()
+            self._writer.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.error("the audit log writer did not finish within %gs; stopping it", timeout)
+            self._writer.kill()
+            self._writer.wait()
+        if self._writer.stdout is not None:
+            self._writer.stdout.close()
+        if self._writer.returncode:
+            log.error("the audit log writer exited with status %s", self._writer.returncode)
 
-    def flush(self, timeout: float = 10.0) -> None:
-        """Wait until what was recorded before the call is written and flushed (for tests and shutdown)."""
-        done = threading.Event()
-        self._pending.append(done)  # type: ignore[arg-type]
-        self._wake.set()
-        done.wait(timeout)
+    # -- the feeder thread -------------------------------------------------------------
 
-    # -- the writer thread -----------------------------------------------------------
-
-    def _run(self) -> None:
+    def _feed(self) -> None:
+        stdin = self._writer.stdin
+        assert stdin is not None
         while True:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
             stopping = self._stopping
-            self._write_pending()
+            self._send_pending(stdin)
             if stopping:
-                return
-
-    def _write_pending(self) -> None:
-        pending = self._pending
-        lines: list[str] = []
-        waiters: list[threading.Event] = []
-        while pending:
-            record = pending.popleft()
-            if isinstance(record, threading.Event):
-                waiters.append(record)
-                continue
-            try:
-                lines.extend(self._lines(*record))
-            except Exception:  # a record that cannot be formatted must not stop the log
-                log.exception("audit record could not be formatted")
-            if len(lines) >= 512:
-                self._write(lines)
-                lines = []
-                time.sleep(0)  # let the event loop have the GIL
-        dropped = self.dropped
-        if dropped != self._reported_dropped:
-            lines.append(json.dumps({"time": self._time(time.time()), "event": "dropped",
-                                     "count": dropped - self._reported_dropped}))
-            self._reported_dropped = dropped
-        self._write(lines)
+                break
         try:
-            self._file.flush()
-        except OSError as exc:
-            self._failed(exc)
-        for waiter in waiters:
-            waiter.set()
+            stdin.close()
+        except OSError:
+            pass
+
+    def _send_pending(self, stdin) -> None:
+        pending = self._pending
+        while pending or self.dropped != self._reported_dropped:
+            chunk: list[tuple] = []
+            dropped = self.dropped
+            if dropped != self._reported_dropped:
+                chunk.append(("dropped", dropped - self._reported_dropped))
+                self._reported_dropped = dropped
+            while pending and len(chunk) < self.batch:
+                chunk.append(pending.popleft())
+            records = sum(1 for item in chunk if type(item[0]) is float)
+            if self._broken:
+                self.dropped += records
+                self._reported_dropped += records  # no writer to report them to
+                continue
+            # Pickled in batches, each a short hold of the GIL; the pipe write releases it.
+            data = pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL)
+            try:
+                stdin.write(_FRAME.pack(len(data)) + data)
+                stdin.flush()
+            except (OSError, ValueError) as exc:
+                self._broken = True
+                self.dropped += records
+                self._reported_dropped += records
+                log.error("the audit log writer is gone (%s); audit records are dropped from now on",
+                          type(exc).__name__)
+                continue
+            self.sent += records
+
+
+_FRAME = struct.Struct("!I")
+
+
+class _Writer:
+    """The writer process's side: fingerprints, JSON lines, the file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.file = open(path, "a", encoding="utf-8", buffering=1 << 16)
+        self.fingerprints = Fingerprints()
+        self._names: dict[str | None, str] = {}
+        self._second = -1
+        self._second_text = ""
+        self._failing = False
+
+    def write(self, record: tuple) -> None:
+        self._write(list(self.lines(*record)))
+
+    def dropped(self, count: int) -> None:
+        self._write([json.dumps({"time": self.time(time.time()), "event": "dropped", "count": count})])
 
     def _write(self, lines: list[str]) -> None:
         if not lines:
             return
         try:
-            self._file.write("\n".join(lines) + "\n")
+            self.file.write("\n".join(lines) + "\n")
         except OSError as exc:
             self._failed(exc)
             return
-        self.written += len(lines)
         if self._failing:
             self._failing = False
-            log.warning("audit log %s is being written again", self.path)
+            print(f"pgshroud audit: {self.path} is being written again", file=sys.stderr, flush=True)
+
+    def flush(self) -> None:
+        try:
+            self.file.flush()
+        except OSError as exc:
+            self._failed(exc)
+
+    def close(self) -> None:
+        self.flush()
+        try:
+            os.fsync(self.file.fileno())
+        except OSError as exc:
+            self._failed(exc)
+        self.file.close()
 
     def _failed(self, exc: OSError) -> None:
         if not self._failing:
-            log.error("cannot write the audit log %s: %s", self.path, exc.strerror or exc)
+            print(f"pgshroud audit: cannot write {self.path}: {exc.strerror or exc}", file=sys.stderr, flush=True)
             self._failing = True
 
-    def _lines(self, at: float, user: str, role: str | None, source: str, sql: str | None, plans: Sequence[Plan],
-               charge_refusal: Refuse | None, refused: Release | None) -> Iterable[str]:
-        head = f'{{"time":"{self._time(at)}","user":{self._name(user)},"role":{self._name(role)},' \
-               f'"source":"{source}"'
-        prints = self._fingerprints.of(sql) if sql is not None else None
-        several = len(plans) > 1
-        for index, plan in enumerate(plans):
+    def lines(self, at: float, user: str, role: str | None, source: str, sql: str | None,
+              decided: tuple[Outcome, ...]) -> Iterable[str]:
+        head = f'{{"time":"{self.time(at)}","user":{self.name(user)},"role":{self.name(role)},"source":"{source}"'
+        prints = self.fingerprints.of(sql) if sql is not None else None
+        several = len(decided) > 1
+        for index, (kind, epsilon, delta, charged, sqlstate, reason, scrub) in enumerate(decided):
             if prints is None:
-                print_ = None
-            elif len(plans) == 1 and len(prints[1]) != 1:
-                print_ = prints[0]  # a raw role's Query, or an empty one
+                print_ = "null"
+            elif len(decided) == 1 and len(prints[1]) != 1:
+                print_ = f'"{prints[0]}"'  # a raw role's Query, or an empty one
             else:
-                print_ = prints[1][index] if index < len(prints[1]) else None
-            fields: dict[str, Any] = {}
-            if plan is charge_refusal:
-                fields["kind"] = "release"
-            else:
-                fields["kind"] = _KIND.get(type(plan), "refuse")
-            fields["fingerprint"] = print_
+                print_ = f'"{prints[1][index]}"' if index < len(prints[1]) else "null"
+            line = f'{head},"kind":"{kind}","fingerprint":{print_}'
             if several:
-                fields["statement"] = index + 1
-            release = refused if plan is charge_refusal else plan
-            if isinstance(release, Release):
-                cost = release.spec.cost
-                fields["cost"] = {"epsilon": float(cost.epsilon), "delta": float(cost.delta)}
-            if isinstance(plan, Release):
-                if source != "parse":
-                    fields["charged"] = True
-            elif plan is charge_refusal:
-                fields["charged"] = False
-                fields["sqlstate"] = plan.sqlstate
-                fields["reason"] = plan.message
-            elif isinstance(plan, Refuse):
-                fields["sqlstate"] = plan.sqlstate
-                fields["reason"] = scrub_reason(plan.message)
-            yield head + "," + json.dumps(fields, separators=(",", ":"), ensure_ascii=False)[1:]
+                line += f',"statement":{index + 1}'
+            if epsilon is not None:
+                line += f',"cost":{{"epsilon":{json.dumps(epsilon)},"delta":{json.dumps(delta)}}}'
+            if charged is not None:
+                line += ',"charged":true' if charged else ',"charged":false'
+            if sqlstate is not None:
+                line += f',"sqlstate":{json.dumps(sqlstate)},"reason":' + json.dumps(
+                    scrub_reason(reason or "") if scrub else reason, ensure_ascii=False)
+            yield line + "}"
 
-    def _name(self, name: str | None) -> str:
+    def name(self, name: str | None) -> str:
         encoded = self._names.get(name)
         if encoded is None:
             encoded = json.dumps(name, ensure_ascii=False)
@@ -325,9 +423,68 @@ class AuditLog:
                 self._names[name] = encoded
         return encoded
 
-    def _time(self, at: float) -> str:
+    def time(self, at: float) -> str:
         second = int(at)
         if second != self._second:
             self._second = second
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         return f"{self._second_text}.{int((at - second) * 1000):03d}Z"
+
+
+def _read_exactly(fd: int, n: int) -> bytes | None:
+    """n bytes from the pipe, or None at its end (unbuffered, so that select() tells the truth)."""
+    parts, needed = [], n
+    while needed:
+        part = os.read(fd, min(needed, 1 << 20))
+        if not part:
+            return None
+        parts.append(part)
+        needed -= len(part)
+    return b"".join(parts)
+
+
+def writer_main(path: str, flush_interval: float) -> int:
+    """The writer process: frames of pickled batches on stdin until EOF; flush acknowledgements on stdout."""
+    # Ctrl-C and a service manager's SIGTERM reach the whole process group: the writer ends when pgshroud
+    # closes its stdin (or dies), after writing everything it was sent.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    writer = _Writer(path)
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.buffer
+    last_flush = time.monotonic()
+    try:
+        while True:
+            if not select.select([stdin], [], [], flush_interval)[0]:
+                writer.flush()
+                last_flush = time.monotonic()
+                continue
+            head = _read_exactly(stdin, _FRAME.size)
+            if head is None:
+                break
+            data = _read_exactly(stdin, _FRAME.unpack(head)[0])
+            if data is None:
+                break
+            for item in pickle.loads(data):
+                marker = item[0]
+                if type(marker) is not str:
+                    try:
+                        writer.write(item)
+                    except Exception as exc:  # one bad record must not end the log
+                        print(f"pgshroud audit: a record could not be written: {type(exc).__name__}",
+                              file=sys.stderr, flush=True)
+                elif marker == "flush":
+                    writer.flush()
+                    stdout.write(b"%d\n" % item[1])
+                    stdout.flush()
+                elif marker == "dropped":
+                    writer.dropped(item[1])
+            if time.monotonic() - last_flush >= flush_interval:
+                writer.flush()
+                last_flush = time.monotonic()
+    finally:
+        writer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(writer_main(sys.argv[1], float(sys.argv[2])))

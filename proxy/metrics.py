@@ -41,9 +41,11 @@ import asyncio
 import logging
 import math
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from time import perf_counter
 from typing import Any
+
+from rewriter.plans import Local, Passthrough, Refuse, Release, Rewrite
 
 log = logging.getLogger("pgshroud.metrics")
 
@@ -54,8 +56,7 @@ PLANNING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 UPSTREAM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _PLANNED = frozenset({"query", "parse", "function_call"})
 LEDGER_FAILED = "58000"  # the session's refusal when the ledger cannot be reached
-_KIND_NAMES = {"Passthrough": "passthrough", "Rewrite": "rewrite", "Release": "release", "Local": "local",
-               "Refuse": "refuse"}
+_KIND_OF = {Passthrough: "passthrough", Rewrite: "rewrite", Release: "release", Local: "local", Refuse: "refuse"}
 
 
 class Histogram:
@@ -104,10 +105,18 @@ class Metrics:
 
     # -- updates, all on the event loop -------------------------------------
 
-    def decided(self, source: str, plans: Iterable[Any], charge_refusal: Any = None) -> None:
+    def decided(self, source: str, plans: Sequence[Any], charge_refusal: Any = None) -> None:
         """The decisions about the statements of one message (see proxy.audit for `source`): statements
         are counted when planned (Query, Parse, FunctionCall), refusals whenever sent."""
         counted = source in _PLANNED
+        if len(plans) == 1 and charge_refusal is None:  # most messages
+            plan = plans[0]
+            kind = _KIND_OF.get(type(plan), "refuse")
+            if counted:
+                self.statements[kind] += 1
+            if kind == "refuse":
+                self.refused(plan.sqlstate)
+            return
         statements = self.statements
         for plan in plans:
             if plan is charge_refusal:  # a release the ledger refused
@@ -115,7 +124,7 @@ class Metrics:
                     statements["release"] += 1
                 self.refused(plan.sqlstate)
                 continue
-            kind = _KIND_NAMES.get(type(plan).__name__, "refuse")
+            kind = _KIND_OF.get(type(plan), "refuse")
             if counted:
                 statements[kind] += 1
             if kind == "refuse":

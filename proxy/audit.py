@@ -37,12 +37,20 @@ What is never written: the statement's text, literals, bind values, result
 rows, hints.
 
 The session's side costs one deque append: the session hands over the raw
-text and the plans, and a writer thread lexes, fingerprints (memoised by the
-plan cache's literal-free key, so a repeated shape is one regex and a dict
-lookup), formats and writes, flushing every `flush_interval` seconds and on
-close. The raw text is held in memory only until then. If the writer falls
-more than `max_pending` records behind, further records are dropped and
-counted, and a line `{"time": ..., "event": "dropped", "count": N}` says so.
+text and its decisions (kind, cost, charge, refusal), and a feeder thread
+sends them, in pickled batches every `flush_interval` seconds, through a
+pipe to a writer process (`python -m proxy.audit PATH INTERVAL`, started
+with the log). The writer lexes, fingerprints (memoised by the plan cache's
+literal-free key, so a repeated shape costs one regular expression and a
+dict lookup), formats and appends, flushing at least every `flush_interval`
+seconds, and fsyncs when pgshroud closes the pipe at shutdown (it ignores
+SIGINT and SIGTERM, which reach the whole process group, and finishes what
+it was sent). So the proxy's own thread never lexes or formats, and the
+writer's work never holds its GIL. The raw text exists only in memory and
+in the pipe between the two. If more than `max_pending` records wait,
+further records are dropped and counted, and a line
+`{"time": ..., "event": "dropped", "count": N}` says so; if the writer dies,
+records are dropped and counted from then on, and pgshroud logs it once.
 """
 
 from __future__ import annotations

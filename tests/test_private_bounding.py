@@ -2,27 +2,53 @@
 
 The bounded SQL of a Release is run directly (as a superuser) and its raw
 totals are checked exactly against totals computed here in Python from the
-same rows, following the clamps rewriter/private/bounding.py documents:
-per person per group, counts are capped at max_rows, sums are totals of
-rows clamped into the person's range and then clamped themselves, averages
-are centred sums of rows clamped to the bounds, NaN is no value and
-infinities clamp; each person keeps at most max_groups groups, and an
-ungrouped query gives one person max_groups x max_rows rows.
+same rows, following rewriter/private/bounding.py's semantics:
+
+- each person has an allowance of T = max_groups x max_rows rows over all
+  groups (L1). A person with n <= T rows keeps them all; a person with more
+  keeps c_g rows of their n_g in group g by systematic sampling: the
+  person's groups in key order, a start u in [0, 1) per person (a hash of
+  the unit and the query's salt, a literal of the SQL, which PostgreSQL
+  computes here for each unit), and c_g = floor(u + cum_g T/n) -
+  floor(u + cum_{g-1} T/n), in doubles exactly as the SQL does; so the c_g
+  add up to at most T and each is floor or ceil of n_g T/n;
+- at most max_groups groups per person, chosen at random, only where the
+  query releases people counts per group (partition selection,
+  COUNT(DISTINCT unit)); an ungrouped query keeps least(n, T) rows;
+- per person and group: rows c, count(x) least(v, c) (v: rows with a
+  value), sums the person's total in the group scaled by c/n (PostgreSQL's
+  numeric division, asked here) and clamped to least(v, c) times the
+  bounds (sums to [min(low, 0), max(high, 0)], centred sums to +-(high -
+  low)/2, sums of squares to [0, largest^2]), rows of SUM clamped one by
+  one to T times those bounds first, other values to [low, high];
+  histograms keep least(v, c) values and distinct counts c values;
+- NaN is no value, infinities clamp.
 
 Two databases: `events`, small and built here so every value is known
-(adversarial people with thousands of rows, with rows in fifty groups,
-with NaN, infinities, extreme integers, dates and numerics), under a policy
-written here; and the demo's `health` database under the demo policy, whose
-bounds the expectations read from the policy. Finally, queries whose row
-expressions could fail on some value are run on the adversarial rows: each
-must be refused at plan time or run without an error, since an error would
-tell the analyst that such a value exists.
+(adversarial people with thousands of rows over several groups, with rows in
+fifty groups, with NaN, infinities, extreme integers, dates and numerics,
+and people a little over the allowance), under a policy written here; and
+the demo's `health` database under the demo policy, whose bounds the
+expectations read from the policy. The allocation is also checked per
+person on synthetic people (any number of rows in any number of groups),
+and one person's effect on a query is checked on neighbouring databases:
+a person with 5000 rows moves the counts by at most T in L1 over all
+groups, sums by T times the largest bound, people counts in at most
+max_groups groups. Finally, queries whose row expressions could fail on
+some value are run on the adversarial rows: each must be refused at plan
+time or run without an error, since an error would tell the analyst that
+such a value exists.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import random
+import re
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 
@@ -34,8 +60,11 @@ from policies.loader import load_policy
 from proxy.catalog import read_catalog
 from rewriter import PlanContext, plan
 from rewriter.plans import RawResult, Refuse, Release
+from rewriter.private import query as q
+from rewriter.private.bounding import allocation
 
 MAX_GROUPS, MAX_ROWS = 3, 4
+ALLOWANCE = MAX_GROUPS * MAX_ROWS  # T: rows per person over all groups
 DOMAIN = ("a", "b", "c", "d")  # grp's public domain; nobody has rows in d
 AMOUNT, SCORE, N = (Fraction(0), Fraction(10)), (Fraction(-5), Fraction(5)), (Fraction(0), Fraction(100))
 
@@ -88,13 +117,21 @@ CREATE TABLE marks (pid integer NOT NULL, flag boolean, grade numeric(3,1));
 INSERT INTO marks SELECT p, p % 2 = 0, p % 3 FROM generate_series(1, 40) AS p;
 """
 
-HEAVY, WIDE, ODD, HUGE = 500, 600, 31, 32  # the adversarial people
+HEAVY, WIDE, ODD, HUGE, VARIED = 500, 600, 31, 32, 38  # the adversarial people
 HEAVY_ROWS = 5000
+HEAVY_GROUPS = {"a": 3000, "b": 1999, "c": 1}  # HEAVY's rows per grp: shares of T 7.2, 4.8 and 0.0024
+HEAVY_BUCKETS = ("a", "b", "c", "h0", "h1", "h2", "h3")  # HEAVY's i-th row is in bucket i % 7
 WIDE_GROUPS = 50
+# People a little over the allowance of 12 rows: their rows per grp (bucket = grp).
+OVER = {33: {"a": 5, "b": 9, "c": 3}, 34: {"a": 13}, 35: {"a": 1, "b": 1, "c": 11}, 36: {"b": 20},
+        37: {"a": 7, "c": 7}}
 
 NORMAL_AMOUNTS = ("2.5", "7", "12", "-3", None, "10")
 NORMAL_SCORES = ("1.5", "-7", "4", None, "6", "-2.5")
 NORMAL_NS = (0, 50, 100, 150, -10, 3)
+OVER_AMOUNTS = ("2.5", None, "15", "NaN", "7", "-3", "0.1")
+OVER_SCORES = ("1.5", "-7", None, "4.25", "5")
+OVER_NS = (3, 100, 77, None, 150)
 
 
 def _rows() -> list[tuple]:
@@ -115,14 +152,29 @@ def _rows() -> list[tuple]:
         rows.append((ODD, "b", "b", amount, score, n, day, "x\\"))
     # The largest numeric values, twice.
     rows += [(HUGE, "c", "c", "9e131071", "1", 1, "2024-03-01", "y")] * 2
-    # Thousands of rows in one group.
-    rows += [(HEAVY, "a", "a", "10", "5", 100, "2024-04-01", "z")] * HEAVY_ROWS
+    # A little over the allowance, with values missing, NaN and out of bounds.
+    for pid, groups in OVER.items():
+        i = 0
+        for grp, count in groups.items():
+            for _ in range(count):
+                amount = ("4" if i % 5 == 0 else None) if pid == 36 else OVER_AMOUNTS[(pid + i) % 7]
+                rows.append((pid, grp, grp, amount, OVER_SCORES[(pid + i) % 5], OVER_NS[(pid + i) % 5],
+                             f"2024-06-{1 + i % 28:02d}", "o"))
+                i += 1
+    # 24 rows in each of a and b, every n a different value: keeps 6 rows (and values) of each.
+    rows += [(VARIED, grp, grp, "1", "1", 2 * i + g, "2024-07-01", "v")
+             for g, grp in enumerate("ab") for i in range(24)]
+    # Thousands of rows over three groups (and seven buckets), every value far out of bounds.
+    heavy_groups = [grp for grp, count in HEAVY_GROUPS.items() for _ in range(count)]
+    rows += [(HEAVY, grp, HEAVY_BUCKETS[i % len(HEAVY_BUCKETS)], "1e6", "-1e308", 100, "2024-04-01", "z")
+             for i, grp in enumerate(heavy_groups)]
     # One row in each of fifty groups, none of them public.
     rows += [(WIDE, f"x{i:02d}", f"adv{i:02d}", "1", "1", 1, "2024-05-01", "w") for i in range(WIDE_GROUPS)]
     return rows
 
 
 ROWS = _rows()
+assert sum(1 for r in ROWS if r[0] == HEAVY) == HEAVY_ROWS
 
 
 @pytest.fixture(scope="module")
@@ -171,11 +223,11 @@ def run_raw(dsn: str, sql: str) -> RawResult:
         return raw_on(conn, sql)
 
 
-def raw_on(conn: psycopg.Connection, sql: str) -> RawResult:
+def raw_on(conn: psycopg.Connection, sql: str, params=None) -> RawResult:
     cursor = conn.cursor()
     for name in ("int4", "int8", "numeric", "text", "date", "timestamptz", "timestamp", "float8", "bool"):
         cursor.adapters.register_loader(name, TextLoader)
-    cursor.execute(sql)
+    cursor.execute(sql, params)
     names = tuple(column.name for column in cursor.description)
     oids = tuple(column.type_code for column in cursor.description)
     return RawResult(names, oids, tuple(cursor.fetchall()))
@@ -207,12 +259,94 @@ def totals(release: Release, raw: RawResult) -> dict[tuple, dict]:
 def index_of(release: Release, kind: str, column: str | None = None) -> int:
     """The position in `spec.found` of the measurement of this kind (over this column)."""
     found = [i for i, m in enumerate(release.spec.found)
-             if m.kind == kind and (column is None or (m.argument and column in m.argument))]
+             if m.kind == kind and (column is None or (m.argument and re.search(rf"\b{column}\b", m.argument)))]
     assert len(found) == 1, (kind, column, release.spec.found)
     return found[0]
 
 
-# the clamps, in Python
+def salt_of(sql: str) -> str:
+    """The query's salt: the literal the SQL appends to each unit before hashing it."""
+    (salt,) = set(re.findall(r"""hashtext\("unit"::text \|\| '([^']*)'\)""", sql))
+    return salt
+
+
+def persons_of(release: Release, conn: psycopg.Connection) -> dict[tuple, dict]:
+    """Per person and group, as the bounded SQL keeps them (`"pgshroud_bounded"`):
+    {(unit, key...): {index in spec.found: value as text}}."""
+    sql = release.sql
+    head = sql[: sql.index(' SELECT 0 AS "kind"')]
+    width = len(release.spec.query.keys)
+    columns = ", ".join(['"unit"::text'] + [f'"k{i}"::text' for i in range(width)]
+                        + [f'"m{i}"::text' for i in range(1, len(release.spec.found))])
+    rows = raw_on(conn, f'{head} SELECT {columns} FROM "pgshroud_bounded"').rows
+    kept = {}
+    for row in rows:
+        key = tuple(row[: 1 + width])
+        assert key not in kept, key
+        kept[key] = dict(enumerate(row[1 + width :], start=1))
+    return kept
+
+
+def allocated(release: Release, conn: psycopg.Connection) -> dict[tuple, tuple[int, int]]:
+    """Per person and group the allocation gives a row (every group it
+    keeps, c = 0 included): {(unit, key...): (n, c)}, from the query's own
+    rows, persons and salt."""
+    query, sql = release.spec.query, release.sql
+    head = sql[: sql.index(', "pgshroud_bounded" AS (')]
+    keys = [f'"k{i}"' for i in range(len(query.keys))]
+    given = allocation(query, keys, salt_of(sql))
+    columns = ", ".join(['"unit"::text'] + [f"{k}::text" for k in keys] + ['"n"', '"c"'])
+    result = {}
+    for row in raw_on(conn, f'{head} SELECT {columns} FROM ({given}) AS "given"').rows:
+        key = tuple(row[:-2])
+        assert key not in result, key
+        result[key] = (int(row[-2]), int(row[-1]))
+    return result
+
+
+# the allocation and the clamps, in Python
+
+def starts(conn: psycopg.Connection, units, salt: str) -> dict[str, float]:
+    """Each unit's start u in [0, 1), as the bounded SQL computes it (PostgreSQL's hashtext)."""
+    units = sorted({str(unit) for unit in units})
+    rows = conn.execute("SELECT u, (hashtext(u || %s) & 2147483647)::float8 / 2147483648 "
+                        "FROM unnest(%s::text[]) AS u", (salt, units)).fetchall()
+    return dict(rows)
+
+
+def ranks(conn: psycopg.Connection, keys) -> dict[str, int]:
+    """The keys' positions in PostgreSQL's order (the database's collation)."""
+    rows = conn.execute("SELECT k FROM unnest(%s::text[]) AS k ORDER BY k", (sorted(set(keys)),)).fetchall()
+    return {row[0]: i for i, row in enumerate(rows)}
+
+
+def systematic(counts: dict[str, int], allowance: int, u: float, rank: dict[str, int]) -> dict[str, int]:
+    """The rows one person keeps in each group: systematic sampling of the
+    allowance over the groups in key order, in doubles as the SQL computes it."""
+    n = sum(counts.values())
+    share = min(1.0, allowance / n)
+    kept, upto = {}, 0
+    for group in sorted(counts, key=rank.__getitem__):
+        before, upto = upto, upto + counts[group]
+        kept[group] = math.floor(u + upto * share) - math.floor(u + before * share)
+    return kept
+
+
+def check_shares(counts: dict, kept: dict, allowance: int, what) -> None:
+    """What systematic sampling promises, checked exactly: light users keep
+    everything; a heavy user keeps floor or ceil of each group's share
+    n_g T/n, and T in all."""
+    n = sum(counts.values())
+    assert kept.keys() == counts.keys(), what
+    if n <= allowance:
+        assert kept == counts, what
+        return
+    assert sum(kept.values()) == allowance, (what, counts, kept)
+    for group, c in kept.items():
+        share = Fraction(counts[group] * allowance, n)
+        assert 0 <= c <= counts[group], (what, group, counts, kept)
+        assert c in (math.floor(share), math.ceil(share)), (what, group, counts, kept)
+
 
 def number(text: str | None) -> Decimal | None:
     """A row's value as the bounded SQL reads it: NaN is no value."""
@@ -231,47 +365,120 @@ def clamp(x, low: Fraction, high: Fraction) -> Fraction:
     return Fraction(x)
 
 
-def per_person(values: list, kind: str, bounds: tuple[Fraction, Fraction], rows: int) -> Fraction:
-    """One person's contribution to one group, as bounding.py defines it."""
-    low, high = bounds
+def exact_decimal(x: Fraction) -> Decimal:
+    digits = 0
+    while (x * 10**digits).denominator != 1:
+        digits += 1
+        assert digits < 60, x
+    return Decimal(f"{(x * 10**digits).numerator}e-{digits}")
+
+
+def divided(conn: psycopg.Connection, triples) -> dict[tuple, Fraction]:
+    """t * c / n for each (t, c, n), by PostgreSQL's numeric division as the
+    bounded SQL computes a total scaled to the rows kept (it rounds to at
+    least 16 significant digits)."""
+    items = sorted(set(triples))
+    if not items:
+        return {}
+    rows = conn.execute("SELECT (t * c / n)::text FROM unnest(%s::numeric[], %s::int8[], %s::int8[]) "
+                        "WITH ORDINALITY AS x(t, c, n, i) ORDER BY i",
+                        ([exact_decimal(t) for t, _, _ in items], [c for _, c, _ in items],
+                         [n for _, _, n in items])).fetchall()
+    return {item: Fraction(Decimal(text)) for item, (text,) in zip(items, rows)}
+
+
+@dataclass(frozen=True)
+class Measure:
+    kind: str
+    value: Callable | None = None  # row -> Decimal | None
+    bounds: tuple[Fraction, Fraction] = (Fraction(0), Fraction(0))
+
+
+def raw_total(measure: Measure, values: list, allowance: int) -> Fraction:
+    """A person's total in a group before scaling, rows clamped as bounding.py does."""
+    low, high = measure.bounds
     present = [v for v in values if v is not None]
-    if kind == "rows":
-        return Fraction(min(len(values), rows))
-    if kind == "count":
-        return Fraction(min(len(present), rows))
-    total_low, total_high = rows * min(low, Fraction(0)), rows * max(high, Fraction(0))
-    if kind == "sum":
-        # A row never counts for more than a whole person may; then the total is clamped.
-        return clamp(sum((clamp(v, total_low, total_high) for v in present), Fraction(0)), total_low, total_high)
+    if measure.kind == "sum":
+        # No row counts for more than a whole person may.
+        return sum((clamp(v, allowance * min(low, 0), allowance * max(high, 0)) for v in present), Fraction(0))
     clamped = [clamp(v, low, high) for v in present]
-    if kind == "centred_sum":
-        half, middle = (high - low) / 2, (high + low) / 2
-        return clamp(sum((v - middle for v in clamped), Fraction(0)), -rows * half, rows * half)
-    if kind == "clamped_sum":
-        return clamp(sum(clamped, Fraction(0)), total_low, total_high)
-    if kind == "sum_of_squares":
-        largest = max(abs(low), abs(high))
-        return clamp(sum((v * v for v in clamped), Fraction(0)), Fraction(0), rows * largest * largest)
-    raise ValueError(kind)
+    if measure.kind == "centred_sum":
+        return sum((v - (low + high) / 2 for v in clamped), Fraction(0))
+    if measure.kind == "clamped_sum":
+        return sum(clamped, Fraction(0))
+    if measure.kind == "sum_of_squares":
+        return sum((v * v for v in clamped), Fraction(0))
+    raise ValueError(measure.kind)
 
 
-def expected(rows: list[tuple], key, value, kind: str, bounds=(Fraction(0), Fraction(0)), rows_per_group=MAX_ROWS):
-    """Per group: the sum over people of their clamped contribution.
-    `key(row)` is the row's group, `value(row)` its value."""
-    people: dict[tuple, list] = defaultdict(list)
-    for row in rows:
-        people[(key(row), row[0])].append(None if value is None else value(row))
-    result: dict = defaultdict(Fraction)
-    for (group, _), values in people.items():
-        result[group] += per_person(values, kind, bounds, rows_per_group)
-    return dict(result)
+def limits(measure: Measure) -> tuple[Fraction, Fraction]:
+    """Per value kept: how far one value may move the measurement either way."""
+    low, high = measure.bounds
+    if measure.kind == "centred_sum":
+        return -(high - low) / 2, (high - low) / 2
+    if measure.kind == "sum_of_squares":
+        return Fraction(0), max(abs(low), abs(high)) ** 2
+    return min(low, Fraction(0)), max(high, Fraction(0))
 
 
-def units(rows: list[tuple], key) -> dict:
-    people = defaultdict(set)
-    for row in rows:
-        people[key(row)].add(row[0])
-    return {group: len(members) for group, members in people.items()}
+class Model:
+    """Who keeps how many of their rows in which group, and what each
+    person contributes, for rows grouped by `key` (None: ungrouped)."""
+
+    def __init__(self, conn: psycopg.Connection, rows: list[tuple], key: Callable | None, allowance: int,
+                 salt: str | None = None):
+        self.conn, self.allowance = conn, allowance
+        self.people: dict = defaultdict(lambda: defaultdict(list))  # pid -> group -> rows
+        for row in rows:
+            self.people[row[0]][() if key is None else (key(row),)].append(row)
+        self.kept: dict[tuple, int] = {}  # (pid, group) -> c
+        if key is None:
+            for pid, groups in self.people.items():
+                self.kept[(pid, ())] = min(len(groups[()]), allowance)
+            return
+        assert salt is not None
+        u = starts(conn, self.people, salt)
+        order = ranks(conn, {g for groups in self.people.values() for (g,) in groups})
+        rank = {(g,): i for g, i in order.items()}
+        for pid, groups in self.people.items():
+            counts = {g: len(r) for g, r in groups.items()}
+            kept = systematic(counts, allowance, u[str(pid)], rank)
+            check_shares(counts, kept, allowance, pid)
+            for g, c in kept.items():
+                self.kept[(pid, g)] = c
+
+    def contributions(self, measures: dict[int, Measure]) -> dict[tuple, dict[int, Fraction]]:
+        """Per (pid, group) with rows kept: each measure's contribution."""
+        pending, result = [], {}
+        for (pid, group), c in self.kept.items():
+            if c == 0:
+                continue
+            rows = self.people[pid][group]
+            mine = result[(pid, group)] = {}
+            for index, measure in measures.items():
+                values = [measure.value(r) for r in rows] if measure.value else [None] * len(rows)
+                v = sum(value is not None for value in values)
+                if measure.kind == "rows":
+                    mine[index] = Fraction(c)
+                elif measure.kind == "count":
+                    mine[index] = Fraction(min(v, c))
+                else:
+                    t = raw_total(measure, values, self.allowance)
+                    pending.append((pid, group, index, (t, c, len(rows)), min(v, c), measure))
+        scaled = divided(self.conn, [p[3] for p in pending])
+        for pid, group, index, triple, kept_values, measure in pending:
+            low, high = limits(measure)
+            result[(pid, group)][index] = clamp(scaled[triple], kept_values * low, kept_values * high)
+        return result
+
+    def totals(self, measures: dict[int, Measure]) -> dict:
+        """Per group: `units` (people with rows kept) and each measure's total."""
+        groups: dict = defaultdict(lambda: defaultdict(Fraction))
+        for (pid, group), values in self.contributions(measures).items():
+            groups[group]["units"] += 1
+            for index, value in values.items():
+                groups[group][index] += value
+        return {g: dict(v) for g, v in groups.items()}
 
 
 def AMOUNT_OF(row):
@@ -290,79 +497,175 @@ def GRP(row):
     return row[1]
 
 
+def BUCKET(row):
+    return row[2]
+
+
+def measures_of(release: Release, **columns: tuple[Callable, tuple[Fraction, Fraction]]) -> dict[int, Measure]:
+    """Each of the release's measurements (but units and lists) as a Measure
+    over its column's values in a row of ROWS (`columns`: name -> (value, bounds))."""
+    result = {}
+    for index, measurement in enumerate(release.spec.found[1:], start=1):
+        if measurement.kind in ("rows",):
+            result[index] = Measure("rows")
+            continue
+        (name,) = [c for c in columns if re.search(rf"\b{c}\b", measurement.argument or "")]
+        value, bounds = columns[name]
+        result[index] = Measure(measurement.kind, value, bounds)
+    return result
+
+
+def as_text_keys(contributions: dict) -> dict:
+    """Model contributions keyed as `persons_of` keys them."""
+    return {(str(pid), *group): values for (pid, group), values in contributions.items()}
+
+
 # exact totals on the events database
 
-def test_grouped_totals_are_clamped_per_person_per_group(events_dsn, events_planner):
+def test_grouped_totals_are_each_persons_share_of_the_allowance(events_dsn, events_planner):
+    """Public keys, nobody counted: no cap on groups, each person keeps a
+    share of the allowance in each of their groups (WIDE's fifty groups
+    included, though finalize drops them), values scaled and clamped."""
     release = released(events_planner, "SELECT grp, count(*), count(amount), sum(amount), avg(amount), "
-                                       "variance(score) FROM events GROUP BY grp")
-    got = totals(release, run_raw(events_dsn, release.sql))
-    # Only WIDE has more than MAX_GROUPS groups, and none of them is public:
-    # groups a, b and c hold everyone else's rows, whole.
-    public = [r for r in ROWS if r[1] in DOMAIN]
-    assert {k for k in got if k[0] in DOMAIN} == {("a",), ("b",), ("c",)}
-    checks = {
-        index_of(release, "rows"): expected(public, GRP, None, "rows"),
-        index_of(release, "count", "amount"): expected(public, GRP, AMOUNT_OF, "count"),
-        index_of(release, "sum", "amount"): expected(public, GRP, AMOUNT_OF, "sum", AMOUNT),
-        index_of(release, "centred_sum", "amount"): expected(public, GRP, AMOUNT_OF, "centred_sum", AMOUNT),
-        index_of(release, "clamped_sum", "score"): expected(public, GRP, SCORE_OF, "clamped_sum", SCORE),
-        index_of(release, "sum_of_squares", "score"): expected(public, GRP, SCORE_OF, "sum_of_squares", SCORE),
-        index_of(release, "count", "score"): expected(public, GRP, SCORE_OF, "count"),
-    }
-    people = units(public, GRP)
-    for grp in ("a", "b", "c"):
-        assert got[(grp,)]["units"] == people[grp]
-        for index, by_group in checks.items():
-            assert got[(grp,)][index] == by_group[grp], (grp, release.spec.found[index])
-    # WIDE's fifty groups: at most MAX_GROUPS of them, one row each.
+                                       "variance(score), sum(score) FROM events GROUP BY grp")
+    assert '"pick"' not in release.sql
+    measures = measures_of(release, amount=(AMOUNT_OF, AMOUNT), score=(SCORE_OF, SCORE))
+    assert sorted(m.kind for m in measures.values()) == ["centred_sum", "clamped_sum", "count", "count", "rows",
+                                                         "sum", "sum", "sum_of_squares"]
+    with psycopg.connect(events_dsn, autocommit=True) as conn:
+        got = totals(release, raw_on(conn, release.sql))
+        kept = persons_of(release, conn)
+        model = Model(conn, ROWS, GRP, ALLOWANCE, salt_of(release.sql))
+        want = model.totals(measures)
+        mine = as_text_keys(model.contributions(measures))
+    # Per person and group: exactly what the model keeps.
+    assert kept.keys() == mine.keys()
+    for person, values in mine.items():
+        for index, value in values.items():
+            assert Fraction(Decimal(kept[person][index])) == value, (person, release.spec.found[index])
+    # Per group.
+    assert got.keys() == want.keys()
+    for group, values in want.items():
+        assert got[group]["units"] == values["units"], group
+        for index in measures:
+            assert got[group][index] == values[index], (group, release.spec.found[index])
+    # WIDE, heavy with 50 rows in 50 groups, keeps one row in exactly T of them.
     wide = {k: v for k, v in got.items() if k[0].startswith("x")}
-    assert len(wide) == MAX_GROUPS
+    assert len(wide) == ALLOWANCE
     assert all(v["units"] == 1 and v[index_of(release, "rows")] == 1 for v in wide.values())
+    # The people over the allowance keep exactly T rows in all.
+    rows = index_of(release, "rows")
+    assert kept[(str(VARIED), "a")][rows] == kept[(str(VARIED), "b")][rows] == "6"  # share 12/48, exactly
+    for pid in (HEAVY, VARIED, *OVER):
+        counts = {group[0]: int(kept[(str(pid), *group)][rows]) for (p, *group) in kept if p == str(pid)}
+        assert sum(counts.values()) == ALLOWANCE, (pid, counts)
 
 
-def test_finalize_answers_every_public_group_and_only_those(events_dsn, events_planner):
-    release = released(events_planner, "SELECT grp, count(*), avg(amount), sum(n) FROM events GROUP BY grp")
-    raw = run_raw(events_dsn, release.sql)
-    assert ("d",) not in totals(release, raw)
-    answer = release.spec.finalize(raw)
-    assert [c.name for c in answer.columns] == ["grp", "count", "avg", "sum"]
-    assert sorted(row[0] for row in answer.rows) == list(DOMAIN)  # d with a noisy value, no x..
-    for row in answer.rows:
-        assert None not in row, row
-        assert int(row[1]) >= 0
-        assert 0 <= Decimal(row[2]) <= 10
+def test_lists_keep_the_values_of_the_rows_kept(events_dsn, events_planner):
+    """Histograms keep least(v, c) of a person's values in a group, in a
+    random order; distinct counts at most c of their distinct values."""
+    release = released(events_planner, "SELECT grp, median(amount), count(DISTINCT n) FROM events GROUP BY grp")
+    histogram, distinct = index_of(release, "histogram", "amount"), index_of(release, "distinct", "n")
+    with psycopg.connect(events_dsn, autocommit=True) as conn:
+        got = totals(release, raw_on(conn, release.sql))
+        kept = persons_of(release, conn)
+        model = Model(conn, ROWS, GRP, ALLOWANCE, salt_of(release.sql))
+    assert kept.keys() == {(str(pid), *group) for (pid, group), c in model.kept.items() if c > 0}
+    histograms, values_kept = defaultdict(int), defaultdict(set)
+    for (pid, group), c in model.kept.items():
+        if c == 0:
+            continue
+        rows = model.people[pid][group]
+        mine = kept[(str(pid), *group)]
+        amounts = [clamp(a, *AMOUNT) for a in map(AMOUNT_OF, rows) if a is not None]
+        buckets = sorted(min(math.floor((a - AMOUNT[0]) * 64 / (AMOUNT[1] - AMOUNT[0])) + 1, 64) for a in amounts)
+        listed = [] if mine[histogram] is None else [int(b) for b in mine[histogram].strip("{}").split(",")]
+        assert len(listed) == min(len(amounts), c), (pid, group)
+        remaining = list(buckets)
+        for b in listed:
+            remaining.remove(b)  # a sub-multiset of the person's own buckets
+        histograms[group] += len(listed)
+        ns = {Decimal(r[5]) for r in rows if r[5] is not None}
+        listed = [] if mine[distinct] is None else [Decimal(x) for x in mine[distinct].strip("{}").split(",")]
+        assert len(listed) == len(set(listed)) == min(len(ns), c, ALLOWANCE), (pid, group)
+        assert set(listed) <= ns, (pid, group)
+        values_kept[group] |= set(listed)
+    assert len(kept[(str(VARIED), "a")][distinct].split(",")) == 6  # of its 24 values
+    for group, count in histograms.items():
+        assert sum(got[group]["hist"].get(histogram, {}).values()) == count, group
+    for group, values in values_kept.items():
+        assert got[group][distinct] == len(values), group
 
 
-def test_ungrouped_query_gives_each_person_max_groups_times_max_rows(events_dsn, events_planner):
+@pytest.mark.parametrize(("sql", "people_counted"), [
+    ("SELECT grp, count(*) FROM events GROUP BY grp", False),
+    ("SELECT bucket, count(*) FROM events GROUP BY bucket", True),  # partition selection
+    ("SELECT grp, count(DISTINCT pid) FROM events GROUP BY grp", True),
+])
+def test_each_person_keeps_a_share_of_the_allowance_in_each_group(sql, people_counted, events_dsn, events_planner):
+    """The allocation, person by person: without people counts every group
+    of a person, with them at most max_groups of their groups (chosen at
+    random, so read from the SQL), and in those exactly the systematic
+    sampling of the allowance computed here."""
+    release = released(events_planner, sql)
+    assert ('"pick"' in release.sql) == people_counted
+    key = BUCKET if "bucket" in sql else GRP
+    with psycopg.connect(events_dsn, autocommit=True) as conn:
+        given = allocated(release, conn)
+        u = starts(conn, {r[0] for r in ROWS}, salt_of(release.sql))
+        rank = ranks(conn, {key(r) for r in ROWS})
+    people = defaultdict(lambda: defaultdict(int))
+    for row in ROWS:
+        people[str(row[0])][key(row)] += 1
+    for pid, counts in people.items():
+        mine = {group: nc for (p, group), nc in given.items() if p == pid}
+        if people_counted:
+            assert len(mine) == min(len(counts), MAX_GROUPS), (pid, mine)
+            assert mine.keys() <= counts.keys(), pid
+        else:
+            assert mine.keys() == counts.keys(), pid
+        picked = {group: counts[group] for group in mine}
+        assert {group: n for group, (n, _) in mine.items()} == picked, pid
+        expected = systematic(picked, ALLOWANCE, u[pid], rank)
+        assert {group: c for group, (_, c) in mine.items()} == expected, (pid, picked)
+        check_shares(picked, expected, ALLOWANCE, pid)
+
+
+def test_ungrouped_query_gives_each_person_the_whole_allowance(events_dsn, events_planner):
     release = released(events_planner, "SELECT count(*), sum(amount), avg(n), count(DISTINCT pid) FROM events")
-    assert (release.spec.query.max_groups, release.spec.query.max_rows) == (1, MAX_GROUPS * MAX_ROWS)
-    got = totals(release, run_raw(events_dsn, release.sql))[()]
-    everyone = lambda r: ()  # noqa: E731
-    allowance = MAX_GROUPS * MAX_ROWS
-    assert got["units"] == len({r[0] for r in ROWS})
-    assert got[index_of(release, "rows")] == expected(ROWS, everyone, None, "rows", rows_per_group=allowance)[()]
-    assert got[index_of(release, "sum")] == expected(ROWS, everyone, AMOUNT_OF, "sum", AMOUNT,
-                                                     rows_per_group=allowance)[()]
-    assert got[index_of(release, "centred_sum")] == expected(ROWS, everyone, N_OF, "centred_sum", N,
-                                                             rows_per_group=allowance)[()]
+    assert (release.spec.query.max_groups, release.spec.query.max_rows) == (1, ALLOWANCE)
+    assert "hashtext" not in release.sql and '"pick"' not in release.sql
+    measures = measures_of(release, amount=(AMOUNT_OF, AMOUNT), n=(N_OF, N))
+    with psycopg.connect(events_dsn, autocommit=True) as conn:
+        got = totals(release, raw_on(conn, release.sql))[()]
+        want = Model(conn, ROWS, None, ALLOWANCE).totals(measures)[()]
+    assert got["units"] == want["units"] == len({r[0] for r in ROWS})
+    for index in measures:
+        assert got[index] == want[index], release.spec.found[index]
+    assert want[index_of(release, "rows")] == sum(min(sum(1 for r in ROWS if r[0] == pid), ALLOWANCE)
+                                                  for pid in {r[0] for r in ROWS})
 
 
 def test_nan_is_no_value_and_infinities_clamp(events_dsn, events_planner):
-    """ODD's rows: amount NaN, Infinity, -Infinity, 1e100000, 5, NULL, NaN;
-    score NaN, Infinity, -Infinity, 1e308, 2, NULL, -1e308."""
+    """ODD's 7 rows (fewer than T, so all kept): amount NaN, Infinity,
+    -Infinity, 1e100000, 5, NULL, NaN; score NaN, Infinity, -Infinity,
+    1e308, 2, NULL, -1e308."""
     release = released(events_planner, "SELECT count(amount), sum(amount), avg(amount), sum(score), "
                                        f"stddev(score), median(amount) FROM events WHERE pid = {ODD}")
     raw = run_raw(events_dsn, release.sql)
     got = totals(release, raw)[()]
-    allowance = MAX_GROUPS * MAX_ROWS
+    assert got["units"] == 1
     assert got[index_of(release, "count", "amount")] == 4  # NaN and NULL are no values
-    assert got[index_of(release, "sum", "amount")] == allowance * 10  # Infinity and 1e100000 reach the cap
+    # Infinity and 1e100000 reach T x 10 as rows, -Infinity 0, and 5: the total
+    # clamps to the 4 values' 4 x 10.
+    assert got[index_of(release, "sum", "amount")] == 4 * 10
     assert got[index_of(release, "centred_sum", "amount")] == 5  # (10-5) + (0-5) + (10-5) + (5-5)
-    # Infinity and 1e308 reach +60, -Infinity and -1e308 reach -60, and 2.
+    # Infinity and 1e308 reach +60 as rows, -Infinity and -1e308 -60, and 2.
     assert got[index_of(release, "sum", "score")] == 2
     assert got[index_of(release, "sum_of_squares", "score")] == 25 + 25 + 25 + 4 + 25
+    assert got[index_of(release, "count", "score")] == 5
     histogram = got["hist"][index_of(release, "histogram", "amount")]
-    assert sum(histogram.values()) == 4
+    assert histogram == {64: 2, 1: 1, 33: 1}  # 10, 10, 0 and 5
     answer = release.spec.finalize(raw)
     assert len(answer.rows) == 1 and None not in answer.rows[0]
     for text in answer.rows[0]:
@@ -372,39 +675,196 @@ def test_nan_is_no_value_and_infinities_clamp(events_dsn, events_planner):
 def test_a_person_in_fifty_groups_counts_in_at_most_max_groups(events_dsn, events_planner):
     release = released(events_planner, "SELECT bucket, count(*), count(DISTINCT pid) FROM events GROUP BY bucket")
     assert release.spec.selection is not None  # bucket has no public domain
+    assert release.spec.noises[release.spec.found[0]].sensitivity == MAX_GROUPS
     got = totals(release, run_raw(events_dsn, release.sql))
     adversary = {k: v for k, v in got.items() if k[0].startswith("adv")}
     assert len(adversary) == MAX_GROUPS
     assert all(v["units"] == 1 and v[index_of(release, "rows")] == 1 for v in adversary.values())
+    # HEAVY's seven buckets: three of them, T rows in all.
+    heavy = {k: v for k, v in got.items() if k[0].startswith("h")}
+    assert len(heavy) <= MAX_GROUPS
     groups_per_person = defaultdict(set)
     for row in ROWS:
         groups_per_person[row[0]].add(row[2])
-    assert sum(v["units"] for v in got.values()) == sum(min(len(g), MAX_GROUPS) for g in groups_per_person.values())
+    assert sum(v["units"] for v in got.values()) <= sum(min(len(g), MAX_GROUPS) for g in groups_per_person.values())
+    assert max(len(g) for g in groups_per_person.values()) == WIDE_GROUPS
 
 
-def test_a_person_with_thousands_of_rows_moves_a_count_by_at_most_max_rows(events_dsn, events_planner):
-    """Neighbouring databases: with and without HEAVY (5000 rows in group a)."""
-    grouped = released(events_planner, "SELECT grp, count(*), sum(n) FROM events GROUP BY grp")
-    ungrouped = released(events_planner, "SELECT count(*), sum(n) FROM events")
-    with_heavy = [totals(r, run_raw(events_dsn, r.sql)) for r in (grouped, ungrouped)]
+def l1(before: dict, after: dict, index) -> Fraction:
+    """The L1 distance over all groups between two results' totals of one measurement."""
+    return sum((abs((before.get(g, {}).get(index) or 0) - (after.get(g, {}).get(index) or 0))
+                for g in before.keys() | after.keys()), Fraction(0))
+
+
+def test_a_person_with_thousands_of_rows_moves_the_answer_by_at_most_the_sensitivity(events_dsn, events_planner):
+    """Neighbouring databases: with and without HEAVY (5000 rows over groups
+    a, b and c, buckets a, b, c, h0 to h3; every value far out of bounds).
+    The same bounded SQL (the same salt) runs on both, so everyone else keeps
+    the same rows, and the differences are HEAVY's contribution: T rows in
+    L1 over all groups, T times the largest bound for sums, people in at most
+    max_groups groups; exactly the sensitivities the noise is scaled for."""
+    queries = {
+        "grp": released(events_planner, "SELECT grp, count(*), sum(n), sum(amount), sum(score) FROM events "
+                                        "GROUP BY grp"),
+        "bucket": released(events_planner, "SELECT bucket, count(*), sum(n) FROM events GROUP BY bucket"),
+        "all": released(events_planner, "SELECT count(*), sum(n), sum(amount), count(DISTINCT pid) FROM events"),
+    }
     with psycopg.connect(events_dsn) as conn:  # deleted, run, rolled back
+        with_heavy = {name: totals(r, raw_on(conn, r.sql)) for name, r in queries.items()}
+        u = starts(conn, [HEAVY], salt_of(queries["grp"].sql))[str(HEAVY)]
+        rank = ranks(conn, HEAVY_GROUPS)
         conn.execute("DELETE FROM events WHERE pid = %s", (HEAVY,))
-        without = [totals(r, raw_on(conn, r.sql)) for r in (grouped, ungrouped)]
+        without = {name: totals(r, raw_on(conn, r.sql)) for name, r in queries.items()}
         conn.rollback()
-    rows, total = index_of(grouped, "rows"), index_of(grouped, "sum")
-    a_with, a_without = with_heavy[0][("a",)], without[0][("a",)]
-    assert a_with["units"] - a_without["units"] == 1
-    assert a_with[rows] - a_without[rows] == MAX_ROWS
-    assert a_with[total] - a_without[total] == MAX_ROWS * 100
-    for grp in ("b", "c"):
-        assert with_heavy[0][(grp,)] == without[0][(grp,)]
-    rows, total = index_of(ungrouped, "rows"), index_of(ungrouped, "sum")
-    everyone_with, everyone_without = with_heavy[1][()], without[1][()]
-    assert everyone_with[rows] - everyone_without[rows] == MAX_GROUPS * MAX_ROWS
-    assert everyone_with[total] - everyone_without[total] == MAX_GROUPS * MAX_ROWS * 100
-    # ...which is exactly the sensitivity the noise is scaled for.
-    assert ungrouped.spec.noises[ungrouped.spec.found[rows]].sensitivity == MAX_GROUPS * MAX_ROWS
-    assert grouped.spec.noises[grouped.spec.found[index_of(grouped, "rows")]].sensitivity == MAX_GROUPS * MAX_ROWS
+
+    def sensitivity(release, index):
+        return release.spec.noises[release.spec.found[index]].sensitivity
+
+    # Public keys: HEAVY keeps the systematic sample of T rows over a, b, c.
+    grouped = queries["grp"]
+    kept = systematic(HEAVY_GROUPS, ALLOWANCE, u, rank)
+    assert sum(kept.values()) == ALLOWANCE
+    rows, n_sum = index_of(grouped, "rows"), index_of(grouped, "sum", "n")
+    amount, score = index_of(grouped, "sum", "amount"), index_of(grouped, "sum", "score")
+    before, after = with_heavy["grp"], without["grp"]
+    for grp, c in kept.items():
+        assert before[(grp,)]["units"] - after[(grp,)]["units"] == (1 if c else 0), grp
+        assert before[(grp,)][rows] - after[(grp,)][rows] == c, grp
+        assert before[(grp,)][n_sum] - after[(grp,)][n_sum] == 100 * c, grp
+        assert before[(grp,)][amount] - after[(grp,)][amount] == 10 * c, grp  # 1e6 clamps to the upper bound
+        assert before[(grp,)][score] - after[(grp,)][score] == -5 * c, grp  # -1e308 to the lower
+    assert l1(before, after, rows) == ALLOWANCE == sensitivity(grouped, rows)
+    assert l1(before, after, n_sum) == ALLOWANCE * 100 == sensitivity(grouped, n_sum)
+    assert l1(before, after, amount) == ALLOWANCE * 10 == sensitivity(grouped, amount)
+    assert l1(before, after, score) == ALLOWANCE * 5 == sensitivity(grouped, score)
+
+    # Partition selection: HEAVY counts in max_groups of their seven buckets, T rows in all.
+    selected = queries["bucket"]
+    rows, n_sum = index_of(selected, "rows"), index_of(selected, "sum", "n")
+    before = {k: v for k, v in with_heavy["bucket"].items() if not k[0].startswith("adv")}  # WIDE's picks vary
+    after = {k: v for k, v in without["bucket"].items() if not k[0].startswith("adv")}
+    changed = [g for g in before.keys() | after.keys() if before.get(g) != after.get(g)]
+    assert len(changed) == MAX_GROUPS and {g[0] for g in changed} <= set(HEAVY_BUCKETS), changed
+    assert l1(before, after, "units") == MAX_GROUPS == selected.spec.noises[selected.spec.found[0]].sensitivity
+    assert l1(before, after, rows) == ALLOWANCE == sensitivity(selected, rows)
+    assert l1(before, after, n_sum) == ALLOWANCE * 100 == sensitivity(selected, n_sum)
+
+    # Ungrouped: one group, the whole allowance.
+    ungrouped = queries["all"]
+    rows, n_sum = index_of(ungrouped, "rows"), index_of(ungrouped, "sum", "n")
+    amount = index_of(ungrouped, "sum", "amount")
+    before, after = with_heavy["all"][()], without["all"][()]
+    assert before["units"] - after["units"] == 1
+    assert before[rows] - after[rows] == ALLOWANCE == sensitivity(ungrouped, rows)
+    assert before[n_sum] - after[n_sum] == ALLOWANCE * 100 == sensitivity(ungrouped, n_sum)
+    assert before[amount] - after[amount] == ALLOWANCE * 10 == sensitivity(ungrouped, amount)
+
+
+# the allocation on synthetic people
+
+def synthetic_query(max_groups: int, max_rows: int, people_counted: bool) -> q.PrivateQuery:
+    """A grouped query as the allocation sees it: one key, public or not."""
+    key = q.Key(sql='"k"', type_name="text", domain=None if people_counted else ("x",))
+    return q.PrivateQuery(source_sql="", unit_sql="", keys=(key,), aggregates=(), outputs=(),
+                          max_groups=max_groups, max_rows=max_rows)
+
+
+def allocate_synthetic(conn, people: dict[int, dict[str, int]], query: q.PrivateQuery, salt: str) -> dict:
+    """Run the allocation on people given as {unit: {group: rows}}: {(unit, group): (n, c)}."""
+    units, groups, counts = [], [], []
+    for unit, mine in people.items():
+        for group, n in mine.items():
+            units.append(unit)
+            groups.append(group)
+            counts.append(n)
+    given = allocation(query, ['"k0"'], salt)
+    sql = ('WITH "pgshroud_persons" AS (SELECT * FROM unnest(%s::int8[], %s::text[], %s::int8[]) '
+           f'AS "p"("unit", "k0", "n")) SELECT "unit", "k0", "n", "c" FROM ({given}) AS "given"')
+    result = {}
+    for unit, group, n, c in conn.execute(sql, (units, groups, counts)).fetchall():
+        assert (unit, group) not in result
+        result[(unit, group)] = (n, c)
+    return result
+
+
+@pytest.mark.parametrize(("max_groups", "max_rows"), [(3, 4), (5, 10), (1, 1), (2, 7), (40, 25)])
+@pytest.mark.parametrize("people_counted", [False, True])
+def test_systematic_sampling_on_synthetic_people(max_groups, max_rows, people_counted, events_dsn):
+    """Four hundred people with 1 to 30 groups of 1 to 5000 rows each: the
+    allocation the SQL gives each person is the one computed here, keeps
+    floor or ceil of each group's share of the allowance, the allowance in
+    all for a heavy user, everything for a light one, and, where people are
+    counted, at most max_groups of their groups."""
+    generator = random.Random(f"{max_groups} {max_rows} {people_counted}")
+    allowance = max_groups * max_rows
+    people = {}
+    for unit in range(1, 401):
+        width = generator.choice([1, 1, 2, 3, 5, 8, 13, 30])
+        sizes = [1, 2, 3, 7, 50, 999, 5000]
+        people[unit] = {f"g{generator.randrange(100):02d}": generator.choice(sizes) for _ in range(width)}
+    salt = f"{generator.getrandbits(64):016x}"
+    query = synthetic_query(max_groups, max_rows, people_counted)
+    with psycopg.connect(events_dsn, autocommit=True) as conn:
+        given = allocate_synthetic(conn, people, query, salt)
+        u = starts(conn, people, salt)
+        rank = ranks(conn, {g for mine in people.values() for g in mine})
+    heavy = 0
+    for unit, counts in people.items():
+        mine = {group: nc for (p, group), nc in given.items() if p == unit}
+        if people_counted:
+            assert len(mine) == min(len(counts), max_groups), unit
+            assert mine.keys() <= counts.keys(), unit
+        else:
+            assert mine.keys() == counts.keys(), unit
+        picked = {group: counts[group] for group in mine}
+        assert {group: n for group, (n, _) in mine.items()} == picked
+        kept = {group: c for group, (_, c) in mine.items()}
+        assert kept == systematic(picked, allowance, u[str(unit)], rank), (unit, picked)
+        check_shares(picked, kept, allowance, unit)
+        heavy += sum(picked.values()) > allowance
+    assert heavy >= 50  # the case that matters is well covered
+
+
+def test_systematic_sampling_keeps_each_groups_share_on_average(events_dsn):
+    """Four thousand people with the same rows, 700, 300 and 1 in three
+    groups, and an allowance of 4: each keeps 4 rows, and on average the
+    groups' shares 2.8, 1.2 and 0.004 (no group loses more than another).
+    The starts are a hash, so the test is deterministic; the tolerance is
+    six standard errors of the mean (each count varies by at most 1/2)."""
+    people = {unit: {"a": 700, "b": 300, "c": 1} for unit in range(1, 4001)}
+    with psycopg.connect(events_dsn, autocommit=True) as conn:
+        given = allocate_synthetic(conn, people, synthetic_query(2, 2, False), "0123456789abcdef")
+    means = {g: Fraction(sum(c for (_, group), (_, c) in given.items() if group == g), len(people))
+             for g in ("a", "b", "c")}
+    for unit in people:
+        assert sum(given[(unit, g)][1] for g in ("a", "b", "c")) == 4
+    for group, share in {"a": Fraction(28, 10), "b": Fraction(12, 10), "c": Fraction(4, 1001)}.items():
+        assert abs(means[group] - share) <= 6 * Fraction(1, 2) / math.sqrt(len(people)), (group, means)
+
+
+def test_the_allowance_holds_for_people_with_millions_of_rows(events_dsn):
+    """The allocation computes floor(u + rows so far x share) in doubles;
+    the sum of a person's counts telescopes to floor(u + n x share) -
+    floor(u), which must not exceed the allowance however many rows the
+    person has. A double holds u + x exactly only while x < 2**22 (u has 31
+    bits after the point), so a person with 2**22 rows or more, under an
+    allowance as large, can round u + n x share up to the next integer and
+    keep one row more than the allowance (or than they have). The people
+    here have 2**40 or 2**41 rows in one group: the starts that round up
+    (u > 1 - 2**-13) are found among 400000 units."""
+    allowance = 2**40
+    query = synthetic_query(1, allowance, False)
+    salt = "0123456789abcdef"
+    with psycopg.connect(events_dsn, autocommit=True) as conn:
+        units = [unit for (unit,) in conn.execute(
+            "SELECT u FROM generate_series(1, 400000) AS u "
+            "WHERE (hashtext(u::text || %s) & 2147483647) >= 2147483648 - 262144", (salt,))]
+        assert len(units) >= 10  # about 49 of them
+        # Alternately heavy (share 1/2) and light (share 1, all rows kept).
+        people = {unit: {"g": (2 - i % 2) * allowance} for i, unit in enumerate(units)}
+        given = allocate_synthetic(conn, people, query, salt)
+    too_many = {unit: c for (unit, _), (n, c) in given.items() if c > min(n, allowance)}
+    assert not too_many, f"{len(too_many)} of {len(people)} people keep more than min(n, allowance) rows: {too_many}"
 
 
 def test_empty_input_still_gets_one_noisy_row(events_dsn, events_planner):
@@ -422,11 +882,26 @@ def test_empty_public_groups_are_answered(events_dsn, events_planner):
         ("SELECT grp, count(*), avg(amount) FROM events WHERE pid < 0 GROUP BY grp", set(DOMAIN)),
         ("SELECT CASE WHEN n < -2147483648 THEN 'impossible' ELSE 'possible' END AS kind, count(*), sum(amount) "
          "FROM events GROUP BY 1", {"impossible", "possible"}),
+        ("SELECT grp, count(DISTINCT pid), sum(amount) FROM events WHERE pid < 0 GROUP BY grp", set(DOMAIN)),
     ]:
         release = released(events_planner, sql)
         answer = release.spec.finalize(run_raw(events_dsn, release.sql))
         assert {row[0] for row in answer.rows} == groups, sql
         assert all(value is not None for row in answer.rows for value in row), answer.rows
+
+
+def test_finalize_answers_every_public_group_and_only_those(events_dsn, events_planner):
+    release = released(events_planner, "SELECT grp, count(*), avg(amount), sum(n) FROM events GROUP BY grp")
+    raw = run_raw(events_dsn, release.sql)
+    assert ("d",) not in totals(release, raw)
+    assert any(k[0].startswith("x") for k in totals(release, raw))  # WIDE's groups, in the raw totals only
+    answer = release.spec.finalize(raw)
+    assert [c.name for c in answer.columns] == ["grp", "count", "avg", "sum"]
+    assert sorted(row[0] for row in answer.rows) == list(DOMAIN)  # d with a noisy value, no x..
+    for row in answer.rows:
+        assert None not in row, row
+        assert int(row[1]) >= 0
+        assert 0 <= Decimal(row[2]) <= 10
 
 
 @pytest.mark.parametrize(("column", "truth"), [("flag", {"t": 20, "f": 20}),
@@ -453,50 +928,62 @@ def test_public_domains_match_the_column_values_whatever_their_type(column, trut
 # the demo database under the demo policy
 
 def test_health_totals_match_the_policy_bounds(health_db, health_policy, health_catalog_for_bounding):
+    """The demo's patients, some with hundreds of visits in up to fifteen
+    departments: exact totals, ungrouped, by sex (one group per patient)
+    and by department (public, so no cap on groups: each patient's
+    allowance shared over all their departments)."""
     visits = health_policy.protected_tables["public.visits"]
     patients = health_policy.protected_tables["public.patients"]
     groups = max(visits.contribution.max_groups_per_unit, patients.contribution.max_groups_per_unit)
     per_group = max(visits.contribution.max_rows_per_group, patients.contribution.max_rows_per_group)
+    allowance = groups * per_group
     cost = tuple(Fraction(b) for b in visits.columns["cost"].bounds)
     stay = tuple(Fraction(b) for b in visits.columns["length_of_stay"].bounds)
-    with psycopg.connect(health_db) as conn:
-        data = conn.execute("SELECT v.patient_id, p.sex, v.department, v.cost::text, v.length_of_stay "
-                            "FROM visits v JOIN patients p USING (patient_id)").fetchall()
     planner = lambda sql: plan_one(sql, health_policy, health_catalog_for_bounding)  # noqa: E731
     cost_of, stay24_of = (lambda r: Decimal(r[3])), (lambda r: Decimal(r[4] * 24))
+    with psycopg.connect(health_db, autocommit=True) as conn:
+        data = conn.execute("SELECT v.patient_id, p.sex, v.department, v.cost::text, v.length_of_stay "
+                            "FROM visits v JOIN patients p USING (patient_id)").fetchall()
+        visits_per_patient = defaultdict(int)
+        for row in data:
+            visits_per_patient[row[0]] += 1
+        assert max(visits_per_patient.values()) > allowance  # heavy users, whose rows are sampled
 
-    release = released(planner, "SELECT count(*), sum(cost), avg(length_of_stay * 24) FROM visits")
-    got = totals(release, run_raw(health_db, release.sql))[()]
-    allowance = visits.contribution.max_groups_per_unit * visits.contribution.max_rows_per_group
-    everyone = lambda r: ()  # noqa: E731
-    assert got[index_of(release, "rows")] == expected(data, everyone, None, "rows", rows_per_group=allowance)[()]
-    assert got[index_of(release, "sum")] == expected(data, everyone, cost_of, "sum", cost, rows_per_group=allowance)[()]
-    assert got[index_of(release, "centred_sum")] == expected(data, everyone, stay24_of, "centred_sum",
-                                                             (stay[0] * 24, stay[1] * 24), rows_per_group=allowance)[()]
+        release = released(planner, "SELECT count(*), sum(cost), avg(length_of_stay * 24) FROM visits")
+        got = totals(release, raw_on(conn, release.sql))[()]
+        measures = {index_of(release, "rows"): Measure("rows"),
+                    index_of(release, "sum"): Measure("sum", cost_of, cost),
+                    index_of(release, "centred_sum"): Measure("centred_sum", stay24_of, (stay[0] * 24, stay[1] * 24))}
+        want = Model(conn, data, None, allowance).totals(measures)[()]
+        for index in measures:
+            assert got[index] == want[index], release.spec.found[index]
 
-    # One sex per patient: one group each, so nothing is dropped at random.
-    release = released(planner, "SELECT sex, count(*), sum(cost) FROM patients JOIN visits USING (patient_id) "
-                                "GROUP BY sex")
-    got = totals(release, run_raw(health_db, release.sql))
-    sex = lambda r: r[1]  # noqa: E731
-    rows = expected(data, sex, None, "rows", rows_per_group=per_group)
-    sums = expected(data, sex, cost_of, "sum", cost, rows_per_group=per_group)
-    for value in ("F", "M"):
-        assert got[(value,)][index_of(release, "rows")] == rows[value]
-        assert got[(value,)][index_of(release, "sum")] == sums[value]
+        for sql, key in [("SELECT sex, count(*), sum(cost) FROM patients JOIN visits USING (patient_id) GROUP BY sex",
+                          lambda r: r[1]),
+                         ("SELECT department, count(*), sum(cost) FROM visits GROUP BY department", lambda r: r[2])]:
+            release = released(planner, sql)
+            assert '"pick"' not in release.sql and release.spec.query.allowance == allowance
+            got = totals(release, raw_on(conn, release.sql))
+            measures = {index_of(release, "rows"): Measure("rows"),
+                        index_of(release, "sum"): Measure("sum", cost_of, cost)}
+            want = Model(conn, data, key, allowance, salt_of(release.sql)).totals(measures)
+            assert got.keys() == want.keys(), sql
+            for group, values in want.items():
+                assert got[group]["units"] == values["units"], (sql, group)
+                for index in measures:
+                    assert got[group][index] == values[index], (sql, group, release.spec.found[index])
 
-    # Departments: people with more than max_groups departments keep a random
-    # max_groups of them; the totals are bracketed, the number of kept groups exact.
-    release = released(planner, "SELECT department, count(*) FROM visits GROUP BY department")
-    got = totals(release, run_raw(health_db, release.sql))
-    departments = defaultdict(lambda: defaultdict(int))
+        # Departments with people counted: at most max_groups departments per patient.
+        release = released(planner, "SELECT department, count(DISTINCT patient_id), count(*) FROM visits "
+                                    "GROUP BY department")
+        given = allocated(release, conn)
+    departments = defaultdict(set)
     for row in data:
-        departments[row[0]][row[2]] += 1
-    assert sum(v["units"] for v in got.values()) == sum(min(len(d), groups) for d in departments.values())
-    for (department,), group in got.items():
-        sure = sum(min(c[department], per_group) for c in departments.values() if len(c) <= groups)
-        maybe = sum(min(c[department], per_group) for c in departments.values() if len(c) > groups)
-        assert sure <= group[index_of(release, "rows")] <= sure + maybe, department
+        departments[str(row[0])].add(row[2])
+    for patient, mine in departments.items():
+        picked = [g for (p, g) in given if p == patient]
+        assert len(picked) == min(len(mine), groups) and set(picked) <= mine, patient
+        assert sum(c for (p, _), (_, c) in given.items() if p == patient) <= allowance, patient
 
 
 def test_health_public_table_domain_answers_codes_nobody_has(health_db, health_policy, health_catalog_for_bounding):

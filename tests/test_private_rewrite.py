@@ -1,8 +1,9 @@
 """Private query plans as titled SQL fixtures: tests/data/private_queries.sql
 states what the plan of each query must be (output names and types, public
-keys or partition selection, the noisy measurements with their sensitivities
-and epsilon shares, the cost, the contribution bounds, notices and
-post-processing, and the Local answers of SET/SHOW/RESET/EXPLAIN), and
+keys or partition selection, the noisy measurements with their L1
+sensitivities over all groups, epsilon shares and grids, the cost, the
+contribution bounds, notices and post-processing, fragments the bounded SQL
+must and must not contain, and the Local answers of SET/SHOW/RESET/EXPLAIN), and
 tests/data/private_refusals.sql what must be refused and why. Each file
 documents its format in its header. Plans are made for the analyst of the
 healthcare policy below against the catalog of the demo database.
@@ -26,6 +27,7 @@ from policies.loader import load_policy
 from proxy.catalog import read_catalog
 from rewriter import PlanContext, plan
 from rewriter.plans import Local, Refuse, Release
+from rewriter.private.release import GRID_STEPS
 
 DATA = Path(__file__).parent / "data"
 DEFAULT_SESSION = {"epsilon": "1", "delta": "1e-6"}
@@ -89,8 +91,8 @@ def read_entries(path: Path, known: set[str]) -> list[Entry]:
     return entries
 
 
-QUERY_FIELDS = {"session", "columns", "keys", "noise", "cost", "contribution", "notice", "post", "sql", "local",
-                "setting", "value", "row"}
+QUERY_FIELDS = {"session", "columns", "keys", "noise", "cost", "contribution", "notice", "post", "sql", "nosql",
+                "local", "setting", "value", "row"}
 REFUSAL_FIELDS = {"session", "refused", "hint"}
 QUERIES = read_entries(DATA / "private_queries.sql", QUERY_FIELDS)
 REFUSALS = read_entries(DATA / "private_refusals.sql", REFUSAL_FIELDS)
@@ -201,14 +203,34 @@ def parse_columns(text: str) -> list[tuple[str, int]]:
 
 
 NOISE = re.compile(r"(?P<kind>[a-z_]+)(?: \[(?P<low>[-\d./e]+), (?P<high>[-\d./e]+)\])?"
-                   r" sensitivity (?P<sens>[-\d./e]+) epsilon (?P<eps>[\d./e-]+)")
+                   r" sensitivity (?P<sens>[-\d./e]+) epsilon (?P<eps>[\d./e-]+)(?: grid (?P<grid>\d+))?")
 
 
 def parse_noise(text: str) -> tuple:
+    """(kind, bounds, L1 sensitivity, epsilon, grid index sensitivity or None)."""
     match = NOISE.fullmatch(text)
     assert match, f"cannot read noise line {text!r}"
     bounds = None if match["low"] is None else (Fraction(match["low"]), Fraction(match["high"]))
-    return (match["kind"], bounds, Fraction(match["sens"]), Fraction(match["eps"]))
+    grid = None if match["grid"] is None else int(match["grid"])
+    return (match["kind"], bounds, Fraction(match["sens"]), Fraction(match["eps"]), grid)
+
+
+# How one person moves each kind of measurement, in L1 over all groups, for an
+# allowance of T rows per person (stated here, not taken from the rewriter);
+# units: once in each of at most max_groups groups.
+def l1_sensitivity(kind: str, bounds, max_groups: int, allowance: int) -> Fraction:
+    if kind == "units":
+        return Fraction(max_groups)
+    if kind in ("rows", "count", "histogram", "distinct"):
+        return Fraction(allowance)
+    low, high = bounds
+    largest = max(abs(low), abs(high))
+    if kind == "centred_sum":
+        return allowance * (high - low) / 2
+    if kind == "sum_of_squares":
+        return allowance * largest * largest
+    assert kind in ("sum", "clamped_sum"), kind
+    return allowance * largest
 
 
 def parse_keys(text: str) -> list[tuple[str, int | str | None]]:
@@ -298,12 +320,32 @@ def check_release(entry: Entry, result) -> None:
     assert [key_kind(k) for k in query.keys] == keys
 
     expected_noise = sorted(parse_noise(line) for line in entry.all("noise"))
-    actual_noise = sorted((m.kind, m.bounds, n.sensitivity, n.epsilon) for m, n in spec.noises.items())
+
+    def grid_of(noise) -> Fraction | None:
+        """The index sensitivity the grid's discrete Laplace is scaled for."""
+        return None if noise.granularity is None else noise.mechanism.scale * noise.epsilon
+
+    actual_noise = sorted((m.kind, m.bounds, n.sensitivity, n.epsilon, grid_of(n)) for m, n in spec.noises.items())
     assert actual_noise == expected_noise
+    allowance = query.max_groups * query.max_rows
+    # People are counted per group (partition selection or COUNT(DISTINCT
+    # unit)): each keeps at most max_groups groups; otherwise a person's
+    # allowance may touch one group per row.
+    people_counted = any(kind == "selection" for kind, _ in keys) or any(m.kind == "units" for m in spec.noises)
+    touched = 1 if not query.keys else query.max_groups if people_counted else allowance
     for measurement, noise in spec.noises.items():
-        # The noise's scale, in the measurement's units, is its L1 sensitivity over its epsilon.
-        assert noise.scale == noise.sensitivity / noise.epsilon, measurement
-        assert noise.sensitivity == query.max_groups * measurement.sensitivity(query.max_rows)
+        assert noise.sensitivity == l1_sensitivity(measurement.kind, measurement.bounds, query.max_groups, allowance)
+        if measurement.kind in ("sum", "centred_sum", "clamped_sum", "sum_of_squares"):
+            # Real values on a grid of L1/GRID_STEPS, each group rounded on its
+            # own: one person moves the indices by GRID_STEPS plus one per group
+            # they touch, which is what the discrete Laplace is scaled for.
+            assert noise.granularity == noise.sensitivity / GRID_STEPS, measurement
+            assert noise.mechanism.scale == (GRID_STEPS + touched) / noise.epsilon, measurement
+            assert noise.scale == noise.sensitivity / noise.epsilon * (GRID_STEPS + touched) / GRID_STEPS
+        else:
+            # Integers: the scale, in the measurement's units, is its L1 sensitivity over its epsilon.
+            assert noise.granularity is None, measurement
+            assert noise.scale == noise.sensitivity / noise.epsilon, measurement
     assert sum(n.epsilon for n in spec.noises.values()) == spec.epsilon
 
     cost = re.fullmatch(r"epsilon ([\d.e-]+), delta ([\d.e-]+)", entry.one("cost") or "")
@@ -328,6 +370,8 @@ def check_release(entry: Entry, result) -> None:
 
     for fragment in entry.all("sql"):
         assert fragment in spec.sql, fragment
+    for fragment in entry.all("nosql"):
+        assert fragment not in spec.sql, fragment
 
 
 @pytest.mark.parametrize("entry", REFUSALS, ids=[e.title for e in REFUSALS])
@@ -382,3 +426,28 @@ def test_the_policy_default_epsilon_is_the_decimal_the_policy_states(decimal_pol
     assert isinstance(result, Release)
     assert result.spec.epsilon == Fraction(1, 10)
     assert sum(n.epsilon for n in result.spec.noises.values()) == Fraction(1, 10)
+
+
+@pytest.mark.parametrize(("sql", "capped"), [
+    ("SELECT department, count(*), sum(cost) FROM visits GROUP BY department", False),
+    ("SELECT department, count(DISTINCT patient_id) FROM visits GROUP BY department", True),
+    ("SELECT date_trunc('month', visit_date) AS month, count(*) FROM visits GROUP BY month", True),
+])
+def test_explain_states_the_contribution_bounds_the_bounded_sql_applies(sql, capped, health_policy,
+                                                                         health_catalog):
+    """EXPLAIN's contribution line says what the bounded SQL does: an
+    allowance of 5 x 10 = 50 rows per patient over all groups, and a cap of
+    5 groups per patient only where people are counted per group (the SQL's
+    `"pick"`), those groups chosen at random (`ORDER BY random()`), not the
+    patient's largest."""
+    release = planned(Entry("plan", sql), health_policy, health_catalog)
+    assert isinstance(release, Release), release
+    assert ('"pick" <= 5' in release.sql) == capped
+    if capped:
+        assert 'row_number() OVER (PARTITION BY "unit" ORDER BY random())' in release.sql
+    explain = planned(Entry("explain", f"EXPLAIN {sql}"), health_policy, health_catalog)
+    assert isinstance(explain, Local), explain
+    (line,) = [row[0] for row in explain.answer.rows if row[0].startswith("contribution bounds")]
+    assert "50 row(s) per person in all" in line, line
+    assert "largest" not in line, line
+    assert ("at most 5 group(s)" in line) == capped, line

@@ -9,31 +9,45 @@
 --   columns:      `name type, ...`, names and PostgreSQL types of the answer
 --   keys:         `none`, or per GROUP BY key `public <domain size>` or `selection`
 --   noise:        one line per noisy measurement: `kind [low, high] sensitivity S
---                 epsilon E` (bounds only for value measurements); the list is complete
+--                 epsilon E [grid I]` (bounds only for value measurements; grid only,
+--                 and always, for real-valued sums); the list is complete
 --   cost:         `epsilon E, delta D`
 --   contribution: `G groups x R rows` per person (ungrouped: 1 x max_groups*max_rows)
 --   notice:       a fragment of one notice; no notice line: no notices
 --   post:         `having`, `order asc|desc, ...`, `limit N`, `offset N`, separated by `;`;
 --                 no post line: none of them
 --   sql:          a fragment the bounded SQL contains
+--   nosql:        a fragment the bounded SQL does not contain
 --   local:        the command tag of a Local plan (SET/SHOW/RESET/EXPLAIN) instead of a Release
 --   setting:      `name value` or `name reset` that a Local plan applies; absent: none
 --   value:        the single value a Local answer holds
 --   row:          a fragment of one row of a Local answer
 --
 -- Sensitivities: visits and labs allow 5 groups x 10 rows per patient, patients
--- 1 x 1; a join takes the largest of each. Bounds: visits.cost [0, 5000],
--- visits.length_of_stay [0, 30], labs.value [0, 500]. Epsilon is split equally among the
--- noised measurements. Delta is spent only when a key needs partition selection.
+-- 1 x 1; a join takes the largest of each. A patient contributes an allowance of
+-- T = 5 x 10 = 50 rows over all groups (L1), so every sensitivity is in L1 over all
+-- groups: counts T, sums T x the largest bound, centred sums T x (high - low)/2,
+-- sums of squares T x largest^2, people (units) max_groups = 5. At most max_groups
+-- groups per patient (L0, the `"pick"` in the SQL) only when people are counted per
+-- group: a key through partition selection or count(DISTINCT patient_id).
+-- Bounds: visits.cost [0, 5000], visits.length_of_stay [0, 30], labs.value [0, 500].
+-- Real-valued sums are released on a grid of sensitivity/1024; `grid I` is the index
+-- sensitivity the noise is scaled for, 1024 plus the groups a patient can touch:
+-- 1 ungrouped, 5 when people are counted, else one per row of the allowance (50).
+-- Epsilon is split equally among the noised measurements. Delta is spent only when
+-- a key needs partition selection.
 
--- title: grouped count over a public key
+-- title: grouped count over a public key shares the allowance over all groups
 SELECT department, count(*) FROM visits GROUP BY department
 -- columns: department text, count bigint
 -- keys: public 16
 -- noise: rows sensitivity 50 epsilon 1
 -- cost: epsilon 1, delta 0
 -- contribution: 5 groups x 10 rows
--- sql: LEAST(count(*), 10)
+-- sql: LEAST(1, 50::float8 / sum("n") OVER "person")
+-- sql: PARTITION BY "unit" ORDER BY "k0" ROWS UNBOUNDED PRECEDING
+-- sql: WHERE "c" > 0
+-- nosql: "pick"
 
 -- title: ungrouped count(*) gives one group the whole allowance
 SELECT count(*) FROM visits
@@ -42,7 +56,9 @@ SELECT count(*) FROM visits
 -- noise: rows sensitivity 50 epsilon 1
 -- cost: epsilon 1, delta 0
 -- contribution: 1 groups x 50 rows
--- sql: LEAST(count(*), 50)
+-- sql: LEAST("n", 50) AS "c"
+-- nosql: hashtext
+-- nosql: "pick"
 
 -- title: count of a NOT NULL column is the row count
 SELECT count(cost) FROM visits
@@ -75,20 +91,45 @@ SELECT department, count(DISTINCT patient_id) AS patients FROM visits GROUP BY d
 -- noise: units sensitivity 5 epsilon 1
 -- cost: epsilon 1, delta 0
 -- contribution: 5 groups x 10 rows
+-- sql: "pick" <= 5
+
+-- title: people counted beside a sum over public keys: at most max_groups groups, and a grid for them
+SELECT department, count(DISTINCT patient_id), sum(cost) FROM visits GROUP BY department
+-- columns: department text, count bigint, sum numeric
+-- keys: public 16
+-- noise: units sensitivity 5 epsilon 1/2
+-- noise: sum [0, 5000] sensitivity 250000 epsilon 1/2 grid 1029
+-- cost: epsilon 1, delta 0
+-- contribution: 5 groups x 10 rows
+-- sql: "pick" <= 5
+-- sql: LEAST(GREATEST(("t1" * "c" / "n"), LEAST("v0", "c") * 0), LEAST("v0", "c") * 5000)
 
 -- title: sum of a numeric column
 SELECT sum(cost) FROM visits
 -- columns: sum numeric
 -- keys: none
--- noise: sum [0, 5000] sensitivity 250000 epsilon 1
+-- noise: sum [0, 5000] sensitivity 250000 epsilon 1 grid 1025
 -- cost: epsilon 1, delta 0
 -- contribution: 1 groups x 50 rows
+-- sql: LEAST(GREATEST("a0", 0), 250000)
+-- sql: LEAST(GREATEST(("t1" * "c" / "n"), LEAST("v0", "c") * 0), LEAST("v0", "c") * 5000)
+
+-- title: a sum per public group scales each person's total to the rows kept
+SELECT sex, sum(cost) FROM patients JOIN visits USING (patient_id) GROUP BY sex
+-- columns: sex text, sum numeric
+-- keys: public 2
+-- noise: sum [0, 5000] sensitivity 250000 epsilon 1 grid 1074
+-- cost: epsilon 1, delta 0
+-- contribution: 5 groups x 10 rows
+-- sql: LEAST(GREATEST("a0", 0), 250000)
+-- sql: ("t1" * "c" / "n")
+-- nosql: "pick"
 
 -- title: sum of an integer column is bigint
 SELECT sum(length_of_stay) FROM visits
 -- columns: sum bigint
 -- keys: none
--- noise: sum [0, 30] sensitivity 1500 epsilon 1
+-- noise: sum [0, 30] sensitivity 1500 epsilon 1 grid 1025
 -- cost: epsilon 1, delta 0
 -- contribution: 1 groups x 50 rows
 
@@ -96,7 +137,7 @@ SELECT sum(length_of_stay) FROM visits
 SELECT avg(cost) FROM visits
 -- columns: avg numeric
 -- keys: none
--- noise: centred_sum [0, 5000] sensitivity 125000 epsilon 1/2
+-- noise: centred_sum [0, 5000] sensitivity 125000 epsilon 1/2 grid 1025
 -- noise: rows sensitivity 50 epsilon 1/2
 -- cost: epsilon 1, delta 0
 -- contribution: 1 groups x 50 rows
@@ -106,8 +147,8 @@ SELECT count(cost), sum(cost), avg(cost) FROM visits
 -- columns: count bigint, sum numeric, avg numeric
 -- keys: none
 -- noise: rows sensitivity 50 epsilon 1/3
--- noise: sum [0, 5000] sensitivity 250000 epsilon 1/3
--- noise: centred_sum [0, 5000] sensitivity 125000 epsilon 1/3
+-- noise: sum [0, 5000] sensitivity 250000 epsilon 1/3 grid 1025
+-- noise: centred_sum [0, 5000] sensitivity 125000 epsilon 1/3 grid 1025
 -- cost: epsilon 1, delta 0
 -- contribution: 1 groups x 50 rows
 
@@ -115,8 +156,8 @@ SELECT count(cost), sum(cost), avg(cost) FROM visits
 SELECT variance(length_of_stay), var_pop(length_of_stay), stddev(length_of_stay), stddev_pop(length_of_stay), stddev_samp(length_of_stay) FROM visits
 -- columns: variance numeric, var_pop numeric, stddev numeric, stddev_pop numeric, stddev_samp numeric
 -- keys: none
--- noise: clamped_sum [0, 30] sensitivity 1500 epsilon 1/3
--- noise: sum_of_squares [0, 30] sensitivity 45000 epsilon 1/3
+-- noise: clamped_sum [0, 30] sensitivity 1500 epsilon 1/3 grid 1025
+-- noise: sum_of_squares [0, 30] sensitivity 45000 epsilon 1/3 grid 1025
 -- noise: rows sensitivity 50 epsilon 1/3
 -- cost: epsilon 1, delta 0
 -- contribution: 1 groups x 50 rows
@@ -125,8 +166,8 @@ SELECT variance(length_of_stay), var_pop(length_of_stay), stddev(length_of_stay)
 SELECT var_samp(cost) FROM visits
 -- columns: var_samp numeric
 -- keys: none
--- noise: clamped_sum [0, 5000] sensitivity 250000 epsilon 1/3
--- noise: sum_of_squares [0, 5000] sensitivity 1250000000 epsilon 1/3
+-- noise: clamped_sum [0, 5000] sensitivity 250000 epsilon 1/3 grid 1025
+-- noise: sum_of_squares [0, 5000] sensitivity 1250000000 epsilon 1/3 grid 1025
 -- noise: rows sensitivity 50 epsilon 1/3
 -- cost: epsilon 1, delta 0
 -- contribution: 1 groups x 50 rows
@@ -138,6 +179,8 @@ SELECT median(length_of_stay) FROM visits
 -- noise: histogram [0, 30] sensitivity 50 epsilon 1
 -- cost: epsilon 1, delta 0
 -- contribution: 1 groups x 50 rows
+-- sql: ORDER BY random()) FILTER (WHERE "a0" IS NOT NULL))[1:50]
+-- sql: "t1"[1:LEAST("v0", "c")]
 
 -- title: percentile_cont per public group
 SELECT department, percentile_cont(0.9) WITHIN GROUP (ORDER BY cost) AS p90 FROM visits GROUP BY department
@@ -179,7 +222,7 @@ SELECT department, min(length_of_stay), max(length_of_stay) FROM visits GROUP BY
 SELECT sum(cost) FILTER (WHERE department = 'Cardiology') AS cardiology FROM visits
 -- columns: cardiology numeric
 -- keys: none
--- noise: sum [0, 5000] sensitivity 250000 epsilon 1
+-- noise: sum [0, 5000] sensitivity 250000 epsilon 1 grid 1025
 -- cost: epsilon 1, delta 0
 -- contribution: 1 groups x 50 rows
 -- sql: CASE WHEN
@@ -197,7 +240,7 @@ SELECT count(*) FILTER (WHERE length_of_stay > 2) AS long_stays, count(*) FROM v
 SELECT avg(length_of_stay * 24) FROM visits
 -- columns: avg numeric
 -- keys: none
--- noise: centred_sum [0, 720] sensitivity 18000 epsilon 1/2
+-- noise: centred_sum [0, 720] sensitivity 18000 epsilon 1/2 grid 1025
 -- noise: count sensitivity 50 epsilon 1/2
 -- cost: epsilon 1, delta 0
 -- contribution: 1 groups x 50 rows
@@ -206,7 +249,7 @@ SELECT avg(length_of_stay * 24) FROM visits
 SELECT sum(15 - length_of_stay) FROM visits
 -- columns: sum bigint
 -- keys: none
--- noise: sum [-15, 15] sensitivity 750 epsilon 1
+-- noise: sum [-15, 15] sensitivity 750 epsilon 1 grid 1025
 -- cost: epsilon 1, delta 0
 -- contribution: 1 groups x 50 rows
 
@@ -214,7 +257,7 @@ SELECT sum(15 - length_of_stay) FROM visits
 SELECT avg(cost / 100) FROM visits
 -- columns: avg numeric
 -- keys: none
--- noise: centred_sum [0, 50] sensitivity 1250 epsilon 1/2
+-- noise: centred_sum [0, 50] sensitivity 1250 epsilon 1/2 grid 1025
 -- noise: count sensitivity 50 epsilon 1/2
 -- cost: epsilon 1, delta 0
 -- contribution: 1 groups x 50 rows
@@ -223,7 +266,7 @@ SELECT avg(cost / 100) FROM visits
 SELECT avg(least(greatest(cost, 0), 100)) FROM visits
 -- columns: avg numeric
 -- keys: none
--- noise: centred_sum [0, 100] sensitivity 2500 epsilon 1/2
+-- noise: centred_sum [0, 100] sensitivity 2500 epsilon 1/2 grid 1025
 -- noise: count sensitivity 50 epsilon 1/2
 -- cost: epsilon 1, delta 0
 -- contribution: 1 groups x 50 rows
@@ -232,7 +275,7 @@ SELECT avg(least(greatest(cost, 0), 100)) FROM visits
 SELECT avg(least(greatest(visit_date - birth_date, 0), 36500)) AS age_days FROM visits JOIN patients USING (patient_id)
 -- columns: age_days numeric
 -- keys: none
--- noise: centred_sum [0, 36500] sensitivity 912500 epsilon 1/2
+-- noise: centred_sum [0, 36500] sensitivity 912500 epsilon 1/2 grid 1025
 -- noise: count sensitivity 50 epsilon 1/2
 -- cost: epsilon 1, delta 0
 -- contribution: 1 groups x 50 rows
@@ -249,7 +292,7 @@ SELECT CASE WHEN length_of_stay < 3 THEN 'short' ELSE 'long' END AS stay, count(
 SELECT CASE WHEN cost >= 1000 THEN 'high' WHEN cost >= 100 THEN 'mid' END AS band, avg(length_of_stay) FROM visits GROUP BY band
 -- columns: band text, avg numeric
 -- keys: public 3
--- noise: centred_sum [0, 30] sensitivity 750 epsilon 1/2
+-- noise: centred_sum [0, 30] sensitivity 750 epsilon 1/2 grid 1074
 -- noise: rows sensitivity 50 epsilon 1/2
 -- cost: epsilon 1, delta 0
 -- contribution: 5 groups x 10 rows
@@ -270,6 +313,19 @@ SELECT date_trunc('month', visit_date) AS month, count(*) FROM visits GROUP BY m
 -- noise: rows sensitivity 50 epsilon 1/2
 -- cost: epsilon 1, delta 1e-6
 -- contribution: 5 groups x 10 rows
+-- sql: "pick" <= 5
+
+-- title: a sum per key through partition selection touches at most max_groups groups on the grid
+SELECT date_trunc('month', visit_date) AS month, sum(cost), avg(length_of_stay) FROM visits GROUP BY month
+-- columns: month timestamp with time zone, sum numeric, avg numeric
+-- keys: selection
+-- noise: units sensitivity 5 epsilon 1/4
+-- noise: sum [0, 5000] sensitivity 250000 epsilon 1/4 grid 1029
+-- noise: centred_sum [0, 30] sensitivity 750 epsilon 1/4 grid 1029
+-- noise: rows sensitivity 50 epsilon 1/4
+-- cost: epsilon 1, delta 1e-6
+-- contribution: 5 groups x 10 rows
+-- sql: "pick" <= 5
 
 -- title: an unaliased date_trunc key is named date_trunc, as PostgreSQL names it
 SELECT date_trunc('year', visit_date), count(*) FROM visits GROUP BY 1
@@ -318,7 +374,7 @@ SELECT sex, count(*) FROM patients JOIN visits USING (patient_id) GROUP BY sex
 SELECT p.sex, avg(v.cost) FROM patients p JOIN visits v ON p.patient_id = v.patient_id GROUP BY p.sex
 -- columns: sex text, avg numeric
 -- keys: public 2
--- noise: centred_sum [0, 5000] sensitivity 125000 epsilon 1/2
+-- noise: centred_sum [0, 5000] sensitivity 125000 epsilon 1/2 grid 1074
 -- noise: rows sensitivity 50 epsilon 1/2
 -- cost: epsilon 1, delta 0
 -- contribution: 5 groups x 10 rows
@@ -365,13 +421,15 @@ SELECT diagnosis_code, count(*) FROM visits GROUP BY diagnosis_code
 -- contribution: 5 groups x 10 rows
 -- sql: SELECT DISTINCT "code" FROM "public"."diagnoses"
 
--- title: count(DISTINCT x) counts at most max_rows values per person
+-- title: count(DISTINCT x) counts at most the allowance of values per person
 SELECT count(DISTINCT diagnosis_code) FROM visits
 -- columns: count bigint
 -- keys: none
 -- noise: distinct sensitivity 50 epsilon 1
 -- cost: epsilon 1, delta 0
 -- contribution: 1 groups x 50 rows
+-- sql: [1:50]
+-- sql: "t1"[1:"c"]
 
 -- title: count(DISTINCT x) per group
 SELECT department, count(DISTINCT diagnosis_code) AS codes FROM visits GROUP BY department
@@ -411,7 +469,7 @@ SELECT department, count(*) AS n FROM visits GROUP BY department HAVING count(*)
 SELECT test, avg(value) FROM labs GROUP BY test ORDER BY 2, 1 DESC LIMIT 5 OFFSET 2
 -- columns: test text, avg numeric
 -- keys: public 14
--- noise: centred_sum [0, 500] sensitivity 12500 epsilon 1/2
+-- noise: centred_sum [0, 500] sensitivity 12500 epsilon 1/2 grid 1074
 -- noise: rows sensitivity 50 epsilon 1/2
 -- cost: epsilon 1, delta 0
 -- contribution: 5 groups x 10 rows
@@ -421,7 +479,7 @@ SELECT test, avg(value) FROM labs GROUP BY test ORDER BY 2, 1 DESC LIMIT 5 OFFSE
 SELECT department, round(avg(cost), 2) AS avg_cost FROM visits GROUP BY department
 -- columns: department text, avg_cost numeric
 -- keys: public 16
--- noise: centred_sum [0, 5000] sensitivity 125000 epsilon 1/2
+-- noise: centred_sum [0, 5000] sensitivity 125000 epsilon 1/2 grid 1074
 -- noise: rows sensitivity 50 epsilon 1/2
 -- cost: epsilon 1, delta 0
 -- contribution: 5 groups x 10 rows
@@ -431,7 +489,7 @@ SELECT count(*)::int AS n, avg(length_of_stay)::int FROM visits
 -- columns: n integer, avg integer
 -- keys: none
 -- noise: rows sensitivity 50 epsilon 1/2
--- noise: centred_sum [0, 30] sensitivity 750 epsilon 1/2
+-- noise: centred_sum [0, 30] sensitivity 750 epsilon 1/2 grid 1025
 -- cost: epsilon 1, delta 0
 -- contribution: 1 groups x 50 rows
 
@@ -439,7 +497,7 @@ SELECT count(*)::int AS n, avg(length_of_stay)::int FROM visits
 SELECT sum(cost) / count(*) AS mean_cost, count(*) + 1 FROM visits
 -- columns: mean_cost numeric, ?column? bigint
 -- keys: none
--- noise: sum [0, 5000] sensitivity 250000 epsilon 1/2
+-- noise: sum [0, 5000] sensitivity 250000 epsilon 1/2 grid 1025
 -- noise: rows sensitivity 50 epsilon 1/2
 -- cost: epsilon 1, delta 0
 -- contribution: 1 groups x 50 rows
@@ -448,7 +506,7 @@ SELECT sum(cost) / count(*) AS mean_cost, count(*) + 1 FROM visits
 SELECT avg(n) FROM (SELECT patient_id, count(*) AS n FROM visits GROUP BY patient_id) AS per_patient
 -- columns: avg numeric
 -- keys: none
--- noise: centred_sum [0, 50] sensitivity 25 epsilon 1/2
+-- noise: centred_sum [0, 50] sensitivity 25 epsilon 1/2 grid 1025
 -- noise: count sensitivity 1 epsilon 1/2
 -- cost: epsilon 1, delta 0
 -- contribution: 1 groups x 1 rows
@@ -465,7 +523,7 @@ SELECT n, count(*) FROM (SELECT patient_id, count(*) AS n FROM visits GROUP BY p
 WITH per AS (SELECT patient_id, sum(cost) AS total FROM visits GROUP BY patient_id) SELECT avg(total) FROM per
 -- columns: avg numeric
 -- keys: none
--- noise: centred_sum [0, 250000] sensitivity 125000 epsilon 1/2
+-- noise: centred_sum [0, 250000] sensitivity 125000 epsilon 1/2 grid 1025
 -- noise: count sensitivity 1 epsilon 1/2
 -- cost: epsilon 1, delta 0
 -- contribution: 1 groups x 1 rows
@@ -474,7 +532,7 @@ WITH per AS (SELECT patient_id, sum(cost) AS total FROM visits GROUP BY patient_
 SELECT department, avg(n) FROM (SELECT patient_id, department, count(*) AS n FROM visits GROUP BY patient_id, department) AS t GROUP BY department
 -- columns: department text, avg numeric
 -- keys: public 16
--- noise: centred_sum [0, 50] sensitivity 1250 epsilon 1/2
+-- noise: centred_sum [0, 50] sensitivity 1250 epsilon 1/2 grid 1074
 -- noise: count sensitivity 50 epsilon 1/2
 -- cost: epsilon 1, delta 0
 -- contribution: 5 groups x 10 rows
@@ -559,7 +617,7 @@ EXPLAIN SELECT department, count(*) FROM visits GROUP BY department
 -- local: EXPLAIN
 -- columns: QUERY PLAN text
 -- row: privacy cost: epsilon 1, delta 0
--- row: 5 group(s) per person, 10 row(s) per person per group
+-- row: 50 row(s) per person in all
 -- row: rows: L1 sensitivity 50
 -- row: group key department: public domain
 -- row: bounded SQL: WITH

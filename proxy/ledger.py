@@ -3,7 +3,9 @@
 Every private answer is paid for before it is released: the session awaits
 `PostgresLedger.charge(user, cost)`, which either commits the charge and
 returns None, or returns the refusal (SQLSTATE 53400, 'privacy budget
-exhausted: ...') and commits nothing. Any failure raises, and the session
+exhausted: ...') and commits nothing. (`charge_standing` does the same and,
+once charged, returns the user's standings with the charge counted, for the
+notice that tells the analyst what is left.) Any failure raises, and the session
 then refuses the statement (58000): no answer without a committed charge.
 
 The ledger lives in the upstream database, in the tables `pgshroud setup`
@@ -58,12 +60,13 @@ float (0.1 is charged as 0.1), so that 200 charges of 0.1 fill a budget of
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal, Inexact, Rounded, localcontext
 
 import asyncpg
@@ -401,6 +404,13 @@ class PostgresLedger:
 
     async def charge(self, user: str, cost: Cost) -> Refuse | None:
         """Commit `cost` to every budget of `user`, or return why not. Raises when the ledger cannot be reached."""
+        outcome = await self.charge_standing(user, cost)
+        return outcome if isinstance(outcome, Refuse) else None
+
+    async def charge_standing(self, user: str, cost: Cost) -> Refuse | list[Standing]:
+        """As `charge`, but a committed charge returns where each of the user's budgets stands with it
+        counted (as `standing` would return right after), read in the charge's own transaction: the
+        session tells the analyst what is left without a second round trip."""
         epsilon, delta = exact(cost.epsilon, "epsilon"), exact(cost.delta, "delta")
         policy = self._current_policy()
         role_name, budgets = budgets_for(policy, user)
@@ -409,7 +419,7 @@ class PostgresLedger:
         window = period_window(policy.budgets.period)
         keys = _lock_keys(user, budgets)
 
-        async def body(conn: asyncpg.Connection, rows: dict[tuple[str, str], _Row]) -> Refuse | None:
+        async def body(conn: asyncpg.Connection, rows: dict[tuple[str, str], _Row]) -> Refuse | list[Standing]:
             standings = await self._standings(conn, user, role_name, budgets, window, rows)
             short = [standing for standing in standings if not _covers(standing, epsilon, delta)]
             if short:
@@ -418,7 +428,7 @@ class PostgresLedger:
                                        [k[1] for k in keys])
             if len(charged) != len(keys):
                 raise RuntimeError(f"a charge updated {len(charged)} of its {len(keys)} {LOCKS} rows")
-            return None
+            return [_with_charge(standing, epsilon, delta, window is not None) for standing in standings]
 
         return await self._transaction(policy, keys, body)
 
@@ -620,6 +630,18 @@ def _covers(standing: Standing, epsilon: Decimal, delta: Decimal) -> bool:
         context.traps[Rounded] = True
         return (standing.spent_epsilon + epsilon <= standing.allowed_epsilon
                 and standing.spent_delta + delta <= standing.allowed_delta)
+
+
+def _with_charge(standing: Standing, epsilon: Decimal, delta: Decimal, rolling: bool) -> Standing:
+    """A standing with a charge just committed counted in it (exactly: _covers checked the sums). In a
+    rolling period, a first charge is the oldest that counts (its time is about now)."""
+    with localcontext() as context:
+        context.prec = 200
+        oldest = standing.oldest_charge
+        if rolling and oldest is None:
+            oldest = datetime.now(timezone.utc)
+        return dataclasses.replace(standing, spent_epsilon=standing.spent_epsilon + epsilon,
+                                   spent_delta=standing.spent_delta + delta, oldest_charge=oldest)
 
 
 def _lock_keys(user: str, budgets: list[Budget]) -> list[tuple[str, str]]:

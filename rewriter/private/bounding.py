@@ -192,17 +192,20 @@ def allocation(query: q.PrivateQuery, keys: list[str], salt: str) -> str:
     if needs_people_counts(query):
         source = (f'(SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY "unit" ORDER BY random()) AS "pick" '
                   f'FROM "pgshroud_persons") AS "ranked" WHERE "pick" <= {query.max_groups})')
-    # Systematic sampling: the person's groups in a fixed order, a uniform
-    # start u in [0, 1) per person, and floor(u + share of the rows so far)
-    # steps: integer counts whose sum never exceeds the allowance (the
-    # differences telescope, and doubles are exact enough: u < 1 - 2**-31).
-    start = f"(hashtext(\"unit\"::text || '{salt}') & 2147483647)::float8 / 2147483648"
-    shares = (f'SELECT *, sum("n") OVER "upto" AS "upto", '
-              f'LEAST(1, {allowance}::float8 / sum("n") OVER "person") AS "share", {start} AS "u" '
+    # Systematic sampling: the person's groups in a fixed order, a start
+    # u = k / 2**31 in [0, 1) per person, and floor(u + upto * T / N) steps
+    # (N the person's rows, upto those in this and earlier groups): integer
+    # counts that telescope to at most the allowance T. Exact integer
+    # arithmetic, only for people with more rows than the allowance.
+    start = f"(hashtext(\"unit\"::text || '{salt}') & 2147483647)::numeric"
+    shares = (f'SELECT *, sum("n") OVER "upto" AS "upto", sum("n") OVER "person" AS "total", {start} AS "k" '
               f'FROM {source} AS "mine" WINDOW "person" AS (PARTITION BY "unit"), '
               f'"upto" AS (PARTITION BY "unit" ORDER BY {", ".join(keys)} ROWS UNBOUNDED PRECEDING)')
-    steps = 'floor("u" + "upto" * "share") - floor("u" + ("upto" - "n") * "share")'
-    return f'SELECT *, ({steps})::bigint AS "c" FROM ({shares}) AS "shares"'
+    scale = '"total" * 2147483648'
+    steps = (f'div("k" * "total" + "upto" * {allowance} * 2147483648, {scale}) '
+             f'- div("k" * "total" + ("upto" - "n") * {allowance} * 2147483648, {scale})')
+    return (f'SELECT *, (CASE WHEN "total" <= {allowance} THEN "n" ELSE {steps} END)::bigint AS "c" '
+            f'FROM ({shares}) AS "shares"')
 
 
 def bounded_sql(query: q.PrivateQuery, salt: str = "") -> str:

@@ -282,8 +282,9 @@ class PrivateRelease:
 
     def explain(self) -> list[str]:
         lines = [f"privacy cost: epsilon {float(self.epsilon):g}, delta {self.cost.delta:g}",
-                 f"contribution bounds: at most {self.query.max_groups} group(s) per person (their largest), "
-                 f"{self.query.allowance} row(s) per person in all"]
+                 f"contribution bounds: {self.query.allowance} row(s) per person in all"
+                 + (f", in at most {self.query.max_groups} group(s) chosen at random"
+                    if self.query.grouped and needs_people_counts(self.query) else "")]
         for output in self.query.outputs:
             used = sorted({int(v.name[3:]) for v in output.expression.find_all(exp.Var) if v.name.startswith("agg")})
             sources = "; ".join(

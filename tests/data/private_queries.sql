@@ -44,7 +44,7 @@ SELECT department, count(*) FROM visits GROUP BY department
 -- noise: rows sensitivity 50 epsilon 1
 -- cost: epsilon 1, delta 0
 -- contribution: 5 groups x 10 rows
--- sql: LEAST(1, 50::float8 / sum("n") OVER "person")
+-- sql: CASE WHEN "total" <= 50 THEN "n" ELSE div("k" * "total" + "upto" * 50 * 2147483648
 -- sql: PARTITION BY "unit" ORDER BY "k0" ROWS UNBOUNDED PRECEDING
 -- sql: WHERE "c" > 0
 -- nosql: "pick"

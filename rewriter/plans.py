@@ -8,6 +8,7 @@ each kind out; nothing here touches the network.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Protocol, Sequence
 
 
@@ -102,12 +103,27 @@ class PrivacySetting:
     value: str | None
 
 
+class LedgerRead(Enum):
+    """What a Local answer takes from the privacy budget ledger, which the
+    planner cannot read (it does no I/O): the session reads it, in the
+    statement's turn, and completes the answer before sending it."""
+
+    # SHOW pgshroud.budget: the answer's one text column gets one row, where
+    # the user's budgets stand now (proxy/budget_notes.py words it).
+    BUDGET = "budget"
+
+
 @dataclass(frozen=True, slots=True)
 class Local:
-    """Answer without forwarding the statement (SET/SHOW pgshroud.*, EXPLAIN of a plan)."""
+    """Answer without forwarding the statement (SET/SHOW pgshroud.*, EXPLAIN of a plan).
+
+    With `ledger`, `answer` gives the command tag and columns only; its rows
+    come from the ledger (see LedgerRead).
+    """
 
     answer: LocalAnswer
     setting: PrivacySetting | None = None
+    ledger: LedgerRead | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """The session's privacy settings: SET/SHOW/RESET pgshroud.epsilon and
-pgshroud.delta, answered by pgshroud and never seen by PostgreSQL."""
+pgshroud.delta, answered by pgshroud and never seen by PostgreSQL; and the
+read-only SHOW pgshroud.budget, which the session answers from the ledger."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from fractions import Fraction
 from typing import Mapping
 
 from policies.model import Policy
-from rewriter.plans import Column, Local, LocalAnswer, PrivacySetting
+from rewriter.plans import Column, LedgerRead, Local, LocalAnswer, PrivacySetting
 
 NAMES = ("epsilon", "delta")
+# Shown, never set: where the user's privacy budgets stand.
+BUDGET = "budget"
 
 
 class SettingError(ValueError):
@@ -50,6 +53,9 @@ def current(name: str, privacy: Mapping[str, str], policy: Policy) -> Fraction:
 
 def set_plan(name: str, value: str | None, policy: Policy) -> Local:
     """SET (value) or RESET (None) of pgshroud.<name>."""
+    if name == BUDGET:
+        # As PostgreSQL refuses SET of a read-only parameter (server_version).
+        raise SettingError(f'parameter "pgshroud.{name}" cannot be changed', "55P02")
     if name not in NAMES:
         raise SettingError(f'unrecognized configuration parameter "pgshroud.{name}"', "42704")
     if value is not None:
@@ -59,6 +65,9 @@ def set_plan(name: str, value: str | None, policy: Policy) -> Local:
 
 
 def show_plan(name: str, privacy: Mapping[str, str], policy: Policy) -> Local:
+    if name == BUDGET:
+        # One row, one text column; the session fills it from the ledger.
+        return Local(LocalAnswer("SHOW", (Column(f"pgshroud.{name}"),)), ledger=LedgerRead.BUDGET)
     if name not in NAMES:
         raise SettingError(f'unrecognized configuration parameter "pgshroud.{name}"', "42704")
     value = privacy.get(name)

@@ -212,8 +212,16 @@ SET pgshroud.sensitivity = 0
 -- refused: 42704 unrecognized configuration parameter "pgshroud.sensitivity"
 
 -- title: SHOW of an unknown pgshroud setting
-SHOW pgshroud.budget
--- refused: 42704 unrecognized configuration parameter "pgshroud.budget"
+SHOW pgshroud.budgets
+-- refused: 42704 unrecognized configuration parameter "pgshroud.budgets"
+
+-- title: SET of the read-only pgshroud.budget
+SET pgshroud.budget = 100
+-- refused: 55P02 parameter "pgshroud.budget" cannot be changed
+
+-- title: RESET of the read-only pgshroud.budget
+RESET pgshroud.budget
+-- refused: 55P02 parameter "pgshroud.budget" cannot be changed
 
 -- title: EXPLAIN of row-level output
 EXPLAIN SELECT ssn FROM patients

@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--drain-timeout", type=float, default=60.0, metavar="SECONDS",
                        help="on SIGTERM, how long running statements may take before sessions are closed "
                             "(default: 60)")
+    serve.add_argument("--answer-cache-seconds", type=float, default=300.0, metavar="N",
+                       help="repeat a released private answer, at no new privacy cost, to a user who asks the same "
+                            "query again (same text, literals, bind values, epsilon and delta) within N seconds; "
+                            "answers are kept per user, in memory; 0 switches it off (default: 300)")
     serve.add_argument("--audit-log", metavar="PATH",
                        help="append a JSON line per statement decision to PATH (time, user, role, plan kind, a "
                             "fingerprint of the statement without its literals, cost, refusal SQLSTATE and "
@@ -176,6 +180,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         max_message_size=args.max_message_size,
         drain_timeout=args.drain_timeout,
+        answer_cache_seconds=args.answer_cache_seconds,
     )
     metrics_listen = None
     if args.metrics is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import ssl
 from dataclasses import dataclass, field
@@ -155,3 +156,10 @@ class ServerConfig:
     max_message_size: int = 256 * 1024 * 1024
     startup_timeout: float = 60.0
     drain_timeout: float = 60.0
+    # How long a released private answer is repeated, at no new cost, to the
+    # user who asks for it again (proxy/answer_cache.py); 0 switches it off.
+    answer_cache_seconds: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.answer_cache_seconds) and self.answer_cache_seconds >= 0):
+            raise ConfigError(f"--answer-cache-seconds must be a finite number >= 0, not {self.answer_cache_seconds}")

@@ -67,6 +67,10 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 def proxy_config(upstream_dsn: str, **overrides: Any) -> ServerConfig:
+    """The configuration of a test's pgshroud. The answer cache is off unless
+    a test asks for it (answer_cache_seconds=N): tests that count charges,
+    and the privacy audit, need fresh noise at every query."""
+    overrides.setdefault("answer_cache_seconds", 0)
     return ServerConfig("127.0.0.1", 0, UpstreamTarget.parse(upstream_dsn), **overrides)
 
 

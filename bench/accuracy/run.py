@@ -212,7 +212,9 @@ class PgShroud:
         self.port = free_port()
         self.logfile = workdir / f"pgshroud-{self.port}.log"
         argv = [sys.executable, "-m", "proxy.cli", "--log-level", "warning", "serve", "--listen",
-                f"127.0.0.1:{self.port}", "--upstream", upstream, "--policy", str(policy), "--drain-timeout", "5"]
+                f"127.0.0.1:{self.port}", "--upstream", upstream, "--policy", str(policy), "--drain-timeout", "5",
+                # Each round needs fresh noise: a repeat from the answer cache would be the same draw.
+                "--answer-cache-seconds", "0"]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         with open(self.logfile, "wb") as errors:

@@ -6,6 +6,18 @@ that pass unchanged are written in runs, as the slices of the received
 chunk they already are; only Query, Parse, Bind, Describe, Execute, Close
 and FunctionCall are decoded, and upstream result rows never are unless a
 Release needs them.
+
+Some statements wait for the privacy budget ledger before they are sent
+(the client's input is paused meanwhile, so answers stay in order): a
+private answer's charge, `SHOW pgshroud.budget` (a Local plan whose row is
+read from the ledger), and a repeat served from the answer cache, whose
+notice says what is left. Each private answer gets a notice of its cost and
+of what is left, joined to its margins of error (proxy/budget_notes.py). A
+repeat of a released answer by the same user within --answer-cache-seconds
+is sent again at no cost (proxy/answer_cache.py): a simple Query's release
+becomes a Local answer; a prepared one's portal is bound upstream to a
+placeholder statement instead, at Bind. Statements that pass through never
+touch the ledger or the cache.
 """
 
 from __future__ import annotations
@@ -18,11 +30,15 @@ from collections import deque
 from dataclasses import replace
 from time import perf_counter
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Awaitable, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Awaitable, Callable, Mapping, NamedTuple, Protocol, Sequence
 
+from proxy import budget_notes
 from proxy import responses as r
+from proxy.answer_cache import AnswerCache, AnswerKey, CachedAnswer
 from proxy.answers import UnsupportedFormat, check_formats, result_formats
-from proxy.codec.messages import Bind, Describe, ErrorResponse, Execute, FunctionCall, ParameterStatus, Parse, Query
+from proxy.codec.messages import (
+    Bind, Close, Describe, ErrorResponse, Execute, FunctionCall, ParameterStatus, Parse, Query,
+)
 from proxy.codec.errors import ProtocolViolation
 from proxy.config import ServerConfig
 from proxy.leg import Leg
@@ -32,10 +48,13 @@ from policies.model import Access, Policy
 from rewriter import PlanContext, Planner, plan_function_call
 from rewriter.catalog import Catalog
 from rewriter.settings import check_parameter_status
-from rewriter.plans import Cost, Local, Passthrough, Plan, PrivacySetting, Refuse, Release, Rewrite
+from rewriter.plans import (
+    Cost, LedgerRead, Local, LocalAnswer, Passthrough, Plan, PrivacySetting, RawResult, Refuse, Release, Rewrite,
+)
 
 if TYPE_CHECKING:
     from proxy.audit import AuditLog
+    from proxy.ledger import Standing
     from proxy.metrics import Metrics
 
 log = logging.getLogger("pgshroud.session")
@@ -48,6 +67,9 @@ SENTINEL_SQL = "SELECT 'pgshroud: statement refused'::pg_catalog.int4"
 # and PostgreSQL still decides whether it may run (e.g. not in a failed
 # transaction).
 PLACEHOLDER_SQL = "SELECT WHERE false"
+# The prepared statement that stands in upstream for a private answer
+# repeated from the answer cache; closed and parsed again at each use.
+CACHED_STATEMENT = "pgshroud_cached_answer"
 # Frames that may be relayed before they are complete, to avoid buffering
 # large rows and COPY data.
 _STREAMABLE = frozenset(b"Dd")
@@ -69,8 +91,19 @@ _RESETS_ALL = re.compile(r"\s*+(?:reset|discard)\s++all\s*+(?:;\s*+)?\Z", re.IGN
 
 
 class Ledger(Protocol):
+    """What the session needs of a ledger. PostgresLedger also has
+    `charge_standing(user, cost) -> Refuse | list[Standing]` (the charge,
+    then where the user's budgets stand, in one transaction) and
+    `standing(user) -> list[Standing]`; the session uses them when present,
+    so a ledger with `charge` alone still works (its notices then say the
+    cost but not what is left, and SHOW pgshroud.budget is refused)."""
+
     async def charge(self, user: str, cost: Cost) -> Refuse | None:
         """Commit the cost durably, or return the refusal if it is not affordable."""
+
+
+NO_LEDGER = Refuse("55000", "private answers need a privacy budget ledger, and none is configured")
+LEDGER_DOWN = Refuse("58000", "the privacy budget ledger is unavailable, so nothing was released")
 
 
 class _Statement:
@@ -78,11 +111,13 @@ class _Statement:
     Passthrough of a RESET ALL or DISCARD ALL that clears pgshroud settings.
 
     A statement keeps its text and the privacy settings it was planned
-    under, to plan it again when they change; a portal that has run keeps
-    its answer, for later Executes.
+    under, to plan it again when they change (a Release also its parameter
+    types, for the answer cache's key); a portal that has run keeps its
+    answer, for later Executes; a portal of a Release keeps its answer
+    cache key, under which its answer is kept once released.
     """
 
-    __slots__ = ("plan", "formats", "sql", "privacy", "answer")
+    __slots__ = ("plan", "formats", "sql", "privacy", "answer", "param_types", "cache_key")
 
     def __init__(
         self,
@@ -90,18 +125,23 @@ class _Statement:
         formats: tuple[int, ...] = (),
         sql: str | None = None,
         privacy: Mapping[str, str] = NO_SETTINGS,
+        param_types: tuple[int, ...] = (),
+        cache_key: AnswerKey | None = None,
     ) -> None:
         self.plan = plan
         self.formats = formats
         self.sql = sql
         self.privacy = privacy
+        self.param_types = param_types
+        self.cache_key = cache_key
         self.answer: r.PortalAnswer | None = None
 
 
 class SessionContext:
     """What every session shares: configuration, planner, ledger, policy
-    (replaced as a whole on reload), the catalog snapshot, and where
-    decisions are reported (audit log, metrics; each optional)."""
+    (replaced as a whole on reload), the catalog snapshot, where decisions
+    are reported (audit log, metrics; each optional), and the answer cache
+    (None when config.answer_cache_seconds is 0)."""
 
     def __init__(
         self,
@@ -120,6 +160,8 @@ class SessionContext:
         self.catalog = catalog
         self.audit = audit
         self.metrics = metrics
+        seconds = config.answer_cache_seconds
+        self.answers: AnswerCache | None = AnswerCache(seconds) if seconds > 0 else None
 
 
 class Session:
@@ -436,9 +478,8 @@ class Session:
             return None  # PostgreSQL ignores it until Sync: nothing to plan or charge
         if len(plans) > 1:
             plans = self._plan_after_settings(sql, plans)
-        releases = [p for p in plans if isinstance(p, Release)]
-        if releases:
-            self._block(self._charge_then_query(plans, sql))
+        if any(isinstance(p, Release) or (isinstance(p, Local) and p.ledger is not None) for p in plans):
+            self._block(self._ledger_then_query(plans, sql, self._planned_privacy))
             return b""
         if self._watched:
             self._decided("query", sql, _until_refusal(plans))
@@ -461,10 +502,12 @@ class Session:
                 plans = plans[: i + 1] + again[i + 1 :]
         return plans
 
-    def _query_from_plans(self, plans: list[Plan]) -> bytes:
+    def _query_from_plans(self, plans: list[Plan], charged: Mapping[int, _Charged] | None = None) -> bytes:
+        """The Query sent upstream for these plans, and the unit of its answers
+        (`charged`: per position, what a charged Release's answer needs)."""
         texts: list[str] = []
         actions: list[r.Action | None] = []
-        for plan in plans:
+        for index, plan in enumerate(plans):
             if isinstance(plan, (Passthrough, Rewrite)):
                 texts.append(plan.sql)
                 resets = (self._planned_privacy or self._privacy) and _resets_all(plan)
@@ -475,7 +518,8 @@ class Session:
                 actions.append(action if plan.setting is None else self._settle(action, plan.setting))
             elif isinstance(plan, Release):
                 texts.append(plan.sql)
-                actions.append(self._transform(plan, describe=True))
+                paid = charged.get(index) if charged else None
+                actions.append(self._transform(plan, describe=True, charged=paid))
             else:  # Refuse: nothing after it runs, as after a real error
                 texts.append(SENTINEL_SQL)
                 actions.append(r.RefuseAction(r.error_bytes(plan.sqlstate, plan.message, plan.hint)))
@@ -483,35 +527,111 @@ class Session:
         self._expect(r.ENDS_READY, extended=False, action=r.Statements(actions))
         return Query(";\n".join(texts)).encode()
 
-    async def _charge_then_query(self, plans: list[Plan], sql: str) -> bytes:
-        charged: list[Plan] = []
+    async def _ledger_then_query(self, plans: list[Plan], sql: str, privacy: Mapping[str, str]) -> bytes:
+        """A Query with statements that need the ledger first, in order: each
+        Release is charged (or repeated from the answer cache, becoming a
+        Local answer), each Local that reads the ledger gets its rows. Nothing
+        after a refusal runs."""
+        decided: list[Plan] = []
+        charged: dict[int, _Charged] = {}
         refusal = refused = None
-        for plan in plans:
+        for index, plan in enumerate(plans):
             if isinstance(plan, Release):
-                refusal = await self._charge(plan)
-                if refusal is not None:
-                    charged.append(refusal)
-                    refused = plan
+                # As a prepared statement's key: no parameters, every column in text.
+                statement = (sql, index, (), (), (), (0,) * len(plan.spec.columns))
+                key = self._answer_key(statement, plan, privacy)
+                cached = self._cached(key)
+                if cached is not None:
+                    plan = await self._repeat(cached)
+                else:
+                    refusal, standings = await self._charge(plan)
+                    if refusal is not None:
+                        decided.append(refusal)
+                        refused = plan
+                        break
+                    charged[index] = _Charged(key, standings)
+            elif isinstance(plan, Local) and plan.ledger is not None:
+                plan = await self._from_ledger(plan)
+                if isinstance(plan, Refuse):
+                    decided.append(plan)
                     break
-            charged.append(plan)
+            decided.append(plan)
         if self._watched:
-            self._decided("query", sql, _until_refusal(charged), refusal, refused)
-        return self._query_from_plans(charged)
+            self._decided("query", sql, _until_refusal(decided), refusal, refused)
+        return self._query_from_plans(decided, charged)
 
-    async def _charge(self, plan: Release) -> Refuse | None:
+    async def _charge(self, plan: Release) -> tuple[Refuse | None, Sequence[Standing] | None]:
+        """Charge the release: the ledger's refusal, or None and where the
+        user's budgets stand after the charge (None when the ledger does not say)."""
         ledger = self.shared.ledger
         refusal: Refuse | None
+        standings = None
         if ledger is None:
-            refusal = Refuse("55000", "private answers need a privacy budget ledger, and none is configured")
+            refusal = NO_LEDGER
         else:
             try:
-                refusal = await ledger.charge(self.user, plan.spec.cost)
+                charge_standing = getattr(ledger, "charge_standing", None)
+                if charge_standing is not None:
+                    outcome = await charge_standing(self.user, plan.spec.cost)
+                    refusal, standings = (outcome, None) if isinstance(outcome, Refuse) else (None, outcome)
+                else:
+                    refusal = await ledger.charge(self.user, plan.spec.cost)
             except Exception:
                 log.exception("ledger charge failed")
-                refusal = Refuse("58000", "the privacy budget ledger is unavailable, so nothing was released")
+                refusal = LEDGER_DOWN
         if self._metrics is not None:
             self._metrics.charge(self.role.name if self.role is not None else None, plan.spec.cost, refusal)
-        return refusal
+        return refusal, standings
+
+    # the ledger's standing and the answer cache
+
+    async def _standing(self) -> Sequence[Standing] | Refuse:
+        """Where the user's budgets stand now, or why that cannot be told."""
+        standing = getattr(self.shared.ledger, "standing", None)
+        if standing is None:
+            return NO_LEDGER
+        try:
+            return await standing(self.user)
+        except Exception:
+            log.exception("reading the privacy budget ledger failed")
+            return Refuse("58000", "the privacy budget ledger is unavailable, so pgshroud cannot show the budget")
+
+    async def _from_ledger(self, plan: Local) -> Local | Refuse:
+        """A Local plan whose answer reads the ledger, answered."""
+        assert plan.ledger is LedgerRead.BUDGET
+        standings = await self._standing()
+        if isinstance(standings, Refuse):
+            if standings is NO_LEDGER:
+                return Refuse("55000", "SHOW pgshroud.budget needs a privacy budget ledger, and none is configured")
+            return standings
+        policy = self.shared.policy
+        period = policy.budgets.period if isinstance(policy, Policy) else None
+        value = budget_notes.budget_value(self.user, standings, period)
+        return Local(replace(plan.answer, rows=((value,),)), plan.setting)
+
+    def _answer_key(self, statement: object, plan: Release, privacy: Mapping[str, str]) -> AnswerKey | None:
+        """The answer cache's key of a release (None without a cache)."""
+        if self.shared.answers is None:
+            return None
+        context = self.plan_context
+        return AnswerCache.key(user=self.user, role=self.role.name if self.role is not None else None,
+                               policy=context.policy, catalog=context.catalog, privacy=privacy,
+                               cost=plan.spec.cost, statement=statement)
+
+    def _cached(self, key: AnswerKey | None) -> CachedAnswer | None:
+        answers = self.shared.answers
+        if key is None or answers is None:
+            return None
+        return answers.get(key)
+
+    async def _repeat(self, cached: CachedAnswer) -> Local:
+        """A released answer again, with a notice that it cost nothing now and what is left."""
+        standings = await self._standing()
+        failed = isinstance(standings, Refuse) and standings is not NO_LEDGER
+        seconds = self.shared.answers.seconds if self.shared.answers is not None else 0
+        notice = budget_notes.repeat_notice(cached.cost, cached.released_at, seconds,
+                                            None if isinstance(standings, Refuse) else standings, failed)
+        return Local(budget_notes.with_notice(cached.answer, notice))
 
     def _transform(
         self,
@@ -521,9 +641,10 @@ class Session:
         formats: tuple[int, ...] | None = None,
         portal: r.PortalAnswer | None = None,
         max_rows: int = 0,
+        charged: _Charged | None = None,
     ) -> r.Transform:
         columns = plan.spec.columns
-        finalize = plan.spec.finalize
+        finalize = self._released(plan, charged or _Charged(None, None))
         if self._metrics is not None:
             finalize = self._metrics.timed_release(finalize)  # timed from here to CommandComplete
         return r.Transform(
@@ -535,6 +656,22 @@ class Session:
             portal=portal,
             max_rows=max_rows,
         )
+
+    def _released(self, plan: Release, charged: _Charged) -> Callable[[RawResult], LocalAnswer]:
+        """The release's finalize, whose answer is kept in the answer cache
+        and gets the notice of its cost and what is left."""
+        spec = plan.spec
+        finalize, cost = spec.finalize, spec.cost
+        notice = budget_notes.cost_notice(cost, charged.standings)
+        answers, key = self.shared.answers, charged.key
+
+        def released(raw: RawResult) -> LocalAnswer:
+            answer = finalize(raw)
+            if answers is not None and key is not None:
+                answers.put(key, answer, cost)
+            return budget_notes.with_notice(answer, notice)
+
+        return released
 
     # privacy settings
 
@@ -604,7 +741,8 @@ class Session:
         if isinstance(plan, (Passthrough, Rewrite)):
             self._statements.pop(parse.name, None)
             return Parse(parse.name, plan.sql, parse.param_types).encode()
-        self._statements[parse.name] = _Statement(plan, sql=parse.sql, privacy=self._planned_privacy)
+        self._statements[parse.name] = _Statement(plan, sql=parse.sql, privacy=self._planned_privacy,
+                                                  param_types=parse.param_types)
         if isinstance(plan, Local):
             return Parse(parse.name, PLACEHOLDER_SQL, ()).encode()
         return Parse(parse.name, plan.sql, parse.param_types).encode()
@@ -636,10 +774,41 @@ class Session:
             check_formats(columns, formats)
         except UnsupportedFormat as exc:
             return self._refuse_extended(r.ENDS_BIND, "0A000", str(exc))
-        self._portals[portal] = _Statement(info.plan, formats, sql=info.sql)
+        key = None
+        if isinstance(info.plan, Release) and not self._upstream_skipping:
+            # Every value and format of the Bind is in the key, formats as they apply to each value and
+            # column (a Query of the same text is the same key, as it means the same).
+            param_formats = tuple(bind.param_format(i) for i in range(len(bind.params)))
+            statement = (info.sql, 0, info.param_types, param_formats, bind.params, formats)
+            key = self._answer_key(statement, info.plan, info.privacy)
+            cached = self._cached(key)
+            if cached is not None:
+                self._block(self._bind_repeat(bind, cached, formats, info.sql))
+                return b""
+        self._portals[portal] = _Statement(info.plan, formats, sql=info.sql, cache_key=key)
         self._expect(r.ENDS_BIND)
         # PostgreSQL's rows for pgshroud's own answers are read as text.
         return Bind(bind.portal, bind.statement, bind.param_formats, bind.params, ()).encode()
+
+    async def _bind_repeat(self, bind: Bind, cached: CachedAnswer, formats: tuple[int, ...], sql: str | None) -> bytes:
+        """A Bind of a private statement whose answer the cache holds: the
+        portal gets that answer, as a Local one, and is bound upstream to a
+        placeholder statement, so that nothing runs the aggregate again while
+        PostgreSQL still decides whether the Bind may run. Its CloseComplete
+        and ParseComplete are not the client's to see; an error is, and then
+        both sides skip to Sync."""
+        local = await self._repeat(cached)
+        if self._watched:
+            self._decided("bind", sql, (local,))
+        self._portals[bind.portal] = _Statement(local, formats, sql=sql)
+        self._expect(r.ENDS_CLOSE, action=r.Replace(b"", at=r.ENDS_CLOSE))
+        self._expect(r.ENDS_PARSE, action=r.Replace(b"", at=r.ENDS_PARSE))
+        self._expect(r.ENDS_BIND)
+        return b"".join((
+            Close(b"S", CACHED_STATEMENT).encode(),
+            Parse(CACHED_STATEMENT, PLACEHOLDER_SQL, ()).encode(),
+            Bind(bind.portal, CACHED_STATEMENT, (), (), ()).encode(),
+        ))
 
     def _replan(self, name: str, info: _Statement) -> _Statement | Refuse:
         """A prepared statement whose privacy settings changed since it was
@@ -655,7 +824,8 @@ class Session:
                 or (isinstance(plan, Release) and isinstance(old, Release) and plan.sql == old.sql)):
             return Refuse("0A000", f'prepared statement "{name}" was planned under other pgshroud settings',
                           hint="Prepare it again.")
-        info = self._statements[name] = _Statement(plan, sql=info.sql, privacy=self._planned_privacy)
+        info = self._statements[name] = _Statement(plan, sql=info.sql, privacy=self._planned_privacy,
+                                                   param_types=info.param_types)
         return info
 
     def _on_describe(self, describe: Describe) -> bytes | None:
@@ -685,6 +855,9 @@ class Session:
             self._expect(r.ENDS_EXECUTE, action=self._settle(None, RESET_ALL))
             return None
         if isinstance(plan, Local):
+            if plan.ledger is not None:
+                self._block(self._ledger_then_execute(plan, execute, info))
+                return b""
             answer = info.answer = r.PortalAnswer()
             answer.fill(plan.answer, info.formats)
             action: r.Action = r.Fetch(answer, execute.max_rows)
@@ -693,15 +866,28 @@ class Session:
         self._block(self._charge_then_execute(plan, execute, info))
         return b""
 
+    async def _ledger_then_execute(self, plan: Local, execute: Execute, info: _Statement) -> bytes:
+        """An Execute of a Local statement whose answer reads the ledger."""
+        filled = await self._from_ledger(plan)
+        if isinstance(filled, Refuse):
+            if self._watched:
+                self._decided("execute", info.sql, (filled,))
+            return self._refuse_extended(r.ENDS_EXECUTE, filled.sqlstate, filled.message, filled.hint)
+        answer = info.answer = r.PortalAnswer()
+        answer.fill(filled.answer, info.formats)
+        self._expect(r.ENDS_EXECUTE, action=r.Fetch(answer, execute.max_rows))
+        return execute.encode()
+
     async def _charge_then_execute(self, plan: Release, execute: Execute, info: _Statement) -> bytes:
-        refusal = await self._charge(plan)
+        refusal, standings = await self._charge(plan)
         if self._watched:
             self._decided("execute", info.sql, (plan if refusal is None else refusal,), refusal, plan)
         if refusal is not None:
             return self._refuse_extended(r.ENDS_EXECUTE, refusal.sqlstate, refusal.message, refusal.hint)
         answer = info.answer = r.PortalAnswer()
         self._expect(r.ENDS_EXECUTE, action=self._transform(
-            plan, describe=False, formats=info.formats, portal=answer, max_rows=execute.max_rows))
+            plan, describe=False, formats=info.formats, portal=answer, max_rows=execute.max_rows,
+            charged=_Charged(info.cache_key, standings)))
         # A release runs once, whole: fetching it from PostgreSQL in pieces
         # would run the aggregate, and its noise, more than once. Later
         # Executes of the portal take the next rows of its answer.
@@ -853,6 +1039,14 @@ class Session:
 
 class _Violation(Exception):
     """The client broke the protocol; its connection ends with 08P01."""
+
+
+class _Charged(NamedTuple):
+    """What a charged release's answer needs: its answer cache key (None: not
+    kept) and where the user's budgets stood after the charge (None: unknown)."""
+
+    key: AnswerKey | None
+    standings: Sequence[Standing] | None
 
 
 def _two_names(payload: bytes) -> tuple[str, str]:

@@ -5,7 +5,8 @@ The planner answers `SET pgshroud.<name> = <value>`, `RESET pgshroud.<name>`
 and `SHOW pgshroud.<name>` (`SHOW pgshroud.all`: one row per setting) as
 Local plans, as the real rewriter does, from the PlanContext.privacy it is
 given; `release <sql>` charges the session's epsilon and adds 1000 to every
-value of <sql>'s single column, with a notice that names the epsilon;
+value of <sql>'s single column, with a notice that names the epsilon (the
+session joins the cost notice to it, as to a real release's margins);
 `broken <sql>` is a release whose finalize fails; anything else passes
 through. Real clients and a real PostgreSQL check that
 settings hold only once their statement succeeded, as PostgreSQL's own SET
@@ -67,6 +68,18 @@ end $$"""
 FIVE = "select g from generate_series(1, 5) g"
 
 
+def margins(epsilon: str) -> str:
+    """The fake release's notice, worded as a real release's margins of error."""
+    return f"95% margins of error: value ±0 (released at epsilon {epsilon})"
+
+
+def released(epsilon: str) -> str:
+    """The notice a client gets with the fake release's answer: the session's
+    cost notice (the memory ledger says nothing of what is left) joined to the
+    release's margins."""
+    return f"privacy cost: epsilon {epsilon}, delta 0; {margins(epsilon)}"
+
+
 @dataclass(frozen=True)
 class PlusThousand:
     """A release whose 'noise' is +1000, with a notice naming its epsilon."""
@@ -80,7 +93,7 @@ class PlusThousand:
 
     def finalize(self, raw: RawResult) -> LocalAnswer:
         rows = tuple((None if v is None else str(int(v) + 1000),) for (v,) in raw.rows)
-        return LocalAnswer(f"SELECT {len(rows)}", self.columns, rows, notices=(f"released at epsilon {self.epsilon}",))
+        return LocalAnswer(f"SELECT {len(rows)}", self.columns, rows, notices=(margins(self.epsilon),))
 
 
 @dataclass(frozen=True)
@@ -261,7 +274,7 @@ def test_statements_after_a_set_in_the_same_query_are_planned_with_it(conn, ledg
     seen = notices_of(conn)
     cur = simple(conn).execute("set pgshroud.epsilon = 0.25; show pgshroud.epsilon; release select 1")
     assert all_results(cur) == [[], [("0.25",)], [(1001,)]]
-    assert seen == ["released at epsilon 0.25"]
+    assert seen == [released("0.25")]
     assert ledger.charges == [Cost(0.25)]
 
 
@@ -270,11 +283,11 @@ def test_statements_after_a_set_in_the_same_pipeline_are_planned_with_it(conn, l
     with conn.pipeline():
         conn.execute("set pgshroud.epsilon = 0.25")
         shown = conn.execute("show pgshroud.epsilon")
-        released = conn.execute("release select 1")
+        release = conn.execute("release select 1")
         conn.execute("reset pgshroud.epsilon")
         after = conn.execute("show pgshroud.epsilon")
-    assert (shown.fetchone(), released.fetchone(), after.fetchone()) == (("0.25",), (1001,), ("1",))
-    assert seen == ["released at epsilon 0.25"]
+    assert (shown.fetchone(), release.fetchone(), after.fetchone()) == (("0.25",), (1001,), ("1",))
+    assert seen == [released("0.25")]
     assert ledger.charges == [Cost(0.25)]
 
 
@@ -308,7 +321,7 @@ def test_prepared_statements_follow_setting_changes(conn, ledger):
     conn.execute("set pgshroud.epsilon = 0.5")
     assert conn.execute("release select 2", prepare=True).fetchone() == (1002,)
     assert conn.execute("show pgshroud.epsilon", prepare=True).fetchone() == ("0.5",)
-    assert seen == ["released at epsilon 1"] * 2 + ["released at epsilon 0.5"]
+    assert seen == [released("1")] * 2 + [released("0.5")]
     assert ledger.charges == [Cost(1.0), Cost(1.0), Cost(0.5)]
 
 
@@ -330,7 +343,7 @@ def test_asyncpg_settings_and_its_statement_cache(proxy, ledger):
         return seen
 
     seen = asyncio.run(asyncio.wait_for(run(), 60))
-    assert seen == ["released at epsilon 1", "released at epsilon 0.5"]
+    assert seen == [released("1"), released("0.5")]
     assert ledger.charges == [Cost(1.0), Cost(0.5)]
 
 
@@ -346,7 +359,7 @@ def test_psql_set_show_and_release_notice(proxy, ledger):
                            "-f", "-"], input=script, env=env, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["SET", "0.5", "1004", "RESET", "1"]
-    assert proc.stderr == "psql:<stdin>:3: NOTICE:  released at epsilon 0.5\n"
+    assert proc.stderr == f"psql:<stdin>:3: NOTICE:  {released('0.5')}\n"
     assert ledger.charges == [Cost(0.5)]
 
 
@@ -359,7 +372,7 @@ def test_upstream_notices_during_a_release_are_dropped_simple_and_extended(conn)
     for cursor in (simple(conn), conn):
         seen.clear()
         assert cursor.execute("release select pg_temp.noisy(42)").fetchone() == (1042,)
-        assert seen == ["released at epsilon 1"]
+        assert seen == [released("1")]
         seen.clear()
         # Outside a release PostgreSQL's notices pass as ever.
         assert cursor.execute("select pg_temp.noisy(7)").fetchone() == (7,)
@@ -371,7 +384,7 @@ def test_notices_of_statements_around_a_release_still_pass(conn):
     conn.execute(NOISY)
     cur = simple(conn).execute("select pg_temp.noisy(1); release select pg_temp.noisy(2); select pg_temp.noisy(3)")
     assert all_results(cur) == [[(1,)], [(1002,)], [(3,)]]
-    assert seen == ["secret 1", "another secret 1", "released at epsilon 1", "secret 3", "another secret 3"]
+    assert seen == ["secret 1", "another secret 1", released("1"), "secret 3", "another secret 3"]
 
 
 def test_asyncpg_gets_the_release_notice_and_not_upstreams(proxy):
@@ -388,7 +401,7 @@ def test_asyncpg_gets_the_release_notice_and_not_upstreams(proxy):
 
     value, seen = asyncio.run(asyncio.wait_for(run(), 60))
     assert value == 1009
-    assert seen == [("00000", "released at epsilon 1")]
+    assert seen == [("00000", released("1"))]
 
 
 def test_notices_come_before_the_rows_on_the_wire(proxy):
@@ -398,7 +411,7 @@ def test_notices_come_before_the_rows_on_the_wire(proxy):
             "NoticeResponse", "RowDescription", "DataRow", "CommandComplete", "ReadyForQuery"]
         notice = messages[0]
         assert (notice.field("S"), notice.field("V"), notice.sqlstate, notice.message) == (
-            "NOTICE", "NOTICE", "00000", "released at epsilon 1")
+            "NOTICE", "NOTICE", "00000", released("1"))
         client.send(b"".join(m.encode() for m in (
             Parse("", "release select 5", ()), Bind("", "", (), (), ()), Execute("", 0), Sync())))
         assert [type(m).__name__ for m in client.read_until_ready()] == [
@@ -449,7 +462,7 @@ def test_execute_with_row_limits_serves_the_release_once_in_pieces(proxy, ledger
         client.query("begin")
         client.send(encode(Parse("s", f"release {FIVE}", ()), Bind("p", "s", (), (), ()), Execute("p", 2), Sync()))
         assert summary(client.read_until_ready()) == [
-            "ParseComplete", "BindComplete", "N:released at epsilon 1", "D:1001", "D:1002", "PortalSuspended", "Z:T"]
+            "ParseComplete", "BindComplete", "N:" + released("1"), "D:1001", "D:1002", "PortalSuspended", "Z:T"]
         client.send(encode(Execute("p", 2), Sync()))
         assert summary(client.read_until_ready()) == ["D:1003", "D:1004", "PortalSuspended", "Z:T"]
         client.send(encode(Execute("p", 2), Execute("p", 2), Execute("p", 0), Sync()))
@@ -495,7 +508,7 @@ def test_pipelined_executes_of_two_portals_stay_in_order(proxy, ledger):
         second = summary(client.read_until_ready())
         assert first == [
             "ParseComplete", "ParseComplete", "BindComplete", "BindComplete",
-            "N:released at epsilon 1", "D:1001", "D:1002", "PortalSuspended",
+            "N:" + released("1"), "D:1001", "D:1002", "PortalSuspended",
             "D:1", "PortalSuspended",
             "D:1003", "D:1004", "PortalSuspended",
             "D:2", "D:3", "C:SELECT 2",
@@ -612,8 +625,8 @@ def test_jdbc_fetch_size_and_its_server_prepared_statement(proxy, ledger, tmp_pa
                            "FetchCheck", proxy.host, str(proxy.port)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
-        "rows 1001 1002 1003 1004 1005", "notice released at epsilon 1",
-        "rows 1001 1002 1003 1004 1005", "notice released at epsilon 0.5",
+        "rows 1001 1002 1003 1004 1005", "notice " + released("1"),
+        "rows 1001 1002 1003 1004 1005", "notice " + released("0.5"),
     ]
     assert ledger.charges == [Cost(1.0), Cost(0.5)]
 
@@ -623,7 +636,7 @@ def test_executing_a_release_portal_again_does_not_run_it_again(proxy, ledger):
         client.send(encode(Parse("", "release select 1", ()), Bind("", "", (), (), ()), Execute("", 0), Execute("", 0),
                            Sync()))
         assert summary(client.read_until_ready()) == [
-            "ParseComplete", "BindComplete", "N:released at epsilon 1", "D:1001", "C:SELECT 1", "C:SELECT 0", "Z:I"]
+            "ParseComplete", "BindComplete", "N:" + released("1"), "D:1001", "C:SELECT 1", "C:SELECT 0", "Z:I"]
     assert ledger.charges == [Cost(1.0)]
 
 

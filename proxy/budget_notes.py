@@ -1,0 +1,111 @@
+"""What the analyst is told about their privacy budget, in their own session.
+
+- `SHOW pgshroud.budget`: one text value that begins with the epsilon the
+  user can spend now (the least left over the user's, the role's and the
+  dataset's budgets, as a charge checks them), then per budget what is
+  spent, granted and capped, for epsilon and delta, and the period.
+- After each private answer, one notice: what it cost, what is left, and the
+  release's own "95% margins of error" notice joined to it, so that psql
+  prints a single NOTICE line. A repeat served from the answer cache says it
+  cost nothing and when the answer was released.
+
+Figures are the ledger's exact decimals, printed as `pgshroud budget show`
+prints them (proxy.ledger.show_number).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from decimal import Decimal
+
+from proxy.ledger import Standing, exact, period_window, show_number
+from rewriter.plans import Cost, LocalAnswer
+
+# The notice release.py adds to every private answer with noisy columns.
+MARGINS_PREFIX = "95% margins of error"
+
+
+def left_now(standings: Sequence[Standing]) -> tuple[Decimal, Decimal]:
+    """The epsilon and delta the user can spend now: the least left over their budgets."""
+    return (min(s.remaining_epsilon for s in standings), min(s.remaining_delta for s in standings))
+
+
+def budget_value(user: str, standings: Sequence[Standing], period: str | None) -> str:
+    """SHOW pgshroud.budget's value."""
+    if not standings:
+        return (f'0 epsilon left now: no privacy budget applies to user "{user}", so no private answer can be '
+                f"charged")
+    epsilon, delta = left_now(standings)
+    parts = [f"{show_number(epsilon)} epsilon left now (delta {show_number(delta)}), the least over your budgets"]
+    for s in standings:
+        parts.append(
+            f"{_scope(s)}: epsilon spent {show_number(s.spent_epsilon)} of {show_number(s.allowed_epsilon)} "
+            f"(cap {show_number(s.budget.epsilon)}, granted {show_number(s.granted_epsilon)}), "
+            f"delta spent {show_number(s.spent_delta)} of {show_number(s.allowed_delta)} "
+            f"(cap {show_number(s.budget.delta)}, granted {show_number(s.granted_delta)})"
+        )
+    if period is not None:
+        parts.append(_period(period, standings))
+    return "; ".join(parts)
+
+
+def cost_notice(cost: Cost, standings: Sequence[Standing] | None) -> str:
+    """What a private answer just charged cost, and what is left."""
+    return f"privacy cost: {_cost(cost)}{_left(standings)}"
+
+
+def repeat_notice(cost: Cost, released_at: float, seconds: float, standings: Sequence[Standing] | None,
+                  lookup_failed: bool = False) -> str:
+    """A repeat served from the answer cache: no new cost."""
+    when = time.strftime("%H:%M:%S UTC", time.gmtime(released_at))
+    left = "; left now: unknown (the privacy budget ledger could not be read)" if lookup_failed else _left(standings)
+    return (f"privacy cost: none, this is the answer released at {when} for {_cost(cost)}, repeated from "
+            f"pgshroud's answer cache (kept {seconds:g} s){left}")
+
+
+def with_notice(answer: LocalAnswer, text: str) -> LocalAnswer:
+    """The answer with `text` joined to its margins-of-error notice (added as a notice of its own when it has none)."""
+    notices = list(answer.notices)
+    for index, notice in enumerate(notices):
+        if notice.startswith(MARGINS_PREFIX):
+            notices[index] = f"{text}; {notice}"
+            break
+    else:
+        notices.append(text)
+    return LocalAnswer(answer.command_tag, answer.columns, answer.rows, tuple(notices))
+
+
+def _cost(cost: Cost) -> str:
+    return (f"epsilon {show_number(exact(cost.epsilon, 'epsilon'))}, "
+            f"delta {show_number(exact(cost.delta, 'delta'))}")
+
+
+def _left(standings: Sequence[Standing] | None) -> str:
+    if not standings:
+        return ""  # a ledger that does not report standings
+    epsilon, delta = left_now(standings)
+    return f"; left now: epsilon {show_number(epsilon)}, delta {show_number(delta)}"
+
+
+def _scope(standing: Standing) -> str:
+    budget = standing.budget
+    if budget.scope == "user":
+        return f'user "{budget.name}"'
+    if budget.scope == "role":
+        return f'role "{budget.name}" (shared by its users)'
+    return "dataset (shared by all users)"
+
+
+def _period(period: str, standings: Sequence[Standing]) -> str:
+    try:
+        window = period_window(period)
+    except ValueError:
+        return f"period {period}"
+    if window is None:
+        return f"period {period}: spent budget does not return"
+    text = f"period {period}: each charge counts for {period}"
+    oldest = [s.oldest_charge for s in standings if s.oldest_charge is not None]
+    if oldest:
+        text += f", the oldest that counts returns at {(min(oldest) + window).strftime('%Y-%m-%d %H:%M:%S %Z').strip()}"
+    return text

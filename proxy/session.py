@@ -536,6 +536,9 @@ class Session:
         charged: dict[int, _Charged] = {}
         refusal = refused = None
         for index, plan in enumerate(plans):
+            if isinstance(plan, Refuse):
+                decided.append(plan)  # nothing after it runs, so nothing after it is charged
+                break
             if isinstance(plan, Release):
                 # As a prepared statement's key: no parameters, every column in text.
                 statement = (sql, index, (), (), (), (0,) * len(plan.spec.columns))

@@ -182,3 +182,11 @@ def test_asyncpg_reads_date_and_timestamp_keys_in_binary(private_proxy):
 
     rows = asyncio.run(run())
     assert all(r["year"].month == 1 and r["year"].day == 1 for r in rows)
+
+
+def test_a_release_after_a_refused_statement_is_not_charged(private_proxy, raw_health):
+    before = charges(raw_health)
+    with psycopg.connect(analyst_dsn(private_proxy), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT ssn FROM patients; SELECT count(*) FROM visits")
+    assert charges(raw_health) == before

@@ -22,6 +22,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from policies.errors import PolicyError, PolicyErrors
 from policies.model import (
     Access,
+    COMPOSITIONS,
+    DEFAULT_LIFETIME,
     Budgets,
     ColumnPolicy,
     ContributionBounds,
@@ -925,7 +927,9 @@ class _Builder:
     def budgets(self, node: Node | None) -> Budgets:
         if node is None:
             return Budgets()
-        fields = self.mapping(node, "budgets", ("period", "per_user", "per_role", "per_dataset")) or {}
+        fields = self.mapping(
+            node, "budgets", ("period", "composition", "lifetime", "per_user", "per_role", "per_dataset")
+        ) or {}
         period = "never"
         if "period" in fields:
             value = fields["period"][1]
@@ -947,4 +951,21 @@ class _Builder:
                 budget = self.epsilon_delta(value, key)
                 if known is not None and budget is not None:
                     per_role[known] = budget
-        return Budgets(per_user, per_role, per_dataset, period)
+        composition = "basic"
+        if "composition" in fields and not _is_null(fields["composition"][1]):
+            composition = self.choice(fields["composition"][1], "budgets.composition", COMPOSITIONS) or "basic"
+        lifetime = None if period == "never" else DEFAULT_LIFETIME
+        if "lifetime" in fields and not _is_null(fields["lifetime"][1]):
+            value = fields["lifetime"][1]
+            what = "a number of periods from 1 up (each budget's lifetime cap is that multiple of it)"
+            number = self.number(value, "budgets.lifetime", what)
+            if number is not None and number < 1:
+                self.error(value, "budgets.lifetime", what, _show(value))
+            elif number is not None and period == "never" and (
+                "period" not in fields or fields["period"][1].value == "never"
+            ):
+                self.error(value, "budgets.lifetime", "no lifetime when budgets.period is never (the budgets are "
+                           "lifetime caps already)", _show(value), "set budgets.period, or remove budgets.lifetime")
+            elif number is not None:
+                lifetime = number
+        return Budgets(per_user, per_role, per_dataset, period, composition, lifetime)

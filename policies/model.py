@@ -108,6 +108,19 @@ class Budgets:
     per_dataset: EpsilonDelta | None = None
     # How a budget renews: "never", or a period such as "1d", "7d", "30d".
     period: str = "never"
+    # How charges compose into (epsilon, delta): "basic" (epsilons add, deltas
+    # add) or "zcdp" (approximate zCDP: rho adds, converted to epsilon at the
+    # delta the charges leave unspent; see policies/README.md).
+    composition: str = "basic"
+    # With a period: every budget also has a lifetime cap of this many times
+    # its (epsilon, delta), over all periods, so repeated windows cannot leak
+    # without limit. None with period "never" (the caps are lifetime caps).
+    lifetime: float | None = None
+
+
+# budgets.lifetime when a period is set and the policy does not say.
+DEFAULT_LIFETIME = 10.0
+COMPOSITIONS = ("basic", "zcdp")
 
 
 @dataclass(frozen=True)

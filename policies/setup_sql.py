@@ -13,7 +13,8 @@ The schema holds
   append-only rows of kind 'charge' (a private answer's cost, with the user
   and the role it was charged to), 'grant' (budget added to a user, a role
   or the dataset) and 'reset' (that scope's earlier rows no longer count).
-  Epsilon and delta are numeric, so sums are exact. UPDATE, DELETE and
+  Epsilon, delta and a charge's rho (its zCDP cost, for budgets.composition
+  zcdp) are numeric, so sums are exact. UPDATE, DELETE and
   TRUNCATE are revoked from everyone, the owner included: a correction is a
   new row. `pgshroud.budget_lock` holds one row per user, role and the
   dataset ('dataset', ''), which a charge locks (SELECT ... FOR UPDATE)
@@ -207,6 +208,11 @@ _LEDGER_DDL = [
     CHECK (kind <> 'reset' OR (epsilon = 0 AND delta = 0))
 )""",
     # For rolling periods (and recomputing a scope's totals): a scope's rows by time.
+    # A charge's rho, for budgets.composition zcdp (NULL on grants and resets,
+    # and on charges made before the column existed, which count as
+    # epsilon^2/2). Added to databases set up before it, so they upgrade.
+    f"""ALTER TABLE {SCHEMA}.budget_ledger
+    ADD COLUMN IF NOT EXISTS rho numeric CHECK (rho IS NULL OR (rho >= 0 AND rho <> 'NaN'))""",
     f"CREATE INDEX IF NOT EXISTS budget_ledger_user ON {SCHEMA}.budget_ledger (user_name, recorded_at) "
     f"WHERE user_name IS NOT NULL",
     f"CREATE INDEX IF NOT EXISTS budget_ledger_role ON {SCHEMA}.budget_ledger (role_name, recorded_at) "
@@ -227,7 +233,8 @@ _LEDGER_DDL = [
     ADD COLUMN IF NOT EXISTS spent_delta numeric NOT NULL DEFAULT 0,
     ADD COLUMN IF NOT EXISTS granted_epsilon numeric NOT NULL DEFAULT 0,
     ADD COLUMN IF NOT EXISTS granted_delta numeric NOT NULL DEFAULT 0,
-    ADD COLUMN IF NOT EXISTS reset_id bigint NOT NULL DEFAULT 0""",
+    ADD COLUMN IF NOT EXISTS reset_id bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS spent_rho numeric NOT NULL DEFAULT 0""",
     f"COMMENT ON TABLE {SCHEMA}.budget_lock IS 'pgshroud: the rows a budget charge locks, one per user, role and "
     f"the dataset, with that scope''s totals since its last reset'",
 ]

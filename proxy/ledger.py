@@ -68,6 +68,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, Inexact, Rounded, localcontext
+from fractions import Fraction
 
 import asyncpg
 
@@ -75,6 +76,7 @@ from policies.model import Access, EpsilonDelta, Policy
 from policies.setup_sql import SCHEMA
 from proxy.catalog import asyncpg_arguments
 from proxy.config import ConfigError
+from rewriter.mechanisms import zcdp_to_approx_dp
 from rewriter.plans import Cost, Refuse
 
 log = logging.getLogger("pgshroud.ledger")
@@ -113,18 +115,29 @@ class Budget:
     name: str
     epsilon: Decimal
     delta: Decimal
+    # The lifetime cap that goes with a budget renewed by budgets.period:
+    # budgets.lifetime times the budget, over every charge since the last reset.
+    lifetime: bool = False
 
     def describe(self) -> str:
+        over = " over all periods (budgets.lifetime)" if self.lifetime else ""
         if self.scope == "user":
-            return f'user "{self.name}"'
+            return f'user "{self.name}"{over}'
         if self.scope == "role":
-            return f'role "{self.name}", shared by its users,'
-        return "the dataset, shared by all users,"
+            return f'role "{self.name}", shared by its users{over},'
+        return f"the dataset, shared by all users{over},"
 
 
 @dataclass(frozen=True)
 class Standing:
-    """Where one budget stands: what it allows (cap and grants) and what is spent, in the current period."""
+    """Where one budget stands: what it allows (cap and grants) and what is spent, in the current period.
+
+    `spent_epsilon` is the composed epsilon of the charges that count (under
+    budgets.composition basic, their sum; under zcdp, see `compose`),
+    `spent_delta` the sum of their deltas. `charged_epsilon` and `spent_rho`
+    are the plain sums of their epsilons and rhos. With a period and
+    budgets.lifetime, `lifetime` is where the budget's lifetime cap stands,
+    and what remains is the lesser of the two."""
 
     budget: Budget
     spent_epsilon: Decimal
@@ -132,6 +145,10 @@ class Standing:
     granted_epsilon: Decimal
     granted_delta: Decimal
     oldest_charge: datetime | None  # the oldest charge that still counts
+    charged_epsilon: Decimal | None = None  # None: spent_epsilon (basic composition)
+    spent_rho: Decimal = Decimal(0)
+    composition: str = "basic"
+    lifetime: Standing | None = None
 
     @property
     def allowed_epsilon(self) -> Decimal:
@@ -143,11 +160,17 @@ class Standing:
 
     @property
     def remaining_epsilon(self) -> Decimal:
-        return max(Decimal(0), self.allowed_epsilon - self.spent_epsilon)
+        left = max(Decimal(0), self.allowed_epsilon - self.spent_epsilon)
+        return left if self.lifetime is None else min(left, self.lifetime.remaining_epsilon)
 
     @property
     def remaining_delta(self) -> Decimal:
-        return max(Decimal(0), self.allowed_delta - self.spent_delta)
+        left = max(Decimal(0), self.allowed_delta - self.spent_delta)
+        return left if self.lifetime is None else min(left, self.lifetime.remaining_delta)
+
+    @property
+    def summed_epsilon(self) -> Decimal:
+        return self.spent_epsilon if self.charged_epsilon is None else self.charged_epsilon
 
 
 @dataclass(frozen=True)
@@ -176,6 +199,68 @@ def exact(value: float | int | Decimal, name: str) -> Decimal:
     if not result.is_finite() or result < 0:
         raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
     return result
+
+
+def charge_rho(cost: Cost, epsilon: Decimal) -> Decimal:
+    """A charge's zCDP cost: the cost's own `rho` when it has one (a Gaussian answer), else epsilon^2/2
+    (a pure epsilon-DP answer, such as the discrete Laplace, is epsilon^2/2-zCDP), exactly."""
+    rho = getattr(cost, "rho", None)
+    if rho is not None:
+        return exact(rho, "rho")
+    with localcontext() as context:
+        context.prec = 200
+        context.traps[Inexact] = True
+        context.traps[Rounded] = True
+        return epsilon * epsilon * Decimal("0.5")
+
+
+def zcdp_epsilon(rho: Decimal, delta: Decimal) -> Decimal:
+    """The epsilon at `delta` of rho-zCDP (rewriter.mechanisms.zcdp_to_approx_dp, which rounds up to a float),
+    as a decimal no smaller than that float: the shortest decimal of the next float up."""
+    if rho == 0:
+        return Decimal(0)
+    up = zcdp_to_approx_dp(Fraction(rho), Fraction(delta))
+    return Decimal(repr(math.nextafter(up, math.inf)))
+
+
+def compose(composition: str, epsilon: Decimal, delta: Decimal, rho: Decimal, allowed_delta: Decimal) -> Decimal:
+    """The epsilon that charges summing to (epsilon, delta, rho) have spent, under a delta cap of `allowed_delta`.
+
+    basic: the sum of the epsilons. zcdp: the charges are rho-zCDP, apart from the deltas their answers
+    spend outright (partition selection), so they are (zcdp_epsilon(rho, d), d + delta)-DP for any d > 0;
+    d is what the cap leaves, allowed_delta - delta, so that the whole is (epsilon', allowed_delta)-DP. Basic
+    composition holds too, so the lesser of the two epsilons is taken (zcdp never charges more than basic);
+    with nothing left of the delta cap (or 1 or more left, which bounds nothing) it is the basic sum."""
+    if composition != "zcdp" or rho == 0:
+        return epsilon
+    with localcontext() as context:
+        context.prec = 200
+        left = allowed_delta - delta
+    if not 0 < left < 1:
+        return epsilon
+    return min(epsilon, zcdp_epsilon(rho, left))
+
+
+def _standing(budget: Budget, composition: str, epsilon: Decimal, delta: Decimal, rho: Decimal,
+              granted_epsilon: Decimal, granted_delta: Decimal, oldest: datetime | None,
+              lifetime: Standing | None = None) -> Standing:
+    """A standing from the sums of its charges and grants."""
+    with localcontext() as context:
+        context.prec = 200
+        allowed_delta = budget.delta + granted_delta
+    spent = compose(composition, epsilon, delta, rho, allowed_delta)
+    return Standing(budget, spent, delta, granted_epsilon, granted_delta, oldest, epsilon, rho, composition,
+                    lifetime)
+
+
+def lifetime_budget(budget: Budget, multiple: float) -> Budget:
+    """The lifetime cap of a budget renewed by budgets.period: `multiple` (budgets.lifetime) times it."""
+    factor = exact(multiple, "budgets.lifetime")
+    with localcontext() as context:
+        context.prec = 200
+        context.traps[Inexact] = True
+        context.traps[Rounded] = True
+        return Budget(budget.scope, budget.name, budget.epsilon * factor, budget.delta * factor, lifetime=True)
 
 
 _PERIOD = re.compile(r"([1-9][0-9]*)([dh])")
@@ -240,7 +325,9 @@ _SCOPE_ROWS = {
 _SUMS = """coalesce(sum(l.epsilon) FILTER (WHERE l.kind = 'charge'), 0) AS spent_epsilon,
        coalesce(sum(l.delta) FILTER (WHERE l.kind = 'charge'), 0) AS spent_delta,
        coalesce(sum(l.epsilon) FILTER (WHERE l.kind = 'grant'), 0) AS granted_epsilon,
-       coalesce(sum(l.delta) FILTER (WHERE l.kind = 'grant'), 0) AS granted_delta"""
+       coalesce(sum(l.delta) FILTER (WHERE l.kind = 'grant'), 0) AS granted_delta,
+       coalesce(sum(coalesce(l.rho, l.epsilon * l.epsilon * 0.5)) FILTER (WHERE l.kind = 'charge'), 0)
+           AS spent_rho"""
 
 
 def _recompute_sql(scope: str) -> str:
@@ -255,10 +342,11 @@ WITH last_reset AS (
 )
 UPDATE {LOCKS} AS b
 SET spent_epsilon = s.spent_epsilon, spent_delta = s.spent_delta, granted_epsilon = s.granted_epsilon,
-    granted_delta = s.granted_delta, reset_id = r.id
+    granted_delta = s.granted_delta, spent_rho = s.spent_rho, reset_id = r.id
 FROM sums AS s, last_reset AS r
 WHERE b.scope = '{scope}' AND b.name = $1::text
-RETURNING b.scope, b.name, b.spent_epsilon, b.spent_delta, b.granted_epsilon, b.granted_delta, b.reset_id"""
+RETURNING b.scope, b.name, b.spent_epsilon, b.spent_delta, b.granted_epsilon, b.granted_delta, b.spent_rho,
+          b.reset_id"""
 
 
 def _window_sql(scopes: tuple[str, ...]) -> str:
@@ -288,17 +376,19 @@ _ENSURE_LOCKS = (
     "ORDER BY k.scope, k.name ON CONFLICT (scope, name) DO NOTHING"
 )
 _LOCK = (
-    f"SELECT l.scope, l.name, l.spent_epsilon, l.spent_delta, l.granted_epsilon, l.granted_delta, l.reset_id "
+    f"SELECT l.scope, l.name, l.spent_epsilon, l.spent_delta, l.granted_epsilon, l.granted_delta, l.spent_rho, "
+    f"l.reset_id "
     f"FROM {LOCKS} AS l JOIN unnest($1::text[], $2::text[]) AS k(scope, name) "
     "ON l.scope = k.scope AND l.name = k.name ORDER BY l.scope, l.name FOR UPDATE OF l"
 )
 # Append the charge and add it to the totals of the rows it locked.
 _CHARGE = f"""
 WITH charge AS (
-    INSERT INTO {LEDGER} (kind, user_name, role_name, epsilon, delta)
-    VALUES ('charge', $1::text, $2::text, $3::numeric, $4::numeric) RETURNING id
+    INSERT INTO {LEDGER} (kind, user_name, role_name, epsilon, delta, rho)
+    VALUES ('charge', $1::text, $2::text, $3::numeric, $4::numeric, $7::numeric) RETURNING id
 )
-UPDATE {LOCKS} AS b SET spent_epsilon = b.spent_epsilon + $3::numeric, spent_delta = b.spent_delta + $4::numeric
+UPDATE {LOCKS} AS b SET spent_epsilon = b.spent_epsilon + $3::numeric, spent_delta = b.spent_delta + $4::numeric,
+    spent_rho = b.spent_rho + $7::numeric
 FROM charge, unnest($5::text[], $6::text[]) AS k(scope, name)
 WHERE b.scope = k.scope AND b.name = k.name
 RETURNING charge.id"""
@@ -317,7 +407,7 @@ WITH entry AS (
     VALUES ('reset', $1::text, $2::text, 0, 0, $3::text) RETURNING id
 )
 UPDATE {LOCKS} AS b
-SET spent_epsilon = 0, spent_delta = 0, granted_epsilon = 0, granted_delta = 0, reset_id = entry.id
+SET spent_epsilon = 0, spent_delta = 0, granted_epsilon = 0, granted_delta = 0, spent_rho = 0, reset_id = entry.id
 FROM entry WHERE b.scope = $4::text AND b.name = $5::text
 RETURNING entry.id"""
 # Per user: the charges since the user's last reset (and within the period's window, $1, when not NULL),
@@ -344,7 +434,12 @@ SELECT current_user, current_database(),
         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = '{SCHEMA}' AND c.relname IN ('budget_ledger', 'budget_lock') AND c.relkind = 'r'),
        coalesce((SELECT pg_catalog.has_schema_privilege(n.oid, 'USAGE') FROM pg_catalog.pg_namespace n
-                 WHERE n.nspname = '{SCHEMA}'), false)
+                 WHERE n.nspname = '{SCHEMA}'), false),
+       (SELECT count(*) FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = '{SCHEMA}' AND NOT a.attisdropped
+          AND ((c.relname = 'budget_ledger' AND a.attname = 'rho')
+               OR (c.relname = 'budget_lock' AND a.attname = 'spent_rho'))) = 2
 """
 _CHECK_PRIVILEGES = (
     f"SELECT pg_catalog.has_table_privilege('{LEDGER}', 'SELECT, INSERT') "
@@ -360,12 +455,13 @@ class _Row:
     spent_delta: Decimal
     granted_epsilon: Decimal
     granted_delta: Decimal
+    spent_rho: Decimal
     reset_id: int
 
     @classmethod
     def of(cls, record: asyncpg.Record) -> _Row:
         return cls(record["spent_epsilon"], record["spent_delta"], record["granted_epsilon"],
-                   record["granted_delta"], record["reset_id"])
+                   record["granted_delta"], record["spent_rho"], record["reset_id"])
 
 
 class _LocksMissing(Exception):
@@ -412,6 +508,7 @@ class PostgresLedger:
         counted (as `standing` would return right after), read in the charge's own transaction: the
         session tells the analyst what is left without a second round trip."""
         epsilon, delta = exact(cost.epsilon, "epsilon"), exact(cost.delta, "delta")
+        rho = charge_rho(cost, epsilon)
         policy = self._current_policy()
         role_name, budgets = budgets_for(policy, user)
         if not budgets:
@@ -421,14 +518,14 @@ class PostgresLedger:
 
         async def body(conn: asyncpg.Connection, rows: dict[tuple[str, str], _Row]) -> Refuse | list[Standing]:
             standings = await self._standings(conn, user, role_name, budgets, window, rows)
-            short = [standing for standing in standings if not _covers(standing, epsilon, delta)]
+            short = [each for each in _with_lifetimes(standings) if not _covers(each, epsilon, delta, rho)]
             if short:
-                return _exhausted(short, standings, epsilon, delta, policy.budgets.period, window)
+                return _exhausted(short, standings, epsilon, delta, rho, policy.budgets, window)
             charged = await conn.fetch(_CHARGE, user, role_name, epsilon, delta, [k[0] for k in keys],
-                                       [k[1] for k in keys])
+                                       [k[1] for k in keys], rho)
             if len(charged) != len(keys):
                 raise RuntimeError(f"a charge updated {len(charged)} of its {len(keys)} {LOCKS} rows")
-            return [_with_charge(standing, epsilon, delta, window is not None) for standing in standings]
+            return [_with_charge(standing, epsilon, delta, rho, window is not None) for standing in standings]
 
         return await self._transaction(policy, keys, body)
 
@@ -521,12 +618,18 @@ class PostgresLedger:
         """Raise ConfigError unless the ledger's tables exist and pgshroud's own user may use them."""
         pool = await self._open()
         async with pool.acquire() as conn:
-            user, database, tables, usage = await conn.fetchrow(_CHECK)
+            user, database, tables, usage, upgraded = await conn.fetchrow(_CHECK)
             if tables != ["budget_ledger", "budget_lock"]:
                 raise ConfigError(
                     f'the privacy budget ledger is not set up in database "{database}" (no table {LEDGER}), and '
                     f"the policy's aggregate roles are charged to it: run pgshroud setup --upstream DSN, as the "
                     f"owner the {SCHEMA} schema is to have"
+                )
+            if not upgraded:
+                raise ConfigError(
+                    f'the privacy budget ledger in database "{database}" predates the zCDP accounting (no column '
+                    f"{LEDGER}.rho): run pgshroud setup --upstream DSN again, as the owner of schema {SCHEMA}, to "
+                    f"upgrade it"
                 )
             if not usage or not await conn.fetchval(_CHECK_PRIVILEGES):
                 raise ConfigError(
@@ -612,27 +715,46 @@ class PostgresLedger:
     async def _standings(self, conn: asyncpg.Connection, user: str, role_name: str | None, budgets: list[Budget],
                          window: timedelta | None, rows: dict[tuple[str, str], _Row]) -> list[Standing]:
         """Each budget's standing: from its locked row, or for a rolling period from the ledger's rows in it."""
+        caps = self._current_policy().budgets
+        composition = caps.composition
         locked = [rows[budget.scope, budget.name] for budget in budgets]
+
+        def since_reset(budget: Budget, row: _Row) -> Standing:
+            return _standing(budget, composition, row.spent_epsilon, row.spent_delta, row.spent_rho,
+                             row.granted_epsilon, row.granted_delta, None)
+
         if window is None:
-            return [Standing(budget, row.spent_epsilon, row.spent_delta, row.granted_epsilon, row.granted_delta, None)
-                    for budget, row in zip(budgets, locked)]
+            return [since_reset(budget, row) for budget, row in zip(budgets, locked)]
         sums = await conn.fetch(_window_sql(tuple(budget.scope for budget in budgets)), user, role_name, window,
                                 [row.reset_id for row in locked])
-        return [Standing(budget, s["spent_epsilon"], s["spent_delta"], s["granted_epsilon"], s["granted_delta"],
-                         s["oldest_charge"]) for budget, s in zip(budgets, sums)]
+        return [_standing(budget, composition, s["spent_epsilon"], s["spent_delta"], s["spent_rho"],
+                          s["granted_epsilon"], s["granted_delta"], s["oldest_charge"],
+                          None if caps.lifetime is None else since_reset(lifetime_budget(budget, caps.lifetime), row))
+                for budget, s, row in zip(budgets, sums, locked)]
 
 
-def _covers(standing: Standing, epsilon: Decimal, delta: Decimal) -> bool:
-    """spent + cost <= cap + grants, for epsilon and for delta, exactly (a rounded sum raises)."""
+def _with_lifetimes(standings: list[Standing]) -> list[Standing]:
+    """Each standing, followed by its lifetime cap's when it has one: every cap a charge must fit."""
+    return [each for standing in standings for each in (standing, standing.lifetime) if each is not None]
+
+
+def _covers(standing: Standing, epsilon: Decimal, delta: Decimal, rho: Decimal) -> bool:
+    """Whether the budget covers the charge: composed epsilon after it <= cap + grants, and the deltas' sum after it
+    <= cap + grants, exactly (a rounded sum raises). Basic composition: spent + cost <= cap + grants. Only the
+    standing itself is checked, not its lifetime (see _with_lifetimes)."""
     with localcontext() as context:
         context.prec = 200
         context.traps[Inexact] = True
         context.traps[Rounded] = True
-        return (standing.spent_epsilon + epsilon <= standing.allowed_epsilon
-                and standing.spent_delta + delta <= standing.allowed_delta)
+        after_delta = standing.spent_delta + delta
+        if after_delta > standing.allowed_delta:
+            return False
+        after = compose(standing.composition, standing.summed_epsilon + epsilon, after_delta,
+                        standing.spent_rho + rho, standing.allowed_delta)
+        return after <= standing.allowed_epsilon
 
 
-def _with_charge(standing: Standing, epsilon: Decimal, delta: Decimal, rolling: bool) -> Standing:
+def _with_charge(standing: Standing, epsilon: Decimal, delta: Decimal, rho: Decimal, rolling: bool) -> Standing:
     """A standing with a charge just committed counted in it (exactly: _covers checked the sums). In a
     rolling period, a first charge is the oldest that counts (its time is about now)."""
     with localcontext() as context:
@@ -640,8 +762,10 @@ def _with_charge(standing: Standing, epsilon: Decimal, delta: Decimal, rolling: 
         oldest = standing.oldest_charge
         if rolling and oldest is None:
             oldest = datetime.now(timezone.utc)
-        return dataclasses.replace(standing, spent_epsilon=standing.spent_epsilon + epsilon,
-                                   spent_delta=standing.spent_delta + delta, oldest_charge=oldest)
+        lifetime = None if standing.lifetime is None else _with_charge(standing.lifetime, epsilon, delta, rho, False)
+        return _standing(standing.budget, standing.composition, standing.summed_epsilon + epsilon,
+                         standing.spent_delta + delta, standing.spent_rho + rho, standing.granted_epsilon,
+                         standing.granted_delta, oldest, lifetime)
 
 
 def _lock_keys(user: str, budgets: list[Budget]) -> list[tuple[str, str]]:
@@ -651,27 +775,41 @@ def _lock_keys(user: str, budgets: list[Budget]) -> list[tuple[str, str]]:
     return sorted(keys)
 
 
-def _exhausted(short: list[Standing], standings: list[Standing], epsilon: Decimal, delta: Decimal, period: str,
-               window: timedelta | None) -> Refuse:
+def _exhausted(short: list[Standing], standings: list[Standing], epsilon: Decimal, delta: Decimal, rho: Decimal,
+               caps, window: timedelta | None) -> Refuse:
+    period = caps.period
     with localcontext() as context:
         context.prec = 60
         left = "; ".join(
-            f"{s.budget.describe()} has epsilon {show_number(s.remaining_epsilon)} of "
-            f"{show_number(s.allowed_epsilon)} left (delta {show_number(s.remaining_delta)} of "
+            f"{s.budget.describe()} has epsilon {show_number(max(Decimal(0), s.allowed_epsilon - s.spent_epsilon))} "
+            f"of {show_number(s.allowed_epsilon)} left (delta "
+            f"{show_number(max(Decimal(0), s.allowed_delta - s.spent_delta))} of "
             f"{show_number(s.allowed_delta)})"
             for s in short
         )
         lowest = min(s.remaining_epsilon for s in standings)
     cost = f"epsilon {show_number(epsilon)}" + (f" and delta {show_number(delta)}" if delta else "")
+    if caps.composition == "zcdp":
+        cost += f" (rho {show_number(rho)} under zCDP composition)"
+    lifelong = [s for s in short if s.budget.lifetime]
     if window is None:
         renewal = f"spent budget does not return (budgets.period is {period})"
+    elif lifelong and len(lifelong) == len(short):
+        renewal = (f"the lifetime budget, {show_number(exact(caps.lifetime, 'lifetime'))} times the {period} "
+                   f"budget, does not return (budgets.lifetime)")
     else:
         oldest = [s.oldest_charge for s in short if s.oldest_charge is not None]
         renewal = f"spent budget returns as its charges leave the {period} window"
         if oldest:
             renewal += f", the oldest at {(min(oldest) + window).strftime('%Y-%m-%d %H:%M:%S %Z').strip()}"
+        if lifelong:
+            renewal += ", but the lifetime budget (budgets.lifetime) does not return"
     hint = "More budget can only be granted by pgshroud's administrator."
-    if lowest > 0 and lowest < epsilon:
+    if caps.composition == "zcdp":
+        if lowest > 0:
+            hint = ("A smaller epsilon (SET pgshroud.epsilon) costs less, at the price of more noise; more budget "
+                    "can only be granted by pgshroud's administrator.")
+    elif lowest > 0 and lowest < epsilon:
         hint = (f"A smaller epsilon (SET pgshroud.epsilon, at most {show_number(lowest)} now) costs less, at the "
                 f"price of more noise; more budget can only be granted by pgshroud's administrator.")
     return Refuse(EXHAUSTED, f"privacy budget exhausted: {left}; this query costs {cost}; {renewal}", hint)

@@ -7,8 +7,9 @@ a person with more rows keeps the same share of each of their groups
 (systematic sampling: integer counts that add up to at most the allowance,
 each group's expected count exactly its share), so no group loses more of
 a heavy user's rows than another. When the query releases counts of people
-per group (partition selection, COUNT(DISTINCT unit)), each person first
-keeps at most `max_groups` of their groups, chosen at random (L0). A group's
+per group (partition selection, COUNT(DISTINCT unit)), each person is
+counted in at most `max_groups` of their groups, chosen at random (L0);
+their rows are still allocated over all their groups. A group's
 per-person totals are scaled to the rows kept and clamped: a sum by rows
 kept times the largest bound. So one person moves a query's counts by at
 most `allowance` in L1, its sums by `allowance` times the largest bound, and
@@ -190,8 +191,9 @@ def allocation(query: q.PrivateQuery, keys: list[str], salt: str) -> str:
         return f'SELECT *, LEAST("n", {allowance}) AS "c" FROM "pgshroud_persons"'
     source = '"pgshroud_persons"'
     if needs_people_counts(query):
-        source = (f'(SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY "unit" ORDER BY random()) AS "pick" '
-                  f'FROM "pgshroud_persons") AS "ranked" WHERE "pick" <= {query.max_groups})')
+        # A random rank of each person's groups: people are counted in their
+        # first max_groups only (rows are allocated over all of them).
+        source = '(SELECT *, row_number() OVER (PARTITION BY "unit" ORDER BY random()) AS "pick" FROM "pgshroud_persons")'
     # Systematic sampling: the person's groups in a fixed order, a start
     # u = k / 2**31 in [0, 1) per person, and floor(u + upto * T / N) steps
     # (N the person's rows, upto those in this and earlier groups): integer
@@ -238,7 +240,9 @@ def bounded_sql(query: q.PrivateQuery, salt: str = "") -> str:
     group_by = ", ".join(['"unit"'] + keys)
     persons = f'SELECT {", ".join(person_columns)} FROM "pgshroud_rows" GROUP BY {group_by}'
     given = allocation(query, keys, salt)
-    bounded_columns = ", ".join(['"unit"'] + keys + kept_columns)
+    ranked = query.grouped and needs_people_counts(query)
+    bounded_columns = ", ".join(['"unit"'] + keys + (['"pick"'] if ranked else []) + kept_columns)
+    people = f'count(*) FILTER (WHERE "pick" <= {query.max_groups})' if ranked else "count(*)"
     ctes = [f'"pgshroud_rows" AS ({rows})', f'"pgshroud_persons" AS ({persons})',
             f'"pgshroud_bounded" AS (SELECT {bounded_columns} FROM ({given}) AS "given" WHERE "c" > 0)']
     bounded = '"pgshroud_bounded"'
@@ -249,7 +253,7 @@ def bounded_sql(query: q.PrivateQuery, salt: str = "") -> str:
         totals.append("NULL::numeric" if measurement.kind in LISTS else f'sum("m{i}")::numeric')
     head = ", ".join(keys + [""]) if keys else ""
     branches = [
-        f'SELECT 0 AS "kind", NULL::integer AS "bucket", {head}count(*)::numeric AS "units"'
+        f'SELECT 0 AS "kind", NULL::integer AS "bucket", {head}{people}::numeric AS "units"'
         + "".join(f", {total} AS \"m{i}\"" for i, total in enumerate(totals, start=1))
         + f" FROM {bounded}{group}"
     ]

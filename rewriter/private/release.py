@@ -100,8 +100,8 @@ class PrivateRelease:
             else:
                 # Each group's value is rounded to the grid on its own: a person
                 # moves the grid indices by at most GRID_STEPS plus one per group
-                # they are kept in (at most max_groups, or one per row kept).
-                touched = 1 if not query.grouped else groups if needs_people_counts(query) else query.allowance
+                # they keep rows in (at most one per row kept).
+                touched = query.allowance if query.grouped else 1
                 granularity = l1 / GRID_STEPS
                 mechanism = DiscreteLaplace.for_epsilon(share, GRID_STEPS + touched)
                 noises[measurement] = Noise(measurement, share, l1, mechanism, granularity)
@@ -283,7 +283,7 @@ class PrivateRelease:
     def explain(self) -> list[str]:
         lines = [f"privacy cost: epsilon {float(self.epsilon):g}, delta {self.cost.delta:g}",
                  f"contribution bounds: {self.query.allowance} row(s) per person in all"
-                 + (f", in at most {self.query.max_groups} group(s) chosen at random"
+                 + (f"; each person counted in at most {self.query.max_groups} group(s), chosen at random"
                     if self.query.grouped and needs_people_counts(self.query) else "")]
         for output in self.query.outputs:
             used = sorted({int(v.name[3:]) for v in output.expression.find_all(exp.Var) if v.name.startswith("agg")})

@@ -25,7 +25,11 @@ connection, with synchronous_commit on:
    READ COMMITTED sees everything committed before the locks were granted),
    and check spent + cost <= cap + grants for epsilon and delta in exact
    decimal arithmetic (numeric in PostgreSQL, Decimal with rounding trapped
-   in Python);
+   in Python). Under budgets.composition zcdp "spent + cost" is the composed
+   epsilon of `compose` (rho adds, converted at the delta the summed deltas
+   leave of the cap). With a period, each budget's lifetime cap
+   (budgets.lifetime times it) is checked as well, against the row's totals
+   since the last reset;
 3. if every scope covers it, append the charge and add it to the locked
    rows' totals, in one statement, and commit.
 

@@ -12,9 +12,12 @@ same rows, following rewriter/private/bounding.py's semantics:
   computes here for each unit), and c_g = floor(u + cum_g T/n) -
   floor(u + cum_{g-1} T/n), in doubles exactly as the SQL does; so the c_g
   add up to at most T and each is floor or ceil of n_g T/n;
-- at most max_groups groups per person, chosen at random, only where the
-  query releases people counts per group (partition selection,
-  COUNT(DISTINCT unit)); an ungrouped query keeps least(n, T) rows;
+- rows are allocated over all of a person's groups, whatever the query;
+  where it releases people counts per group (partition selection,
+  COUNT(DISTINCT unit)), each person's groups get a random rank "pick"
+  and a group counts the people with rows kept there (c > 0) and pick <=
+  max_groups, so each person in at most max_groups groups; an ungrouped
+  query keeps least(n, T) rows;
 - per person and group: rows c, count(x) least(v, c) (v: rows with a
   value), sums the person's total in the group scaled by c/n (PostgreSQL's
   numeric division, asked here) and clamped to least(v, c) times the
@@ -302,6 +305,61 @@ def allocated(release: Release, conn: psycopg.Connection) -> dict[tuple, tuple[i
         assert key not in result, key
         result[key] = (int(row[-2]), int(row[-1]))
     return result
+
+
+def picks_of(release: Release, conn: psycopg.Connection) -> dict[tuple, int]:
+    """Per person and group the allocation gives a row (c = 0 included):
+    the random rank of the group among the person's groups, `"pick"`."""
+    query, sql = release.spec.query, release.sql
+    head = sql[: sql.index(', "pgshroud_bounded" AS (')]
+    keys = [f'"k{i}"' for i in range(len(query.keys))]
+    given = allocation(query, keys, salt_of(sql))
+    columns = ", ".join(['"unit"::text'] + [f"{k}::text" for k in keys] + ['"pick"'])
+    return {tuple(row[:-1]): int(row[-1])
+            for row in raw_on(conn, f'{head} SELECT {columns} FROM ({given}) AS "given"').rows}
+
+
+def run_with_picks(release: Release, conn: psycopg.Connection) -> tuple[dict, dict[tuple, int]]:
+    """The release's totals and, from the same picks, each person's "pick"
+    per group as `"pgshroud_bounded"` keeps it ({(unit, key...): pick}).
+    The picks are random, so the allocation is run once into a temporary
+    table that the release's own SQL then reads in its place."""
+    query, sql = release.spec.query, release.sql
+    keys = [f'"k{i}"' for i in range(len(query.keys))]
+    given = allocation(query, keys, salt_of(sql))
+    inner = f'FROM ({given}) AS "given" WHERE "c" > 0'
+    assert sql.count(inner) == 1
+    head = sql[: sql.index(', "pgshroud_bounded" AS (')]
+    conn.execute("DROP TABLE IF EXISTS pgshroud_given_fixed")
+    conn.execute(f'CREATE TEMP TABLE pgshroud_given_fixed AS {head} SELECT * FROM ({given}) AS "given"')
+    fixed = sql.replace(inner, 'FROM pgshroud_given_fixed AS "given" WHERE "c" > 0')
+    got = totals(release, raw_on(conn, fixed))
+    columns = ", ".join(['"unit"::text'] + [f"{k}::text" for k in keys] + ['"pick"'])
+    bounded = fixed[: fixed.index(' SELECT 0 AS "kind"')]
+    picks = {}
+    for row in raw_on(conn, f'{bounded} SELECT {columns} FROM "pgshroud_bounded"').rows:
+        assert tuple(row[:-1]) not in picks
+        picks[tuple(row[:-1])] = int(row[-1])
+    return got, picks
+
+
+def check_picks(picks: dict[tuple, int], groups_of: dict[str, set]) -> None:
+    """Each person's picks rank all their groups: 1 to the number of groups."""
+    mine = defaultdict(dict)
+    for (unit, *group), pick in picks.items():
+        mine[unit][tuple(group) if len(group) > 1 else group[0]] = pick
+    assert mine.keys() == groups_of.keys()
+    for unit, ranked in mine.items():
+        assert ranked.keys() == groups_of[unit], unit
+        assert sorted(ranked.values()) == list(range(1, len(ranked) + 1)), (unit, ranked)
+
+
+def people_per_group(picks: dict[tuple, int], max_groups: int) -> dict[tuple, int]:
+    """People counted per group: those with rows kept there and pick <= max_groups."""
+    counted = defaultdict(int)
+    for (unit, *group), pick in picks.items():
+        counted[tuple(group)] += pick <= max_groups
+    return dict(counted)
 
 
 # the allocation and the clamps, in Python
@@ -603,32 +661,40 @@ def test_lists_keep_the_values_of_the_rows_kept(events_dsn, events_planner):
     ("SELECT grp, count(DISTINCT pid) FROM events GROUP BY grp", True),
 ])
 def test_each_person_keeps_a_share_of_the_allowance_in_each_group(sql, people_counted, events_dsn, events_planner):
-    """The allocation, person by person: without people counts every group
-    of a person, with them at most max_groups of their groups (chosen at
-    random, so read from the SQL), and in those exactly the systematic
-    sampling of the allowance computed here."""
+    """The allocation, person by person: every group of a person, with
+    people counts or without, and in those exactly the systematic sampling
+    of the allowance computed here. With people counts, each person's
+    groups are ranked at random (read from the SQL), and each group counts
+    the people with rows kept there and a rank <= max_groups: each person
+    in at most max_groups groups."""
     release = released(events_planner, sql)
     assert ('"pick"' in release.sql) == people_counted
     key = BUCKET if "bucket" in sql else GRP
+    people = defaultdict(lambda: defaultdict(int))
+    for row in ROWS:
+        people[str(row[0])][key(row)] += 1
     with psycopg.connect(events_dsn, autocommit=True) as conn:
         given = allocated(release, conn)
         u = starts(conn, {r[0] for r in ROWS}, salt_of(release.sql))
         rank = ranks(conn, {key(r) for r in ROWS})
-    people = defaultdict(lambda: defaultdict(int))
-    for row in ROWS:
-        people[str(row[0])][key(row)] += 1
+        if people_counted:
+            check_picks(picks_of(release, conn), {pid: set(counts) for pid, counts in people.items()})
+            got, picks = run_with_picks(release, conn)
     for pid, counts in people.items():
         mine = {group: nc for (p, group), nc in given.items() if p == pid}
-        if people_counted:
-            assert len(mine) == min(len(counts), MAX_GROUPS), (pid, mine)
-            assert mine.keys() <= counts.keys(), pid
-        else:
-            assert mine.keys() == counts.keys(), pid
-        picked = {group: counts[group] for group in mine}
-        assert {group: n for group, (n, _) in mine.items()} == picked, pid
-        expected = systematic(picked, ALLOWANCE, u[pid], rank)
-        assert {group: c for group, (_, c) in mine.items()} == expected, (pid, picked)
-        check_shares(picked, expected, ALLOWANCE, pid)
+        assert mine.keys() == counts.keys(), pid
+        assert {group: n for group, (n, _) in mine.items()} == counts, pid
+        expected = systematic(counts, ALLOWANCE, u[pid], rank)
+        assert {group: c for group, (_, c) in mine.items()} == expected, (pid, counts)
+        check_shares(counts, expected, ALLOWANCE, pid)
+    if people_counted:
+        # The bounded rows are the groups with rows kept, their picks a subset of the person's ranks.
+        assert picks.keys() == {key for key, (_, c) in given.items() if c > 0}
+        counted = defaultdict(int)
+        for (pid, _), pick in picks.items():
+            counted[pid] += pick <= MAX_GROUPS
+        assert max(counted.values()) <= MAX_GROUPS
+        assert {g: v["units"] for g, v in got.items()} == people_per_group(picks, MAX_GROUPS)
 
 
 def test_ungrouped_query_gives_each_person_the_whole_allowance(events_dsn, events_planner):
@@ -676,13 +742,29 @@ def test_a_person_in_fifty_groups_counts_in_at_most_max_groups(events_dsn, event
     release = released(events_planner, "SELECT bucket, count(*), count(DISTINCT pid) FROM events GROUP BY bucket")
     assert release.spec.selection is not None  # bucket has no public domain
     assert release.spec.noises[release.spec.found[0]].sensitivity == MAX_GROUPS
-    got = totals(release, run_raw(events_dsn, release.sql))
+    with psycopg.connect(events_dsn, autocommit=True) as conn:
+        got, picks = run_with_picks(release, conn)
+    rows = index_of(release, "rows")
+    # WIDE's rows are allocated over all fifty buckets: one row in each of T of them.
     adversary = {k: v for k, v in got.items() if k[0].startswith("adv")}
-    assert len(adversary) == MAX_GROUPS
-    assert all(v["units"] == 1 and v[index_of(release, "rows")] == 1 for v in adversary.values())
-    # HEAVY's seven buckets: three of them, T rows in all.
+    assert len(adversary) == ALLOWANCE
+    assert all(v[rows] == 1 for v in adversary.values())
+    # ... but WIDE is counted in at most max_groups of them, those ranked <= max_groups.
+    wide = {tuple(group): pick for (unit, *group), pick in picks.items() if unit == str(WIDE)}
+    assert len(wide) == ALLOWANCE
+    assert {k: v["units"] for k, v in adversary.items()} == {g: int(p <= MAX_GROUPS) for g, p in wide.items()}
+    assert sum(v["units"] for v in adversary.values()) <= MAX_GROUPS
+    # HEAVY's seven buckets: rows kept in all seven, T in all, counted in exactly max_groups.
     heavy = {k: v for k, v in got.items() if k[0].startswith("h")}
-    assert len(heavy) <= MAX_GROUPS
+    assert len(heavy) == 4 and all(v[rows] > 0 for v in heavy.values())
+    assert sum(int(got[(b,)][rows]) for b in HEAVY_BUCKETS) > ALLOWANCE  # others in a, b, c
+    assert sum(p <= MAX_GROUPS for (unit, *_), p in picks.items() if unit == str(HEAVY)) == MAX_GROUPS
+    # Everyone counted in at most max_groups groups, and every group's count is its picks.
+    assert {k: v["units"] for k, v in got.items()} == people_per_group(picks, MAX_GROUPS)
+    counted = defaultdict(int)
+    for (unit, *_), pick in picks.items():
+        counted[unit] += pick <= MAX_GROUPS
+    assert max(counted.values()) == MAX_GROUPS
     groups_per_person = defaultdict(set)
     for row in ROWS:
         groups_per_person[row[0]].add(row[2])
@@ -702,7 +784,8 @@ def test_a_person_with_thousands_of_rows_moves_the_answer_by_at_most_the_sensiti
     The same bounded SQL (the same salt) runs on both, so everyone else keeps
     the same rows, and the differences are HEAVY's contribution: T rows in
     L1 over all groups, T times the largest bound for sums, people in at most
-    max_groups groups; exactly the sensitivities the noise is scaled for."""
+    max_groups groups (though their rows are allocated over all their
+    groups); exactly the sensitivities the noise is scaled for."""
     queries = {
         "grp": released(events_planner, "SELECT grp, count(*), sum(n), sum(amount), sum(score) FROM events "
                                         "GROUP BY grp"),
@@ -713,6 +796,8 @@ def test_a_person_with_thousands_of_rows_moves_the_answer_by_at_most_the_sensiti
         with_heavy = {name: totals(r, raw_on(conn, r.sql)) for name, r in queries.items()}
         u = starts(conn, [HEAVY], salt_of(queries["grp"].sql))[str(HEAVY)]
         rank = ranks(conn, HEAVY_GROUPS)
+        bucket_u = starts(conn, [HEAVY], salt_of(queries["bucket"].sql))[str(HEAVY)]
+        bucket_rank = ranks(conn, HEAVY_BUCKETS)
         conn.execute("DELETE FROM events WHERE pid = %s", (HEAVY,))
         without = {name: totals(r, raw_on(conn, r.sql)) for name, r in queries.items()}
         conn.rollback()
@@ -738,13 +823,23 @@ def test_a_person_with_thousands_of_rows_moves_the_answer_by_at_most_the_sensiti
     assert l1(before, after, amount) == ALLOWANCE * 10 == sensitivity(grouped, amount)
     assert l1(before, after, score) == ALLOWANCE * 5 == sensitivity(grouped, score)
 
-    # Partition selection: HEAVY counts in max_groups of their seven buckets, T rows in all.
+    # Partition selection: HEAVY's T rows are allocated over all seven
+    # buckets (the systematic sample, as for public keys), but HEAVY counts
+    # in max_groups of them only.
     selected = queries["bucket"]
     rows, n_sum = index_of(selected, "rows"), index_of(selected, "sum", "n")
     before = {k: v for k, v in with_heavy["bucket"].items() if not k[0].startswith("adv")}  # WIDE's picks vary
     after = {k: v for k, v in without["bucket"].items() if not k[0].startswith("adv")}
+    heavy_buckets = defaultdict(int)
+    for i in range(HEAVY_ROWS):
+        heavy_buckets[HEAVY_BUCKETS[i % len(HEAVY_BUCKETS)]] += 1
+    kept = systematic(heavy_buckets, ALLOWANCE, bucket_u, bucket_rank)
+    assert sum(kept.values()) == ALLOWANCE and all(c > 0 for c in kept.values())
+    for bucket, c in kept.items():
+        assert before[(bucket,)][rows] - after.get((bucket,), {}).get(rows, 0) == c, bucket
+        assert before[(bucket,)][n_sum] - (after.get((bucket,), {}).get(n_sum) or 0) == 100 * c, bucket
     changed = [g for g in before.keys() | after.keys() if before.get(g) != after.get(g)]
-    assert len(changed) == MAX_GROUPS and {g[0] for g in changed} <= set(HEAVY_BUCKETS), changed
+    assert {g[0] for g in changed} == set(HEAVY_BUCKETS), changed
     assert l1(before, after, "units") == MAX_GROUPS == selected.spec.noises[selected.spec.found[0]].sensitivity
     assert l1(before, after, rows) == ALLOWANCE == sensitivity(selected, rows)
     assert l1(before, after, n_sum) == ALLOWANCE * 100 == sensitivity(selected, n_sum)
@@ -769,8 +864,10 @@ def synthetic_query(max_groups: int, max_rows: int, people_counted: bool) -> q.P
                           max_groups=max_groups, max_rows=max_rows)
 
 
-def allocate_synthetic(conn, people: dict[int, dict[str, int]], query: q.PrivateQuery, salt: str) -> dict:
-    """Run the allocation on people given as {unit: {group: rows}}: {(unit, group): (n, c)}."""
+def allocate_synthetic(conn, people: dict[int, dict[str, int]], query: q.PrivateQuery, salt: str,
+                       column: str = "c") -> dict:
+    """Run the allocation on people given as {unit: {group: rows}}: {(unit, group): (n, c)}
+    (or (n, pick) with column="pick")."""
     units, groups, counts = [], [], []
     for unit, mine in people.items():
         for group, n in mine.items():
@@ -779,7 +876,7 @@ def allocate_synthetic(conn, people: dict[int, dict[str, int]], query: q.Private
             counts.append(n)
     given = allocation(query, ['"k0"'], salt)
     sql = ('WITH "pgshroud_persons" AS (SELECT * FROM unnest(%s::int8[], %s::text[], %s::int8[]) '
-           f'AS "p"("unit", "k0", "n")) SELECT "unit", "k0", "n", "c" FROM ({given}) AS "given"')
+           f'AS "p"("unit", "k0", "n")) SELECT "unit", "k0", "n", "{column}" FROM ({given}) AS "given"')
     result = {}
     for unit, group, n, c in conn.execute(sql, (units, groups, counts)).fetchall():
         assert (unit, group) not in result
@@ -793,8 +890,9 @@ def test_systematic_sampling_on_synthetic_people(max_groups, max_rows, people_co
     """Four hundred people with 1 to 30 groups of 1 to 5000 rows each: the
     allocation the SQL gives each person is the one computed here, keeps
     floor or ceil of each group's share of the allowance, the allowance in
-    all for a heavy user, everything for a light one, and, where people are
-    counted, at most max_groups of their groups."""
+    all for a heavy user, everything for a light one, over all their groups;
+    where people are counted, the groups are also ranked at random, 1 to
+    their number, so each person counts in at most max_groups of them."""
     generator = random.Random(f"{max_groups} {max_rows} {people_counted}")
     allowance = max_groups * max_rows
     people = {}
@@ -806,22 +904,23 @@ def test_systematic_sampling_on_synthetic_people(max_groups, max_rows, people_co
     query = synthetic_query(max_groups, max_rows, people_counted)
     with psycopg.connect(events_dsn, autocommit=True) as conn:
         given = allocate_synthetic(conn, people, query, salt)
+        picks = allocate_synthetic(conn, people, query, salt, "pick") if people_counted else {}
         u = starts(conn, people, salt)
         rank = ranks(conn, {g for mine in people.values() for g in mine})
     heavy = 0
     for unit, counts in people.items():
         mine = {group: nc for (p, group), nc in given.items() if p == unit}
-        if people_counted:
-            assert len(mine) == min(len(counts), max_groups), unit
-            assert mine.keys() <= counts.keys(), unit
-        else:
-            assert mine.keys() == counts.keys(), unit
-        picked = {group: counts[group] for group in mine}
-        assert {group: n for group, (n, _) in mine.items()} == picked
+        assert mine.keys() == counts.keys(), unit
+        assert {group: n for group, (n, _) in mine.items()} == counts
         kept = {group: c for group, (_, c) in mine.items()}
-        assert kept == systematic(picked, allowance, u[str(unit)], rank), (unit, picked)
-        check_shares(picked, kept, allowance, unit)
-        heavy += sum(picked.values()) > allowance
+        assert kept == systematic(counts, allowance, u[str(unit)], rank), (unit, counts)
+        check_shares(counts, kept, allowance, unit)
+        if people_counted:
+            ranked = {group: pick for (p, group), (_, pick) in picks.items() if p == unit}
+            assert ranked.keys() == counts.keys(), unit
+            assert sorted(ranked.values()) == list(range(1, len(counts) + 1)), (unit, ranked)
+            assert sum(kept[g] > 0 and ranked[g] <= max_groups for g in counts) <= max_groups, unit
+        heavy += sum(counts.values()) > allowance
     assert heavy >= 50  # the case that matters is well covered
 
 
@@ -973,17 +1072,30 @@ def test_health_totals_match_the_policy_bounds(health_db, health_policy, health_
                 for index in measures:
                     assert got[group][index] == values[index], (sql, group, release.spec.found[index])
 
-        # Departments with people counted: at most max_groups departments per patient.
+        # Departments with people counted: rows allocated over all of a
+        # patient's departments, exactly as without people counts; each
+        # patient counted in at most max_groups departments.
         release = released(planner, "SELECT department, count(DISTINCT patient_id), count(*) FROM visits "
                                     "GROUP BY department")
+        assert 'count(*) FILTER (WHERE "pick" <= ' in release.sql
         given = allocated(release, conn)
+        got, picks = run_with_picks(release, conn)
+        model = Model(conn, data, lambda r: r[2], allowance, salt_of(release.sql))
+        want = model.totals({index_of(release, "rows"): Measure("rows")})
     departments = defaultdict(set)
     for row in data:
         departments[str(row[0])].add(row[2])
+    assert {(str(p), *g): c for (p, g), c in model.kept.items()} == {k: c for k, (_, c) in given.items()}
+    assert picks.keys() == {k for k, (_, c) in given.items() if c > 0}
+    assert got.keys() == want.keys()
+    rows = index_of(release, "rows")
+    assert {g: v[rows] for g, v in got.items()} == {g: v[rows] for g, v in want.items()}
+    assert {g: v["units"] for g, v in got.items()} == people_per_group(picks, groups)
+    assert any(len(mine) > groups for mine in departments.values())
     for patient, mine in departments.items():
-        picked = [g for (p, g) in given if p == patient]
-        assert len(picked) == min(len(mine), groups) and set(picked) <= mine, patient
+        assert {g for (p, g) in given if p == patient} == mine, patient
         assert sum(c for (p, _), (_, c) in given.items() if p == patient) <= allowance, patient
+        assert sum(pick <= groups for (p, _), pick in picks.items() if p == patient) <= groups, patient
 
 
 def test_health_public_table_domain_answers_codes_nobody_has(health_db, health_policy, health_catalog_for_bounding):

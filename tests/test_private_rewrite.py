@@ -328,11 +328,10 @@ def check_release(entry: Entry, result) -> None:
     actual_noise = sorted((m.kind, m.bounds, n.sensitivity, n.epsilon, grid_of(n)) for m, n in spec.noises.items())
     assert actual_noise == expected_noise
     allowance = query.max_groups * query.max_rows
-    # People are counted per group (partition selection or COUNT(DISTINCT
-    # unit)): each keeps at most max_groups groups; otherwise a person's
-    # allowance may touch one group per row.
-    people_counted = any(kind == "selection" for kind, _ in keys) or any(m.kind == "units" for m in spec.noises)
-    touched = 1 if not query.keys else query.max_groups if people_counted else allowance
+    # A person's rows are allocated over all their groups, whether or not
+    # people are counted per group: their allowance may touch one group per
+    # row (people counts are capped at max_groups groups, row values are not).
+    touched = 1 if not query.keys else allowance
     for measurement, noise in spec.noises.items():
         assert noise.sensitivity == l1_sensitivity(measurement.kind, measurement.bounds, query.max_groups, allowance)
         if measurement.kind in ("sum", "centred_sum", "clamped_sum", "sum_of_squares"):
@@ -436,10 +435,10 @@ def test_the_policy_default_epsilon_is_the_decimal_the_policy_states(decimal_pol
 def test_explain_states_the_contribution_bounds_the_bounded_sql_applies(sql, capped, health_policy,
                                                                          health_catalog):
     """EXPLAIN's contribution line says what the bounded SQL does: an
-    allowance of 5 x 10 = 50 rows per patient over all groups, and a cap of
-    5 groups per patient only where people are counted per group (the SQL's
-    `"pick"`), those groups chosen at random (`ORDER BY random()`), not the
-    patient's largest."""
+    allowance of 5 x 10 = 50 rows per patient over all groups, and, only
+    where people are counted per group (the SQL's `"pick"`), each patient
+    counted in at most 5 groups, chosen at random (`ORDER BY random()`), not
+    the patient's largest; their rows are still allocated over all groups."""
     release = planned(Entry("plan", sql), health_policy, health_catalog)
     assert isinstance(release, Release), release
     assert ('"pick" <= 5' in release.sql) == capped
@@ -448,6 +447,6 @@ def test_explain_states_the_contribution_bounds_the_bounded_sql_applies(sql, cap
     explain = planned(Entry("explain", f"EXPLAIN {sql}"), health_policy, health_catalog)
     assert isinstance(explain, Local), explain
     (line,) = [row[0] for row in explain.answer.rows if row[0].startswith("contribution bounds")]
-    assert "50 row(s) per person in all" in line, line
     assert "largest" not in line, line
-    assert ("at most 5 group(s)" in line) == capped, line
+    assert line == ("contribution bounds: 50 row(s) per person in all"
+                    + ("; each person counted in at most 5 group(s), chosen at random" if capped else "")), line

@@ -91,17 +91,17 @@ SELECT department, count(DISTINCT patient_id) AS patients FROM visits GROUP BY d
 -- noise: units sensitivity 5 epsilon 1
 -- cost: epsilon 1, delta 0
 -- contribution: 5 groups x 10 rows
--- sql: "pick" <= 5
+-- sql: count(*) FILTER (WHERE "pick" <= 5)::numeric AS "units"
 
--- title: people counted beside a sum over public keys: at most max_groups groups, and a grid for them
+-- title: people counted beside a sum over public keys: at most max_groups groups, the sum's grid over all a person's groups
 SELECT department, count(DISTINCT patient_id), sum(cost) FROM visits GROUP BY department
 -- columns: department text, count bigint, sum numeric
 -- keys: public 16
 -- noise: units sensitivity 5 epsilon 1/2
--- noise: sum [0, 5000] sensitivity 250000 epsilon 1/2 grid 1029
+-- noise: sum [0, 5000] sensitivity 250000 epsilon 1/2 grid 1074
 -- cost: epsilon 1, delta 0
 -- contribution: 5 groups x 10 rows
--- sql: "pick" <= 5
+-- sql: count(*) FILTER (WHERE "pick" <= 5)::numeric AS "units"
 -- sql: LEAST(GREATEST(("t1" * "c" / "n"), LEAST("v0", "c") * 0), LEAST("v0", "c") * 5000)
 
 -- title: sum of a numeric column
@@ -313,19 +313,19 @@ SELECT date_trunc('month', visit_date) AS month, count(*) FROM visits GROUP BY m
 -- noise: rows sensitivity 50 epsilon 1/2
 -- cost: epsilon 1, delta 1e-6
 -- contribution: 5 groups x 10 rows
--- sql: "pick" <= 5
+-- sql: count(*) FILTER (WHERE "pick" <= 5)::numeric AS "units"
 
--- title: a sum per key through partition selection touches at most max_groups groups on the grid
+-- title: a sum per key through partition selection touches up to the allowance's groups on the grid
 SELECT date_trunc('month', visit_date) AS month, sum(cost), avg(length_of_stay) FROM visits GROUP BY month
 -- columns: month timestamp with time zone, sum numeric, avg numeric
 -- keys: selection
 -- noise: units sensitivity 5 epsilon 1/4
--- noise: sum [0, 5000] sensitivity 250000 epsilon 1/4 grid 1029
--- noise: centred_sum [0, 30] sensitivity 750 epsilon 1/4 grid 1029
+-- noise: sum [0, 5000] sensitivity 250000 epsilon 1/4 grid 1074
+-- noise: centred_sum [0, 30] sensitivity 750 epsilon 1/4 grid 1074
 -- noise: rows sensitivity 50 epsilon 1/4
 -- cost: epsilon 1, delta 1e-6
 -- contribution: 5 groups x 10 rows
--- sql: "pick" <= 5
+-- sql: count(*) FILTER (WHERE "pick" <= 5)::numeric AS "units"
 
 -- title: an unaliased date_trunc key is named date_trunc, as PostgreSQL names it
 SELECT date_trunc('year', visit_date), count(*) FROM visits GROUP BY 1

@@ -106,10 +106,12 @@ WHERE j <= 1 + p % 6;
 # D''s extra person: a thousand claims, all in one ward (bounding allows a
 # person `max_groups x max_rows` rows over all groups, so the whole
 # allowance lands in that ward: the largest shift of one cell there is),
-# with extreme amounts, far above the bounds or infinite.
+# with extreme amounts, far above the bounds or infinite. Half and half, so
+# that grouped by amount the allowance splits evenly (3 and 3 rows) and the
+# person is in two groups of its own, as many as are counted (max_groups).
 ADVERSARY_ROWS = f"""
 INSERT INTO claims
-SELECT {ADVERSARY}, 'north', CASE WHEN g % 10 = 0 THEN 'Infinity'::numeric ELSE 1e12 END
+SELECT {ADVERSARY}, 'north', CASE WHEN g % 2 = 0 THEN 'Infinity'::numeric ELSE 1e12 END
 FROM generate_series(1, 1000) AS g;
 """
 ADVERSARY_GROUPS = ("north",)
@@ -376,15 +378,20 @@ def _best_event(d: dict[str, np.ndarray], dp: dict[str, np.ndarray], alpha: floa
 
 
 def audit(d: Sequence[Answer], d_prime: Sequence[Answer], focus: Iterable[str] = (), alpha: float = 1e-3,
-          selection: float = 0.5) -> AuditResult:
+          selection: float = 0.5, selection_alpha: float | None = None) -> AuditResult:
     """A lower bound on the privacy loss between D and D' from their answers,
     valid (not above the true loss of the chosen event) with probability at
-    least 1 - alpha over the test half."""
+    least 1 - alpha over the test half. Events are scored on the selection
+    half at `selection_alpha` (default alpha / 100): stricter than the test,
+    so that a rare event that looked good by chance loses to a likelier
+    one with the same ratio."""
+    if selection_alpha is None:
+        selection_alpha = alpha / 100
     cut_d, cut_p = int(len(d) * selection), int(len(d_prime) * selection)
     centre = _centre(d[:cut_d])
     focus = tuple(focus)
     event, _ = _best_event(statistics_of(d[:cut_d], centre, focus),
-                           statistics_of(d_prime[:cut_p], centre, focus), alpha)
+                           statistics_of(d_prime[:cut_p], centre, focus), selection_alpha)
     test_d = event.holds(statistics_of(d[cut_d:], centre, focus)[event.statistic])
     test_p = event.holds(statistics_of(d_prime[cut_p:], centre, focus)[event.statistic])
     n_d, n_p = len(test_d), len(test_p)

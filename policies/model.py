@@ -80,6 +80,11 @@ class Role:
     def access_to(self, table: str) -> Access:
         return self.table_access.get(table, self.access)
 
+    @property
+    def aggregates_privately(self) -> bool:
+        """Some table is read by this role only through private aggregates."""
+        return self.access == Access.AGGREGATE or Access.AGGREGATE in self.table_access.values()
+
 
 @dataclass(frozen=True)
 class SecretRef:

@@ -47,6 +47,7 @@ from proxy.upstream import send_cancel
 from policies.model import Access, Policy
 from rewriter import PlanContext, Planner, plan_function_call
 from rewriter.catalog import Catalog
+from rewriter.names import upstream_name
 from rewriter.settings import check_parameter_status
 from rewriter.plans import (
     Cost, LedgerRead, Local, LocalAnswer, Passthrough, Plan, PrivacySetting, RawResult, Refuse, Release, Rewrite,
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pgshroud.session")
 
 _LENGTH = struct.Struct("!I").unpack_from
+_LENGTH_PACK = struct.Struct("!I").pack
 # A statement that always fails during analysis, after the statements
 # before it have run: PostgreSQL then aborts exactly as for a real error.
 SENTINEL_SQL = "SELECT 'pgshroud: statement refused'::pg_catalog.int4"
@@ -76,6 +78,7 @@ _STREAMABLE = frozenset(b"Dd")
 
 Q, P, B, D, E, S, H, C, X, F = (ord(c) for c in "QPBDESHCXF")
 PARAMETER_STATUS = ord("S")
+NOTIFICATION = ord("A")
 _PLAIN_EXTENDED = {B: r.RELAY_BIND, E: r.RELAY_EXECUTE, S: r.SYNC}
 COPY_MESSAGES = frozenset(b"dcf")
 TERMINATE = b"X\x00\x00\x00\x04"
@@ -173,6 +176,8 @@ class Session:
         self.upstream_key = established.upstream_key
         self.role = established.role
         self._started_rewritten = self.role is not None and self.role.access != Access.RAW
+        # Statement and portal names go upstream translated (rewriter/names.py).
+        self._up: Callable[[str], str] = upstream_name if self._started_rewritten else _same_name
         # The session's pgshroud settings (SET pgshroud.epsilon ...), as of
         # the statements that succeeded; while a transaction that changed
         # them is open, their value before it, to undo them on rollback.
@@ -306,6 +311,7 @@ class Session:
                     break
                 if kind in _PLAIN_EXTENDED and not (
                     self._client_skipping or self._statements or self._portals or self._prepared_under
+                    or self._started_rewritten
                 ):
                     # The pipelined Bind/Execute/Sync of prepared statements
                     # that need nothing from pgshroud: relay, expect the answer.
@@ -352,6 +358,12 @@ class Session:
     def _client_frame(self, kind: int, data: bytes, pos: int, end: int) -> bytes | None:
         """Handle one complete client frame: None relays it unchanged,
         bytes (possibly empty) are sent in its place."""
+        out = self._handle_frame(kind, data, pos, end)
+        if out is None and self._started_rewritten and kind in _NAMING_FRAMES:
+            return _renamed_frame(kind, data, pos, end)
+        return out
+
+    def _handle_frame(self, kind: int, data: bytes, pos: int, end: int) -> bytes | None:
         if self._client_skipping:
             if kind != S:
                 return b""
@@ -360,7 +372,7 @@ class Session:
             return None
         # Bind, Execute, Describe and Close only need decoding while some
         # statement or portal has a plan of its own (Local or Release).
-        named = self._statements or self._portals or self._prepared_under
+        named = self._statements or self._portals or self._prepared_under or self._started_rewritten
         if kind == B:
             if named:
                 return self._on_bind(data[pos + 5 : end])
@@ -739,16 +751,17 @@ class Session:
             self._statements.pop(parse.name, None)
             self._expect(r.ENDS_PARSE, action=r.RefuseAction(r.error_bytes(plan.sqlstate, plan.message, plan.hint)))
             self._client_skipping = True
-            return Parse(parse.name, SENTINEL_SQL, ()).encode()
+            return Parse(self._up(parse.name), SENTINEL_SQL, ()).encode()
         self._expect(r.ENDS_PARSE)
+        name = self._up(parse.name)
         if isinstance(plan, (Passthrough, Rewrite)):
             self._statements.pop(parse.name, None)
-            return Parse(parse.name, plan.sql, parse.param_types).encode()
+            return Parse(name, plan.sql, parse.param_types).encode()
         self._statements[parse.name] = _Statement(plan, sql=parse.sql, privacy=self._planned_privacy,
                                                   param_types=parse.param_types)
         if isinstance(plan, Local):
-            return Parse(parse.name, PLACEHOLDER_SQL, ()).encode()
-        return Parse(parse.name, plan.sql, parse.param_types).encode()
+            return Parse(name, PLACEHOLDER_SQL, ()).encode()
+        return Parse(name, plan.sql, parse.param_types).encode()
 
     def _on_bind(self, payload: bytes) -> bytes | None:
         portal, statement = _two_names(payload)
@@ -791,7 +804,7 @@ class Session:
         self._portals[portal] = _Statement(info.plan, formats, sql=info.sql, cache_key=key)
         self._expect(r.ENDS_BIND)
         # PostgreSQL's rows for pgshroud's own answers are read as text.
-        return Bind(bind.portal, bind.statement, bind.param_formats, bind.params, ()).encode()
+        return Bind(self._up(bind.portal), self._up(bind.statement), bind.param_formats, bind.params, ()).encode()
 
     async def _bind_repeat(self, bind: Bind, cached: CachedAnswer, formats: tuple[int, ...], sql: str | None) -> bytes:
         """A Bind of a private statement whose answer the cache holds: the
@@ -810,7 +823,7 @@ class Session:
         return b"".join((
             Close(b"S", CACHED_STATEMENT).encode(),
             Parse(CACHED_STATEMENT, PLACEHOLDER_SQL, ()).encode(),
-            Bind(bind.portal, CACHED_STATEMENT, (), (), ()).encode(),
+            Bind(self._up(bind.portal), CACHED_STATEMENT, (), (), ()).encode(),
         ))
 
     def _replan(self, name: str, info: _Statement) -> _Statement | Refuse:
@@ -879,7 +892,7 @@ class Session:
         answer = info.answer = r.PortalAnswer()
         answer.fill(filled.answer, info.formats)
         self._expect(r.ENDS_EXECUTE, action=r.Fetch(answer, execute.max_rows))
-        return execute.encode()
+        return Execute(self._up(execute.portal), execute.max_rows).encode()
 
     async def _charge_then_execute(self, plan: Release, execute: Execute, info: _Statement) -> bytes:
         refusal, standings = await self._charge(plan)
@@ -894,7 +907,7 @@ class Session:
         # A release runs once, whole: fetching it from PostgreSQL in pieces
         # would run the aggregate, and its noise, more than once. Later
         # Executes of the portal take the next rows of its answer.
-        return Execute(execute.portal, 0).encode()
+        return Execute(self._up(execute.portal), 0).encode()
 
     def _refuse_extended(self, ends: frozenset[int], sqlstate: str, message: str, hint: str | None = None) -> bytes:
         """Refuse inside the extended protocol: both sides skip to Sync."""
@@ -979,6 +992,13 @@ class Session:
                 break
             if kind == PARAMETER_STATUS and self._started_rewritten and self._unsafe_status(data[pos + 5 : end]):
                 return
+            if kind == NOTIFICATION and self._started_rewritten:
+                # Its payload is a value no rewrite touched (LISTEN is refused
+                # too; this is the second lock).
+                if run < pos:
+                    out.append(data[run:pos])
+                pos = run = end
+                continue
             if action is not None:
                 if run < pos:
                     out.append(data[run:pos])
@@ -1040,6 +1060,38 @@ class Session:
             self._upstream_skipping = True
 
 
+_NAMING_FRAMES = frozenset((P, B, D, E, C))
+
+
+def _same_name(name: str) -> str:
+    return name
+
+
+def _renamed_frame(kind: int, data: bytes, pos: int, end: int) -> bytes | None:
+    """A Parse, Bind, Describe, Execute or Close frame with its statement and
+    portal names translated upstream (None when it names nothing)."""
+    body = pos + 5
+    if kind in (D, C):
+        body += 1  # the b"S" or b"P" before the name
+    names = 2 if kind == B else 1
+    parts: list[bytes] = [data[pos + 5 : body]]
+    changed = False
+    for _ in range(names):
+        stop = data.find(b"\0", body, end)
+        if stop < 0:
+            raise _Violation(f"unterminated name in frontend message type {chr(kind)!r}")
+        name = data[body:stop].decode("utf-8", "surrogateescape")
+        if name:
+            changed = True
+            parts.append(upstream_name(name).encode())
+        parts.append(b"\0")
+        body = stop + 1
+    if not changed:
+        return None
+    payload = b"".join(parts) + data[body:end]
+    return bytes((kind,)) + _LENGTH_PACK(len(payload) + 4) + payload
+
+
 class _Violation(Exception):
     """The client broke the protocol; its connection ends with 08P01."""
 
@@ -1098,13 +1150,19 @@ def _applied(settings: Mapping[str, str], change: PrivacySetting) -> Mapping[str
 
 
 def _withheld_error(frame: bytes) -> bytes:
-    """An upstream error inside a Release could depend on protected data."""
+    """An upstream error inside a charged Release could depend on protected
+    data, and so could which error it is: a timeout, a cancel, running out
+    of memory or a failed cast all get the same answer. Only an aborted
+    transaction's refusal, raised before anything runs, is relayed."""
     upstream = ErrorResponse.decode(frame[5:])
-    if upstream.sqlstate[:2] in ("25", "40", "53", "57", "08"):
-        return frame  # transaction state, resources, cancellation: not data
-    return r.error_bytes(
-        "22000", "the private aggregate failed upstream; its error is withheld because it could depend on protected data"
-    )
+    if upstream.sqlstate[:2] == "25":
+        return frame
+    return WITHHELD_ERROR
+
+
+WITHHELD_ERROR = r.error_bytes(
+    "22000", "the private aggregate failed upstream; its error is withheld because it could depend on protected data"
+)
 
 
 def _log_cancel_failure(task: asyncio.Future[None]) -> None:

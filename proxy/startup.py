@@ -31,7 +31,7 @@ from proxy.errors import ClientFacingError
 from proxy.leg import Leg
 from proxy.upstream import UpstreamUnavailable, connect
 from policies.model import Access, Policy, Role
-from rewriter.settings import SettingRefused, check_parameter_status, check_startup_parameters
+from rewriter.settings import TIMING_SETTINGS, SettingRefused, check_parameter_status, check_startup_parameters
 
 log = logging.getLogger("pgshroud.startup")
 
@@ -80,15 +80,26 @@ def negotiate_version(startup: StartupMessage) -> tuple[int, NegotiateProtocolVe
     return minor, None
 
 
-def upstream_startup(startup: StartupMessage, *, pin_search_path: bool = False) -> StartupMessage:
+# Private answers must not become error-or-answer oracles through a timeout.
+# Set last in `options`, these pins override the client's own -c settings,
+# and as the session's defaults they are what RESET ALL returns to.
+TIMING_PINS = tuple(f"{name}=0" for name in sorted(TIMING_SETTINGS))
+
+
+def upstream_startup(startup: StartupMessage, *, pin_search_path: bool = False,
+                     pin_timing: bool = False) -> StartupMessage:
     """The client's parameters, minus protocol options, which are never
     forwarded. Sessions the rewriter reads get search_path pinned, so that
-    names resolve upstream exactly as the rewriter resolves them."""
+    names resolve upstream exactly as the rewriter resolves them; sessions
+    that get private answers also get the timing settings pinned."""
     params = [(k, v) for k, v in startup.params if not k.startswith("_pq_.")]
-    if pin_search_path:
+    pins = ["search_path=public"] if pin_search_path else []
+    if pin_timing:
+        pins += TIMING_PINS
+    if pins:
         options = next((v for k, v in params if k == "options"), "")
         params = [(k, v) for k, v in params if k != "options"]
-        params.append(("options", f"{options} -c search_path=public".strip()))
+        params.append(("options", " ".join([options, *(f"-c {pin}" for pin in pins)]).strip()))
     return StartupMessage(3, UPSTREAM_MINOR, tuple(params))
 
 

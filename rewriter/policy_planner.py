@@ -11,6 +11,7 @@ Anything that cannot be analysed is refused.
 from __future__ import annotations
 
 
+import functools
 from typing import Mapping
 
 from sqlglot import exp
@@ -20,12 +21,15 @@ from policies.model import Access, Policy, Role
 from rewriter.catalog import SYSTEM_SCHEMAS, Catalog
 from rewriter.cache import PlanCache
 from rewriter.functions import FunctionRefused, check_functions
+from rewriter.named_commands import (
+    NamedCommandError, close_or_deallocate, execute_arguments, fetch_or_move, renamed,
+)
 from rewriter.masking import INNER_ALIAS, masked_subquery, quote_ident, replacement_for, splice
 from rewriter.plans import Column, Local, LocalAnswer, Passthrough, Plan, Refuse, Release, Rewrite
 from rewriter.private import plan_private
 from rewriter.private.settings import SettingError, set_plan, show_plan
 from rewriter.relations import RelationError, find_relations, fold
-from rewriter.settings import SettingRefused, check_reset, check_set
+from rewriter.settings import TIMING_SETTINGS, SettingRefused, check_reset, check_set
 from rewriter.statements import LexError, Statement, parse_statement, split_statements
 
 POLICY = "42501"
@@ -34,11 +38,12 @@ POLICY = "42501"
 HIDDEN_CATALOG = frozenset(
     """pg_statistic pg_stats pg_stats_ext pg_stats_ext_exprs pg_statistic_ext_data pg_stat_activity
     pg_stat_statements pg_stat_statements_info pg_largeobject pg_authid pg_shadow pg_user_mapping
-    pg_user_mappings pg_prepared_xacts pg_stat_progress_copy""".split()
+    pg_user_mappings pg_prepared_xacts pg_stat_progress_copy pg_prepared_statements pg_cursors""".split()
 )
 ROW_COUNT_COLUMNS = frozenset({"reltuples", "relpages", "relallvisible"})
 TRANSACTION_WORDS = frozenset({"begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release"})
-CURSOR_WORDS = frozenset({"fetch", "move", "close", "execute", "deallocate", "listen", "unlisten"})
+# They name a cursor or prepared statement: translated (rewriter/named_commands.py).
+CURSOR_WORDS = frozenset({"fetch", "move", "close", "deallocate"})
 QUERY_WORDS = frozenset({"select", "with", "values", "("})
 PLAN_CACHE = PlanCache()
 WRITE_WORDS = {"insert": "insert", "update": "update", "delete": "delete", "merge": "merge", "call": "call",
@@ -62,7 +67,7 @@ class QueryAnalyser:
         self.user = user
         self.privacy = privacy or {}
         self.allowed_functions = policy.allow_functions | role.allow_functions
-        self.aggregates_privately = role.access == Access.AGGREGATE or Access.AGGREGATE in role.table_access.values()
+        self.aggregates_privately = role.aggregates_privately
 
     def plan_text(self, sql: str) -> list[Plan]:
         owners = (self.policy, self.catalog)
@@ -112,13 +117,21 @@ class QueryAnalyser:
         if word in TRANSACTION_WORDS:
             return Passthrough(statement.text)
         if word in CURSOR_WORDS:
+            return self._named(statement, fetch_or_move if word in ("fetch", "move") else close_or_deallocate)
+        if word == "execute":
+            return self._execute(statement)
+        if word == "unlisten":
             return Passthrough(statement.text)
+        if word == "listen":
+            raise Refusal(POLICY, "LISTEN is not allowed through pgshroud: notifications carry values no policy "
+                          "masks", hint="Listen on a direct connection of a role that sees raw data.")
         if word in ("set", "reset", "show") and _pgshroud_setting(statement) is not None:
             return self._privacy_setting(statement)
         if word == "show":
             return Passthrough(statement.text)
         if word == "set":
-            return self._checked(statement, check_set)
+            return self._checked(statement, functools.partial(
+                check_set, pinned=TIMING_SETTINGS if self.aggregates_privately else frozenset()))
         if word == "reset":
             return self._checked(statement, check_reset)
         if word == "discard":
@@ -275,18 +288,50 @@ class QueryAnalyser:
         position = _word_position(statement, "for")
         if position is None:
             raise Refusal("42601", "DECLARE without FOR query")
-        head, query = statement.text[:position], statement.text[position:]
-        return _wrapped(statement.text, head, query, self.rewrite_query(query))
+        query = statement.text[position:]
+        head = self._renamed_head(statement, position)
+        return Rewrite(head + self.rewrite_query(query))
 
     def _prepare(self, statement: Statement) -> Plan:
         position = _word_position(statement, "as")
         if position is None:
             raise Refusal("42601", "PREPARE without AS statement")
-        head, query = statement.text[:position], statement.text[position:]
+        query = statement.text[position:]
         (inner,) = split_statements(query)
         if inner.first_word not in ("select", "with", "values", "table"):
             raise Refusal(POLICY, "only queries may be prepared")
-        return _wrapped(statement.text, head, query, self.rewrite_query(query))
+        head = self._renamed_head(statement, position)
+        return Rewrite(head + self.rewrite_query(query))
+
+    def _renamed_head(self, statement: Statement, position: int) -> str:
+        """`PREPARE name ... AS` or `DECLARE name ... FOR` with the name translated."""
+        if len(statement.tokens) < 2 or statement.tokens[1].start - statement.start >= position:
+            raise Refusal("42601", f"{statement.first_word.upper()} needs a name")
+        try:
+            text = renamed(statement, 1)
+        except NamedCommandError as exc:
+            raise Refusal("42601", str(exc)) from None
+        return text[: position + len(text) - len(statement.text)]
+
+    def _named(self, statement: Statement, translate) -> Plan:
+        try:
+            text = translate(statement)
+        except NamedCommandError as exc:
+            raise Refusal("42601", str(exc)) from None
+        return Passthrough(text) if text == statement.text else Rewrite(text)
+
+    def _execute(self, statement: Statement) -> Plan:
+        """EXECUTE of a statement the client prepared; its arguments are
+        expressions PostgreSQL evaluates, analysed like a query's select list."""
+        try:
+            text, arguments = execute_arguments(statement)
+        except NamedCommandError as exc:
+            raise Refusal("42601", str(exc)) from None
+        if arguments is not None:
+            query = f"SELECT {arguments}"
+            if self.rewrite_query(query) != query:
+                raise Refusal(POLICY, "EXECUTE arguments may not read protected relations")
+        return Rewrite(text)
 
     def _copy(self, statement: Statement) -> Plan:
         """COPY (query) TO STDOUT and COPY table [(columns)] TO STDOUT, read by
@@ -315,14 +360,16 @@ class QueryAnalyser:
         return Rewrite(f"COPY ({self.rewrite_query(query)}) TO STDOUT{options}")
 
     def _explain(self, statement: Statement) -> Plan:
-        (query_start,) = [t.start for t in statement.tokens if t.text.lower() in ("select", "with", "values", "table")][:1] or [None]
-        if query_start is None:
-            raise Refusal(POLICY, "only EXPLAIN of a query is allowed")
-        query = statement.text[query_start - statement.start :]
+        """EXPLAIN [ANALYZE] [VERBOSE] or EXPLAIN (options) of a query, read by
+        tokens: whatever follows the options must be a query, and only a query."""
+        query, analyze = _explained_query(statement)
         private = self._private_plan(query)
         if isinstance(private, Refuse):
             return private
         if isinstance(private, Release):
+            if analyze:
+                raise Refusal(POLICY, "EXPLAIN ANALYZE of a private aggregate is not allowed: it would run the "
+                              "query without noise", hint="Write EXPLAIN without ANALYZE to see the privacy plan.")
             # The privacy plan, computed without reading anything.
             rows = tuple((line,) for line in private.spec.explain())
             return Local(LocalAnswer("EXPLAIN", (Column("QUERY PLAN"),), rows))
@@ -400,6 +447,29 @@ def _expand_table_commands(text: str) -> str:
         and i + 1 < len(tokens) and tokens[i + 1].token_type in (TokenType.VAR, TokenType.IDENTIFIER, TokenType.ONLY)
     ]
     return splice(text, 0, [(start, end, "SELECT * FROM") for start, end in spans]) if spans else text
+
+
+_EXPLAIN_WORDS = frozenset({"analyze", "analyse", "verbose"})
+
+
+def _explained_query(statement: Statement) -> tuple[str, bool]:
+    """The query an EXPLAIN explains, and whether it asks for ANALYZE (any
+    mention of the option counts, whatever value it is given)."""
+    tokens = statement.tokens
+    i, analyze = 1, False
+    if len(tokens) > 1 and tokens[1].token_type == TokenType.L_PAREN:
+        close = _matching_paren(tokens, 1)
+        analyze = any(t.text.lower() in ("analyze", "analyse") for t in tokens[2:close])
+        i = close + 1
+    else:
+        while i < len(tokens) and tokens[i].token_type != TokenType.IDENTIFIER and tokens[i].text.lower() in _EXPLAIN_WORDS:
+            analyze = analyze or tokens[i].text.lower() != "verbose"
+            i += 1
+    if i >= len(tokens) or tokens[i].token_type in (TokenType.IDENTIFIER, TokenType.STRING) or (
+        tokens[i].text.lower() not in ("select", "with", "values", "table")
+    ):
+        raise Refusal(POLICY, "only EXPLAIN of a query is allowed")
+    return _expand_table_commands(statement.text[tokens[i].start - statement.start :]), analyze
 
 
 def _pg_class_without_counts(relation) -> str:

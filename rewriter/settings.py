@@ -34,6 +34,12 @@ SAFE_ENCODINGS = frozenset(
 )
 
 
+# Settings that turn a statement's running time into an error. Sessions
+# that get private answers have them pinned off at startup
+# (proxy/startup.py), and may not SET them.
+TIMING_SETTINGS = frozenset({"statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"})
+
+
 class SettingRefused(ValueError):
     """A setting a non-raw session may not change; the message names it."""
 
@@ -53,7 +59,9 @@ def _encoding_name(value: str) -> str:
     return "".join(c for c in value.lower() if c.isascii() and c.isalnum())
 
 
-def check_set(statement: Statement) -> None:
+def check_set(statement: Statement, *, pinned: frozenset[str] = frozenset()) -> None:
+    """Raise SettingRefused for a SET this session may not run; `pinned`
+    settings are fixed by pgshroud for this session."""
     words = [t.text for t in statement.tokens[1:]]
     lowered = [w.lower() for w in words]
     if lowered[:1] in (["session"], ["local"]):
@@ -73,7 +81,11 @@ def check_set(statement: Statement) -> None:
         return
     # SET name {TO | =} value; a dotted custom name arrives as several tokens.
     separator = next((i for i, w in enumerate(lowered) if w in ("to", "=")), len(lowered))
-    check_setting("".join(lowered[:separator]), words[separator + 1] if separator + 1 < len(words) else None)
+    name = "".join(lowered[:separator])
+    if name in pinned:
+        raise SettingRefused(f'setting "{name}" is fixed by pgshroud for roles that get private answers: a '
+                             "timeout would turn a private query's running time into an error")
+    check_setting(name, words[separator + 1] if separator + 1 < len(words) else None)
 
 
 def check_reset(statement: Statement) -> None:

@@ -72,30 +72,27 @@ _NAME_LIKE = frozenset({TokenType.VAR, TokenType.IDENTIFIER, TokenType.L_PAREN, 
 
 def _keyword_aliases_as_names(tokens: list[Token]) -> list[Token]:
     out = list(tokens)
+    # For each open parenthesis, whether it opens CAST(x AS type), where the
+    # word after AS is a type, not an alias. One pass: linear in the tokens.
+    in_cast: list[bool] = []
     for i in range(len(out) - 1):
-        if out[i].token_type != TokenType.ALIAS:
+        kind = out[i].token_type
+        if kind == TokenType.L_PAREN:
+            in_cast.append(i > 0 and out[i - 1].text.lower() in ("cast", "try_cast", "treat"))
+            continue
+        if kind == TokenType.R_PAREN:
+            if in_cast:
+                in_cast.pop()
+            continue
+        if kind != TokenType.ALIAS:
             continue
         word = out[i + 1]
         follower = out[i + 2].token_type if i + 2 < len(out) else None
         if word.token_type not in _NAME_LIKE and word.text.isidentifier() and (
             follower is None or follower in _ALIAS_FOLLOWERS
-        ) and not _inside_cast(out, i):
+        ) and not (in_cast and in_cast[-1]):
             out[i + 1] = Token(TokenType.VAR, word.text, word.line, word.col, word.start, word.end, word.comments)
     return out
-
-
-def _inside_cast(tokens: list[Token], alias_index: int) -> bool:
-    """CAST(x AS int): the word after AS is a type, not an alias."""
-    depth = 0
-    for j in range(alias_index - 1, -1, -1):
-        kind = tokens[j].token_type
-        if kind == TokenType.R_PAREN:
-            depth += 1
-        elif kind == TokenType.L_PAREN:
-            if depth == 0:
-                return j > 0 and tokens[j - 1].text.lower() in ("cast", "try_cast", "treat")
-            depth -= 1
-    return False
 
 
 def parse_statement(statement: Statement):

@@ -37,11 +37,44 @@ def test_raw_role_passes_the_whole_text_untouched():
         "begin", "commit", "rollback", "savepoint a", "release savepoint a", "rollback to savepoint a",
         "show timezone", "set application_name = 'metabase'", "set statement_timeout to 5000",
         "set time zone 'UTC'", "set transaction isolation level serializable", "reset all", "reset statement_timeout",
-        "fetch 10 from c", "close c", "deallocate all", "discard all", "listen x", "execute s(1)",
+        "close all", "deallocate all", "deallocate prepare all", "discard all", "unlisten *",
     ],
 )
 def test_allowed_statements_pass_untouched(sql):
     assert only(sql) == Passthrough(sql)
+
+
+@pytest.mark.parametrize(
+    ("sql", "name", "translated"),
+    [
+        ("fetch 10 from c", "c", 'fetch 10 from "{}"'),
+        ("FETCH FORWARD 100 FROM _psql_cursor", "_psql_cursor", 'FETCH FORWARD 100 FROM "{}"'),
+        ("fetch absolute -1 in c", "c", 'fetch absolute -1 in "{}"'),
+        ('move backward all from "Mixed"', "Mixed", 'move backward all from "{}"'),
+        ("close C", "c", 'close "{}"'),
+        ("deallocate prepare s", "s", 'deallocate prepare "{}"'),
+        ("execute s(1, 'a')", "s", "execute \"{}\"(1, 'a')"),
+        ("execute pgshroud_cached_answer", "pgshroud_cached_answer", 'execute "{}"'),
+        ("prepare s(int) as select $1", "s", 'prepare "{}"(int) as select $1'),
+        ("declare c no scroll cursor for select 1", "c", 'declare "{}" no scroll cursor for select 1'),
+    ],
+)
+def test_statement_and_cursor_names_are_translated(sql, name, translated):
+    """SQL reaches only what the client prepared or declared, under names of
+    pgshroud's choosing, never a name pgshroud uses for its own statements."""
+    from rewriter.names import upstream_name
+
+    assert only(sql) == Rewrite(translated.format(upstream_name(name)))
+    assert upstream_name(name) != name and upstream_name(name).startswith("pgshroud_u")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["listen x", "execute s(leak_everything(1))", "execute s((select ssn from patients))",
+     "fetch 10 from c d", "fetch 'c'", "close c, d", "execute s 1"],
+)
+def test_named_commands_that_cannot_be_read_safely_are_refused(sql):
+    assert refused(sql).sqlstate in ("42501", "42601")
 
 
 @pytest.mark.parametrize(

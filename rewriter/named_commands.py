@@ -1,0 +1,80 @@
+"""SQL statements that name a prepared statement or cursor: PREPARE,
+EXECUTE, DEALLOCATE, DECLARE, FETCH, MOVE and CLOSE, read by tokens.
+
+For sessions that do not see raw data the name is translated, as the
+session translates protocol names (rewriter/names.py), so SQL reaches only
+what the client itself prepared or declared, under whichever protocol.
+"""
+
+from __future__ import annotations
+
+from sqlglot.tokens import Token, TokenType
+
+from rewriter.names import quoted_upstream_name
+from rewriter.statements import Statement
+
+# FETCH and MOVE: what may stand between the command and the cursor's name.
+_DIRECTION_WORDS = frozenset(
+    {"next", "prior", "first", "last", "absolute", "relative", "all", "forward", "backward", "from", "in"}
+)
+_SIGN_TYPES = frozenset({TokenType.DASH, TokenType.PLUS})
+
+
+class NamedCommandError(ValueError):
+    """The statement is not one pgshroud can read; the message says why."""
+
+
+def is_name(token: Token) -> bool:
+    return token.token_type == TokenType.IDENTIFIER or (
+        token.token_type != TokenType.STRING and token.text.replace("_", "a").replace("$", "a").isalnum()
+        and not token.text[0].isdigit()
+    )
+
+
+def renamed(statement: Statement, index: int) -> str:
+    """The statement's text with its name at token `index` translated."""
+    token = statement.tokens[index]
+    if not is_name(token):
+        raise NamedCommandError(f'"{token.text}" is not a name pgshroud can read here')
+    base = statement.start
+    return (statement.text[: token.start - base] + quoted_upstream_name(token)
+            + statement.text[token.end + 1 - base :])
+
+
+def fetch_or_move(statement: Statement) -> str:
+    """FETCH/MOVE [direction] [FROM | IN] cursor, with the cursor translated."""
+    tokens = statement.tokens
+    if len(tokens) < 2:
+        raise NamedCommandError(f"{statement.first_word.upper()} needs a cursor name")
+    for token in tokens[1:-1]:
+        if not (token.text.lower() in _DIRECTION_WORDS or token.token_type == TokenType.NUMBER
+                or token.token_type in _SIGN_TYPES):
+            raise NamedCommandError(f'unexpected "{token.text}" in {statement.first_word.upper()}')
+    return renamed(statement, len(tokens) - 1)
+
+
+def close_or_deallocate(statement: Statement) -> str:
+    """CLOSE {name | ALL} and DEALLOCATE [PREPARE] {name | ALL}."""
+    tokens = statement.tokens
+    index = 2 if statement.words(2) == ["deallocate", "prepare"] else 1
+    if len(tokens) != index + 1:
+        raise NamedCommandError(f"{statement.first_word.upper()} takes one name or ALL")
+    if tokens[index].text.lower() == "all" and tokens[index].token_type != TokenType.IDENTIFIER:
+        return statement.text
+    return renamed(statement, index)
+
+
+def execute_arguments(statement: Statement) -> tuple[str, str | None]:
+    """EXECUTE name [(arguments)]: the statement with its name translated,
+    and the text of its arguments (None without), which PostgreSQL evaluates
+    as expressions and so must be analysed like a query's."""
+    tokens = statement.tokens
+    if len(tokens) < 2:
+        raise NamedCommandError("EXECUTE needs a statement name")
+    text = renamed(statement, 1)
+    if len(tokens) == 2:
+        return text, None
+    if tokens[2].token_type != TokenType.L_PAREN or tokens[-1].token_type != TokenType.R_PAREN:
+        raise NamedCommandError("EXECUTE takes a name and a parenthesised list of arguments")
+    base = statement.start
+    return text, statement.text[tokens[3].start - base : tokens[-1].start - base] if len(tokens) > 4 else None

@@ -105,6 +105,7 @@ class Ledger(Protocol):
         """Commit the cost durably, or return the refusal if it is not affordable."""
 
 
+POLICY_REFUSAL = "42501"
 NO_LEDGER = Refuse("55000", "private answers need a privacy budget ledger, and none is configured")
 LEDGER_DOWN = Refuse("58000", "the privacy budget ledger is unavailable, so nothing was released")
 
@@ -462,7 +463,22 @@ class Session:
             plans = []
         if metrics is not None:
             metrics.planning.observe(perf_counter() - started)
-        return plans or [Refuse("XX000", "pgshroud could not analyse this statement, so it was refused")]
+        if not plans:
+            return [Refuse("XX000", "pgshroud could not analyse this statement, so it was refused")]
+        return [self._reachable(p) if type(p) is Rewrite and p.reaches is not None else p for p in plans]
+
+    def _reachable(self, plan: Rewrite) -> Plan:
+        """An SQL EXECUTE, FETCH or MOVE, planned against this session's own
+        statements and portals: one that holds a private query (or its
+        placeholder) runs only through the protocol, noised and charged."""
+        assert plan.reaches is not None
+        kind, name = plan.reaches
+        info = (self._statements if kind == "S" else self._portals).get(name)
+        if info is None or type(info.plan) is Passthrough:
+            return plan
+        what = "prepared statement" if kind == "S" else "portal"
+        return Refuse(POLICY_REFUSAL, f'{what} "{name}" holds a private query, which SQL cannot run',
+                      hint="Run it through the protocol that prepared it (Bind and Execute).")
 
     def _decided(self, source: str, sql: str | None, plans: Sequence[Plan], charge_refusal: Refuse | None = None,
                  refused: Release | None = None) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sqlglot.tokens import Token, TokenType
 
-from rewriter.names import quoted_upstream_name
+from rewriter.names import quoted_upstream_name, sql_name
 from rewriter.statements import Statement
 
 # FETCH and MOVE: what may stand between the command and the cursor's name.
@@ -41,8 +41,9 @@ def renamed(statement: Statement, index: int) -> str:
             + statement.text[token.end + 1 - base :])
 
 
-def fetch_or_move(statement: Statement) -> str:
-    """FETCH/MOVE [direction] [FROM | IN] cursor, with the cursor translated."""
+def fetch_or_move(statement: Statement) -> tuple[str, str]:
+    """FETCH/MOVE [direction] [FROM | IN] cursor: the statement with the
+    cursor translated, and the cursor's name."""
     tokens = statement.tokens
     if len(tokens) < 2:
         raise NamedCommandError(f"{statement.first_word.upper()} needs a cursor name")
@@ -50,7 +51,7 @@ def fetch_or_move(statement: Statement) -> str:
         if not (token.text.lower() in _DIRECTION_WORDS or token.token_type == TokenType.NUMBER
                 or token.token_type in _SIGN_TYPES):
             raise NamedCommandError(f'unexpected "{token.text}" in {statement.first_word.upper()}')
-    return renamed(statement, len(tokens) - 1)
+    return renamed(statement, len(tokens) - 1), sql_name(tokens[-1])
 
 
 def close_or_deallocate(statement: Statement) -> str:
@@ -64,17 +65,17 @@ def close_or_deallocate(statement: Statement) -> str:
     return renamed(statement, index)
 
 
-def execute_arguments(statement: Statement) -> tuple[str, str | None]:
+def execute_arguments(statement: Statement) -> tuple[str, str, str | None]:
     """EXECUTE name [(arguments)]: the statement with its name translated,
-    and the text of its arguments (None without), which PostgreSQL evaluates
-    as expressions and so must be analysed like a query's."""
+    the name, and the text of its arguments (None without), which PostgreSQL
+    evaluates as expressions and so must be analysed like a query's."""
     tokens = statement.tokens
     if len(tokens) < 2:
         raise NamedCommandError("EXECUTE needs a statement name")
-    text = renamed(statement, 1)
+    text, name = renamed(statement, 1), sql_name(tokens[1])
     if len(tokens) == 2:
-        return text, None
+        return text, name, None
     if tokens[2].token_type != TokenType.L_PAREN or tokens[-1].token_type != TokenType.R_PAREN:
         raise NamedCommandError("EXECUTE takes a name and a parenthesised list of arguments")
     base = statement.start
-    return text, statement.text[tokens[3].start - base : tokens[-1].start - base] if len(tokens) > 4 else None
+    return text, name, statement.text[tokens[3].start - base : tokens[-1].start - base] if len(tokens) > 4 else None

@@ -21,9 +21,15 @@ class Passthrough:
 
 @dataclass(frozen=True, slots=True)
 class Rewrite:
-    """Forward this rewritten text instead; results are relayed untouched."""
+    """Forward this rewritten text instead; results are relayed untouched.
+
+    `reaches` names what an SQL EXECUTE, FETCH or MOVE runs: ("S", name) a
+    prepared statement, ("P", name) a portal or cursor, by the client's name.
+    The session refuses it when that is one of its private statements.
+    """
 
     sql: str
+    reaches: tuple[str, str] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

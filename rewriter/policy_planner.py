@@ -42,8 +42,9 @@ HIDDEN_CATALOG = frozenset(
 )
 ROW_COUNT_COLUMNS = frozenset({"reltuples", "relpages", "relallvisible"})
 TRANSACTION_WORDS = frozenset({"begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release"})
-# They name a cursor or prepared statement: translated (rewriter/named_commands.py).
-CURSOR_WORDS = frozenset({"fetch", "move", "close", "deallocate"})
+# They only remove a cursor or prepared statement, whose name is translated
+# (rewriter/named_commands.py).
+CURSOR_WORDS = frozenset({"close", "deallocate"})
 QUERY_WORDS = frozenset({"select", "with", "values", "("})
 PLAN_CACHE = PlanCache()
 WRITE_WORDS = {"insert": "insert", "update": "update", "delete": "delete", "merge": "merge", "call": "call",
@@ -116,8 +117,10 @@ class QueryAnalyser:
             return self._query_plan(statement.text)
         if word in TRANSACTION_WORDS:
             return Passthrough(statement.text)
+        if word in ("fetch", "move"):
+            return self._fetch(statement)
         if word in CURSOR_WORDS:
-            return self._named(statement, fetch_or_move if word in ("fetch", "move") else close_or_deallocate)
+            return self._named(statement, close_or_deallocate)
         if word == "execute":
             return self._execute(statement)
         if word == "unlisten":
@@ -320,18 +323,25 @@ class QueryAnalyser:
             raise Refusal("42601", str(exc)) from None
         return Passthrough(text) if text == statement.text else Rewrite(text)
 
+    def _fetch(self, statement: Statement) -> Plan:
+        try:
+            text, name = fetch_or_move(statement)
+        except NamedCommandError as exc:
+            raise Refusal("42601", str(exc)) from None
+        return Rewrite(text, reaches=("P", name))
+
     def _execute(self, statement: Statement) -> Plan:
         """EXECUTE of a statement the client prepared; its arguments are
         expressions PostgreSQL evaluates, analysed like a query's select list."""
         try:
-            text, arguments = execute_arguments(statement)
+            text, name, arguments = execute_arguments(statement)
         except NamedCommandError as exc:
             raise Refusal("42601", str(exc)) from None
         if arguments is not None:
             query = f"SELECT {arguments}"
             if self.rewrite_query(query) != query:
                 raise Refusal(POLICY, "EXECUTE arguments may not read protected relations")
-        return Rewrite(text)
+        return Rewrite(text, reaches=("S", name))
 
     def _copy(self, statement: Statement) -> Plan:
         """COPY (query) TO STDOUT and COPY table [(columns)] TO STDOUT, read by

@@ -1,0 +1,254 @@
+"""Leaks through the session's side doors, end to end: names a client could
+reach upstream, EXPLAIN of what is not a query, notifications, timeouts.
+
+Each test attacks the demo's policy as the analyst (aggregate) or the
+clinician (masked) through a real pgshroud in front of a real PostgreSQL,
+with real clients, and states the class it closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+
+import asyncpg
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from policies.model import Budgets, EpsilonDelta
+from proxy.catalog import read_catalog
+from proxy.ledger import PostgresLedger
+from proxy.codec.messages import ErrorResponse
+from proxy.session import WITHHELD_ERROR, SessionContext, _withheld_error
+from rewriter import plan
+from rewriter.names import upstream_name
+from tests.fix_proxy import RunningProxy, proxy_config
+
+REFUSED = ("42501", "42601", "0A000")
+PRIVATE_QUERY = "SELECT department, count(*) FROM visits GROUP BY department"
+
+
+@pytest.fixture(scope="module")
+def proxy(pg, health_db, health_policy):
+    """pgshroud with the healthcare policy and a ledger; budgets ample."""
+    policy = dataclasses.replace(health_policy, budgets=Budgets(per_user=EpsilonDelta(10_000, 1.0)))
+    catalog = asyncio.run(read_catalog(health_db))
+    upstream = make_conninfo(pg.dsn(), sslmode="disable")
+    shared = SessionContext(proxy_config(upstream), plan, ledger=PostgresLedger(health_db, policy), policy=policy,
+                            catalog=lambda: catalog)
+    running = RunningProxy(shared)
+    yield running
+    running.stop()
+
+
+def connect(proxy: RunningProxy, user: str, **kwargs) -> psycopg.Connection:
+    return psycopg.connect(proxy.dsn(user, "health"), autocommit=True, **kwargs)
+
+
+def refused(conn: psycopg.Connection, sql: str) -> psycopg.Error:
+    with pytest.raises(psycopg.Error) as caught:
+        conn.execute(sql)
+    assert caught.value.sqlstate in REFUSED, (sql, caught.value.sqlstate)
+    return caught.value
+
+
+def exact_counts(raw_dsn: str) -> dict[str, int]:
+    with psycopg.connect(raw_dsn) as raw:
+        return dict(raw.execute(PRIVATE_QUERY).fetchall())
+
+
+# -- names: a release's bounded SQL must not be reachable by name -------------
+
+
+def test_sql_execute_cannot_run_a_protocol_prepared_release(proxy, raw_health):
+    """A named Parse of a private query puts the bounded SQL upstream; SQL
+    EXECUTE of the client's name, of any name the client could compute, or
+    of pgshroud's own statement names, runs nothing of it."""
+    with connect(proxy, "analyst") as conn:
+        conn.execute(PRIVATE_QUERY, prepare=True)  # psycopg: a named Parse, then Bind/Execute
+        conn.execute(PRIVATE_QUERY, prepare=True)
+        refused(conn, "SELECT name, statement FROM pg_catalog.pg_prepared_statements")
+        for name in ("_pg3_0", "_pg3_1", upstream_name("_pg3_0"), "pgshroud_cached_answer"):
+            with pytest.raises(psycopg.Error) as caught:
+                conn.execute(f'EXECUTE "{name}"')
+            # Either the name does not exist (26000) or it was refused: never rows.
+            assert caught.value.sqlstate in ("26000", *REFUSED)
+        conn.execute("SELECT 1")
+
+
+def test_fetch_cannot_read_a_named_portal_of_a_release(proxy, raw_health):
+    """A named portal of a private statement, bound over the protocol: SQL
+    FETCH by its name (or its translated name) returns nothing of it."""
+    async def run() -> None:
+        conn = await asyncpg.connect(**_asyncpg_args(proxy, "analyst"))
+        try:
+            async with conn.transaction():
+                statement = await conn.prepare(PRIVATE_QUERY)
+                cursor = await statement.cursor()  # a named portal, bound upstream
+                assert await cursor.fetch(1)
+                portal = cursor._portal_name  # the client's own name for it
+                for name in (portal, upstream_name(portal)):
+                    with pytest.raises(asyncpg.PostgresError) as caught:
+                        async with conn.transaction():  # a savepoint: the error does not end the test's transaction
+                            await conn.fetch(f'FETCH ALL FROM "{name}"')
+                    assert caught.value.sqlstate in ("34000", *REFUSED)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def test_cursors_and_prepared_statements_still_work_by_their_own_names(proxy):
+    """Translation keeps the client's view: SQL PREPARE/EXECUTE/DEALLOCATE,
+    DECLARE/FETCH/MOVE/CLOSE, psycopg's server-side cursors and asyncpg's
+    prepared statements, cursors and statement cache all work as before."""
+    with connect(proxy, "clinician") as conn:
+        conn.execute("PREPARE by_dept(text) AS SELECT count(*) FROM visits WHERE department = $1")
+        assert conn.execute("EXECUTE by_dept('Cardiology')").fetchone()[0] >= 0
+        conn.execute("DEALLOCATE by_dept")
+        with pytest.raises(psycopg.Error) as caught:
+            conn.execute("EXECUTE by_dept('Cardiology')")
+        assert caught.value.sqlstate == "26000"
+        with conn.transaction():
+            conn.execute('DECLARE "Mixed Case" SCROLL CURSOR FOR SELECT patient_id FROM patients ORDER BY 1')
+            first = conn.execute('FETCH 2 FROM "Mixed Case"').fetchall()
+            conn.execute('MOVE ABSOLUTE 0 IN "Mixed Case"')
+            assert conn.execute('FETCH 2 FROM "Mixed Case"').fetchall() == first
+            conn.execute('CLOSE "Mixed Case"')
+        with conn.transaction(), conn.cursor(name="server side") as cursor:
+            cursor.execute("SELECT name FROM patients")
+            assert len(cursor.fetchmany(5)) == 5
+        for _ in range(3):
+            assert conn.execute("SELECT count(*) FROM patients WHERE patient_id > %s", (0,),
+                                prepare=True).fetchone()[0] > 0
+
+    async def run() -> None:
+        conn = await asyncpg.connect(**_asyncpg_args(proxy, "clinician"))
+        try:
+            for _ in range(3):
+                assert await conn.fetchval("SELECT count(*) FROM visits WHERE cost > $1", 0) >= 0
+            async with conn.transaction():
+                rows = [r async for r in conn.cursor("SELECT visit_id FROM visits", prefetch=7)]
+                assert rows
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def test_private_prepared_statements_still_release(proxy):
+    """A private query prepared over the protocol is still answered, noised
+    and charged, through the translated names (psycopg and asyncpg)."""
+    with connect(proxy, "analyst") as conn:
+        for _ in range(2):
+            rows = conn.execute(PRIVATE_QUERY, prepare=True).fetchall()
+            assert rows and all(isinstance(count, int) for _, count in rows)
+
+    async def run() -> None:
+        conn = await asyncpg.connect(**_asyncpg_args(proxy, "analyst"))
+        try:
+            statement = await conn.prepare(PRIVATE_QUERY)
+            assert await statement.fetch()
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+# -- EXPLAIN of anything but a query ---------------------------------------
+
+
+@pytest.mark.parametrize("user", ["clinician", "analyst"])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "EXPLAIN ANALYZE MERGE INTO diagnoses d USING patients p ON false WHEN NOT MATCHED AND p.patient_id = 1 "
+        "THEN INSERT VALUES (p.ssn::int::text, 'x')",
+        "EXPLAIN ANALYZE INSERT INTO diagnoses SELECT ssn, name FROM patients",
+        "EXPLAIN (ANALYZE) CREATE MATERIALIZED VIEW leak AS SELECT ssn FROM patients",
+        "EXPLAIN (ANALYZE, FORMAT JSON) UPDATE patients SET name = name",
+        "EXPLAIN ANALYZE VERBOSE DELETE FROM patients WHERE ssn::int = 1",
+        "EXPLAIN EXECUTE s",
+        "EXPLAIN (ANALYZE) SELECT count(*) FROM visits",
+        "EXPLAIN ANALYZE SELECT department FROM visits WHERE cost > 100",
+        "EXPLAIN (FORMAT JSON, ANALYZE false) SELECT count(*) FROM patients",
+        "EXPLAIN ANALYZE WITH x AS (DELETE FROM patients RETURNING ssn) SELECT * FROM x",
+        "EXPLAIN /* SELECT */ ANALYZE CREATE TABLE t AS SELECT 1",
+    ],
+)
+def test_explain_of_a_non_query_or_analyze_of_protected_data_is_refused(proxy, raw_health, user, sql):
+    with connect(proxy, user) as conn:
+        error = refused(conn, sql)
+        assert not re.search(r"\d{3}-\d{2}-\d{4}", str(error))
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    with psycopg.connect(raw_health) as raw:  # nothing was created or changed
+        assert raw.execute("SELECT to_regclass('public.leak'), to_regclass('public.t')").fetchone() == (None, None)
+
+
+def test_explain_of_a_query_still_works(proxy):
+    with connect(proxy, "analyst") as conn:
+        lines = [row[0] for row in conn.execute("EXPLAIN " + PRIVATE_QUERY).fetchall()]
+        assert any("epsilon" in line for line in lines)
+    with connect(proxy, "clinician") as conn:
+        assert conn.execute("EXPLAIN SELECT * FROM diagnoses").fetchall()
+
+
+# -- notifications -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("user", ["clinician", "analyst"])
+def test_listen_is_refused_and_notifications_never_arrive(proxy, raw_health, user):
+    with connect(proxy, user) as conn:
+        refused(conn, "LISTEN leak")
+        refused(conn, 'LISTEN "leak"')
+        conn.execute("UNLISTEN *")  # harmless, and drivers send it when resetting a connection
+        with psycopg.connect(raw_health, autocommit=True) as raw:
+            raw.execute("NOTIFY leak, '123-45-6789'")
+        conn.execute("SELECT 1")
+        assert list(conn.notifies(timeout=0.3, stop_after=1)) == []
+
+
+# -- timing: a timeout must not turn a private query's time into an error ------
+
+
+def test_timeouts_are_pinned_off_for_the_aggregate_role(proxy):
+    """statement_timeout and lock_timeout given at connect are accepted and
+    ignored (pinned to 0); SET of them is refused; RESET ALL returns to the pin."""
+    options = "-c statement_timeout=1 -c lock_timeout=1"
+    with connect(proxy, "analyst", options=options) as conn:
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("0",)
+        assert conn.execute("SHOW lock_timeout").fetchone() == ("0",)
+        error = refused(conn, "SET statement_timeout = 1")
+        assert "fixed by pgshroud" in str(error)
+        refused(conn, "SET LOCAL lock_timeout TO '1ms'")
+        refused(conn, "SET SESSION idle_in_transaction_session_timeout = 5")
+        refused(conn, "SELECT set_config('statement_timeout', '1', false)")
+        conn.execute("RESET ALL")
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("0",)
+        assert conn.execute("SELECT count(*) FROM visits").fetchone()[0] >= 0
+    # The masked role keeps its own timeouts.
+    with connect(proxy, "clinician", options="-c statement_timeout=12345") as conn:
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("12345ms",)
+        conn.execute("SET statement_timeout = 5000")
+
+
+@pytest.mark.parametrize("sqlstate", ["57014", "57P01", "53200", "53100", "40001", "08006", "22012", "XX000"])
+def test_every_failure_of_a_charged_release_gets_one_answer(sqlstate):
+    """A timeout, a cancel, running out of memory or disk, a serialization
+    failure or a data error: which one happened could depend on protected
+    data, so the client sees the same withheld error for all."""
+    upstream = ErrorResponse((("S", "ERROR"), ("C", sqlstate), ("M", "canceling statement 123-45-6789")))
+    assert _withheld_error(upstream.encode()) == WITHHELD_ERROR
+
+
+def test_an_aborted_transaction_is_still_reported_as_such():
+    upstream = ErrorResponse((("S", "ERROR"), ("C", "25P02"), ("M", "current transaction is aborted")))
+    assert _withheld_error(upstream.encode()) == upstream.encode()
+
+
+def _asyncpg_args(proxy: RunningProxy, user: str) -> dict:
+    parts = conninfo_to_dict(proxy.dsn(user, "health"))
+    return {"host": parts["host"], "port": int(parts["port"]), "user": user, "password": user,
+            "database": "health", "ssl": False}

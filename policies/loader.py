@@ -22,6 +22,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from policies.errors import PolicyError, PolicyErrors
 from policies.model import (
     Access,
+    AuthenticationPolicy,
     COMPOSITIONS,
     DEFAULT_LIFETIME,
     Budgets,
@@ -83,6 +84,7 @@ _TOP_KEYS = (
     "protected_tables",
     "privacy",
     "budgets",
+    "authentication",
 )
 _ROLE_KEYS = ("access", "users", "tables", "allow_statements", "allow_functions")
 _TABLE_KEYS = ("privacy_unit", "contribution", "row_filters", "columns")
@@ -444,6 +446,7 @@ class _Builder:
             privacy=self.privacy(get("privacy")),
             budgets=self.budgets(get("budgets")),
             admin_dsn=None if get("admin_dsn") is None else self.secret_ref(get("admin_dsn"), "admin_dsn"),
+            authentication=self.authentication(get("authentication")),
         )
 
     def collect_names(self, roles: Node | None, public: Node | None, protected: Node | None) -> None:
@@ -969,3 +972,27 @@ class _Builder:
             elif number is not None:
                 lifetime = number
         return Budgets(per_user, per_role, per_dataset, period, composition, lifetime)
+
+    # -- authentication ----------------------------------------------------
+
+    def authentication(self, node: Node | None) -> AuthenticationPolicy:
+        if node is None:
+            return AuthenticationPolicy()
+        fields = self.mapping(node, "authentication", ("allow_upstream_trust",)) or {}
+        if "allow_upstream_trust" not in fields or _is_null(fields["allow_upstream_trust"][1]):
+            return AuthenticationPolicy()
+        key = "authentication.allow_upstream_trust"
+        value = fields["allow_upstream_trust"][1]
+        what = "true, false, or a list of roles whose users PostgreSQL may let in without a password"
+        if isinstance(value, ScalarNode) and value.tag == _BOOL:
+            everyone = self.constructor.construct_object(value)
+            return AuthenticationPolicy(frozenset(self.roles) if everyone else frozenset())
+        if not isinstance(value, SequenceNode):
+            self.error(value, key, what, _show(value))
+            return AuthenticationPolicy()
+        roles = set()
+        for i, item in enumerate(value.value):
+            known = self.known_role(item, f"{key}[{i}]")
+            if known is not None:
+                roles.add(known)
+        return AuthenticationPolicy(frozenset(roles))

@@ -129,6 +129,23 @@ COMPOSITIONS = ("basic", "zcdp")
 
 
 @dataclass(frozen=True)
+class AuthenticationPolicy:
+    """What a login through pgshroud must prove while pgshroud relays
+    authentication to PostgreSQL.
+
+    A login that PostgreSQL completes without any password exchange (trust,
+    or peer, ident or cert for pgshroud's own connection) proves nothing
+    about the client: anyone who can reach pgshroud could claim the user.
+    Such logins are refused unless the user's role is listed here.
+    """
+
+    allow_upstream_trust: frozenset[str] = frozenset()  # role names
+
+    def allows_upstream_trust(self, role: Role | None) -> bool:
+        return role is not None and role.name in self.allow_upstream_trust
+
+
+@dataclass(frozen=True)
 class Policy:
     source: str  # the file it was loaded from, for messages
     roles: Mapping[str, Role]
@@ -140,6 +157,7 @@ class Policy:
     privacy: PrivacyDefaults = PrivacyDefaults()
     budgets: Budgets = Budgets()
     admin_dsn: SecretRef | None = None  # for catalog reads and the ledger
+    authentication: AuthenticationPolicy = AuthenticationPolicy()
 
     def role_for(self, user: str) -> Role | None:
         """The user's role, or None when the user is denied."""

@@ -13,7 +13,9 @@ import asyncpg
 
 from policies.errors import PolicyError
 from policies.loader import load_policy
-from proxy.catalog import CatalogKeeper, own_conninfo
+from policies.model import Policy
+from proxy.access_check import access_warnings
+from proxy.catalog import CatalogKeeper, connect_own, own_conninfo
 from proxy.config import ConfigError, ServerConfig, UpstreamTarget, parse_listen, server_tls_context
 from proxy.ledger import PostgresLedger, has_aggregate_role
 from proxy.metrics import Metrics, MetricsServer
@@ -240,6 +242,7 @@ async def _serve_until_signalled(
         conninfo = own_conninfo(shared.config.upstream, shared.policy)
         keeper = CatalogKeeper(conninfo)
         await keeper.start()
+        await log_access_warnings(shared.policy, conninfo)
         shared.catalog = lambda: keeper.catalog
         if shared.ledger is None:
             # Charged to by private answers, under the budgets of the policy of
@@ -277,6 +280,21 @@ async def _serve_until_signalled(
         keeper.stop()
     if ledger is not None:
         await ledger.close()
+
+
+async def log_access_warnings(policy: Policy, conninfo: str) -> None:
+    """Log what `pgshroud check --upstream` warns about ways around pgshroud."""
+    try:
+        conn = await connect_own(conninfo)
+        try:
+            warnings = await access_warnings(policy, conn)
+        finally:
+            await conn.close()
+    except (OSError, asyncpg.PostgresError) as exc:
+        log.warning("could not check pg_hba.conf and privileges for ways around pgshroud: %s", exc)
+        return
+    for line in warnings:
+        log.warning("%s", line)
 
 
 def reload_policy(shared: SessionContext, path: str) -> None:

@@ -6,6 +6,7 @@ import asyncio
 
 from policies.loader import load_policy
 from policies.model import Access, Policy
+from proxy.access_check import access_warnings
 from proxy.catalog import connect_own, own_conninfo, read_catalog
 from proxy.config import ConfigError, UpstreamTarget
 from rewriter import PlanContext, Release, plan
@@ -31,7 +32,7 @@ async def _compare(policy: Policy, conninfo: str) -> list[str]:
     warnings = uncovered(policy, catalog)
     conn = await connect_own(conninfo)
     try:
-        warnings += await _bypasses(policy, conn)
+        warnings += await access_warnings(policy, conn)
     finally:
         await conn.close()
     return warnings
@@ -56,32 +57,6 @@ def uncovered(policy: Policy, catalog: Catalog) -> list[str]:
         schema, _, table_name = name.partition(".")
         if (schema, table_name) not in catalog.relations:
             out.append(f"the policy names {name}, which does not exist upstream")
-    return out
-
-
-async def _bypasses(policy: Policy, conn) -> list[str]:
-    """Where a non-raw user could read protected data without pgshroud."""
-    out = []
-    non_raw = {u: r.name for r in policy.roles.values() if r.access != Access.RAW for u in r.users}
-    for table in policy.protected_tables:
-        for user, role in sorted(non_raw.items()):
-            try:
-                allowed = await conn.fetchval("SELECT has_table_privilege($1, $2, 'SELECT')", user, table)
-            except Exception:  # the user or table does not exist upstream
-                continue
-            if allowed:
-                out.append(f"user {user} (role {role}) holds SELECT on {table}: a direct connection bypasses pgshroud")
-    try:
-        rules = await conn.fetch("SELECT line_number, type, user_name, address, auth_method FROM pg_hba_file_rules")
-    except Exception:
-        return out + ["cannot read pg_hba_file_rules (needs superuser): pg_hba.conf was not checked"]
-    for rule in rules:
-        users = set(rule["user_name"] or [])
-        admitted = sorted(u for u in non_raw if "all" in users or u in users)
-        if admitted and rule["auth_method"] != "reject":
-            where = rule["address"] or "the local socket"
-            out.append(f"pg_hba.conf line {rule['line_number']} admits {', '.join(admitted)} from {where}: "
-                       "make sure only pgshroud can reach PostgreSQL for these users")
     return out
 
 

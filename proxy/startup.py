@@ -139,7 +139,10 @@ async def establish(
         raise ClientFacingError("08006", str(exc)) from None
     try:
         upstream.write(upstream_startup(startup, pin_search_path=rewritten).encode())
-        await _relay_authentication(client, upstream)
+        # With a policy, a login that proves nothing is refused: see
+        # policies.model.AuthenticationPolicy.
+        refuse_trust = policy is not None and not policy.authentication.allows_upstream_trust(named)
+        await _relay_authentication(client, upstream, user, refuse_trust=refuse_trust)
         role = role_for(policy, user)
         sees_raw = role is None or role.access == Access.RAW
         key = await _relay_until_ready(client, upstream, check_status=not sees_raw)
@@ -150,7 +153,8 @@ async def establish(
     return Established(upstream, client_minor, user, database, key, role)
 
 
-async def _relay_authentication(client: Leg, upstream: Leg) -> None:
+async def _relay_authentication(client: Leg, upstream: Leg, user: str, *, refuse_trust: bool) -> None:
+    exchanged = False  # whether PostgreSQL asked the client to prove anything
     while True:
         kind, payload = await _upstream_frame(upstream)
         if kind == b"v":  # the upstream's own version negotiation stays on its leg
@@ -162,8 +166,18 @@ async def _relay_authentication(client: Leg, upstream: Leg) -> None:
             raise ProtocolViolation(f"unexpected upstream message {kind!r} during authentication")
         request = decode_authentication(payload)
         if isinstance(request, AuthenticationOk):
+            if refuse_trust and not exchanged:
+                log.warning("refused a login as %r: PostgreSQL let it in without any password exchange", user)
+                raise ClientFacingError(
+                    "28000",
+                    f'PostgreSQL let user "{user}" in without a password (trust, or a similar method in '
+                    "pg_hba.conf for pgshroud's connections), so the client proved nothing; pgshroud refuses it",
+                    hint="Require scram-sha-256 (or md5, password) in pg_hba.conf for connections from "
+                    "pgshroud, or list the role under the policy's authentication.allow_upstream_trust.",
+                )
             client.write(_frame(kind, payload))
             return
+        exchanged = True
         if isinstance(request, AuthenticationSASL):
             await _relay_sasl_start(client, upstream, request)
         elif isinstance(request, (AuthenticationCleartextPassword, AuthenticationMD5Password, AuthenticationSASLContinue)):

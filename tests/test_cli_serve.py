@@ -224,6 +224,64 @@ def test_sigterm_when_idle_exits_promptly(serve):
             conn.execute("select 1")
 
 
+# ------------------------------------------------- ways around pgshroud
+
+HEALTHCARE = REPO / "policies" / "examples" / "healthcare.yaml"
+
+
+def test_serve_logs_trust_rules_and_direct_readers_at_startup(pg, raw_health):
+    """What `check --upstream` warns about, logged when serve starts: the
+    trust rule for every role (admin, raw, too) and the masked and aggregate
+    users' own SELECT privileges."""
+    upstream = make_conninfo(pg.dsn(dbname="health"), sslmode="disable")
+    process = Serve("--policy", str(HEALTHCARE), "--upstream", upstream, log_level="info")
+    try:
+        warnings = [line for line in process.lines if " WARNING " in line]
+        assert any("lets every user (admin, analyst, clinician among them) in through the local socket without a "
+                   "password (trust)" in line and "raw ones too (admin)" in line for line in warnings), process.stderr
+        for user in ("clinician", "analyst"):
+            assert any(f"user {user} (role {user}) holds SELECT on public.patients: a direct connection bypasses "
+                       "pgshroud" in line for line in warnings), process.stderr
+        assert process.terminate() == 0
+    finally:
+        process.stop()
+
+
+def test_serve_says_when_it_cannot_read_pg_hba(pg, raw_health, tmp_path):
+    """pgshroud's user is no superuser: serve starts, and says what it could not check.
+    (The policy has no aggregate role: the ledger is the superuser's.)"""
+    text = HEALTHCARE.read_text()
+    assert text.count("    access: aggregate\n") == 1
+    policy = tmp_path / "masked.yaml"
+    policy.write_text(text.replace("    access: aggregate\n", "    access: masked\n"))
+    upstream = make_conninfo(pg.dsn(user="admin", password="admin", dbname="health"), sslmode="disable")
+    process = Serve("--policy", str(policy), "--upstream", upstream, log_level="info")
+    try:
+        assert any(" WARNING " in line and "cannot read pg_hba_file_rules" in line
+                   for line in process.lines), process.stderr
+        with psycopg.connect(make_conninfo(process.dsn("admin"), dbname="health"), autocommit=True) as conn:
+            assert conn.execute("select current_user").fetchone() == ("admin",)
+        assert process.terminate() == 0
+    finally:
+        process.stop()
+
+
+def test_serve_refuses_a_trusted_login_with_a_policy(pg, raw_health):
+    """Over the Unix socket PostgreSQL trusts everyone: through serve with a
+    policy, a client claiming the raw admin is refused."""
+    upstream = make_conninfo(host=str(pg.socket_dir), port=pg.port, user=pg.superuser, dbname="health")
+    process = Serve("--policy", str(HEALTHCARE), "--upstream", upstream, log_level="info")
+    try:
+        with pytest.raises(psycopg.OperationalError) as info:
+            psycopg.connect(make_conninfo(process.dsn("admin", password="guess"), dbname="health"))
+        assert 'PostgreSQL let user "admin" in without a password' in str(info.value)
+        assert process.terminate() == 0
+    finally:
+        process.stop()
+    assert "refused a login as 'admin'" in process.stderr
+    assert "guess" not in process.stderr
+
+
 # ------------------------------------------------------------- bad flags
 
 BAD_UPSTREAMS = {

@@ -81,8 +81,10 @@ ZIP_LINE = "      zip: zip3\n"
         (SSN_LINE, "      ssn: blurr\n", "protected_tables.patients.columns.ssn", "one of none, null, redact"),
         (ZIP_LINE, "      zip: {mask: zip3, bogus: 1}\n", "protected_tables.patients.columns.zip.bogus",
          "one of the keys mask, roles, bounds, public_domain"),
+        ("default_role: deny\n", "authentication: {allow_upstream_trust: [nurse]}\ndefault_role: deny\n",
+         "authentication.allow_upstream_trust[0]", "a role defined under roles (admin, clinician, analyst)"),
     ],
-    ids=["misspelt-access", "unknown-mask", "unknown-key"],
+    ids=["misspelt-access", "unknown-mask", "unknown-key", "unknown-trusted-role"],
 )
 def test_check_rejects_an_invalid_policy(tmp_path, old, new, key, expected):
     text = healthcare_text()
@@ -159,15 +161,78 @@ def test_check_against_the_live_catalog(upstream, extra_table, tmp_path):
                     in warnings), "\n".join(warnings)
     assert not any("holds SELECT on public.diagnoses" in w for w in warnings), "diagnoses is public"
     assert not any(w.startswith("user admin ") for w in warnings), "admin is raw"
-    # The test cluster's pg_hba.conf lets every user in from the socket and from localhost.
+    # The test cluster's pg_hba.conf trusts every user on the socket, and asks
+    # for scram-sha-256 from localhost.
     hba = [w for w in warnings if w.startswith("pg_hba.conf line ")]
-    assert hba, "\n".join(warnings)
-    for line in hba:
+    trusted = [w for w in hba if "without a password" in w]
+    assert trusted == [f"pg_hba.conf line {trust_line(upstream)} lets every user (admin, analyst, clinician among "
+                       "them) in through the local socket without a password (trust): whoever reaches PostgreSQL "
+                       "there can claim these users, raw ones too (admin); pgshroud refuses such logins when it "
+                       "relays authentication"], hba
+    admitted = [w for w in hba if w not in trusted]
+    assert admitted, "\n".join(warnings)
+    for line in admitted:
         assert re.fullmatch(r"pg_hba\.conf line \d+ admits analyst, clinician from \S.*: make sure only pgshroud "
                             r"can reach PostgreSQL for these users", line), line
-    assert any("from 127.0.0.1" in line for line in hba), hba
+    assert any("from 127.0.0.1" in line for line in admitted), hba
     assert out.rstrip().endswith(f"{len(warnings)} warning(s) against the live catalog at "
                                  f"{upstream_address(upstream)}"), out
+
+
+def trust_line(conninfo: str) -> int:
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute("select line_number from pg_hba_file_rules where type = 'local' "
+                            "and auth_method = 'trust'").fetchone()[0]
+
+
+@pytest.fixture
+def readers_group(pg, raw_health) -> Iterator[None]:
+    """A user `viewer` who reads patients only as a member of `readers`, and a superuser `boss`."""
+    pg.execute("CREATE ROLE readers NOLOGIN; CREATE ROLE viewer LOGIN PASSWORD 'viewer' IN ROLE readers;"
+               "CREATE ROLE boss LOGIN SUPERUSER PASSWORD 'boss'")
+    pg.execute("GRANT SELECT (name) ON patients TO readers", dbname="health")
+    try:
+        yield
+    finally:
+        pg.execute("REVOKE ALL ON patients FROM readers", dbname="health")
+        pg.execute("DROP ROLE viewer; DROP ROLE readers; DROP ROLE boss")
+
+
+def test_check_warns_about_every_way_around_pgshroud(upstream, readers_group, tmp_path):
+    """Privileges through a group (a column grant is enough), superusers, and
+    trust rules for a role the policy lets through on trust."""
+    policy = tmp_path / "policy.yaml"
+    text = healthcare_text()
+    assert "    users: [clinician]\n" in text
+    policy.write_text(text.replace("    users: [clinician]\n", "    users: [clinician, viewer, boss]\n")
+                      + "authentication:\n  allow_upstream_trust: [analyst]\n")
+    result = pgshroud("check", str(policy), "--upstream", upstream)
+    assert result.returncode == 1, result.stderr
+    warnings = [line[len("warning: "):] for line in result.stdout.splitlines() if line.startswith("warning: ")]
+    assert ("user viewer (role clinician) may SELECT public.patients as a member of readers: a direct connection "
+            "bypasses pgshroud") in warnings, "\n".join(warnings)
+    assert not any(w.startswith("user viewer ") and "public.visits" in w for w in warnings)
+    assert ("user boss (role clinician) is a superuser: a direct connection bypasses pgshroud and every privilege"
+            in warnings), "\n".join(warnings)
+    assert not any(w.startswith("user boss ") and "SELECT" in w for w in warnings)
+    (trusted,) = [w for w in warnings if "without a password" in w]
+    assert trusted.startswith(f"pg_hba.conf line {trust_line(upstream)} lets every user (admin, analyst, boss, "
+                              "clinician, viewer among them) in through the local socket"), trusted
+    assert trusted.endswith("; the policy lets such logins through pgshroud for role(s) analyst "
+                            "(authentication.allow_upstream_trust)"), trusted
+
+
+def test_check_without_the_right_to_read_pg_hba_says_so(pg, raw_health, tmp_path):
+    """pg_hba_file_rules is for superusers: the other checks still run."""
+    dsn = make_conninfo(pg.dsn(user="admin", password="admin", dbname="health"), sslmode="disable")
+    result = pgshroud("check", str(HEALTHCARE), "--upstream", dsn)
+    assert result.returncode == 1, result.stderr
+    warnings = [line[len("warning: "):] for line in result.stdout.splitlines() if line.startswith("warning: ")]
+    assert any(w.startswith("user clinician (role clinician) holds SELECT on public.patients") for w in warnings)
+    assert ("cannot read pg_hba_file_rules (it needs superuser, or SELECT on pg_hba_file_rules and EXECUTE on "
+            "pg_hba_file_rules() granted to pgshroud's user): pg_hba.conf was not checked for trust rules or "
+            "direct access") in warnings, "\n".join(warnings)
+    assert not any(w.startswith("pg_hba.conf line") for w in warnings)
 
 
 def upstream_address(conninfo: str) -> str:

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="repeat a released private answer, at no new privacy cost, to a user who asks the same "
                             "query again (same text, literals, bind values, epsilon and delta) within N seconds; "
                             "answers are kept per user, in memory; 0 switches it off (default: 300)")
+    serve.add_argument("--max-statement-length", type=int, default=256 * 1024, metavar="CHARS",
+                       help="longest statement text pgshroud analyses for roles that do not see raw data; longer "
+                            "ones are refused with SQLSTATE 54000 (default: 262144)")
     serve.add_argument("--audit-log", metavar="PATH",
                        help="append a JSON line per statement decision to PATH (time, user, role, plan kind, a "
                             "fingerprint of the statement without its literals, cost, refusal SQLSTATE and "
@@ -183,6 +186,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_message_size=args.max_message_size,
         drain_timeout=args.drain_timeout,
         answer_cache_seconds=args.answer_cache_seconds,
+        max_statement_length=args.max_statement_length,
     )
     metrics_listen = None
     if args.metrics is not None:

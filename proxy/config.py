@@ -159,6 +159,10 @@ class ServerConfig:
     # How long a released private answer is repeated, at no new cost, to the
     # user who asks for it again (proxy/answer_cache.py); 0 switches it off.
     answer_cache_seconds: float = 300.0
+    # Statements of sessions that do not see raw data longer than this (in
+    # characters) are refused rather than analysed: planning is linear, but
+    # its constant is large (about a second per 60,000 characters).
+    max_statement_length: int = 256 * 1024
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.answer_cache_seconds) and self.answer_cache_seconds >= 0):

@@ -27,6 +27,7 @@ import logging
 import re
 import struct
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from time import perf_counter
 from types import MappingProxyType
@@ -72,6 +73,9 @@ PLACEHOLDER_SQL = "SELECT WHERE false"
 # The prepared statement that stands in upstream for a private answer
 # repeated from the answer cache; closed and parsed again at each use.
 CACHED_STATEMENT = "pgshroud_cached_answer"
+# Query and Parse frames longer than this are planned on a worker thread.
+OFF_LOOP_LENGTH = 4096
+_PLANNERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pgshroud-planner")
 # Frames that may be relayed before they are complete, to avoid buffering
 # large rows and COPY data.
 _STREAMABLE = frozenset(b"Dd")
@@ -189,6 +193,9 @@ class Session:
         # are planned as if they succeed, as PostgreSQL would run them in turn.
         self._settling: list[r.Settle] = []
         self._planned_privacy: Mapping[str, str] = NO_SETTINGS
+        # A statement's plans made on a worker thread: (sql, context, plans).
+        self._preplanned: tuple[str, PlanContext, list[Plan]] | None = None
+        self._then: Awaitable[bytes] | None = None  # see _block
         self.plan_context = self._fresh_context()
         self._pending: deque[r.Unit] = deque()
         self._statements: dict[str, _Statement] = {}
@@ -388,6 +395,9 @@ class Session:
             self._upstream_skipping = False
             self._pending.append(r.SYNC)
             return None
+        if kind in (Q, P) and self._plans_off_loop(end - pos):
+            self._block(self._planned_then(kind, data[pos:end]))
+            return b""
         if kind == Q:
             return self._on_query(Query.decode(data[pos + 5 : end]).sql)
         if kind == P:
@@ -453,19 +463,55 @@ class Session:
         context = self._context()
         if privacy is not None and privacy != context.privacy:
             context = replace(context, privacy=privacy)
-        # Only statements that the planner analyses are timed.
-        metrics = self._metrics if context.policy is not None and not context.role_sees_raw else None
-        started = perf_counter() if metrics is not None else 0.0
-        try:
-            plans = list(self.shared.planner(sql, context))
-        except Exception:
-            log.exception("planner failed; refusing the statement")
-            plans = []
-        if metrics is not None:
-            metrics.planning.observe(perf_counter() - started)
+        analysed = context.policy is not None and not context.role_sees_raw
+        if analysed and len(sql) > self.shared.config.max_statement_length:
+            return [Refuse("54000", f"the statement is too long for pgshroud to analyse ({len(sql)} characters; "
+                           f"the limit is {self.shared.config.max_statement_length})",
+                           hint="Shorten it, or ask the operator to raise pgshroud serve --max-statement-length.")]
+        preplanned, self._preplanned = self._preplanned, None
+        if preplanned is not None and preplanned[0] == sql and preplanned[1] is context:
+            plans = preplanned[2]
+        else:
+            # Only statements that the planner analyses are timed.
+            metrics = self._metrics if analysed else None
+            started = perf_counter() if metrics is not None else 0.0
+            plans = self._run_planner(sql, context)
+            if metrics is not None:
+                metrics.planning.observe(perf_counter() - started)
         if not plans:
             return [Refuse("XX000", "pgshroud could not analyse this statement, so it was refused")]
         return [self._reachable(p) if type(p) is Rewrite and p.reaches is not None else p for p in plans]
+
+    def _run_planner(self, sql: str, context: PlanContext) -> list[Plan]:
+        try:
+            return list(self.shared.planner(sql, context))
+        except Exception:
+            log.exception("planner failed; refusing the statement")
+            return []
+
+    def _plans_off_loop(self, frame_length: int) -> bool:
+        """Long statements of analysed sessions are planned on a worker
+        thread, so that no one statement holds up every other session;
+        short ones (and every raw session's) are planned in place."""
+        return frame_length > OFF_LOOP_LENGTH and self._started_rewritten
+
+    async def _planned_then(self, kind: int, frame: bytes) -> bytes:
+        """A Query or Parse planned on a worker thread, then handled as if
+        planned in place: the bytes to send upstream for it."""
+        sql = Query.decode(frame[5:]).sql if kind == Q else Parse.decode(frame[5:]).sql
+        context = self._context()
+        started = perf_counter()
+        plans = await asyncio.get_running_loop().run_in_executor(_PLANNERS, self._run_planner, sql, context)
+        if self._metrics is not None:
+            self._metrics.planning.observe(perf_counter() - started)
+        self._preplanned = (sql, context, plans)
+        out = self._on_query(sql) if kind == Q else self._on_parse(Parse.decode(frame[5:]))
+        then, self._then = self._then, None
+        if then is not None:
+            return await then
+        if out is None:
+            out = _renamed_frame(kind, frame, 0, len(frame)) if kind == P else None
+        return frame if out is None else out
 
     def _reachable(self, plan: Rewrite) -> Plan:
         """An SQL EXECUTE, FETCH or MOVE, planned against this session's own
@@ -954,6 +1000,11 @@ class Session:
     # waiting for a charge
 
     def _block(self, work: Awaitable[bytes]) -> None:
+        if self._blocked:
+            # Already waiting (a statement planned on a worker thread that
+            # now needs the ledger): the waiting task runs this work next.
+            self._then = work
+            return
         self._blocked = True
         self.client.pause("charging")
         task = asyncio.ensure_future(work)

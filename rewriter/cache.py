@@ -16,6 +16,7 @@ unbalanced quotes): such texts take the full parse every time.
 from __future__ import annotations
 
 import re
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -62,10 +63,12 @@ def normalise(sql: str) -> tuple[str, list[tuple[int, int]]] | None:
 class PlanCache:
     """Least-recently-used templates per role, valid for one policy and one
     catalog snapshot (compared by identity, so a reload or a refreshed
-    catalog never serves an old plan)."""
+    catalog never serves an old plan). Long statements are planned on
+    worker threads (proxy/session.py), so the entries are locked."""
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
+        self._lock = threading.Lock()
         self._entries: OrderedDict[tuple, tuple[tuple[object, object], tuple[_Template, ...]]] = OrderedDict()
         self.hits = 0
         self.misses = 0
@@ -75,12 +78,13 @@ class PlanCache:
         if normal is None:
             return None
         key, spans = normal
-        entry = self._entries.get((role, key))
-        if entry is None or entry[0][0] is not owners[0] or entry[0][1] is not owners[1]:
-            self.misses += 1
-            return None
-        self._entries.move_to_end((role, key))
-        self.hits += 1
+        with self._lock:
+            entry = self._entries.get((role, key))
+            if entry is None or entry[0][0] is not owners[0] or entry[0][1] is not owners[1]:
+                self.misses += 1
+                return None
+            self._entries.move_to_end((role, key))
+            self.hits += 1
         literals = [sql[s:e] for s, e in spans]
         return [t.fill(literals) for t in entry[1]]
 
@@ -105,9 +109,10 @@ class PlanCache:
             if template is None:
                 return
             templates.append(template)
-        self._entries[(role, key)] = (owners, tuple(templates))
-        if len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        with self._lock:
+            self._entries[(role, key)] = (owners, tuple(templates))
+            if len(self._entries) > self.size:
+                self._entries.popitem(last=False)
 
 
 def _template(

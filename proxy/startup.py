@@ -138,7 +138,8 @@ async def establish(
     except UpstreamUnavailable as exc:
         raise ClientFacingError("08006", str(exc)) from None
     try:
-        upstream.write(upstream_startup(startup, pin_search_path=rewritten).encode())
+        upstream.write(upstream_startup(startup, pin_search_path=rewritten,
+                                        pin_timing=named is not None and named.aggregates_privately).encode())
         # With a policy, a login that proves nothing is refused: see
         # policies.model.AuthenticationPolicy.
         refuse_trust = policy is not None and not policy.authentication.allows_upstream_trust(named)

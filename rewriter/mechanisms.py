@@ -37,11 +37,12 @@ from dataclasses import dataclass
 from decimal import MAX_EMAX, MIN_EMIN, ROUND_CEILING, ROUND_FLOOR, Context, Decimal
 from fractions import Fraction
 from numbers import Rational
-from typing import ClassVar, Protocol, Union
+from typing import Callable, ClassVar, Protocol, Union
 
 __all__ = [
     "DiscreteGaussian", "DiscreteLaplace", "Mechanism", "Rng", "SYSTEM_RNG", "SystemRng",
-    "bernoulli_exp", "float_up", "grid_sensitivity", "margin_of_error", "release_real",
+    "bernoulli_exp", "discrete_gaussian_tail_bound", "discrete_laplace_tail_bound", "float_up",
+    "grid_sensitivity", "margin_of_error", "release_real",
     "sample_discrete_gaussian", "sample_discrete_laplace", "sample_geometric_exp",
     "zcdp_to_approx_dp",
 ]
@@ -431,8 +432,12 @@ def zcdp_to_approx_dp(rho: Number, delta: Number) -> float:
         raise ValueError(f"delta must be in (0, 1), got {delta!r}")
     if r == 0:
         return 0.0
-    rho_f, log_inv_delta = float(r), -math.log(float(d))
-    if rho_f == 0.0 or not math.isfinite(rho_f):
+    try:
+        rho_f = float(r)
+    except OverflowError:  # beyond doubles: Bun and Steinke's bound alone, in decimals
+        rho_f = math.inf
+    log_inv_delta = -math.log(float(d)) if float(d) > 0 else math.inf
+    if rho_f == 0.0 or not math.isfinite(rho_f) or not math.isfinite(log_inv_delta):
         best = _bun_steinke_epsilon_up(r, d)
     else:
         # Search log(alpha - 1); the objective is unimodal in practice.
@@ -505,13 +510,68 @@ def release_real(
 
 # --- margins of error -----------------------------------------------------
 
+def _smallest(ok: Callable[[int], bool], guess: int, low: int) -> int:
+    """The smallest n >= low with ok(n), for an ok that is False up to some
+    n and True from there on: a galloping search from `guess`, in about
+    2*log2(|answer - guess| + 2) calls of ok, so that a rough guess costs a
+    few more calls and never a loop as long as the answer is large."""
+    guess = max(guess, low)
+    if ok(guess):
+        hi, step = guess, 1
+        while hi - step >= low and ok(hi - step):
+            hi, step = hi - step, step * 2
+        lo = max(hi - step, low - 1)  # ok(lo) is False, or lo is below low
+    else:
+        lo, step = guess, 1
+        while not ok(lo + step):
+            lo, step = lo + step, step * 2
+        hi = lo + step
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def _inverse_erfc(y: float) -> float:
+    """x with erfc(x) close to y, for 0 < y < 1: a starting point only, by
+    bisection in doubles (erfc is decreasing; 80 halvings of [0, 40])."""
+    lo, hi = 0.0, 40.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        if math.erfc(mid) > y:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
 _EXACT_GAUSSIAN_SIGMA2 = 10**6  # above this, margins use a tail bound (sigma > 1000)
+# Margins are computed in 60-digit decimals and doubles: past this scale
+# they could not pin the quantile down (and no answer with such noise says
+# anything), so they are refused rather than searched for at length.
+_MAX_MARGIN_SCALE = 10**40
 
 
 def _laplace_tail_above(scale: Fraction, m: int) -> Decimal:
     """P(|Z| > m) = 2*q**(m+1)/(1+q), q = exp(-1/scale), in 60-digit decimals."""
     q = _UP.exp(_dec_up(-1 / scale))
     return _UP.divide(_UP.multiply(2, _UP.exp(_dec_up(-(m + 1) / scale))), _UP.add(1, q))
+
+
+def discrete_laplace_tail_bound(scale: Fraction, t: int) -> Decimal:
+    """An upper bound on P(Z >= t), Z discrete Laplace with this scale > 0.
+
+    P(Z >= t) = q**t/(1+q) for t >= 1 and 1 - q**(1-t)/(1+q) for t <= 0,
+    q = exp(-1/scale), bounded in 60-digit decimals rounded upward. It stays
+    a decimal: where q**t underflows (1e-10**18), a Fraction of it would be
+    an integer of 10**18 digits.
+    """
+    if t >= 1:
+        return _UP.divide(_exp_up(-t / scale), _DOWN.add(1, _exp_down(-1 / scale)))
+    return _UP.subtract(1, _DOWN.divide(_exp_down(-(1 - t) / scale), _UP.add(1, _exp_up(-1 / scale))))
 
 
 def discrete_gaussian_tail_bound(sigma2: float, m: int) -> float:
@@ -530,7 +590,8 @@ def discrete_gaussian_tail_bound(sigma2: float, m: int) -> float:
 
 
 def _gaussian_weights(sigma2: float) -> list[float]:
-    """exp(-x**2/(2*sigma2)) for x = 0, 1, ... until negligible (< 1e-30 of the mass)."""
+    """exp(-x**2/(2*sigma2)) for x = 0, 1, ... until negligible (< 1e-30 of the mass):
+    about sqrt(138*sigma2) of them, 12,000 at the largest sigma2 margins sum exactly."""
     weights = []
     x = 0
     while True:
@@ -551,7 +612,8 @@ def margin_of_error(mechanism: Mechanism, confidence: float = 0.95) -> int:
     wider margin); above that it is the smallest m allowed by
     `discrete_gaussian_tail_bound`, in practice at most one more than the
     exact quantile. Margins are in units of the mechanism's integers; multiply by
-    the granularity for `release_real`.
+    the granularity for `release_real`. Every step is bounded: a scale above
+    1e40 (sigma above 1e40) raises ValueError.
     """
     c = as_fraction(confidence, "confidence")
     if not 0 < c < 1:
@@ -560,19 +622,23 @@ def margin_of_error(mechanism: Mechanism, confidence: float = 0.95) -> int:
         scale = mechanism.scale
         if scale == 0:
             return 0
+        if scale > _MAX_MARGIN_SCALE:
+            raise ValueError(f"a noise scale of {float(scale):.3g} is beyond any useful margin of error")
         target = _dec_down(1 - c)
-        # Start from the float solution of 2*q**(m+1)/(1+q) = 1-c, then settle exactly.
-        s = float(scale)
-        m = max(0, math.ceil(s * math.log(2 / ((1 - float(c)) * (1 + math.exp(-1 / s))))) - 1)
-        while m > 0 and _laplace_tail_above(scale, m - 1) <= target:
-            m -= 1
-        while _laplace_tail_above(scale, m) > target:
-            m += 1
-        return m
+        # The closed form 2*q**(m+1)/(1+q) = 1-c solved in 60-digit decimals
+        # is within a few units of m up to the largest scale (a search by
+        # single steps from a float guess would not end for a scale of 1e30);
+        # the galloping search settles it in a few evaluations.
+        q = _UP.exp(_dec_up(-1 / scale))
+        log_ratio = _UP.ln(_UP.divide(2, _UP.multiply(_dec_down(1 - c), _UP.add(1, q))))
+        guess = int(_UP.multiply(_dec_up(scale), log_ratio).to_integral_value(ROUND_CEILING)) - 1
+        return _smallest(lambda m: _laplace_tail_above(scale, m) <= target, guess, 0)
     if isinstance(mechanism, DiscreteGaussian):
         sigma2 = mechanism.sigma2
         if sigma2 == 0:
             return 0
+        if sigma2 > _MAX_MARGIN_SCALE**2:
+            raise ValueError(f"a noise variance of {float(sigma2):.3g} is beyond any useful margin of error")
         want = float(c)
         s2 = float(sigma2)
         allowed = 1 - want - 1e-12
@@ -589,15 +655,8 @@ def margin_of_error(mechanism: Mechanism, confidence: float = 0.95) -> int:
                     return m
                 inside += 2 * weights[m + 1]
             # Reached only when the mass left out is below double precision.
-        # P(|X| > m) = 2*P(X >= m+1); find the smallest m the bound admits.
-        lo, hi = 0, max(1, math.ceil(10 * math.sqrt(s2)))
-        while 2 * discrete_gaussian_tail_bound(s2, hi + 1) > allowed:
-            hi *= 2
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if 2 * discrete_gaussian_tail_bound(s2, mid + 1) <= allowed:
-                hi = mid
-            else:
-                lo = mid + 1
-        return lo
+        # P(|X| > m) = 2*P(X >= m+1); the smallest m the bound admits, near
+        # the Gaussian's own quantile.
+        guess = math.ceil(math.sqrt(s2) * math.sqrt(2) * _inverse_erfc(allowed))
+        return _smallest(lambda m: 2 * discrete_gaussian_tail_bound(s2, m + 1) <= allowed, guess, 0)
     raise TypeError(f"no margin of error for {type(mechanism).__name__}")

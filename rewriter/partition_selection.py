@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from decimal import Decimal
 from fractions import Fraction
 from typing import Union
 
@@ -57,8 +58,8 @@ from rewriter.mechanisms import (
     Rng,
     as_fraction,
     discrete_gaussian_tail_bound,
+    discrete_laplace_tail_bound,
     exp_lower,
-    exp_upper,
 )
 
 __all__ = ["NoisyThresholdSelection", "TruncatedGeometricSelection", "threshold_for"]
@@ -72,6 +73,9 @@ _ONE = 1 << _BITS
 # the table would be large and slow to build. Such budgets are far too small
 # for partition selection to keep anything useful anyway.
 MAX_TABLE = 1_000_000
+
+# The smallest delta per partition a Gaussian threshold is computed for.
+_GAUSSIAN_SMALLEST = Fraction(1, 10**290)
 
 
 def _units(n_units: int) -> int:
@@ -198,23 +202,12 @@ class TruncatedGeometricSelection:
 CountMechanism = Union[DiscreteLaplace, DiscreteGaussian]
 
 
-def _laplace_tail_upper(scale: Fraction, t: int) -> Fraction:
-    """An upper bound on P(Z >= t), Z discrete Laplace with this scale.
-
-    P(Z >= t) = q**t/(1+q) for t >= 1 and 1 - q**(1-t)/(1+q) for t <= 0,
-    q = exp(-1/scale).
-    """
-    if t >= 1:
-        return exp_upper(-t / scale) / (1 + exp_lower(-1 / scale))
-    return 1 - exp_lower(-(1 - t) / scale) / (1 + exp_upper(-1 / scale))
-
-
-def _tail_upper(mechanism: CountMechanism, t: int) -> Fraction:
+def _tail_upper(mechanism: CountMechanism, t: int) -> Decimal | float:
     if isinstance(mechanism, DiscreteLaplace):
-        return _laplace_tail_upper(mechanism.scale, t)
+        return discrete_laplace_tail_bound(mechanism.scale, t)
     if t <= 0:
-        return Fraction(1)
-    return Fraction(discrete_gaussian_tail_bound(float(mechanism.sigma2), t))
+        return 1.0
+    return discrete_gaussian_tail_bound(float(mechanism.sigma2), t)
 
 
 def threshold_for(mechanism: CountMechanism, delta: Number, max_partitions: int) -> int:
@@ -231,23 +224,31 @@ def threshold_for(mechanism: CountMechanism, delta: Number, max_partitions: int)
     """
     d = _delta(delta)
     k = _positive_count(max_partitions, "max_partitions")
+    # The spread is exact: a float of a huge scale would overflow.
     if isinstance(mechanism, DiscreteLaplace):
         if mechanism.scale == 0:
             raise ValueError("a noiseless count cannot select partitions: the scale must be > 0")
-        spread = float(mechanism.scale)
+        spread = math.ceil(mechanism.scale)
     elif isinstance(mechanism, DiscreteGaussian):
         if mechanism.sigma2 == 0:
             raise ValueError("a noiseless count cannot select partitions: sigma2 must be > 0")
-        spread = math.sqrt(float(mechanism.sigma2))
+        spread = math.isqrt(math.ceil(mechanism.sigma2)) + 1
     else:
         raise TypeError(f"no threshold for {type(mechanism).__name__}")
     allowed = d / k
+    if isinstance(mechanism, DiscreteGaussian) and allowed < _GAUSSIAN_SMALLEST:
+        # The Gaussian tail bound is evaluated in doubles, which underflow to 0
+        # before the tail does: the threshold would be too low.
+        raise ValueError(f"delta/max_partitions = {float(allowed):.3g} is below what a Gaussian threshold "
+                         "can be computed for")
 
     def ok(t: int) -> bool:  # noise >= t happens with probability <= delta/k
         return _tail_upper(mechanism, t) <= allowed
 
-    # Exponential search up from a guess, then bisection; ok() is monotone in t.
-    hi = max(1, math.ceil(spread))
+    # Exponential search up from a guess, then bisection; ok() is monotone in
+    # t: a number of steps logarithmic in tau / spread, which delta's floor
+    # keeps small (tau is about spread * ln(max_partitions / delta)).
+    hi = max(1, spread)
     while not ok(hi):
         hi *= 2
     lo = min(0, hi - 1)

@@ -14,7 +14,10 @@ import functools
 import math
 import random
 import secrets
+import subprocess
+import sys
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -513,6 +516,50 @@ def test_margin_edges():
     with pytest.raises(ValueError, match="too close to 1"):
         margin_of_error(gaussian, 1 - 1e-13)
     assert margin_of_error(laplace, 1 - 1e-13) > margin_of_error(laplace, 0.999)
+
+
+# --- extreme parameters return promptly -------------------------------------
+
+# Each runs in a child process with a deadline, so that a regression to a
+# loop over the parameter fails the test instead of hanging the suite.
+# (expression, what it must print: a value's prefix, or "refused")
+EXTREMES = [
+    # epsilon 1e-30 at sensitivity 50: the margin once searched step by step
+    ("margin_of_error(DiscreteLaplace.for_epsilon(Fraction(1, 10**30), 50))", "14978661367769950"),
+    # (1 - 0.95 is 0.05000000000000004 from the float: ln(2 / that) = 2.995732273553990105...)
+    ("margin_of_error(DiscreteLaplace(Fraction(10**40)))", "2995732273553990105"),
+    ("margin_of_error(DiscreteLaplace(Fraction(10**41)))", "refused"),
+    ("margin_of_error(DiscreteLaplace(Fraction(10**1000)))", "refused"),
+    ("margin_of_error(DiscreteLaplace(Fraction(1, 10**30)))", "0"),
+    ("margin_of_error(DiscreteGaussian(Fraction(10**80)))", "1959963984976"),
+    ("margin_of_error(DiscreteGaussian(Fraction(10**300)))", "refused"),
+    ("margin_of_error(DiscreteGaussian(Fraction(1, 10**30)))", "0"),
+    ("threshold_for(DiscreteLaplace(Fraction(10**40)), Fraction(1, 10**400), 5)", "9219503279294924"),
+    ("threshold_for(DiscreteLaplace(Fraction(1, 10**30)), Fraction(1, 10**400), 5)", "2"),
+    ("threshold_for(DiscreteLaplace(Fraction(10**400)), Fraction(1, 10**12), 5)", "2854731184780270"),
+    ("threshold_for(DiscreteGaussian(Fraction(10**30)), Fraction(1, 10**400), 5)", "refused"),
+    ("threshold_for(DiscreteGaussian(Fraction(1, 10**30)), Fraction(1, 10**250), 5)", "2"),
+    ("TruncatedGeometricSelection(Fraction(1, 10**30), Fraction(1, 10**12), 5)", "refused"),
+    ("DiscreteLaplace.for_epsilon(Fraction(1, 10**30), 50).sample(random.Random(1)) != 0.5", "True"),
+    ("DiscreteLaplace(Fraction(1, 10**30)).sample(random.Random(1))", "0"),
+    ("sample_discrete_gaussian(Fraction(10**60), random.Random(1)) != 0.5", "True"),
+    ("zcdp_to_approx_dp(Fraction(10**400), Fraction(1, 10**400))", "inf"),
+    ("zcdp_to_approx_dp(Fraction(1, 10**400), Fraction(1, 10**400))", "6.06970851754"),
+]
+
+
+@pytest.mark.parametrize("expression,expected", EXTREMES, ids=[e for e, _ in EXTREMES])
+def test_extreme_parameters_return_promptly(expression, expected):
+    """Every loop over a parameter an analyst or a policy chooses (epsilon,
+    delta, bounds and with them scales) ends in closed form or a bounded
+    search, or refuses: each of these returns within seconds."""
+    code = ("import random\nfrom fractions import Fraction\n"
+            "from rewriter.mechanisms import *\nfrom rewriter.partition_selection import *\n"
+            f"try:\n    print({expression})\nexcept (ValueError, OverflowError):\n    print('refused')\n")
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20, cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith(expected), done.stdout
 
 
 # --- an auditor that catches a mis-calibrated mechanism -------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
@@ -15,6 +16,7 @@ from policies.errors import PolicyError
 from policies.loader import load_policy
 from policies.model import Policy
 from proxy.access_check import access_warnings
+from proxy.client_auth import ClientAuthenticator, certificate_end_point
 from proxy.catalog import CatalogKeeper, connect_own, own_conninfo
 from proxy.config import ConfigError, ServerConfig, UpstreamTarget, parse_listen, server_tls_context
 from proxy.ledger import PostgresLedger, has_aggregate_role
@@ -47,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--policy", metavar="FILE", help="the YAML privacy policy (without it: plain pass-through)")
     serve.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain for TLS with clients")
     serve.add_argument("--tls-key", metavar="FILE", help="PEM private key for --tls-cert")
+    serve.add_argument("--auth-file", metavar="FILE",
+                       help="pgshroud checks clients' passwords itself, with SCRAM-SHA-256 (and SCRAM-SHA-256-PLUS "
+                            "channel binding over TLS), against this file of '\"user\" \"secret\"' lines "
+                            "(PgBouncer's format; the secret is the user's SCRAM verifier from pg_authid, or the "
+                            "password), then logs in to PostgreSQL as the same user; SIGHUP reloads it")
+    serve.add_argument("--auth-query", metavar="SQL",
+                       help="like --auth-file, with the secret read by this query over pgshroud's own connection, "
+                            "the user name as $1 (e.g. 'SELECT usename, passwd FROM pg_shadow WHERE usename=$1'); "
+                            "with --auth-file too, for users the file does not list")
     serve.add_argument("--max-connections", type=int, default=1000, metavar="N",
                        help="client connections served at once; more get SQLSTATE 53300 (default: 1000)")
     serve.add_argument("--max-message-size", type=int, default=256 * 1024 * 1024, metavar="BYTES",
@@ -197,6 +208,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.policy is None:
         log.warning("no --policy given: pgshroud relays every statement unchanged")
     policy = load_policy(args.policy) if args.policy else None
+    if args.auth_file is not None or args.auth_query is not None:
+        config = dataclasses.replace(config, client_auth=client_authenticator(args, config.upstream, policy))
     shared = SessionContext(config, plan, policy=policy)
     if args.audit_log is not None:
         from proxy.audit import AuditLog
@@ -210,13 +223,30 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def client_authenticator(
+    args: argparse.Namespace, upstream: UpstreamTarget, policy: Policy | None
+) -> ClientAuthenticator:
+    end_point = None
+    if args.tls_cert is not None:
+        end_point = certificate_end_point(args.tls_cert)
+        if end_point is None:
+            log.warning("the signature algorithm of --tls-cert names no hash for SCRAM channel binding "
+                        "(tls-server-end-point): clients get SCRAM-SHA-256 without -PLUS")
+    conninfo = own_conninfo(upstream, policy) if args.auth_query is not None else None
+    authenticator = ClientAuthenticator(auth_file=args.auth_file, auth_query=args.auth_query, conninfo=conninfo,
+                                        end_point=end_point)
+    log.info("pgshroud checks clients' passwords itself (SCRAM-SHA-256%s)",
+             ", with channel binding over TLS" if end_point is not None else "")
+    return authenticator
+
+
 async def serve_until_signalled(
     shared: SessionContext,
     ready: asyncio.Future[int] | None = None,
     policy_path: str | None = None,
     metrics_listen: tuple[str, int] | None = None,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then drain. SIGHUP reloads the policy.
+    """Serve until SIGTERM or SIGINT, then drain. SIGHUP reloads the policy and the auth file.
     With `metrics_listen`, also serve Prometheus metrics there."""
     metrics_server = None
     if metrics_listen is not None:
@@ -275,11 +305,14 @@ async def _serve_until_signalled(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if policy_path is not None:
-        loop.add_signal_handler(signal.SIGHUP, lambda: reload_policy(shared, policy_path))
+    client_auth = shared.config.client_auth
+    if policy_path is not None or client_auth is not None:
+        loop.add_signal_handler(signal.SIGHUP, lambda: reload(shared, policy_path))
     await stop.wait()
     log.info("draining: no new connections, waiting for running statements")
     await server.shutdown()
+    if client_auth is not None:
+        await client_auth.close()
     if keeper is not None:
         keeper.stop()
     if ledger is not None:
@@ -299,6 +332,14 @@ async def log_access_warnings(policy: Policy, conninfo: str) -> None:
         return
     for line in warnings:
         log.warning("%s", line)
+
+
+def reload(shared: SessionContext, policy_path: str | None) -> None:
+    """SIGHUP: read the policy and the auth file again."""
+    if policy_path is not None:
+        reload_policy(shared, policy_path)
+    if shared.config.client_auth is not None:
+        shared.config.client_auth.reload()
 
 
 def reload_policy(shared: SessionContext, path: str) -> None:

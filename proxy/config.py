@@ -7,8 +7,12 @@ import os
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+if TYPE_CHECKING:
+    from proxy.client_auth import ClientAuthenticator
 
 # sslmode values libpq accepts, weakest first.
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -159,6 +163,9 @@ class ServerConfig:
     # How long a released private answer is repeated, at no new cost, to the
     # user who asks for it again (proxy/answer_cache.py); 0 switches it off.
     answer_cache_seconds: float = 300.0
+    # Set when pgshroud checks clients' passwords itself (--auth-file,
+    # --auth-query); None: PostgreSQL checks them, relayed.
+    client_auth: ClientAuthenticator | None = None
     # Statements of sessions that do not see raw data longer than this (in
     # characters) are refused rather than analysed: planning is linear, but
     # its constant is large (about a second per 60,000 characters).

@@ -1,12 +1,17 @@
 """From a client's StartupMessage to ReadyForQuery: version negotiation,
-the upstream connection, and authentication relayed to PostgreSQL.
+the upstream connection, and authentication.
 
-Authentication is PostgreSQL's own: pgshroud forwards each challenge and
-answer, so users keep their credentials and pgshroud learns who logged in.
+By default authentication is PostgreSQL's own: pgshroud forwards each
+challenge and answer, so users keep their credentials and pgshroud learns
+who logged in. With --auth-file or --auth-query pgshroud checks the
+client's SCRAM-SHA-256 login itself (proxy/client_auth.py), then logs in
+to PostgreSQL as the same user on the client's behalf.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -22,13 +27,17 @@ from proxy.codec.messages import (
     BackendKeyData,
     NegotiateProtocolVersion,
     ParameterStatus,
+    PasswordMessage,
     SASLInitialResponse,
+    SASLResponse,
     StartupMessage,
     decode_authentication,
 )
+from proxy.client_auth import Credentials
 from proxy.config import ServerConfig
 from proxy.errors import ClientFacingError
 from proxy.leg import Leg
+from proxy.scram import SCRAM, SCRAM_PLUS, ScramClient, ScramError, end_point_hash
 from proxy.upstream import UpstreamUnavailable, connect
 from policies.model import Access, Policy, Role
 from rewriter.settings import TIMING_SETTINGS, SettingRefused, check_parameter_status, check_startup_parameters
@@ -133,6 +142,12 @@ async def establish(
     client_minor, negotiation = negotiate_version(startup)
     if negotiation is not None:
         client.write(negotiation.encode())
+    credentials: Credentials | None = None
+    if config.client_auth is not None:
+        # Checked before any upstream connection: a client that cannot
+        # log in costs PostgreSQL nothing.
+        credentials = await config.client_auth.authenticate(client, user)
+        role_for(policy, user)
     try:
         upstream = await connect(config.upstream, max_length=config.max_message_size)
     except UpstreamUnavailable as exc:
@@ -140,10 +155,13 @@ async def establish(
     try:
         upstream.write(upstream_startup(startup, pin_search_path=rewritten,
                                         pin_timing=named is not None and named.aggregates_privately).encode())
-        # With a policy, a login that proves nothing is refused: see
-        # policies.model.AuthenticationPolicy.
-        refuse_trust = policy is not None and not policy.authentication.allows_upstream_trust(named)
-        await _relay_authentication(client, upstream, user, refuse_trust=refuse_trust)
+        if credentials is not None:
+            await _log_in_upstream(client, upstream, credentials)
+        else:
+            # With a policy, a login that proves nothing is refused: see
+            # policies.model.AuthenticationPolicy.
+            refuse_trust = policy is not None and not policy.authentication.allows_upstream_trust(named)
+            await _relay_authentication(client, upstream, user, refuse_trust=refuse_trust)
         role = role_for(policy, user)
         sees_raw = role is None or role.access == Access.RAW
         key = await _relay_until_ready(client, upstream, check_status=not sees_raw)
@@ -174,7 +192,8 @@ async def _relay_authentication(client: Leg, upstream: Leg, user: str, *, refuse
                     f'PostgreSQL let user "{user}" in without a password (trust, or a similar method in '
                     "pg_hba.conf for pgshroud's connections), so the client proved nothing; pgshroud refuses it",
                     hint="Require scram-sha-256 (or md5, password) in pg_hba.conf for connections from "
-                    "pgshroud, or list the role under the policy's authentication.allow_upstream_trust.",
+                    "pgshroud, let pgshroud check passwords itself (--auth-file, --auth-query), or list the "
+                    "role under the policy's authentication.allow_upstream_trust.",
                 )
             client.write(_frame(kind, payload))
             return
@@ -213,6 +232,71 @@ async def _relay_sasl_start(client: Leg, upstream: Leg, request: AuthenticationS
             "when pgshroud and PostgreSQL share a trusted network.",
         )
     upstream.write(_frame(kind, payload))
+
+
+async def _log_in_upstream(client: Leg, upstream: Leg, credentials: Credentials) -> None:
+    """Log in to PostgreSQL as the user pgshroud authenticated. The client
+    has had its AuthenticationOk; PostgreSQL's errors reach it as they are."""
+    user = credentials.user
+    scram: ScramClient | None = None
+    verified = False  # whether PostgreSQL proved it holds the user's verifier
+    try:
+        while True:
+            kind, payload = await _upstream_frame(upstream)
+            if kind == b"v":
+                continue
+            if kind == b"E":
+                log.warning("PostgreSQL refused pgshroud's login as %r on the client's behalf", user)
+                client.write(_frame(kind, payload))
+                raise ClientFacingError.already_sent()
+            if kind != b"R":
+                raise ProtocolViolation(f"unexpected upstream message {kind!r} during authentication")
+            request = decode_authentication(payload)
+            if isinstance(request, AuthenticationOk):
+                if scram is not None and not verified:
+                    raise ScramError("28000", "PostgreSQL ended the SCRAM exchange without proving that it holds "
+                                              "the user's verifier")
+                return
+            if isinstance(request, (AuthenticationCleartextPassword, AuthenticationMD5Password)):
+                if credentials.password is None:
+                    raise ScramError("28000", "PostgreSQL asks for a password, and pgshroud holds only a SCRAM "
+                                              "verifier for this user (use scram-sha-256 in pg_hba.conf)")
+                password = credentials.password.encode("utf-8")
+                if isinstance(request, AuthenticationMD5Password):
+                    inner = hashlib.md5(password + user.encode("utf-8")).hexdigest().encode("ascii")
+                    password = b"md5" + hashlib.md5(inner + request.salt).hexdigest().encode("ascii")
+                upstream.write(PasswordMessage(password).encode())
+            elif isinstance(request, AuthenticationSASL):
+                scram = _scram_client(upstream, request.mechanisms, credentials)
+                upstream.write(SASLInitialResponse(scram.mechanism, scram.first()).encode())
+            elif isinstance(request, AuthenticationSASLContinue) and scram is not None:
+                salt, iterations = scram.salt_and_iterations(request.data)
+                # PBKDF2 over the password: thousands of hashes, off the event loop.
+                keys = await asyncio.to_thread(scram.keys_for, salt, iterations)
+                upstream.write(SASLResponse(scram.final(request.data, keys)).encode())
+            elif isinstance(request, AuthenticationSASLFinal) and scram is not None:
+                scram.verify(request.data)
+                verified = True
+            else:
+                method = type(request).__name__.removeprefix("Authentication")
+                raise ScramError("28000", f"pgshroud cannot answer {method} authentication")
+    except ScramError as exc:
+        log.warning("pgshroud could not log in to PostgreSQL as %r: %s", user, exc.message)
+        raise ClientFacingError("28000", f'pgshroud could not log in to PostgreSQL as user "{user}": {exc.message}',
+                                hint="pgshroud logs in with the password or the SCRAM keys of the user's own "
+                                     "verifier: the upstream must hold the same one.") from None
+
+
+def _scram_client(upstream: Leg, mechanisms: tuple[str, ...], credentials: Credentials) -> ScramClient:
+    end_point = None
+    if SCRAM_PLUS in mechanisms and upstream.is_tls:
+        certificate = upstream.transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        end_point = end_point_hash(certificate) if certificate else None
+    if end_point is None and SCRAM not in mechanisms:
+        raise ScramError("28000", f"PostgreSQL offers no SASL mechanism pgshroud can use ({', '.join(mechanisms)})")
+    if credentials.password is not None:
+        return ScramClient(password=credentials.password, end_point=end_point)
+    return ScramClient(keys=credentials.keys, end_point=end_point)
 
 
 async def _client_password(client: Leg) -> tuple[bytes, bytes]:

@@ -26,7 +26,7 @@ from proxy.cli import build_parser
 
 REPO = Path(__file__).resolve().parent.parent
 SERVE_FLAGS = ["--listen", "--upstream", "--policy", "--tls-cert", "--tls-key", "--max-connections",
-               "--max-message-size", "--drain-timeout", "--audit-log", "--metrics"]
+               "--max-message-size", "--drain-timeout", "--audit-log", "--metrics", "--auth-file", "--auth-query"]
 
 
 def cli_env() -> dict[str, str]:
@@ -280,6 +280,58 @@ def test_serve_refuses_a_trusted_login_with_a_policy(pg, raw_health):
         process.stop()
     assert "refused a login as 'admin'" in process.stderr
     assert "guess" not in process.stderr
+
+
+# ------------------------------------------------- pgshroud's own logins
+
+
+def test_serve_with_auth_file_checks_passwords_and_reloads_on_sighup(upstream, tmp_path):
+    users = tmp_path / "userlist.txt"
+    users.write_text('"u_md5" "u_md5"\n')
+    process = Serve("--upstream", upstream, "--auth-file", str(users), log_level="info")
+    try:
+        assert "pgshroud checks clients' passwords itself (SCRAM-SHA-256)" in process.stderr
+        with psycopg.connect(process.dsn("u_md5"), autocommit=True) as conn:
+            assert conn.execute("select current_user").fetchone() == ("u_md5",)
+        for user, password in (("u_md5", "wrong"), ("u_trust", "u_trust")):
+            with pytest.raises(psycopg.OperationalError) as info:
+                psycopg.connect(process.dsn(user, password=password))
+            assert f'password authentication failed for user "{user}"' in str(info.value)
+
+        users.write_text('"u_md5" "u_md5"\n"u_trust" "trust-no-more"\n')
+        process.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "auth file reloaded" not in process.stderr and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert f"auth file reloaded from {users} (2 users)" in process.stderr
+        with psycopg.connect(process.dsn("u_trust", password="trust-no-more"), autocommit=True) as conn:
+            assert conn.execute("select current_user").fetchone() == ("u_trust",)
+
+        users.write_text("not a user line\n")
+        process.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "auth file reload failed" not in process.stderr and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert f"keeping the current users: {users}:1: expected" in process.stderr
+        with psycopg.connect(process.dsn("u_trust", password="trust-no-more"), autocommit=True) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+        assert process.terminate() == 0
+    finally:
+        process.stop()
+    assert "trust-no-more" not in process.stderr
+
+
+def test_invalid_auth_file_exits_2(upstream, tmp_path):
+    users = tmp_path / "userlist.txt"
+    users.write_text('"u_md5" "md5' + "a" * 32 + '"\n')
+    result = run_cli("serve", "--listen", f"127.0.0.1:{free_port()}", "--upstream", upstream, "--auth-file", str(users))
+    assert result.returncode == 2, result.stderr
+    assert f"{users}:1: the secret of user 'u_md5' is an md5 hash" in result.stderr
+    assert "a" * 32 not in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("serve", "--listen", f"127.0.0.1:{free_port()}", "--upstream", upstream,
+                     "--auth-query", "SELECT usename, passwd FROM pg_shadow")
+    assert result.returncode == 2
+    assert "--auth-query must take the user name as $1" in result.stderr
 
 
 # ------------------------------------------------------------- bad flags

@@ -6,6 +6,9 @@ login lets anyone claim any user. With a policy, pgshroud refuses a login
 that PostgreSQL completes without any password exchange, for every role,
 unless the policy's `authentication.allow_upstream_trust` lists the role.
 
+With --auth-file or --auth-query pgshroud checks the password itself
+(SCRAM-SHA-256), and PostgreSQL's trust decides nothing.
+
 Here pgshroud reaches the suite's cluster over its Unix socket, where
 pg_hba.conf says `local all all trust`, and clients come as psycopg (libpq),
 asyncpg, psql and a raw socket.
@@ -14,6 +17,7 @@ asyncpg, psql and a raw socket.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import os
 import shutil
@@ -28,7 +32,9 @@ from policies.errors import PolicyErrors
 from policies.loader import loads_policy
 from policies.model import AuthenticationPolicy
 from proxy.catalog import read_catalog
-from proxy.codec.messages import ErrorResponse
+from proxy.client_auth import ClientAuthenticator
+from proxy.codec.messages import AuthenticationSASL, ErrorResponse, Query, SASLInitialResponse, SASLResponse
+from proxy.scram import SCRAM
 from tests.rawclient import RawClient, error_fields
 
 TRUST_REFUSED = 'PostgreSQL let user "{user}" in without a password'
@@ -188,3 +194,44 @@ def test_policy_key_errors_name_file_line_and_key(text, expected):
     with pytest.raises(PolicyErrors) as info:
         loads_policy(POLICY + text, "p.yaml")
     assert expected in str(info.value), str(info.value)
+
+
+# -- pgshroud checks the password itself -----------------------------------------
+
+
+def test_own_authentication_over_a_trusting_upstream(trusting_own_auth):
+    """With --auth-file, PostgreSQL's trust no longer decides: claiming the raw
+    admin without its password fails with every client, in several disguises."""
+    proxy = trusting_own_auth
+    for password in ("admin", "wrong", "admin-secret ", "ADMIN-SECRET"):
+        message = psycopg_refusal(proxy.dsn("admin", "health", password=password))
+        assert 'password authentication failed for user "admin"' in message
+    error = asyncio.run(asyncpg_refusal(proxy, "admin"))
+    assert error.sqlstate == "28P01"
+    # A raw client that skips the exchange, or answers it with a made-up proof.
+    with RawClient.connect(proxy.host, proxy.port) as client:
+        client.send_startup({"user": "admin", "database": "health"})
+        assert isinstance(client.read(), AuthenticationSASL)
+        client.send(SASLInitialResponse(SCRAM, b"n,,n=,r=abc").encode())
+        challenge = client.read()
+        nonce = challenge.data.split(b",")[0][2:]
+        client.send(SASLResponse(b"c=biws,r=" + nonce + b",p=" + base64.b64encode(bytes(32))).encode())
+        first = client.read()
+        assert isinstance(first, ErrorResponse) and error_fields(first)["C"] == "28P01"
+    with RawClient.connect(proxy.host, proxy.port) as client:
+        client.send_startup({"user": "admin", "database": "health"})
+        assert isinstance(client.read(), AuthenticationSASL)
+        client.send(Query("select ssn from patients").encode())
+        assert isinstance(client.read(), ErrorResponse)
+        assert client.wait_closed(5)
+    with psycopg.connect(proxy.dsn("admin", "health", password="admin-secret"), connect_timeout=10) as conn:
+        assert conn.execute("select current_user").fetchone() == ("admin",)
+
+
+@pytest.fixture
+def trusting_own_auth(pg, start_proxy, health_policy, health_catalog, tmp_path):
+    path = tmp_path / "users.txt"
+    path.write_text('"admin" "admin-secret"\n')
+    upstream = make_conninfo(host=str(pg.socket_dir), port=pg.port)
+    return start_proxy(policy=health_policy, catalog=health_catalog, upstream_dsn=upstream,
+                       client_auth=ClientAuthenticator(auth_file=str(path)))

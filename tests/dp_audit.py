@@ -8,9 +8,11 @@ the privacy loss the answers show, in the style of DP-Sniper (Bichsel et
 al. 2021) and StatDP (Ding et al. 2018):
 
 1. Each answer is reduced to a few scalar statistics: each output cell,
-   the sum of all cells, and, over the cells the adversary writes to, their
-   sum and their minimum (cells are centred on their medians under D, so
-   that a minimum compares like with like).
+   the row each group lands at (a release whose row order depends on the
+   data shows it there, not in any value), the sum of all cells, and, over
+   the cells the adversary writes to, their sum and their minimum (cells
+   are centred on their medians under D, so that a minimum compares like
+   with like).
 2. The samples of each database are split in two halves. On the first
    (selection) half, every event `statistic >= t` and `statistic <= t`,
    for thresholds t at the observed values, is scored in both directions,
@@ -145,7 +147,7 @@ class AuditQuery:
 # Answers per database in CI. The average needs more: its privacy loss is
 # split between a noisy sum and a noisy count, so single events on its
 # output show less of it (see bench/README.md).
-CI_SAMPLES = {"count": 4000, "sum": 4000, "grouped count": 4000, "avg": 16000}
+CI_SAMPLES = {"count": 4000, "sum": 4000, "grouped count": 4000, "avg": 16000, "one person's wards": 1000}
 
 QUERIES: tuple[AuditQuery, ...] = (
     AuditQuery("count", "SELECT count(*) FROM claims"),
@@ -154,6 +156,15 @@ QUERIES: tuple[AuditQuery, ...] = (
                focus=ADVERSARY_GROUPS),
     AuditQuery("avg", "SELECT avg(amount) FROM claims"),
 )
+
+
+# One person's rows grouped by a public key. PostgreSQL lists the groups
+# that hold rows first and pgshroud appends the empty ones, so a release in
+# PostgreSQL's order tells D (no rows of the adversary: every ward empty,
+# in order) from D' (north first) by the rows' positions alone.
+ORDER_QUERY = AuditQuery("one person's wards",
+                         f"SELECT ward, count(*) FROM claims WHERE person_id = {ADVERSARY} GROUP BY ward", keys=1,
+                         focus=ADVERSARY_GROUPS)
 
 
 # A key without a public domain: groups go through private partition
@@ -219,13 +230,16 @@ def proxy_dsn(proxy, user: str, dbname: str, password: str | None = None) -> str
 
 # --- sampling through the wire ---------------------------------------------
 
-Answer = dict[str, float]  # output cell ("value" or "<group>/<column>") -> value
+Answer = dict[str, float]  # output cell ("value", "<group>/<column>" or "<group>/#row") -> value
+ROW = "#row"  # the cell of a group's row index in its answer
 
 
 def answer_of(rows: Sequence[tuple], columns: Sequence[str], keys: int) -> Answer:
     cells: Answer = {}
-    for row in rows:
+    for index, row in enumerate(rows):
         group = "/".join(str(k) for k in row[:keys])
+        if keys:
+            cells[f"{group}/{ROW}"] = float(index)
         for name, value in zip(columns[keys:], row[keys:]):
             cell = f"{group}/{name}" if keys else name
             cells[cell] = math.nan if value is None else float(value)

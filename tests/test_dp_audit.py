@@ -18,16 +18,18 @@ False alarms (a correct pgshroud failing). Each audit tests exactly one
 event, chosen on the selection half, on the test half, with two one-sided
 Clopper-Pearson bounds at ALPHA/2 each; the delta audit tests one
 Clopper-Pearson bound at ALPHA. If pgshroud's answers are (epsilon,
-delta)-DP, each of the five tests of the real mechanism fails with
-probability at most ALPHA = 2.5e-4, and one of the five at most 1.25e-3
+delta)-DP, each of the six tests of the real mechanism fails with
+probability at most ALPHA = 2.5e-4, and one of the six at most 1.5e-3
 (union bound). The noise comes from the operating system's CSPRNG, so runs
 differ; these rates are over runs.
 
 Misses (a broken mechanism passing). Noise calibrated to half of every
 sensitivity spends epsilon 2 where 1 is claimed; its audits must show
-eps_lb > 1. bench/audit/run.py --dataset small --simulate 100 repeats these
-audits offline on answers drawn by the same release code (seeded), to
-estimate how often they would miss; see bench/README.md for the figures.
+eps_lb > 1. bench/audit/run.py --dataset small --simulate 100 repeats
+these audits offline on answers drawn by the same release code (seeded),
+to estimate how often they would miss; see bench/README.md for the
+figures. A release whose rows keep PostgreSQL's order must show eps_lb > 1
+too, in the rows' positions (one of the audit's statistics).
 
 The exact check of bounding (no noise involved, so no false alarms) runs
 each query's bounded SQL directly on D, D' and a wilder D'' (one person
@@ -152,6 +154,30 @@ def test_broken_mechanism_is_caught(audit_proxy, ledger, query, monkeypatch, pol
     assert result.epsilon_lb > float(EPSILON), (
         f"the audit missed a mechanism with half the noise: {query.sql}: eps_lb {result.epsilon_lb:.3f} "
         f"on {result.event.describe()}")
+
+
+# --- row order ----------------------------------------------------------------
+
+
+def test_row_order_shows_nothing(audit_proxy, ledger):
+    """The adversary's only rows, grouped by ward: the answer's values and
+    the rows' positions show no loss above epsilon. False alarm: at most
+    ALPHA = 2.5e-4."""
+    result = run_audit(audit_proxy, ledger, A.ORDER_QUERY)
+    assert result.epsilon_lb <= float(EPSILON), (
+        f"PRIVACY VIOLATION? {A.ORDER_QUERY.sql}: eps_lb {result.epsilon_lb:.3f} on {result.event.describe()}")
+
+
+def test_postgresql_row_order_is_caught(audit_proxy, ledger, monkeypatch):
+    """A build whose rows leave in PostgreSQL's order (the groups with data
+    first) is caught by the rows' positions: north is first on D' and
+    second on D every time, so the bound is far above epsilon."""
+    from rewriter.private import release
+    monkeypatch.setattr(release, "key_order", lambda key_text, types: 0)
+    result = run_audit(audit_proxy, ledger, A.ORDER_QUERY)
+    assert result.event.statistic.endswith(A.ROW), result.event.describe()
+    assert result.epsilon_lb > float(EPSILON), (
+        f"the audit missed PostgreSQL's row order: eps_lb {result.epsilon_lb:.3f} on {result.event.describe()}")
 
 
 # --- partition selection: delta --------------------------------------------

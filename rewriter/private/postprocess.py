@@ -185,8 +185,32 @@ def decimal_text(value: Fraction, places: int = 6) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+def key_order(key_text: tuple[str | None, ...], types: tuple[str, ...]) -> tuple:
+    """Where a released group goes before the analyst's ORDER BY: by its
+    keys' values (numbers as numbers, other values by their text, NaN after
+    numbers, NULL last), a total order that depends on the released keys
+    alone, never on the order PostgreSQL produced the groups in."""
+    parts: list[tuple] = []
+    for text, type_name in zip(key_text, types):
+        if text is None:
+            parts.append((3, 0, ""))
+            continue
+        try:
+            value = parse_key(text, type_name)
+        except (ValueError, ArithmeticError):
+            value = text
+        if isinstance(value, str):
+            parts.append((1, 0, text))
+        elif isinstance(value, float) and math.isnan(value):
+            parts.append((2, 0, text))
+        else:
+            parts.append((0, value, text))
+    return tuple(parts)
+
+
 def sort_rows(rows: list, order) -> list:
-    """ORDER BY on evaluated rows; NULLs last ascending and first descending, as PostgreSQL."""
+    """ORDER BY on evaluated rows; NULLs last ascending and first descending, as PostgreSQL.
+    The sort is stable: ties keep the order rows come in (see key_order)."""
     if not order:
         return rows
 

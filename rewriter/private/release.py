@@ -34,7 +34,7 @@ from rewriter.private import query as q
 from rewriter.private import types as t
 from rewriter.private.bounding import (BUCKETS, HISTOGRAM, UNITS, Measurement, bounded_sql, measurements,
                                        measurements_for, needs_people_counts)
-from rewriter.private.postprocess import evaluate, format_value, parse_key, sort_rows
+from rewriter.private.postprocess import evaluate, format_value, key_order, parse_key, sort_rows
 
 GRID_STEPS = 1024  # grid points per L1 sensitivity of a real-valued sum
 MAX_PUBLIC_GROUPS = 10_000
@@ -133,7 +133,12 @@ class PrivateRelease:
         return tuple(Column(o.name, t.oid(o.type_name)) for o in self.query.outputs)
 
     def finalize(self, raw: RawResult) -> LocalAnswer:
-        groups = self._groups(raw)
+        # PostgreSQL's order of the groups says which ones hold data (empty
+        # public groups come last): groups are noised and leave in the order
+        # of their keys, so that ties under ORDER BY, and LIMIT without it,
+        # go by key too, and the same draws land on the same groups.
+        types = tuple(k.type_name for k in self.query.keys)
+        groups = sorted(self._groups(raw), key=lambda group: key_order(group[0], types))
         rows = []
         for key_text, totals in groups:
             kept = self._noisy(totals)

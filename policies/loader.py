@@ -891,10 +891,11 @@ class _Builder:
         defaults = PrivacyDefaults()
         if node is None:
             return defaults
-        fields = self.mapping(node, "privacy", ("per_query",)) or {}
-        if "per_query" not in fields or _is_null(fields["per_query"][1]):
-            return defaults
-        per_query = self.mapping(fields["per_query"][1], "privacy.per_query", ("epsilon", "delta")) or {}
+        fields = self.mapping(node, "privacy", ("per_query", "floor")) or {}
+        floor = self.floor(fields["floor"][1]) if "floor" in fields and not _is_null(fields["floor"][1]) else None
+        per_query: dict[str, tuple[ScalarNode, Node]] = {}
+        if "per_query" in fields and not _is_null(fields["per_query"][1]):
+            per_query = self.mapping(fields["per_query"][1], "privacy.per_query", ("epsilon", "delta")) or {}
         chosen: dict[str, dict[str, float]] = {
             "epsilon": {"default": defaults.default.epsilon, "max": defaults.maximum.epsilon},
             "delta": {"default": defaults.default.delta, "max": defaults.maximum.delta},
@@ -912,10 +913,42 @@ class _Builder:
                 at = limits.get("default", limits.get("max", (None, per_query[name][1])))[1]
                 got = f"default {chosen[name]['default']:g} above max {chosen[name]['max']:g}"
                 self.error(at, f"{key}.default", "a default no larger than max", got)
+        # The defaults themselves must be allowed (a delta of 0 always is).
+        given = floor is not None
+        floor = floor or defaults.floor
+        for name, low in (("epsilon", floor.epsilon), ("delta", floor.delta)):
+            default = chosen[name]["default"]
+            if default < low and (name == "epsilon" or default > 0):
+                if given:
+                    at, key = self.mapping_value(fields["floor"][1], name), f"privacy.floor.{name}"
+                    what = f"a floor no larger than privacy.per_query.{name}.default"
+                else:  # only a default the policy states can be below the built-in floor
+                    at = self.mapping_value(per_query[name][1], "default")
+                    key = f"privacy.per_query.{name}.default"
+                    what = f"a default no smaller than the floor {low:g} (privacy.floor.{name} sets another)"
+                self.error(at, key, what, f"default {default:g}, floor {low:g}")
         return PrivacyDefaults(
             EpsilonDelta(chosen["epsilon"]["default"], chosen["delta"]["default"]),
             EpsilonDelta(chosen["epsilon"]["max"], chosen["delta"]["max"]),
+            floor,
         )
+
+    def floor(self, node: Node) -> EpsilonDelta:
+        """privacy.floor: the least epsilon and the least delta above 0 a query may be answered at."""
+        defaults = PrivacyDefaults().floor
+        fields = self.mapping(node, "privacy.floor", ("epsilon", "delta")) or {}
+        epsilon, delta = defaults.epsilon, defaults.delta
+        if "epsilon" in fields:
+            epsilon = self.epsilon(fields["epsilon"][1], "privacy.floor.epsilon") or epsilon
+        if "delta" in fields:
+            value = fields["delta"][1]
+            what = "a number above 0 and below 1 (a delta of 0 is always allowed)"
+            number = self.number(value, "privacy.floor.delta", what)
+            if number is not None and not 0 < number < 1:
+                self.error(value, "privacy.floor.delta", what, _show(value))
+            elif number is not None:
+                delta = number
+        return EpsilonDelta(epsilon, delta)
 
     def epsilon_delta(self, node: Node, key: str) -> EpsilonDelta | None:
         fields = self.mapping(node, key, ("epsilon", "delta"), required=("epsilon",))

@@ -104,6 +104,10 @@ class EpsilonDelta:
 class PrivacyDefaults:
     default: EpsilonDelta = EpsilonDelta(0.1, 1e-7)
     maximum: EpsilonDelta = EpsilonDelta(1.0, 1e-5)
+    # The least epsilon, and the least delta other than 0, a query may be
+    # answered at: below them an answer costs next to nothing, so an analyst
+    # could ask as many as they like (an oracle at epsilon 1e-6 is free).
+    floor: EpsilonDelta = EpsilonDelta(0.01, 1e-12)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ each kind out; nothing here touches the network.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, Context, Decimal
 from enum import Enum
+from fractions import Fraction
 from typing import Protocol, Sequence
 
 
@@ -58,10 +60,42 @@ class LocalAnswer:
 
 @dataclass(frozen=True, slots=True)
 class Cost:
-    """What a release costs in privacy: (epsilon, delta)."""
+    """What a release costs in privacy: (epsilon, delta), as exact decimals.
 
-    epsilon: float
-    delta: float = 0.0
+    Numbers given in another form are converted, never downwards: a Fraction
+    to its decimal (rounded up in the 34th digit when it has none, as 1/3),
+    a float to the decimal it was written as (0.1 is 0.1, as the policy and
+    the ledger read it).
+    """
+
+    epsilon: Decimal
+    delta: Decimal = Decimal(0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "epsilon", _cost_decimal(self.epsilon))
+        object.__setattr__(self, "delta", _cost_decimal(self.delta))
+
+
+_ROUND_UP = Context(prec=34, rounding=ROUND_CEILING)
+
+
+def _cost_decimal(value: Decimal | Fraction | float | int) -> Decimal:
+    """Conversion only: whether a cost is finite and >= 0 is the ledger's to check."""
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Decimal(value)
+    if isinstance(value, Fraction):
+        denominator, places = value.denominator, 0
+        for prime in (2, 5):
+            power = 0
+            while denominator % prime == 0:
+                denominator, power = denominator // prime, power + 1
+            places = max(places, power)
+        if denominator == 1:  # 2**a * 5**b: a decimal of max(a, b) places, exactly
+            return Decimal(value.numerator * 10**places // value.denominator).scaleb(-places)
+        return _ROUND_UP.divide(Decimal(value.numerator), Decimal(value.denominator))
+    return value
 
 
 @dataclass(frozen=True, slots=True)

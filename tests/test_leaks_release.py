@@ -5,7 +5,9 @@ example policy (an aggregate role):
 - row order: the order PostgreSQL produced the groups in (a person's own
   groups first, the empty public groups appended) must not reach the
   client, nor pick the rows of LIMIT without ORDER BY, nor break ties under
-  ORDER BY.
+  ORDER BY;
+- accounting at the edges: costs are the exact decimals SET took, SET takes
+  decimal literals only, and epsilon and delta have floors.
 """
 
 from __future__ import annotations
@@ -14,14 +16,20 @@ import asyncio
 import dataclasses
 import random
 from collections.abc import Iterator
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from policies.errors import PolicyErrors
+from policies.loader import loads_policy
+from policies.model import EpsilonDelta
 from proxy.catalog import read_catalog
 from rewriter import PlanContext, plan
-from rewriter.plans import RawResult, Release
+from rewriter.plans import Cost, Local, RawResult, Refuse, Release
 from tests import dp_audit as A
 
 DEPARTMENTS = sorted(["Primary Care", "Endocrinology", "Orthopedics", "Emergency", "Neurology", "Pulmonology",
@@ -132,4 +140,132 @@ def test_the_order_of_the_raw_rows_does_not_reach_the_answer(health_db, health_p
         (answer,) = answers
         keys = [row[:-1] for row in answer]
         assert len(answer) >= 2 and keys == sorted(keys, key=lambda k: [(v is None, v) for v in k]), sql
+
+
+# -- accounting at the edges -----------------------------------------------------
+
+
+def plan_one(sql: str, policy, catalog, privacy: dict[str, str] | None = None):
+    (only,) = plan(sql, PlanContext(user="analyst", policy=policy, role=policy.roles["analyst"], catalog=catalog,
+                                    privacy=privacy if privacy is not None else {}))
+    return only
+
+
+@pytest.mark.parametrize("value", ["'1/3'", "1/3", "'1e-400'", "'NaN'", "'nan'", "'inf'", "'Infinity'", "'-inf'",
+                                   "'0x10'", "'1_0'", "'1e5000'", "'0.5 0.5'", "''", "'+'",
+                                   "'0." + "1" * 40 + "'", "'1e-1000000000000'"])
+@pytest.mark.parametrize("name", ["epsilon", "delta"])
+def test_set_takes_decimal_literals_only(health_policy, health_catalog, name, value):
+    refusal = plan_one(f"SET pgshroud.{name} = {value}", health_policy, health_catalog)
+    assert isinstance(refusal, Refuse) and refusal.sqlstate == "22023", refusal
+
+
+@pytest.mark.parametrize("sql,fragment", [
+    ("SET pgshroud.epsilon = 0.001", "floor 0.01"),
+    ("SET pgshroud.epsilon = '1e-30'", "floor 0.01"),
+    ("SET pgshroud.epsilon = 0.009999999999999999999", "floor 0.01"),
+    ("SET pgshroud.delta = 1e-400", "floor 1E-12"),
+    ("SET pgshroud.delta = '1e-13'", "floor 1E-12"),
+    ("SET pgshroud.delta = 0.0000000000009", "floor 1E-12"),
+])
+def test_epsilon_and_delta_have_floors(health_policy, health_catalog, sql, fragment):
+    refusal = plan_one(sql, health_policy, health_catalog)
+    assert isinstance(refusal, Refuse) and refusal.sqlstate == "22023", refusal
+    assert fragment in refusal.message
+
+
+@pytest.mark.parametrize("sql", ["SET pgshroud.epsilon = 0.01", "SET pgshroud.epsilon = '1e-2'",
+                                 "SET pgshroud.epsilon = 2", "SET pgshroud.delta = 0", "SET pgshroud.delta = 1e-12",
+                                 "SET pgshroud.delta = '0.00001'", "SET pgshroud.epsilon = .5"])
+def test_the_floors_and_maxima_themselves_may_be_set(health_policy, health_catalog, sql):
+    assert isinstance(plan_one(sql, health_policy, health_catalog), Local)
+
+
+def test_a_session_value_below_the_floor_is_refused_at_the_query(health_policy, health_catalog):
+    """However a value got into the session's settings, the query checks it again."""
+    for privacy in ({"epsilon": "1e-30"}, {"epsilon": "1/3"}, {"delta": "1e-400"}, {"epsilon": "NaN"}):
+        refusal = plan_one("SELECT count(*) FROM visits", health_policy, health_catalog, privacy)
+        assert isinstance(refusal, Refuse) and refusal.sqlstate == "22023", (privacy, refusal)
+
+
+def test_costs_are_the_exact_decimals_set(analyst, ledger):
+    """What is charged is the decimal SET took, not a float near it, and
+    it is exactly what the noise was calibrated to spend."""
+    epsilon, delta = "0.3333333333333333333", "0.000000123456789123456789"
+    before = len(ledger.charges)
+    analyst_rows(analyst, f"SET pgshroud.epsilon = {epsilon}", f"SET pgshroud.delta = '{delta}'",
+                 "SELECT date_trunc('year', visit_date) AS year, count(*) FROM visits GROUP BY 1")
+    analyst_rows(analyst, f"SET pgshroud.epsilon = {epsilon}", "SELECT count(*) FROM visits")
+    [(_, grouped), (_, ungrouped)] = ledger.charges[before:]
+    assert grouped == Cost(Decimal(epsilon), Decimal(delta))
+    assert (grouped.epsilon, grouped.delta) == (Decimal(epsilon), Decimal(delta))
+    assert (ungrouped.epsilon, ungrouped.delta) == (Decimal(epsilon), 0)
+
+
+def test_the_release_spends_what_it_charges(health_policy, health_catalog):
+    release = planned("SELECT department, count(*), avg(cost) FROM visits GROUP BY department",
+                      health_policy, health_catalog, epsilon="0.123456789", delta="0")
+    spec = release.spec
+    assert sum(noise.epsilon for noise in spec.noises.values()) == Fraction(Decimal("0.123456789"))
+    assert Fraction(spec.cost.epsilon) == spec.epsilon and spec.cost.delta == 0
+
+
+def test_a_cost_is_never_rounded_down():
+    assert Cost(Fraction(1, 3)).epsilon > Decimal("0.3333333333333333333333333333333333") - Decimal("1e-40")
+    assert Fraction(Cost(Fraction(1, 3)).epsilon) >= Fraction(1, 3)
+    assert Fraction(Cost(Fraction(2, 3), Fraction(1, 7)).delta) >= Fraction(1, 7)
+    assert Cost(Fraction(3, 8)).epsilon == Decimal("0.375")
+    assert Cost(0.1).epsilon == Decimal("0.1")
+
+
+FLOOR_POLICY = """
+privacy:
+  floor: {floor}
+  per_query:
+    epsilon: {{default: 0.5, max: 2.0}}
+    delta: {{default: 1.0e-7, max: 1.0e-5}}
+"""
+
+
+def policy_with_floor(health_policy, floor: str):
+    text = Path(health_policy.source).read_text()
+    start = text.index("privacy:\n")
+    end = text.index("budgets:")
+    return loads_policy(text[:start] + FLOOR_POLICY.format(floor=floor).lstrip() + "\n" + text[end:], "floor.yaml")
+
+
+def test_the_policy_sets_the_floors(health_policy, health_catalog):
+    policy = policy_with_floor(health_policy, "{epsilon: 0.001, delta: 1.0e-9}")
+    assert policy.privacy.floor == EpsilonDelta(0.001, 1e-9)
+    assert isinstance(plan_one("SET pgshroud.epsilon = 0.001", policy, health_catalog), Local)
+    assert isinstance(plan_one("SET pgshroud.epsilon = 0.0009", policy, health_catalog), Refuse)
+    assert isinstance(plan_one("SET pgshroud.delta = 1e-9", policy, health_catalog), Local)
+    assert isinstance(plan_one("SET pgshroud.delta = 1e-10", policy, health_catalog), Refuse)
+    assert health_policy.privacy.floor == EpsilonDelta(0.01, 1e-12)
+
+
+@pytest.mark.parametrize("floor,key,expected", [
+    ("{epsilon: 0}", "privacy.floor.epsilon", "a number above 0"),
+    ("{epsilon: 0.9}", "privacy.floor.epsilon", "no larger than privacy.per_query.epsilon.default"),
+    ("{delta: 0}", "privacy.floor.delta", "above 0 and below 1"),
+    ("{delta: 1}", "privacy.floor.delta", "above 0 and below 1"),
+    ("{delta: 1.0e-6}", "privacy.floor.delta", "no larger than privacy.per_query.delta.default"),
+    ("{epsilon: lots}", "privacy.floor.epsilon", "a number above 0"),
+    ("{rho: 1}", "privacy.floor.rho", "one of the keys epsilon, delta"),
+    ("0.01", "privacy.floor", "a mapping (keys: epsilon, delta)"),
+])
+def test_floors_are_validated(health_policy, floor, key, expected):
+    with pytest.raises(PolicyErrors) as caught:
+        policy_with_floor(health_policy, floor)
+    (error,) = caught.value.errors
+    assert error.key == key and expected in error.expected, str(error)
+
+
+def test_a_default_below_the_built_in_floor_names_the_floor(health_policy):
+    text = Path(health_policy.source).read_text().replace("epsilon: {default: 0.5, max: 2.0}",
+                                                           "epsilon: {default: 0.005, max: 2.0}")
+    with pytest.raises(PolicyErrors) as caught:
+        loads_policy(text, "low.yaml")
+    (error,) = caught.value.errors
+    assert error.key == "privacy.per_query.epsilon.default" and "privacy.floor.epsilon" in error.expected
 

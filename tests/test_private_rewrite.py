@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
@@ -349,8 +350,8 @@ def check_release(entry: Entry, result) -> None:
 
     cost = re.fullmatch(r"epsilon ([\d.e-]+), delta ([\d.e-]+)", entry.one("cost") or "")
     assert cost, entry.one("cost")
-    assert spec.cost.epsilon == pytest.approx(float(cost[1]), rel=1e-12)
-    assert spec.cost.delta == pytest.approx(float(cost[2]), rel=1e-12, abs=0)
+    # Costs are the exact decimals the session set.
+    assert (spec.cost.epsilon, spec.cost.delta) == (Decimal(cost[1]), Decimal(cost[2]))
     assert (spec.selection is not None) == any(kind == "selection" for kind, _ in keys)
 
     contribution = re.fullmatch(r"(\d+) groups x (\d+) rows", entry.one("contribution") or "")

@@ -126,7 +126,8 @@ class PrivateRelease:
 
     @property
     def cost(self) -> Cost:
-        return Cost(float(self.epsilon), float(self.delta) if self.selection is not None else 0.0)
+        # Exactly the epsilon and delta the mechanisms were built from.
+        return Cost(self.epsilon, self.delta if self.selection is not None else Fraction(0))
 
     @property
     def columns(self) -> tuple[Column, ...]:
@@ -286,7 +287,7 @@ class PrivateRelease:
     # explain
 
     def explain(self) -> list[str]:
-        lines = [f"privacy cost: epsilon {float(self.epsilon):g}, delta {self.cost.delta:g}",
+        lines = [f"privacy cost: epsilon {float(self.epsilon):g}, delta {float(self.cost.delta):g}",
                  f"contribution bounds: {self.query.allowance} row(s) per person in all"
                  + (f"; each person counted in at most {self.query.max_groups} group(s), chosen at random"
                     if self.query.grouped and needs_people_counts(self.query) else "")]

@@ -1,9 +1,18 @@
 """The session's privacy settings: SET/SHOW/RESET pgshroud.epsilon and
 pgshroud.delta, answered by pgshroud and never seen by PostgreSQL; and the
-read-only SHOW pgshroud.budget, which the session answers from the ledger."""
+read-only SHOW pgshroud.budget, which the session answers from the ledger.
+
+A setting is a plain decimal literal (0.5, 1e-7), taken exactly: what a
+release spends and what it is charged are that decimal, never a rounded
+binary fraction of it (`1/3` would be charged 0.3333333333333333, less than
+spent). Epsilon lies between the policy's floor and its per-query maximum;
+delta is 0 or between its floor and maximum: below the floors an answer
+costs next to nothing, so an analyst could ask as many as they like."""
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from fractions import Fraction
 from typing import Mapping
 
@@ -14,6 +23,11 @@ NAMES = ("epsilon", "delta")
 # Shown, never set: where the user's privacy budgets stand.
 BUDGET = "budget"
 
+# Digits with an optional point and exponent: what SET takes. Short, so that
+# no literal is an integer of a billion digits once exact (1e-1000000000).
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_MAX_LITERAL = 40
+
 
 class SettingError(ValueError):
     """A privacy setting that cannot be set; the message says why."""
@@ -23,25 +37,38 @@ class SettingError(ValueError):
         self.sqlstate = sqlstate
 
 
-def policy_number(value: float) -> Fraction:
+def policy_decimal(value: float) -> Decimal:
     """A number the policy states, as the decimal it was written as (0.1 is
-    1/10, not the binary float nearest to it)."""
-    return Fraction(repr(float(value)))
+    0.1, not the binary float nearest to it)."""
+    return Decimal(repr(float(value)))
+
+
+def policy_number(value: float) -> Fraction:
+    """A number the policy states, as the exact fraction of its decimal."""
+    return Fraction(policy_decimal(value))
 
 
 def parse_value(name: str, text: str, policy: Policy) -> Fraction:
-    """A setting's value, checked against the policy's per-query maximum."""
-    try:
-        value = Fraction(text.strip().strip("'"))
-    except (ValueError, ZeroDivisionError):
-        raise SettingError(f'invalid value for pgshroud.{name}: "{text}"') from None
-    maximum = policy_number(getattr(policy.privacy.maximum, name))
+    """A setting's value, exactly, checked against the policy's floor and
+    per-query maximum. The range is checked on the decimal, before it
+    becomes a Fraction."""
+    literal = text.strip().strip("'").strip()
+    if len(literal) > _MAX_LITERAL or not _DECIMAL.fullmatch(literal):
+        raise SettingError(f'invalid value for pgshroud.{name}: "{text}"; a decimal number such as 0.5 or 1e-7 '
+                           f"(at most {_MAX_LITERAL} characters)")
+    value = Decimal(literal)
+    maximum = policy_decimal(getattr(policy.privacy.maximum, name))
+    floor = policy_decimal(getattr(policy.privacy.floor, name))
     low_ok = value > 0 if name == "epsilon" else value >= 0
     if not low_ok or value > maximum:
         bound = "> 0" if name == "epsilon" else ">= 0"
         raise SettingError(f"pgshroud.{name} must be {bound} and at most the policy's per-query maximum "
-                           f"{float(maximum):g}, got {text}")
-    return value
+                           f"{float(maximum):g}, got {literal}")
+    if value < floor and (name == "epsilon" or value != 0):
+        also = "" if name == "epsilon" else " (or 0, which answers without partition selection)"
+        raise SettingError(f"pgshroud.{name} must be at least the policy's floor {floor}{also}, got {literal}: "
+                           "below it an answer would cost next to nothing")
+    return Fraction(value)
 
 
 def current(name: str, privacy: Mapping[str, str], policy: Policy) -> Fraction:
@@ -60,7 +87,7 @@ def set_plan(name: str, value: str | None, policy: Policy) -> Local:
         raise SettingError(f'unrecognized configuration parameter "pgshroud.{name}"', "42704")
     if value is not None:
         parse_value(name, value, policy)
-        value = value.strip().strip("'")
+        value = value.strip().strip("'").strip()
     return Local(LocalAnswer("SET" if value is not None else "RESET"), PrivacySetting(name, value))
 
 

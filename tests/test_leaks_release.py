@@ -7,7 +7,8 @@ example policy (an aggregate role):
   client, nor pick the rows of LIMIT without ORDER BY, nor break ties under
   ORDER BY;
 - accounting at the edges: costs are the exact decimals SET took, SET takes
-  decimal literals only, and epsilon and delta have floors.
+  decimal literals only, and epsilon and delta have floors;
+- a NULL privacy unit is no person: its rows are dropped.
 """
 
 from __future__ import annotations
@@ -269,3 +270,62 @@ def test_a_default_below_the_built_in_floor_names_the_floor(health_policy):
     (error,) = caught.value.errors
     assert error.key == "privacy.per_query.epsilon.default" and "privacy.floor.epsilon" in error.expected
 
+
+# -- a NULL privacy unit ------------------------------------------------------------
+
+LOOSE_POLICY = """
+version: 1
+default_role: deny
+roles:
+  analyst: {access: aggregate, users: [analyst]}
+protected_tables:
+  tips:
+    privacy_unit: person
+    contribution: {max_groups_per_unit: 2, max_rows_per_group: 3}
+    columns:
+      person: none
+      kind: {mask: none, public_domain: [a, b]}
+      amount: {mask: none, bounds: [0, 10]}
+  notes:
+    privacy_unit: person
+    contribution: {max_groups_per_unit: 2, max_rows_per_group: 3}
+    columns:
+      person: none
+      kind: {mask: none, public_domain: [a, b]}
+      amount: {mask: none, bounds: [0, 10]}
+"""
+
+
+@pytest.fixture(scope="module")
+def loose_db(pg) -> str:
+    """Five people with one tip each, and a thousand tips of no one (person
+    NULL); the same people with a note each, and two notes of no one (within
+    one person's allowance, so that no sampling step drops them)."""
+    pg.execute("DROP DATABASE IF EXISTS leaks_loose")
+    pg.execute("CREATE DATABASE leaks_loose")
+    pg.execute("CREATE TABLE tips (person integer, kind text, amount numeric);"
+               "INSERT INTO tips SELECT p, 'a', 1 FROM generate_series(1, 5) AS p;"
+               "INSERT INTO tips SELECT NULL, (ARRAY['a', 'b'])[1 + g % 2], 10 FROM generate_series(1, 1000) AS g;"
+               "CREATE TABLE notes AS SELECT * FROM tips WHERE person IS NOT NULL;"
+               "INSERT INTO notes VALUES (NULL, 'b', 10), (NULL, 'b', 10);",
+               dbname="leaks_loose")
+    return pg.admin_dsn("leaks_loose")
+
+
+@pytest.mark.parametrize("sql,rows", [
+    ("SELECT count(*), sum(amount) FROM tips", {(0, None): (5, 5, 5)}),
+    ("SELECT kind, count(*), sum(amount) FROM tips GROUP BY kind", {(0, None, "a"): (5, 5, 5)}),
+    ("SELECT count(DISTINCT person) FROM tips", {(0, None): (5,)}),
+    ("SELECT count(*) FROM notes", {(0, None): (5, 5)}),
+    ("SELECT kind, count(*), sum(amount) FROM notes GROUP BY kind", {(0, None, "a"): (5, 5, 5)}),
+    ("SELECT kind, count(DISTINCT person) FROM notes GROUP BY kind", {(0, None, "a"): (5,)}),
+])
+def test_rows_of_no_one_are_dropped(loose_db, sql, rows):
+    """Kept, the rows with a NULL unit would count as one more person, with
+    a whole allowance of rows of their own."""
+    policy = loads_policy(LOOSE_POLICY, "loose.yaml")
+    catalog = asyncio.run(read_catalog(loose_db))
+    release = planned(sql, policy, catalog)
+    with psycopg.connect(loose_db) as conn:
+        totals = {k: v for k, v in A.bounded_totals(conn, release).items() if k[0] >= 0}
+    assert totals == {k: tuple(Fraction(x) for x in v) for k, v in rows.items()}

@@ -16,8 +16,9 @@ most `allowance` in L1, its sums by `allowance` times the largest bound, and
 its people counts by `max_groups`: the sensitivities the noise is
 calibrated to.
 
-Values are carried as numeric, so no sum can overflow; NaN reads as NULL
-(no value). Quantiles are answered from a histogram of the kept values,
+Rows whose privacy unit is NULL are dropped: they are no one's. Values
+are carried as numeric, so no sum can overflow; NaN reads as NULL (no
+value). Quantiles are answered from a histogram of the kept values,
 returned as extra rows of the same result, as are distinct counts.
 """
 
@@ -224,7 +225,10 @@ def bounded_sql(query: q.PrivateQuery, salt: str = "") -> str:
     row_values = list(dict.fromkeys((m.argument, m.kind == DISTINCT) for m in found if m.argument is not None))
     for position, (argument, raw) in enumerate(row_values):
         row_columns.append(f'{f"({argument})" if raw else _value(argument)} AS "a{position}"')
-    rows = f"SELECT {', '.join(row_columns)} {query.source_sql}"
+    # A row whose unit is NULL belongs to no one: kept, all such rows would
+    # pool into one pseudo-person with a whole allowance of their own.
+    every = f"SELECT {', '.join(row_columns)} {query.source_sql}"
+    rows = f'SELECT * FROM ({every}) AS "pgshroud_all" WHERE "unit" IS NOT NULL'
 
     person_columns = ['"unit"'] + keys + ['count(*) AS "n"']
     person_columns += [f'count("a{p}") AS "v{p}"' for p in range(len(row_values))]

@@ -8,14 +8,18 @@ example policy (an aggregate role):
   ORDER BY;
 - accounting at the edges: costs are the exact decimals SET took, SET takes
   decimal literals only, and epsilon and delta have floors;
-- a NULL privacy unit is no person: its rows are dropped.
+- a NULL privacy unit is no person: its rows are dropped;
+- the number of groups a release builds is bounded before it is built;
+- extreme settings return promptly instead of freezing the proxy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import multiprocessing
 import random
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from fractions import Fraction
@@ -31,6 +35,8 @@ from policies.model import EpsilonDelta
 from proxy.catalog import read_catalog
 from rewriter import PlanContext, plan
 from rewriter.plans import Cost, Local, RawResult, Refuse, Release
+from rewriter.private.bounding import MAX_PUBLIC_GROUPS
+from rewriter.private.release import TooManyGroups
 from tests import dp_audit as A
 
 DEPARTMENTS = sorted(["Primary Care", "Endocrinology", "Orthopedics", "Emergency", "Neurology", "Pulmonology",
@@ -329,3 +335,113 @@ def test_rows_of_no_one_are_dropped(loose_db, sql, rows):
     with psycopg.connect(loose_db) as conn:
         totals = {k: v for k, v in A.bounded_totals(conn, release).items() if k[0] >= 0}
     assert totals == {k: tuple(Fraction(x) for x in v) for k, v in rows.items()}
+
+
+# -- how many groups a release builds ------------------------------------------------
+
+# 45 ICD-10 codes in the public diagnoses table, three times over: 91,125
+# groups to noise on the event loop (four times: 4.1 million).
+THREE_CODES = ("SELECT d1.code AS a, d2.code AS b, d3.code AS c, count(*) FROM visits v "
+               "JOIN diagnoses d1 ON d1.code = v.diagnosis_code JOIN diagnoses d2 ON d2.code = v.diagnosis_code "
+               "JOIN diagnoses d3 ON d3.code = v.diagnosis_code GROUP BY 1, 2, 3")
+
+
+def case_key(column: str, values: int) -> str:
+    """A CASE whose results are `values` literals: a public domain of values + 1 (NULL)."""
+    return "CASE " + " ".join(f"WHEN {column} = {i} THEN 'v{i}'" for i in range(values)) + " END"
+
+
+@pytest.mark.parametrize("sql", [
+    f"SELECT department, {case_key('length_of_stay', 700)} AS k, count(*) FROM visits GROUP BY 1, 2",
+    f"SELECT {case_key('length_of_stay', 120)} AS k, {case_key('cost', 120)} AS l, count(*) FROM visits GROUP BY 1, 2",
+    "SELECT department, sex, test, count(*) FROM visits JOIN labs USING (patient_id) JOIN patients "
+    f"USING (patient_id) GROUP BY 1, 2, 3, {case_key('length_of_stay', 30)}",
+])
+def test_listed_domains_are_counted_when_planned(health_policy, health_catalog, sql):
+    """Domains the plan knows (the policy's lists, a CASE's literals) are
+    multiplied before anything runs: the statement is refused, not charged."""
+    refusal = plan_one(sql, health_policy, health_catalog, {"epsilon": "1", "delta": "1e-6"})
+    assert isinstance(refusal, Refuse) and refusal.sqlstate == "42501", refusal
+    assert "combinations" in refusal.message and "10000" in refusal.message
+
+
+@pytest.mark.parametrize("sql", [
+    THREE_CODES,
+    f"SELECT diagnosis_code, department, {case_key('length_of_stay', 14)} AS k, count(*) FROM visits "
+    "GROUP BY 1, 2, 3",
+])
+def test_public_table_domains_are_counted_before_groups_are_built(health_db, health_policy, health_catalog, sql):
+    """A public table's values are known only from the answer: they are
+    read up to one more than the limit, and counted before any group is built."""
+    release = planned(sql, health_policy, health_catalog)
+    assert f"LIMIT {MAX_PUBLIC_GROUPS + 1}" in release.sql
+    raw = raw_result(health_db, release)
+    started = time.monotonic()
+    with pytest.raises(TooManyGroups, match="combinations"):
+        release.spec.finalize(raw)
+    assert time.monotonic() - started < 0.5
+
+
+def test_public_table_domains_within_the_limit_are_answered(health_db, health_policy, health_catalog):
+    release = planned("SELECT diagnosis_code, sex, count(*) FROM visits JOIN patients USING (patient_id) "
+                      "GROUP BY 1, 2", health_policy, health_catalog)
+    answer = release.spec.finalize(raw_result(health_db, release))
+    with psycopg.connect(health_db) as conn:
+        (codes,) = conn.execute("SELECT count(*) FROM diagnoses").fetchone()
+    assert len(answer.rows) == 2 * codes
+
+
+def test_too_many_groups_do_not_freeze_the_proxy(analyst):
+    """Through the wire: the statement fails within seconds, and another
+    session is answered meanwhile."""
+    started = time.monotonic()
+    with pytest.raises(psycopg.Error):
+        analyst_rows(analyst, THREE_CODES)
+    assert time.monotonic() - started < 10
+    assert analyst_rows(analyst, "SELECT 1") == [(1,)]
+
+
+# -- extreme settings return promptly ----------------------------------------------------
+
+
+def test_a_tiny_epsilon_is_refused_at_set(analyst):
+    started = time.monotonic()
+    with psycopg.connect(A.proxy_dsn(analyst, "analyst", "health"), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="floor"):
+            conn.execute("SET pgshroud.epsilon = '1e-30'")
+        assert conn.execute("EXPLAIN SELECT count(*) FROM patients").fetchall()
+    assert time.monotonic() - started < 10
+
+
+def _plan_in_child(policy, catalog, sql: str, privacy: dict[str, str], results) -> None:
+    outcome = plan_one(sql, policy, catalog, privacy)
+    results.put(type(outcome).__name__ + ": " + (outcome.message if isinstance(outcome, Refuse) else ""))
+
+
+@pytest.mark.parametrize("sql,epsilon,delta", [
+    ("EXPLAIN SELECT count(*) FROM patients", "1e-30", "0"),
+    ("SELECT count(*) FROM patients", "1e-30", "0"),
+    ("EXPLAIN SELECT sum(cost), avg(cost) FROM visits", "1e-30", "0"),
+    ("SELECT sum(cost) FROM visits", "1e-39", "0"),
+    ("EXPLAIN SELECT date_trunc('month', visit_date), count(*) FROM visits GROUP BY 1", "1e-30", "1e-300"),
+    ("SELECT date_trunc('month', visit_date), count(*) FROM visits GROUP BY 1", "1e-39", "1e-300"),
+])
+def test_the_smallest_epsilon_a_policy_allows_plans_promptly(health_policy, health_catalog, sql, epsilon, delta):
+    """Floors are the policy's to lower; even at 1e-39 (where margins of
+    error are refused) and delta 1e-300, planning ends within seconds. Run in
+    a child process with a deadline, so that a regression fails instead of
+    hanging the suite."""
+    policy = policy_with_floor(health_policy, "{epsilon: 1.0e-40, delta: 1.0e-300}")
+    results = multiprocessing.get_context("fork").Queue()
+    child = multiprocessing.get_context("fork").Process(
+        target=_plan_in_child, args=(policy, health_catalog, sql, {"epsilon": epsilon, "delta": delta}, results))
+    child.start()
+    child.join(20)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        pytest.fail(f"planning {sql} at epsilon {epsilon} did not end within 20 seconds")
+    assert child.exitcode == 0
+    outcome = results.get(timeout=5)
+    assert outcome.startswith(("Local", "Release", "Refuse: pgshroud cannot answer this privately: a noise scale")), \
+        outcome

@@ -30,6 +30,9 @@ from fractions import Fraction
 from rewriter.private import query as q
 
 BUCKETS = 64  # histogram resolution of private quantiles: finer buckets add more noise to each quantile
+# The most groups a release of public keys builds (each is noised and sent,
+# so the product of the keys' domains is checked before any is built).
+MAX_PUBLIC_GROUPS = 10_000
 
 UNITS = "units"
 ROWS = "rows"
@@ -275,8 +278,9 @@ def bounded_sql(query: q.PrivateQuery, salt: str = "") -> str:
             )
     for i, key in enumerate(query.keys):
         if key.domain_sql is not None:
-            # The public values of this key, as PostgreSQL spells them.
+            # The public values of this key, as PostgreSQL spells them; one
+            # more than a release may use is enough to know there are too many.
             columns = ", ".join('"d"."v"' if j == i else "NULL" for j in range(len(keys)))
             branches.append(f'SELECT {-1 - i}, NULL::integer, {columns}, NULL::numeric{nulls} '
-                            f'FROM ({key.domain_sql}) AS "d"("v")')
+                            f'FROM ({key.domain_sql} LIMIT {MAX_PUBLIC_GROUPS + 1}) AS "d"("v")')
     return f"WITH {', '.join(ctes)} " + " UNION ALL ".join(branches)

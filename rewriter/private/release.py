@@ -32,12 +32,11 @@ from rewriter.partition_selection import NoisyThresholdSelection
 from rewriter.plans import Column, Cost, LocalAnswer, RawResult
 from rewriter.private import query as q
 from rewriter.private import types as t
-from rewriter.private.bounding import (BUCKETS, HISTOGRAM, UNITS, Measurement, bounded_sql, measurements,
-                                       measurements_for, needs_people_counts)
+from rewriter.private.bounding import (BUCKETS, HISTOGRAM, MAX_PUBLIC_GROUPS, UNITS, Measurement, bounded_sql,
+                                       measurements, measurements_for, needs_people_counts)
 from rewriter.private.postprocess import evaluate, format_value, key_order, parse_key, sort_rows
 
 GRID_STEPS = 1024  # grid points per L1 sensitivity of a real-valued sum
-MAX_PUBLIC_GROUPS = 10_000
 
 
 @dataclass(frozen=True)
@@ -79,11 +78,13 @@ class PrivateRelease:
         query = self.query
         found = measurements(query)
         selection_needed = query.grouped and not all(k.public for k in query.keys)
-        if query.grouped and all(k.domain is not None for k in query.keys):
-            size = math.prod(len(k.domain or ()) for k in query.keys)
-            if size > MAX_PUBLIC_GROUPS:
-                raise ValueError(f"the public group keys have {size} combinations; pgshroud releases at most "
-                                 f"{MAX_PUBLIC_GROUPS}")
+        if query.grouped and not selection_needed:
+            # Every combination of public values is a group to noise and send.
+            # Domains the plan lists (the policy's lists, a CASE's results) are
+            # counted now; a public table's values only once PostgreSQL has
+            # sent them (at most MAX_PUBLIC_GROUPS + 1 of each), before any
+            # group is built (see _groups).
+            _check_groups(math.prod(len(k.domain) for k in query.keys if k.domain is not None))
         noised = [m for m in found[1:]]
         units_released = any(a.kind == q.COUNT_UNITS for a in query.aggregates)
         if selection_needed or units_released:
@@ -223,6 +224,7 @@ class PrivateRelease:
                       if all(d is None or value in d for value, d in zip(k, domains))}
         if self.query.keys and all(d is not None for d in domains):
             ordered = [sorted(d) if isinstance(d, set) else d for d in domains]
+            _check_groups(math.prod(len(d) for d in ordered))  # type: ignore[arg-type]
             for key in itertools.product(*ordered):  # type: ignore[arg-type]
                 groups.setdefault(tuple(key), {"units": Fraction(0), "m": {}, "hist": {}})
         if not self.query.keys and not groups:
@@ -314,6 +316,20 @@ class PrivateRelease:
             lines.append(f"group key {key.label}: " + ("public domain" if key.domain is not None else "partition selection"))
         lines.append(f"bounded SQL: {self.sql}")
         return lines
+
+
+class TooManyGroups(ValueError):
+    """The public group keys have more combinations than a release may
+    build. Public values alone decide it, so it may be said after the charge
+    too (a public table's values are known only then)."""
+
+
+def _check_groups(size: int) -> None:
+    """`size`: a lower bound on the number of groups (domains not yet known
+    count as 1; a public table's values are read up to one too many)."""
+    if size > MAX_PUBLIC_GROUPS:
+        raise TooManyGroups(f"the public group keys have at least {size} combinations, and a private answer has "
+                            f"at most {MAX_PUBLIC_GROUPS} groups: group by fewer keys")
 
 
 def _describe(measurement: Measurement) -> str:

@@ -519,8 +519,12 @@ class Session:
         placeholder) runs only through the protocol, noised and charged."""
         assert plan.reaches is not None
         kind, name = plan.reaches
-        info = (self._statements if kind == "S" else self._portals).get(name)
-        if info is None or type(info.plan) is Passthrough:
+        # Compared as PostgreSQL sees them: names that share their first 63
+        # bytes are one statement or portal upstream.
+        target = upstream_name(name)
+        registry = self._statements if kind == "S" else self._portals
+        if not any(type(info.plan) is not Passthrough and upstream_name(held) == target
+                   for held, info in registry.items()):
             return plan
         what = "prepared statement" if kind == "S" else "portal"
         return Refuse(POLICY_REFUSAL, f'{what} "{name}" holds a private query, which SQL cannot run',

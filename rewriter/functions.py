@@ -53,7 +53,7 @@ CATALOG_READERS = frozenset(
 )
 # Near-exact row counts undo the noise of differentially private answers.
 ROW_COUNT_FUNCTIONS_PREFIXES = ("pg_stat_get_", "pg_relation_size", "pg_total_relation_size", "pg_table_size",
-                                "pg_indexes_size", "pg_stat_")
+                                "pg_indexes_size", "pg_stat_", "pg_database_size", "pg_tablespace_size")
 
 _NAME_TOKENS = frozenset({TokenType.VAR, TokenType.IDENTIFIER})
 

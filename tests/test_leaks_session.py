@@ -78,6 +78,25 @@ def test_sql_execute_cannot_run_a_protocol_prepared_release(proxy, raw_health):
         conn.execute("SELECT 1")
 
 
+@pytest.mark.parametrize(("prepared", "executed"), [("A" * 64, "A" * 63), ("B" * 63, "B" * 70), ("é" * 40, "é" * 31)])
+def test_names_that_postgres_truncates_alike_are_one_name(proxy, prepared, executed):
+    """PostgreSQL keeps the first 63 bytes of a name: a private statement
+    prepared under a long name is the one SQL EXECUTE reaches by a name
+    with the same first 63 bytes, and is refused under it too."""
+    async def run() -> None:
+        conn = await asyncpg.connect(**_asyncpg_args(proxy, "analyst"))
+        try:
+            await conn.prepare(PRIVATE_QUERY, name=prepared)
+            with pytest.raises(asyncpg.PostgresError) as caught:
+                await conn.fetch(f'EXECUTE "{executed}"')
+            assert caught.value.sqlstate in REFUSED
+            assert "private query" in str(caught.value)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
 def test_fetch_cannot_read_a_named_portal_of_a_release(proxy, raw_health):
     """A named portal of a private statement, bound over the protocol: SQL
     FETCH by its name (or its translated name) returns nothing of it."""

@@ -162,3 +162,9 @@ def test_declare_prepare_copy_of_catalog_queries_pass():
                 "copy (select code from diagnoses) to stdout", "copy diagnoses to stdout with csv"):
         result = only(sql)
         assert isinstance(result, (Passthrough, Rewrite)), (sql, result)
+
+
+@pytest.mark.parametrize("sql", ["select pg_database_size(current_database())",
+                                 "select pg_tablespace_size('pg_default')"])
+def test_database_sizes_are_row_counts_to_the_aggregate_role(sql):
+    assert "row counts" in refused(sql, "analyst").message

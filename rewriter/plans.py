@@ -92,8 +92,8 @@ def _cost_decimal(value: Decimal | Fraction | float | int) -> Decimal:
             while denominator % prime == 0:
                 denominator, power = denominator // prime, power + 1
             places = max(places, power)
-        if denominator == 1:  # 2**a * 5**b: a decimal of max(a, b) places, exactly
-            return Decimal(value.numerator * 10**places // value.denominator).scaleb(-places)
+        if denominator == 1:  # 2**a * 5**b: a decimal of max(a, b) places, exactly (no context rounds it)
+            return Decimal(f"{value.numerator * 10**places // value.denominator}E-{places}")
         return _ROUND_UP.divide(Decimal(value.numerator), Decimal(value.denominator))
     return value
 

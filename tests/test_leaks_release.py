@@ -21,7 +21,7 @@ import multiprocessing
 import random
 import time
 from collections.abc import Iterator
-from decimal import Decimal
+from decimal import Context, Decimal
 from fractions import Fraction
 from pathlib import Path
 
@@ -198,7 +198,8 @@ def test_a_session_value_below_the_floor_is_refused_at_the_query(health_policy, 
 def test_costs_are_the_exact_decimals_set(analyst, ledger):
     """What is charged is the decimal SET took, not a float near it, and
     it is exactly what the noise was calibrated to spend."""
-    epsilon, delta = "0.3333333333333333333", "0.000000123456789123456789"
+    # 38 significant digits: more than a float's 17 or a default decimal context's 28.
+    epsilon, delta = "0.33333333333333333333333333333333333333", "0.000000123456789123456789123456789123"
     before = len(ledger.charges)
     analyst_rows(analyst, f"SET pgshroud.epsilon = {epsilon}", f"SET pgshroud.delta = '{delta}'",
                  "SELECT date_trunc('year', visit_date) AS year, count(*) FROM visits GROUP BY 1")
@@ -222,6 +223,9 @@ def test_a_cost_is_never_rounded_down():
     assert Fraction(Cost(Fraction(1, 3)).epsilon) >= Fraction(1, 3)
     assert Fraction(Cost(Fraction(2, 3), Fraction(1, 7)).delta) >= Fraction(1, 7)
     assert Cost(Fraction(3, 8)).epsilon == Decimal("0.375")
+    long = Decimal("0.12345678901234567890123456789012345678")
+    assert Cost(Fraction(long), Fraction(long) / 10**30).epsilon == long
+    assert Cost(Fraction(long), Fraction(long) / 10**30).delta == long.scaleb(-30, Context(prec=100))
     assert Cost(0.1).epsilon == Decimal("0.1")
 
 
@@ -445,3 +449,4 @@ def test_the_smallest_epsilon_a_policy_allows_plans_promptly(health_policy, heal
     outcome = results.get(timeout=5)
     assert outcome.startswith(("Local", "Release", "Refuse: pgshroud cannot answer this privately: a noise scale")), \
         outcome
+

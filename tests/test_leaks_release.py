@@ -450,3 +450,34 @@ def test_the_smallest_epsilon_a_policy_allows_plans_promptly(health_policy, heal
     assert outcome.startswith(("Local", "Release", "Refuse: pgshroud cannot answer this privately: a noise scale")), \
         outcome
 
+
+# Post-processing runs for every released group: numbers the analyst writes
+# (round's digits, literals, products) must not make it work with integers
+# of a billion digits. (sql, the one value released)
+POST_PROCESSING = [
+    ("SELECT round(count(*)::numeric, 1000000000) FROM visits", lambda v: v.endswith("." + "0" * 100)),
+    ("SELECT round(count(*)::numeric, -1000000000) FROM visits", lambda v: v == "0"),
+    ("SELECT round(avg(cost), 20000) FROM visits", lambda v: len(v.split(".")[1]) == 100),
+    ("SELECT count(*) * 1e100000000 FROM visits", lambda v: v == "Infinity"),
+    ("SELECT count(*) * 1e-100000000 FROM visits", lambda v: v == "0"),
+    ("SELECT count(*) * 1e99 * 1e99 FROM visits", lambda v: v is None),
+    ("SELECT count(*) * 100000000000 * 100000000000 FROM visits", lambda v: v is None),
+    ("SELECT count(*) * 100000000000000000000000000000 FROM visits", lambda v: v.endswith("0" * 29)),
+    ("SELECT (count(*) * 1e300::float8 * 1e300::float8)::integer FROM visits", lambda v: v is None),
+    ("SELECT floor(count(*) * 1e300::float8 * 1e300::float8) FROM visits", lambda v: v == "Infinity"),
+    ("SELECT round(count(*) * 1e300::float8 * 1e300::float8, 2) FROM visits", lambda v: v == "Infinity"),
+    ("SELECT (count(*) * 1e300::float8 * 1e300::float8)::numeric FROM visits", lambda v: v == "Infinity"),
+    ("SELECT avg(cost) / 3 / 7 / 11 / 13 / 17 / 19 / 23 / 29 / 31 / 37 / 41 / 43 / 47 / 53 / 59 / 61 / 67 "
+     "/ 71 / 73 / 79 / 83 / 89 / 97 / 101 / 103 / 107 / 109 / 113 / 127 FROM visits", lambda v: v == "0"),
+]
+
+
+@pytest.mark.parametrize("sql,check", POST_PROCESSING, ids=[sql for sql, _ in POST_PROCESSING])
+def test_post_processing_numbers_stay_small(health_db, health_policy, health_catalog, sql, check):
+    release = planned(sql, health_policy, health_catalog, epsilon="1", delta="0")
+    raw = raw_result(health_db, release)
+    started = time.monotonic()
+    answer = release.spec.finalize(raw)
+    assert time.monotonic() - started < 1
+    ((value,),) = answer.rows
+    assert check(value), value

@@ -30,13 +30,49 @@ def parse_key(text: str | None, type_name: str) -> Value:
     return text
 
 
+# Post-processing runs for every released group, so its numbers are kept
+# small enough that each step is cheap, however the expression is written:
+# integers to bigint's range, numerics below 10**100 in magnitude (a result
+# beyond is NULL, as one beyond numeric's own range would be an error) and
+# to 100 decimal places (rounded half away from zero), and numbers written
+# in the query with more digits or a larger exponent read as doubles. Noisy
+# values and what an analyst computes from them are far inside these ranges;
+# PostgreSQL's own numeric division keeps only 16 to 20 significant digits.
+_INT64 = 2**63
+_DIGITS = 100
+_LIMIT_BITS = 333  # bits of 10**100
+
+
 def _number(value: Value) -> Value:
     if isinstance(value, str):
         try:
-            return int(value) if value.lstrip("-").isdigit() else Fraction(Decimal(value))
+            number = Decimal(value)
         except ArithmeticError:
             return value
+        if not number.is_finite() or len(number.as_tuple().digits) > _DIGITS or abs(number.adjusted()) >= _DIGITS:
+            return float(number)  # NaN, infinities, and numbers too long to read exactly: approximately
+        whole = value.strip().lstrip("+-").isdigit() and -_INT64 <= number < _INT64  # else numeric, as PostgreSQL
+        return int(number) if whole else Fraction(number)
     return value
+
+
+def _in_range(value: Value) -> Value:
+    """A result within the ranges above: None beyond them (as for division
+    by zero), a fraction with too fine a denominator rounded to 100 places."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if -_INT64 <= value < _INT64 else None
+    if isinstance(value, Fraction):
+        if value.numerator.bit_length() - value.denominator.bit_length() > _LIMIT_BITS:
+            return None
+        if value.denominator.bit_length() > _LIMIT_BITS:
+            return _round_half_away(value, _DIGITS)
+    return value
+
+
+def _finite(value: Value) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def _round_half_away(value: Fraction, places: int = 0) -> Fraction:
@@ -68,22 +104,23 @@ def evaluate(node: exp.Expression, values: dict[str, Value]) -> Value:
         inner = evaluate(node.this, values)
         digits = node.args.get("decimals")
         places = 0 if digits is None else int(evaluate(digits, values))  # type: ignore[arg-type]
-        if inner is None:
-            return None
+        # As PostgreSQL's numeric round clamps the scale to its range, but to ours.
+        places = max(-_DIGITS, min(places, _DIGITS))
+        if inner is None or not _finite(inner):
+            return inner
         if isinstance(inner, float) and digits is None:
             return float(round(inner))
-        rounded = _round_half_away(Fraction(inner), places)  # type: ignore[arg-type]
-        if digits is None:
+        rounded = _in_range(_round_half_away(Fraction(inner), places))  # type: ignore[arg-type]
+        if digits is None or rounded is None:
             return rounded
-        # numeric round(x, n) prints n decimals, trailing zeros included
-        with localcontext() as context:
-            context.prec = 80
-            exact = Decimal(rounded.numerator) / Decimal(rounded.denominator)  # a power of 10 divides it
-            return exact.quantize(Decimal(1).scaleb(-max(places, 0)))
+        # numeric round(x, n) prints n decimals, trailing zeros included;
+        # 10**n is a multiple of the denominator, so this is exact.
+        shown = max(places, 0)
+        return Decimal(f"{rounded.numerator * 10**shown // rounded.denominator}E-{shown}")  # type: ignore[union-attr]
     if isinstance(node, (exp.Abs, exp.Floor, exp.Ceil)):
         inner = evaluate(node.this, values)
-        if inner is None:
-            return None
+        if inner is None or not _finite(inner):
+            return inner
         operation = {exp.Abs: abs, exp.Floor: math.floor, exp.Ceil: math.ceil}[type(node)]
         return operation(inner)  # type: ignore[arg-type]
     if isinstance(node, exp.Coalesce):
@@ -121,6 +158,10 @@ def evaluate(node: exp.Expression, values: dict[str, Value]) -> Value:
 
 
 def _arithmetic(node: exp.Expression, left: Value, right: Value) -> Value:
+    return _in_range(_exact_arithmetic(node, left, right))
+
+
+def _exact_arithmetic(node: exp.Expression, left: Value, right: Value) -> Value:
     if left is None or right is None:
         return None
     left, right = (Fraction(v) if isinstance(v, Decimal) else v for v in (left, right))
@@ -148,9 +189,11 @@ def _cast(value: Value, target: str) -> Value:
     if value is None:
         return None
     if kind in t.INTEGERS:
-        return int(_round_half_away(Fraction(value)))  # type: ignore[arg-type]
+        return _in_range(int(_round_half_away(Fraction(value)))) if _finite(value) else None  # type: ignore[arg-type]
     if kind == "numeric":
-        return Fraction(value) if not isinstance(value, str) else _number(value)  # type: ignore[arg-type]
+        if isinstance(value, str) or not _finite(value):
+            return _number(value)
+        return Fraction(value)  # type: ignore[arg-type]
     if kind in t.FLOATS:
         return float(value)  # type: ignore[arg-type]
     if kind == "text":
@@ -164,12 +207,14 @@ def format_value(value: Value, type_name: str) -> str | None:
         return None
     if isinstance(value, bool):
         return "t" if value else "f"
+    if not _finite(value):  # as PostgreSQL spells them for floats and numerics; no integer is infinite
+        return None if type_name in t.INTEGERS else {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}[repr(value)]
     if type_name in t.INTEGERS:
         return str(int(_round_half_away(Fraction(value)))) if not isinstance(value, str) else value
     if type_name in t.FLOATS:
         return repr(float(value)) if not isinstance(value, str) else value  # type: ignore[arg-type]
     if isinstance(value, Decimal):
-        return str(value)
+        return format(value, "f")
     if type_name == "numeric" and not isinstance(value, str):
         return decimal_text(Fraction(value))  # type: ignore[arg-type]
     if isinstance(value, Fraction):

@@ -32,15 +32,17 @@ def parse_key(text: str | None, type_name: str) -> Value:
 
 # Post-processing runs for every released group, so its numbers are kept
 # small enough that each step is cheap, however the expression is written:
-# integers to bigint's range, numerics below 10**100 in magnitude (a result
-# beyond is NULL, as one beyond numeric's own range would be an error) and
-# to 100 decimal places (rounded half away from zero), and numbers written
-# in the query with more digits or a larger exponent read as doubles. Noisy
-# values and what an analyst computes from them are far inside these ranges;
-# PostgreSQL's own numeric division keeps only 16 to 20 significant digits.
+# integers to bigint's range, numerics below 10**1000 in magnitude (a result
+# beyond is NULL, as one beyond numeric's own range would be an error; the
+# widest bounds a policy can state, about 1e308, give aggregates far below)
+# and to 100 decimal places (rounded half away from zero), and numbers
+# written in the query with more than 100 digits, or beyond 1e+-1000, read
+# as doubles. PostgreSQL's own numeric division keeps 16 to 20 digits.
 _INT64 = 2**63
 _DIGITS = 100
-_LIMIT_BITS = 333  # bits of 10**100
+_MAGNITUDE = 1000
+_MAGNITUDE_BITS = 3322  # bits of 10**1000
+_SCALE_BITS = 333  # bits of 10**100
 
 
 def _number(value: Value) -> Value:
@@ -49,7 +51,7 @@ def _number(value: Value) -> Value:
             number = Decimal(value)
         except ArithmeticError:
             return value
-        if not number.is_finite() or len(number.as_tuple().digits) > _DIGITS or abs(number.adjusted()) >= _DIGITS:
+        if not number.is_finite() or len(number.as_tuple().digits) > _DIGITS or abs(number.adjusted()) >= _MAGNITUDE:
             return float(number)  # NaN, infinities, and numbers too long to read exactly: approximately
         whole = value.strip().lstrip("+-").isdigit() and -_INT64 <= number < _INT64  # else numeric, as PostgreSQL
         return int(number) if whole else Fraction(number)
@@ -64,9 +66,9 @@ def _in_range(value: Value) -> Value:
     if isinstance(value, int):
         return value if -_INT64 <= value < _INT64 else None
     if isinstance(value, Fraction):
-        if value.numerator.bit_length() - value.denominator.bit_length() > _LIMIT_BITS:
+        if value.numerator.bit_length() - value.denominator.bit_length() > _MAGNITUDE_BITS:
             return None
-        if value.denominator.bit_length() > _LIMIT_BITS:
+        if value.denominator.bit_length() > _SCALE_BITS:
             return _round_half_away(value, _DIGITS)
     return value
 

@@ -22,7 +22,7 @@ import itertools
 import math
 import secrets
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
 from fractions import Fraction
 
 from sqlglot import exp
@@ -37,6 +37,7 @@ from rewriter.private.bounding import (BUCKETS, HISTOGRAM, MAX_PUBLIC_GROUPS, UN
 from rewriter.private.postprocess import evaluate, format_value, key_order, parse_key, sort_rows
 
 GRID_STEPS = 1024  # grid points per L1 sensitivity of a real-valued sum
+_ROOT = Context(prec=40, Emax=MAX_EMAX, Emin=MIN_EMIN)  # standard deviations, to 40 digits
 
 
 @dataclass(frozen=True)
@@ -276,7 +277,8 @@ class PrivateRelease:
             if kind in (q.VAR_SAMP, q.STDDEV_SAMP) and n > 1:
                 variance = variance * n / (n - 1)
             if kind in (q.STDDEV_POP, q.STDDEV_SAMP):
-                return Fraction(math.sqrt(variance))
+                # In decimals: a double overflows on the variance of wide bounds (1e600).
+                return Fraction(_ROOT.sqrt(_ROOT.divide(Decimal(variance.numerator), Decimal(variance.denominator))))
             return variance
         return _quantile(parts[0], aggregate.quantile or Fraction(1, 2), low, high)
 

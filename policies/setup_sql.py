@@ -22,6 +22,13 @@ The schema holds
   its last reset (kept by the charges, grants and resets that lock the row,
   and recomputed from the ledger when pgshroud is not sure of them). Both
   are the owner's only.
+- when setup runs as a superuser (CREATE EVENT TRIGGER needs one): the
+  event triggers `pgshroud_catalog_ddl` (ddl_command_end) and
+  `pgshroud_catalog_drop` (sql_drop), whose function bumps the sequence
+  `pgshroud.catalog_version` and sends its value on the channel
+  `pgshroud_catalog` at every schema change outside temporary schemas, so
+  that pgshroud reads its catalog snapshot again as soon as the change
+  commits (proxy/catalog.py). Without them it does so only on an interval.
 - the functions the keyed masks call (see policies/masks.py), all taking the
   value as text and a salt:
     pseudonym_text(value, salt, hex_digits) -> text 'p_' || hex digits
@@ -320,6 +327,61 @@ _PRIVILEGES = [
     f"REVOKE ALL ON FUNCTION {', '.join(MASK_FUNCTIONS)} FROM PUBLIC",
     f"GRANT EXECUTE ON FUNCTION {', '.join(MASK_FUNCTIONS)} TO {MASKED_ROLE}",
 ]
+
+
+CATALOG_CHANNEL = "pgshroud_catalog"
+CATALOG_SEQUENCE = f"{SCHEMA}.catalog_version"
+CATALOG_TRIGGERS = {"pgshroud_catalog_ddl": "ddl_command_end", "pgshroud_catalog_drop": "sql_drop"}
+
+# Every command, not a list of the tags that matter today: a command kind
+# left off the list would be a change pgshroud never hears of. Only
+# commands on temporary objects alone are skipped (other sessions cannot
+# use them, and ETL jobs make many). A DROP is told by sql_drop, which
+# knows whether what it drops is temporary. SECURITY DEFINER, since the
+# role running the DDL may not use the pgshroud schema; an error here would
+# fail every DDL statement, so the body only reads and notifies.
+_CATALOG_FUNCTION = f"""CREATE OR REPLACE FUNCTION {SCHEMA}.catalog_changed() RETURNS event_trigger
+LANGUAGE plpgsql {_DEFINER}
+AS $fn$
+BEGIN
+    IF TG_EVENT = 'sql_drop' THEN
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_event_trigger_dropped_objects() AS d WHERE NOT d.is_temporary) THEN
+            RETURN;
+        END IF;
+    ELSIF pg_catalog.starts_with(TG_TAG, 'DROP ') THEN
+        RETURN;
+    ELSIF EXISTS (SELECT FROM pg_catalog.pg_event_trigger_ddl_commands())
+          AND NOT EXISTS (SELECT FROM pg_catalog.pg_event_trigger_ddl_commands() AS c
+                          WHERE c.schema_name IS DISTINCT FROM 'pg_temp') THEN
+        RETURN;
+    END IF;
+    PERFORM pg_catalog.pg_notify('{CATALOG_CHANNEL}', pg_catalog.nextval('{CATALOG_SEQUENCE}')::text);
+END
+$fn$"""
+
+
+def catalog_trigger_statements() -> list[str]:
+    """The event triggers that tell pgshroud of schema changes; a superuser's
+    to run, after setup_statements, idempotently. ENABLE ALWAYS: they fire
+    under session_replication_role = replica too."""
+    statements = [
+        f"CREATE SEQUENCE IF NOT EXISTS {CATALOG_SEQUENCE}",
+        f"REVOKE ALL ON SEQUENCE {CATALOG_SEQUENCE} FROM PUBLIC",
+        _CATALOG_FUNCTION,
+        f"REVOKE ALL ON FUNCTION {SCHEMA}.catalog_changed() FROM PUBLIC",
+    ]
+    for name, event in CATALOG_TRIGGERS.items():
+        statements += [
+            f"""DO $do$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_event_trigger WHERE evtname = '{name}') THEN
+        CREATE EVENT TRIGGER {name} ON {event} EXECUTE FUNCTION {SCHEMA}.catalog_changed();
+    END IF;
+END
+$do$""",
+            f"ALTER EVENT TRIGGER {name} ENABLE ALWAYS",
+        ]
+    return statements
 
 
 def _dictionary_statements() -> list[str]:

@@ -2,7 +2,10 @@
 
 It connects with the DSN's own credentials, as the role that is to own the
 schema, and runs policies.setup_sql's statements in one transaction: all or
-nothing. Running it again changes nothing and keeps the key.
+nothing. Running it again changes nothing and keeps the key. Run by a
+superuser, it also installs the event triggers that tell pgshroud of schema
+changes as they commit; otherwise it says that pgshroud will learn of them
+only at its periodic catalog refresh.
 
 The key: without --key-env/--key-file, a random 32-byte key is generated
 (secrets.token_bytes) the first time and kept afterwards. A key given by
@@ -27,6 +30,8 @@ from typing import TextIO
 import psycopg
 
 from policies.setup_sql import (
+    CATALOG_CHANNEL,
+    CATALOG_TRIGGERS,
     KEY_COPY,
     KEY_MATCHES,
     KEY_MIN_BYTES,
@@ -37,10 +42,20 @@ from policies.setup_sql import (
     MASK_FUNCTIONS,
     MASKED_ROLE,
     SCHEMA,
+    catalog_trigger_statements,
     dictionaries,
     grant_statements,
     key_row,
     setup_statements,
+)
+
+
+# What a setup without superuser leaves open ({user}: the role it ran as).
+NO_TRIGGER_LINE = (
+    "  schema changes: NOT notified: {user} is not a superuser, which CREATE EVENT TRIGGER needs. pgshroud "
+    "then reads its catalog snapshot only on its interval (10 s), and for that long a function, operator, type or "
+    "cast just created is unknown to it and can run in masked and aggregate users' statements. Have a superuser "
+    "run pgshroud setup to install the triggers"
 )
 
 
@@ -125,7 +140,9 @@ def _setup(conn: psycopg.Connection, given: bytes | None, rotate_key: bool, gran
            grant_to: list[str]) -> list[str]:
     key = given if given is not None else secrets.token_bytes(32)
     cur = conn.cursor()
-    database, user = cur.execute("SELECT current_database(), current_user").fetchone()
+    database, user, superuser = cur.execute(
+        "SELECT current_database(), current_user, rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user"
+    ).fetchone()
     cur.execute(KEY_STAGING_DDL)
     with cur.copy(KEY_COPY) as copy:
         copy.write_row(key_row(key))
@@ -136,6 +153,9 @@ def _setup(conn: psycopg.Connection, given: bytes | None, rotate_key: bool, gran
         same_before = row[0] if row else None
     for statement in setup_statements(given is not None, rotate_key):
         cur.execute(statement)
+    if superuser:
+        for statement in catalog_trigger_statements():
+            cur.execute(statement)
     for statement in grants:
         cur.execute(statement)
     status = cur.execute(KEY_STATUS).fetchone()
@@ -170,6 +190,11 @@ def _setup(conn: psycopg.Connection, given: bytes | None, rotate_key: bool, gran
         f"  key: {key_line}; readable by {user} (and superusers) only",
         f"  privacy budget ledger: {', '.join(LEDGER_TABLES)}; {user}'s only, and append-only",
     ]
+    if superuser:
+        lines.append(f"  schema changes: event triggers {', '.join(CATALOG_TRIGGERS)} notify pgshroud on channel "
+                     f"{CATALOG_CHANNEL}, which reads its catalog snapshot again as each change commits")
+    else:
+        lines.append(NO_TRIGGER_LINE.format(user=user))
     if grant_to:
         lines.append(f"  granted {MASKED_ROLE} to: {', '.join(grant_to)}")
     lines.append(f"  masked users must be members of {MASKED_ROLE} (pgshroud setup --grant-to USER,...)")

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from policies.setup_sql import MASK_FUNCTIONS, MASKED_ROLE, dictionaries, grant_statements, key_row, quote_ident, \
+from policies.setup_sql import CATALOG_CHANNEL, CATALOG_TRIGGERS, MASK_FUNCTIONS, MASKED_ROLE, dictionaries, grant_statements, key_row, quote_ident, \
     setup_statements
 from proxy.pgcluster import ThrowawayCluster
 from proxy.setup_command import SetupError, decode_key, parse_grant_to, run_setup
@@ -75,9 +75,13 @@ def test_functions_are_definer_stable_parallel_safe_and_not_public(pg: Throwaway
         "SELECT p.oid::regprocedure::text, prosecdef, provolatile, proparallel, proisstrict, proconfig,"
         " has_function_privilege('public', p.oid, 'EXECUTE'),"
         f" has_function_privilege('{MASKED_ROLE}', p.oid, 'EXECUTE')"
-        " FROM pg_proc p WHERE pronamespace = 'pgshroud'::regnamespace",
+        " FROM pg_proc p WHERE pronamespace = 'pgshroud'::regnamespace AND prorettype <> 'event_trigger'::regtype",
         dbname=db,
     )
+    # The event triggers' function runs for them alone.
+    assert pg.execute("SELECT has_function_privilege('public', 'pgshroud.catalog_changed()', 'EXECUTE'),"
+                      f" has_function_privilege('{MASKED_ROLE}', 'pgshroud.catalog_changed()', 'EXECUTE')",
+                      dbname=db) == [(False, False)]
     assert sorted(row[0] for row in rows) == sorted(
         function.replace(", ", ",").replace("integer", "integer") for function in MASK_FUNCTIONS
     )
@@ -269,3 +273,46 @@ def test_key_decoding_and_names() -> None:
     key, inner, outer = key_row(KEY_A)
     assert key == KEY_A and len(inner) == len(outer) == 64
     assert bytes(a ^ b for a, b in zip(inner, outer)) == bytes([0x36 ^ 0x5C]) * 64
+
+
+def _notifications(conn: psycopg.Connection) -> list[str]:
+    """The payloads on pgshroud's channel that `conn` (LISTENing) has received so far."""
+    conn.execute("SELECT 1")  # a round trip: notifications committed before it have arrived
+    return [n.payload for n in conn.notifies(timeout=0.2, stop_after=None) if n.channel == CATALOG_CHANNEL]
+
+
+def test_a_superuser_setup_notifies_schema_changes(pg: ThrowawayCluster, databases) -> None:
+    db = databases("pgshroud_setup_notify")
+    code, out = _setup(pg.admin_dsn(db))
+    assert code == 0
+    assert ("schema changes: event triggers pgshroud_catalog_ddl, pgshroud_catalog_drop notify pgshroud on channel "
+            "pgshroud_catalog") in out
+    assert _setup(pg.admin_dsn(db))[0] == 0  # idempotent
+    triggers = pg.execute("SELECT evtname, evtevent, evtenabled FROM pg_event_trigger ORDER BY evtname", dbname=db)
+    assert triggers == [(name, event, "A") for name, event in sorted(CATALOG_TRIGGERS.items())]
+    pg.execute("GRANT CREATE ON SCHEMA public TO u_scram", dbname=db)
+    with psycopg.connect(pg.admin_dsn(db), autocommit=True) as listener, \
+            psycopg.connect(pg.dsn(user="u_scram", dbname=db, password="u_scram"), autocommit=True) as creator:
+        listener.execute(f"LISTEN {CATALOG_CHANNEL}")
+        # A role that may not use the pgshroud schema: its DDL still counts.
+        creator.execute("CREATE FUNCTION public.notify_probe(a int, b int) RETURNS int LANGUAGE sql AS 'SELECT a'")
+        creator.execute("CREATE OPERATOR public.<~> (LEFTARG = int, RIGHTARG = int, FUNCTION = public.notify_probe)")
+        first = _notifications(listener)
+        assert len(first) == 2 and int(first[0]) < int(first[1])
+        creator.execute("CREATE TEMP TABLE notify_scratch (a serial); ALTER TABLE notify_scratch ADD b int; "
+                        "DROP TABLE notify_scratch")
+        assert _notifications(listener) == []
+        creator.execute("DROP FUNCTION public.notify_probe(int, int) CASCADE")
+        dropped = _notifications(listener)
+        assert dropped and int(dropped[0]) > int(first[1])
+    pg.execute("REVOKE CREATE ON SCHEMA public FROM u_scram", dbname=db)
+
+
+def test_setup_without_superuser_says_schema_changes_are_not_notified(pg: ThrowawayCluster, databases) -> None:
+    db = databases("pgshroud_setup_no_notify", owner="app")
+    pg.execute(f"DO $$ BEGIN CREATE ROLE {MASKED_ROLE} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    code, out = _setup(pg.dsn(user="app", dbname=db, password="app"))
+    assert code == 0
+    assert ("schema changes: NOT notified: app is not a superuser, which CREATE EVENT TRIGGER needs. pgshroud then "
+            "reads its catalog snapshot only on its interval (10 s)") in out
+    assert pg.execute("SELECT count(*) FROM pg_event_trigger", dbname=db) == [(0,)]

@@ -5,7 +5,9 @@ startup: pg_hba.conf rules that let users in without a password (for every
 role: a raw role reached by trust is the worst case), and masked or
 aggregate users who could read protected tables over a direct connection
 (their own privileges or a role's they belong to, superusers, pg_hba.conf
-rules that let them reach PostgreSQL at all).
+rules that let them reach PostgreSQL at all); schema changes that pgshroud
+is not told of as they commit (no event triggers), and masked or aggregate
+users who may create objects on pgshroud's pinned search path.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 import asyncpg
 
 from policies.model import Access, Policy
+from proxy.catalog import notifications_installed
+from rewriter.catalog import PINNED_SEARCH_PATH
 
 # Methods with which PostgreSQL lets a connection in without the client
 # proving it knows a password. Through pgshroud the "client" is pgshroud.
@@ -72,6 +76,22 @@ ORDER BY line_number
 
 _MEMBERS = "SELECT pg_catalog.pg_has_role($1, $2, 'MEMBER')"
 
+# (user, schema) for each schema of $2 in which the user may create objects.
+_CREATORS = """
+SELECT u.rolname, n.nspname
+FROM unnest($1::text[]) AS users(name)
+JOIN pg_catalog.pg_roles u ON u.rolname = users.name
+CROSS JOIN unnest($2::text[]) WITH ORDINALITY AS s(name, position)
+JOIN pg_catalog.pg_namespace n ON n.nspname = s.name
+WHERE pg_catalog.has_schema_privilege(u.oid, n.oid, 'CREATE')
+ORDER BY u.rolname, s.position
+"""
+
+NOT_NOTIFIED = ("schema changes in this database are not notified to pgshroud (no enabled event triggers "
+                "pgshroud_catalog_ddl and pgshroud_catalog_drop; pgshroud setup installs them when run as a "
+                "superuser): pgshroud reads the catalog again only every 10 s, and until then a function, operator, "
+                "type or cast just created is unknown to it and can run in masked and aggregate users' statements")
+
 
 @dataclass(frozen=True)
 class _User:
@@ -85,6 +105,9 @@ async def access_warnings(policy: Policy, conn: asyncpg.Connection) -> list[str]
     """Warnings, one line each, about ways the database lets users around pgshroud."""
     users = await _policy_users(policy, conn)
     out = await _direct_readers(policy, users, conn)
+    if not await notifications_installed(conn):
+        out.append(NOT_NOTIFIED)
+    out += await _creators(users, conn)
     try:
         rules = await conn.fetch(_HBA)
     except asyncpg.PostgresError:
@@ -132,6 +155,20 @@ async def _direct_readers(policy: Policy, users: dict[str, _User], conn: asyncpg
         else:
             out.append(f"{who} may SELECT {table} through a predefined role such as pg_read_all_data: a direct "
                        "connection bypasses pgshroud")
+    return out
+
+
+async def _creators(users: dict[str, _User], conn: asyncpg.Connection) -> list[str]:
+    """Masked and aggregate users (superusers are warned of already) who may
+    define functions, operators, types and casts where their statements
+    through pgshroud find them unqualified."""
+    candidates = sorted(u for u, user in users.items() if user.access != Access.RAW and not user.superuser)
+    out = []
+    for name, schema in await conn.fetch(_CREATORS, candidates, list(PINNED_SEARCH_PATH)):
+        user = users[name]
+        out.append(f"user {name} (role {user.role}) may CREATE in schema {schema}, on pgshroud's search path: over "
+                   "a direct connection it can define operators, casts, types and functions that pgshroud refuses "
+                   "only once its catalog snapshot has them; revoke CREATE on the schema")
     return out
 
 

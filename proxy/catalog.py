@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -14,7 +15,9 @@ from typing import Any
 import asyncpg
 from psycopg.conninfo import conninfo_to_dict
 
+from policies.setup_sql import CATALOG_CHANNEL, CATALOG_TRIGGERS
 from proxy.config import ConfigError
+from rewriter import PlanContext, Planner, QueryPlan, Refuse
 from rewriter.catalog import PINNED_SEARCH_PATH, SYSTEM_SCHEMAS, Cast, Catalog, CatalogType, Operator, Relation
 
 log = logging.getLogger("pgshroud.catalog")
@@ -143,13 +146,23 @@ def asyncpg_arguments(conninfo: str) -> dict[str, object]:
     return arguments
 
 
-async def connect_own(conninfo: str) -> asyncpg.Connection:
-    return await asyncpg.connect(**asyncpg_arguments(conninfo))
+async def connect_own(conninfo: str, application_name: str | None = None) -> asyncpg.Connection:
+    settings = {"application_name": application_name} if application_name else None
+    return await asyncpg.connect(**asyncpg_arguments(conninfo), server_settings=settings)
 
 
 async def read_catalog(conninfo: str, version: int = 0) -> Catalog:
     conn = await connect_own(conninfo)
     try:
+        return await read_catalog_from(conn, version)
+    finally:
+        await conn.close()
+
+
+async def read_catalog_from(conn: asyncpg.Connection, version: int = 0) -> Catalog:
+    # One snapshot for every query: a change committed halfway through is
+    # in all of them or in none.
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
         relations = {
             (schema, name): Relation(schema, name, kind, tuple(zip(names, types)), frozenset(not_null))
             for schema, name, kind, names, types, not_null in await conn.fetch(_RELATIONS)
@@ -173,8 +186,6 @@ async def read_catalog(conninfo: str, version: int = 0) -> Catalog:
             function_types=await conn.fetch(_FUNCTION_TYPES),
             operators=await conn.fetch(_OPERATORS),
         )
-    finally:
-        await conn.close()
     return Catalog(
         relations, catalog_functions, frozenset(user_functions), schemas, version,
         operators=operators,
@@ -241,36 +252,175 @@ def type_hazards(
     return snapshot, hazard_casts, {n: frozenset(o) for n, o in type_names.items()}, user_operators
 
 
-class CatalogKeeper:
-    """Holds the current snapshot and refreshes it on an interval."""
+# Whether pgshroud setup's event triggers are there and enabled.
+_NOTIFYING = """
+SELECT count(*) = $2 FROM pg_catalog.pg_event_trigger WHERE evtname = ANY($1::text[]) AND evtenabled <> 'D'
+"""
 
-    def __init__(self, conninfo: str, interval: float = 10.0) -> None:
+
+async def notifications_installed(conn: asyncpg.Connection) -> bool:
+    """Whether schema changes in the connection's database are notified to pgshroud."""
+    return bool(await conn.fetchval(_NOTIFYING, list(CATALOG_TRIGGERS), len(CATALOG_TRIGGERS)))
+
+
+STALE_SQLSTATE = "55000"
+APPLICATION_NAME = "pgshroud catalog"  # the keeper's connection, as pg_stat_activity shows it
+
+
+class CatalogKeeper:
+    """Holds the catalog snapshot: read at start, again as soon as PostgreSQL
+    notifies a schema change (pgshroud setup's event triggers), and on an
+    interval in any case.
+
+    `catalog` is what sessions plan against. It is None, so that statements
+    of non-raw roles are refused (`guard`), whenever the snapshot may be
+    stale: a change was notified and the snapshot that includes it is not
+    read yet, the last refresh failed, the connection that hears
+    notifications is down, or the snapshot is older than `max_age`. The
+    check costs sessions one attribute read; the keeper does the rest.
+    What remains: between a change's commit and its notification's arrival
+    (well under a millisecond locally) the old snapshot is still used."""
+
+    def __init__(self, conninfo: str, interval: float = 10.0, max_age: float | None = None,
+                 retry: float = 1.0) -> None:
         self.conninfo = conninfo
         self.interval = interval
+        self.max_age = 3 * interval if max_age is None else max_age
+        self.retry = min(retry, interval)
         self.catalog: Catalog | None = None
+        self.snapshot: Catalog | None = None  # the last one read, stale or not
+        self.stale_reason: str | None = "not read yet"
+        self.notifying = False  # the event triggers are installed and enabled
+        self.notified_at: float | None = None  # time.monotonic() of the last notification
+        self.refreshed_at: float | None = None  # ... of the last snapshot published
+        self.notices = 0  # schema changes notified so far
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._conn: asyncpg.Connection | None = None
+        self._expiry: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.catalog = await read_catalog(self.conninfo)
+        try:
+            await self.refresh()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("catalog snapshot read: %d relations; schema changes %s", len(self.snapshot.relations),
+                 "are notified" if self.notifying else "are NOT notified, it is read again every "
+                 f"{self.interval:g} s (pgshroud setup as a superuser installs the event triggers)")
         self._task = asyncio.create_task(self._refresh_forever())
 
+    def guard(self, planner: Planner) -> Planner:
+        """`planner`, refusing with a clear message the statements it would
+        analyse while the snapshot may be stale (without a catalog the
+        planner refuses them too, but cannot say why)."""
+        def guarded(sql: str, context: PlanContext) -> QueryPlan:
+            if context.catalog is None and context.role is not None and not context.role_sees_raw:
+                return (Refuse(
+                    STALE_SQLSTATE,
+                    "pgshroud's catalog snapshot may be out of date (the schema changed, or it could not be "
+                    "read again), so it refuses statements it must analyse until it has read the catalog again",
+                    hint="Run the statement again in a moment; if this goes on, see pgshroud's log.",
+                ),)
+            return planner(sql, context)
+        return guarded
+
     async def refresh(self) -> None:
-        fresh = await read_catalog(self.conninfo, (self.catalog.version + 1) if self.catalog else 0)
-        if self.catalog is None or dataclasses.replace(fresh, version=self.catalog.version) != self.catalog:
-            self.catalog = fresh
+        """Read the snapshot again, over the connection that listens for
+        notifications (opened first if need be, so that no change between
+        the two is missed), and publish it if no change was notified while
+        it was read; otherwise read again."""
+        async with self._lock:
+            for _ in range(5):
+                if self._conn is None:
+                    await self._connect()
+                conn = self._conn
+                notices, started = self.notices, time.monotonic()
+                version = self.snapshot.version + 1 if self.snapshot is not None else 0
+                async with asyncio.timeout(self.max_age):
+                    fresh = await read_catalog_from(conn, version)
+                    notifying = await notifications_installed(conn)
+                if self.notices == notices and self._conn is conn:
+                    self._publish(fresh, notifying, started)
+                    return
+            raise RuntimeError("the schema kept changing while the catalog was read")
+
+    def _publish(self, fresh: Catalog, notifying: bool, started: float) -> None:
+        if self.snapshot is None or dataclasses.replace(fresh, version=self.snapshot.version) != self.snapshot:
+            self.snapshot = fresh
             log.info("catalog snapshot refreshed: %d relations", len(fresh.relations))
+        if notifying != self.notifying and self.catalog is not None:
+            log.warning("schema changes are %s notified to pgshroud", "now" if notifying else "no longer")
+        self.notifying = notifying
+        if self.stale_reason is not None and self.catalog is None and self.refreshed_at is not None:
+            log.info("catalog snapshot current again")
+        self.stale_reason = None
+        self.catalog = self.snapshot
+        self.refreshed_at = time.monotonic()
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = asyncio.get_running_loop().call_later(
+            max(0.0, started + self.max_age - self.refreshed_at), self._expired)
+
+    def _expired(self) -> None:
+        self._stale(f"it was not read again for {self.max_age:g} s")
+        self._wake.set()
+
+    def _stale(self, reason: str, level: int = logging.WARNING) -> None:
+        if self.catalog is not None:
+            log.log(level, "catalog snapshot may be stale (%s): refusing non-raw statements until it is read again",
+                    reason)
+        self.catalog = None
+        self.stale_reason = reason
+
+    async def _connect(self) -> None:
+        conn = await connect_own(self.conninfo, APPLICATION_NAME)
+        try:
+            conn.add_termination_listener(self._lost)
+            await conn.add_listener(CATALOG_CHANNEL, self._notified)
+        except BaseException:
+            conn.terminate()
+            raise
+        self._conn = conn
+
+    def _notified(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        self.notices += 1
+        self.notified_at = time.monotonic()
+        self._stale(f"schema change {payload} notified", logging.INFO)
+        self._wake.set()
+
+    def _lost(self, conn: asyncpg.Connection) -> None:
+        if conn is self._conn:
+            self._conn = None
+            self._stale("the connection that hears schema changes was lost")
+            self._wake.set()
 
     async def _refresh_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval if self.catalog is not None else self.retry)
+            except TimeoutError:
+                pass
+            self._wake.clear()
             try:
                 await self.refresh()
-            except Exception as exc:  # keep the last good snapshot
-                log.warning("catalog refresh failed, keeping the previous snapshot: %s", type(exc).__name__)
+            except Exception as exc:  # refuse until a refresh succeeds, and retry soon
+                self._stale(f"the refresh failed: {type(exc).__name__}")
+                log.warning("catalog refresh failed: %s: %s", type(exc).__name__, exc)
+                self._drop_connection()  # in an unknown state; the next refresh listens anew
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()
 
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._drop_connection()
 
 
 def own_conninfo(upstream, policy) -> str:

@@ -277,7 +277,8 @@ async def _serve_until_signalled(
         keeper = CatalogKeeper(conninfo)
         await keeper.start()
         await log_access_warnings(shared.policy, conninfo)
-        shared.catalog = lambda: keeper.catalog
+        shared.catalog = lambda: keeper.catalog  # None while it may be stale
+        shared.planner = keeper.guard(shared.planner)
         if shared.ledger is None:
             # Charged to by private answers, under the budgets of the policy of
             # the moment. It connects on first use, so a policy without

@@ -7,6 +7,7 @@ import asyncio
 import psycopg
 
 from proxy.catalog import CatalogKeeper, asyncpg_arguments, read_catalog
+from rewriter.catalog import Catalog
 
 
 def test_snapshot_has_columns_types_and_function_volatility(health_db):
@@ -19,26 +20,35 @@ def test_snapshot_has_columns_types_and_function_volatility(health_db):
 
 
 def test_keeper_refreshes_after_alter_table(health_db):
+    """Notified by pgshroud setup's event triggers, the keeper reads the
+    catalog again at once: its interval here is an hour."""
+    async def current(test) -> Catalog:
+        for _ in range(500):
+            if keeper.catalog is not None and test(keeper.catalog):
+                return keeper.catalog
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"not refreshed: {keeper.stale_reason}")
+
+    keeper = CatalogKeeper(health_db, interval=3600)
+
     async def scenario():
-        keeper = CatalogKeeper(health_db, interval=0.2)
         await keeper.start()
         try:
-            before = keeper.catalog
+            assert keeper.notifying
             with psycopg.connect(health_db, autocommit=True) as conn:
                 conn.execute("CREATE TABLE snapshot_probe (a int)")
                 try:
-                    for _ in range(50):
-                        await asyncio.sleep(0.1)
-                        if ("public", "snapshot_probe") in keeper.catalog.relations:
-                            break
-                    assert keeper.catalog is not before
-                    assert keeper.catalog.relations[("public", "snapshot_probe")].columns == (("a", "integer"),)
+                    catalog = await current(lambda c: ("public", "snapshot_probe") in c.relations)
+                    assert catalog.relations[("public", "snapshot_probe")].columns == (("a", "integer"),)
                     conn.execute("ALTER TABLE snapshot_probe ADD COLUMN b text")
-                    for _ in range(50):
-                        await asyncio.sleep(0.1)
-                        if len(keeper.catalog.relations[("public", "snapshot_probe")].columns) == 2:
-                            break
-                    assert keeper.catalog.relations[("public", "snapshot_probe")].columns[1] == ("b", "text")
+                    catalog = await current(lambda c: len(c.relations[("public", "snapshot_probe")].columns) == 2)
+                    assert catalog.relations[("public", "snapshot_probe")].columns[1] == ("b", "text")
+                    # Temporary objects are no one else's: no notification, no refresh.
+                    notices = keeper.notices
+                    conn.execute("CREATE TEMP TABLE snapshot_scratch (a int); DROP TABLE snapshot_scratch")
+                    conn.execute("SELECT pg_notify('nothing', '')")  # a round trip after the commits
+                    await asyncio.sleep(0.2)
+                    assert keeper.notices == notices and keeper.catalog is catalog
                 finally:
                     conn.execute("DROP TABLE snapshot_probe")
         finally:

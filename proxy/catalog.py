@@ -34,6 +34,18 @@ WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')
   AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
 GROUP BY n.nspname, c.relname, c.relkind
 """
+# Unique keys of user tables (no partial or expression indexes): a private
+# query joins a public table only on one (rewriter/private/fan_out.py).
+_UNIQUE_KEYS = """
+SELECT n.nspname, c.relname, array_agg(a.attname::text)
+FROM pg_catalog.pg_index i
+JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY (i.indkey)
+WHERE i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+GROUP BY n.nspname, c.relname, i.indexrelid
+"""
 _FUNCTIONS = """
 SELECT p.proname, n.nspname = 'pg_catalog', array_agg(DISTINCT p.provolatile::text)
 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
@@ -163,8 +175,12 @@ async def read_catalog_from(conn: asyncpg.Connection, version: int = 0) -> Catal
     # One snapshot for every query: a change committed halfway through is
     # in all of them or in none.
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        unique_keys: dict[tuple[str, str], list[frozenset[str]]] = defaultdict(list)
+        for schema, name, columns in await conn.fetch(_UNIQUE_KEYS):
+            unique_keys[(schema, name)].append(frozenset(columns))
         relations = {
-            (schema, name): Relation(schema, name, kind, tuple(zip(names, types)), frozenset(not_null))
+            (schema, name): Relation(schema, name, kind, tuple(zip(names, types)), frozenset(not_null),
+                                     tuple(unique_keys.get((schema, name), ())))
             for schema, name, kind, names, types, not_null in await conn.fetch(_RELATIONS)
         }
         catalog_functions: dict[str, frozenset[str]] = {}

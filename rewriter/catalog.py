@@ -22,6 +22,7 @@ class Relation:
     kind: str  # pg_class.relkind: r table, v view, m matview, p partitioned, f foreign, ...
     columns: tuple[tuple[str, str], ...] = ()  # (name, format_type), in attnum order
     not_null: frozenset[str] = frozenset()  # columns declared NOT NULL
+    unique_keys: tuple[frozenset[str], ...] = ()  # columns of each unique index (user tables)
 
     @property
     def qualified(self) -> str:

@@ -21,6 +21,7 @@ from rewriter.catalog import Catalog, Relation
 from rewriter.masking import quote_ident
 from rewriter.private import query as q
 from rewriter.private import types as t
+from rewriter.private.fan_out import FanOutRefused, check_fan_out, column_equalities, using_equalities
 from rewriter.private.expressions import ColumnInfo, ExpressionRefused, RowExpressions, literal_number
 from rewriter.relations import fold
 
@@ -45,6 +46,8 @@ class Source:
     max_groups: int = 1
     max_rows: int = 1
     is_table: bool = True
+    one_row_per_unit: bool = False  # a protected source with at most one row per person
+    unique_keys: tuple[frozenset[str], ...] = ()  # a public table's (rewriter/private/fan_out.py)
 
     @property
     def protected(self) -> bool:
@@ -282,10 +285,16 @@ class PrivateAnalyser:
         columns = _column_info(table, relation, self.role.name)
         if table is None:
             sql = f"{quote_ident(relation.schema)}.{quote_ident(relation.name)}"
-            return Source(alias, columns, f"{sql} AS {quote_ident(alias)}", relation.qualified)
+            return Source(alias, columns, f"{sql} AS {quote_ident(alias)}", relation.qualified,
+                          unique_keys=relation.unique_keys)
         sql = aggregate_view(table, relation, self.role.name, table.row_filters.get(self.role.name))
-        return Source(alias, columns, f"{sql} AS {quote_ident(alias)}", relation.name, table.privacy_unit.column,
-                      table.contribution.max_groups_per_unit, table.contribution.max_rows_per_group)
+        unit = table.privacy_unit
+        # The table that identifies people has one row each (the policy says
+        # so by naming its own column the unit), as has one keyed on it.
+        one_row = unit.references is None or frozenset({unit.column}) in relation.unique_keys
+        return Source(alias, columns, f"{sql} AS {quote_ident(alias)}", relation.name, unit.column,
+                      table.contribution.max_groups_per_unit, table.contribution.max_rows_per_group,
+                      one_row_per_unit=one_row)
 
     def _derived(self, select: exp.Select, alias: str) -> Source:
         inner = PrivateAnalyser(self.policy, self.role, self.catalog, self.user)
@@ -363,7 +372,8 @@ class PrivateAnalyser:
             per_person = all(isinstance(k, exp.Column) and self._resolve(k).unit for k in self.key_nodes)
         return Source(alias, columns, f"({sql}) AS {quote_ident(alias)}", alias, "pgshroud_unit",
                       # Grouped by the unit alone, each person has one row.
-                      1 if per_person else max_groups, 1 if per_person else max_rows, is_table=False)
+                      1 if per_person else max_groups, 1 if per_person else max_rows, is_table=False,
+                      one_row_per_unit=per_person)
 
     def _per_person(self, node: exp.Expression, allowance: int) -> tuple[str, ColumnInfo]:
         """An aggregate of one person's rows, clamped to bounds from the policy."""
@@ -446,7 +456,39 @@ class PrivateAnalyser:
                 f"protected relations {', '.join(unlinked)} are not joined to {first.alias} on the privacy unit",
                 hint=f"Join them with {first.alias}.{first.unit_column} = <alias>.<privacy unit column>.",
             )
+        self._check_fan_out(tree)
         return f"{quote_ident(first.alias)}.{quote_ident(first.unit_column or '')}"
+        return f"{quote_ident(first.alias)}.{quote_ident(first.unit_column or '')}"
+
+    def _check_fan_out(self, tree: exp.Select) -> None:
+        """No join multiplies one person's rows (rewriter/private/fan_out.py)."""
+        joins = tree.args.get("joins") or []
+        conditions = [join.args["on"] for join in joins if join.args.get("on") is not None]
+        where = tree.args.get("where")
+        if where is not None:
+            conditions.append(where.this)
+
+        def find(column: exp.Column) -> tuple[str, str] | None:
+            owner = self._owner(column)
+            return None if owner is None else (owner[0], fold(column.this) if isinstance(column.this, exp.Identifier)
+                                               else column.name)
+
+        equalities = column_equalities(conditions, find)
+        from_ = tree.args.get("from_") or tree.args.get("from")
+        earlier = [self.sources[from_.this.alias_or_name]]
+        for join in joins:
+            alias = join.this.alias_or_name
+            equalities += using_equalities(alias, [fold(u) for u in join.args.get("using") or []], earlier)
+            earlier.append(self.sources[alias])
+        try:
+            check_fan_out(
+                self.sources,
+                [s.alias for s in self.sources.values() if s.protected and not s.one_row_per_unit],
+                {s.alias: s.unique_keys for s in self.sources.values() if not s.protected},
+                equalities,
+            )
+        except FanOutRefused as exc:
+            raise PrivateRefusal(str(exc), hint=exc.hint) from None
 
     def _unit_equalities(self, condition: exp.Expression) -> list[tuple[str, str]]:
         pairs = []

@@ -630,3 +630,11 @@ EXPLAIN SELECT date_trunc('month', visit_date) AS month, avg(cost) FROM visits G
 -- row: centred_sum(cost): L1 sensitivity 125000, bounds [0, 5000]
 -- row: units: L1 sensitivity 5
 -- row: partition selection: keep a group when its noisy unit count is at least
+
+-- title: public tables joined on their key, also through each other, keep one row per visit
+SELECT d1.description, count(*) FROM visits v JOIN diagnoses d1 ON d1.code = v.diagnosis_code JOIN diagnoses d2 ON d2.code = d1.code GROUP BY d1.description
+-- columns: description text, count bigint
+-- keys: public table
+-- noise: rows sensitivity 50 epsilon 1
+-- cost: epsilon 1, delta 0
+-- contribution: 5 groups x 10 rows

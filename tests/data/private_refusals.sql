@@ -231,3 +231,23 @@ EXPLAIN SELECT ssn FROM patients
 SELECT date_trunc('month', visit_date) AS month, count(*) FROM visits GROUP BY month
 -- session: epsilon=1, delta=0
 -- refused: 42501 delta
+
+-- title: a cross join with public tables multiplies one person's rows (a timing oracle)
+SELECT count(*) FROM visits v, diagnoses a, diagnoses b, diagnoses c WHERE v.patient_id = 5 AND v.department = 'Psychiatry'
+-- refused: 42501 must be joined on (code)
+
+-- title: a public table joined on a column that is not its key
+SELECT count(*) FROM visits v JOIN diagnoses d ON d.description = v.department
+-- refused: 42501 must be joined on (code)
+
+-- title: a public table joined by inequality
+SELECT count(*) FROM visits v JOIN diagnoses d ON d.code <> v.diagnosis_code
+-- refused: 42501 multiplies each person's rows
+
+-- title: two public tables joined on their keys to each other but not to the protected rows
+SELECT count(*) FROM visits v, diagnoses a JOIN diagnoses b ON a.code = b.code
+-- refused: 42501 must be joined on (code)
+
+-- title: two tables of many rows per person joined on the privacy unit
+SELECT count(*) FROM visits v JOIN labs l ON l.patient_id = v.patient_id
+-- refused: 42501 many rows per person

@@ -200,8 +200,8 @@ class Session:
         self._pending: deque[r.Unit] = deque()
         self._statements: dict[str, _Statement] = {}
         self._portals: dict[str, _Statement] = {}
-        # Non-raw sessions: the policy each named statement was planned under.
-        self._prepared_under: dict[str, object] = {}
+        # Non-raw sessions: what each named statement was planned under.
+        self._prepared_under: dict[str, _Prepared] = {}
         self._client_rest = b""  # the start of an incomplete client frame
         self._client_parts: list[bytes] = []  # more of it, joined once it is whole
         self._client_needed = 0  # bytes of that frame still missing
@@ -801,9 +801,10 @@ class Session:
 
     def _on_parse(self, parse: Parse) -> bytes | None:
         plans = self._plan(parse.sql)
-        if self.plan_context.policy is not None and not self.plan_context.role_sees_raw:
-            self._prepared_under[parse.name] = self.plan_context.policy
         plan = plans[0] if len(plans) == 1 else Refuse("42601", "cannot insert multiple commands into a prepared statement")
+        context = self.plan_context
+        if context.policy is not None and not context.role_sees_raw:
+            self._prepared_under[parse.name] = _Prepared(context.policy, context.catalog, parse.sql, _sent(plan))
         if self._watched:
             self._decided("parse", parse.sql, (plan,))
         if type(plan) is Passthrough and plan.sql == parse.sql:
@@ -831,11 +832,16 @@ class Session:
 
     def _on_bind(self, payload: bytes) -> bytes | None:
         portal, statement = _two_names(payload)
-        if self._prepared_under.get(statement, self.shared.policy) is not self.shared.policy:
+        prepared = self._prepared_under.get(statement)
+        if prepared is not None and prepared.policy is not self.shared.policy:
             return self._refuse_extended(
                 r.ENDS_BIND, "0A000", f'prepared statement "{statement}" was planned under a previous policy',
                 hint="Prepare it again.",
             )
+        if prepared is not None and prepared.catalog is not self.shared.catalog():
+            stale = self._recheck(statement, prepared)
+            if stale is not None:
+                return self._refuse_extended(r.ENDS_BIND, stale.sqlstate, stale.message, stale.hint)
         info = self._statements.get(statement) if self._statements else None
         if info is None or type(info.plan) is Passthrough:
             if info is not None:
@@ -871,6 +877,20 @@ class Session:
         self._expect(r.ENDS_BIND)
         # PostgreSQL's rows for pgshroud's own answers are read as text.
         return Bind(self._up(bind.portal), self._up(bind.statement), bind.param_formats, bind.params, ()).encode()
+
+    def _recheck(self, name: str, prepared: _Prepared) -> Refuse | None:
+        """A statement prepared before the catalog snapshot changed (a schema
+        change): planned again, it must send PostgreSQL the same text, or
+        what it now calls may be something the policy refuses."""
+        plans = self._plan(prepared.sql)
+        plan = plans[0] if len(plans) == 1 else None
+        if isinstance(plan, Refuse):
+            return plan
+        if plan is None or _sent(plan) != prepared.sent:
+            return Refuse("0A000", f'prepared statement "{name}" was planned before a change of the database schema',
+                          hint="Prepare it again.")
+        self._prepared_under[name] = prepared._replace(catalog=self.plan_context.catalog)
+        return None
 
     async def _bind_repeat(self, bind: Bind, cached: CachedAnswer, formats: tuple[int, ...], sql: str | None) -> bytes:
         """A Bind of a private statement whose answer the cache holds: the
@@ -1161,6 +1181,23 @@ def _renamed_frame(kind: int, data: bytes, pos: int, end: int) -> bytes | None:
         return None
     payload = b"".join(parts) + data[body:end]
     return bytes((kind,)) + _LENGTH_PACK(len(payload) + 4) + payload
+
+
+class _Prepared(NamedTuple):
+    """What a non-raw session's named statement was planned under, and the
+    text it sent upstream (None: a refusal's sentinel)."""
+
+    policy: object
+    catalog: Catalog | None
+    sql: str
+    sent: str | None
+
+
+def _sent(plan: Plan) -> str | None:
+    """The statement text a Parse of this plan sends upstream."""
+    if isinstance(plan, (Passthrough, Rewrite, Release)):
+        return plan.sql
+    return PLACEHOLDER_SQL if isinstance(plan, Local) else None
 
 
 class _Violation(Exception):

@@ -323,3 +323,25 @@ def test_statements_longer_than_the_planning_limit_are_refused(start_proxy, heal
         assert caught.value.sqlstate == "54000"
         assert "--max-statement-length" in (caught.value.diag.message_hint or "")
         assert conn.execute("SELECT " + ", ".join("1" for _ in range(1000))).fetchone()[0] == 1
+
+
+def test_statements_prepared_before_a_schema_change_are_planned_again(start_proxy, health_db, health_policy):
+    """A named statement prepared under an older catalog snapshot runs only
+    if, planned again under the current one, it sends PostgreSQL the same
+    text: what it calls may now be something the policy refuses."""
+    catalog = asyncio.run(read_catalog(health_db))
+    current = [catalog]
+    proxy = start_proxy(policy=health_policy, catalog=catalog)
+    proxy.server.shared.catalog = lambda: current[0]
+    query = "SELECT count(*) FROM patients WHERE patient_id > %s"
+    with connect(proxy, "clinician", prepare_threshold=0) as conn:
+        assert conn.execute(query, (0,)).fetchone()[0] > 0
+        current[0] = dataclasses.replace(catalog)  # a refreshed snapshot, nothing changed
+        assert conn.execute(query, (1,)).fetchone()[0] > 0
+        relations = {key: value for key, value in catalog.relations.items() if key != ("public", "patients")}
+        current[0] = dataclasses.replace(catalog, relations=relations)  # now it reads something else
+        with pytest.raises(psycopg.Error) as caught:
+            conn.execute(query, (2,))
+        assert caught.value.sqlstate in REFUSED
+        current[0] = catalog
+        assert conn.execute("SELECT 1").fetchone() == (1,)

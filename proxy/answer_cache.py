@@ -31,6 +31,7 @@ Sessions run on one event loop, so there is no locking.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
@@ -81,6 +82,8 @@ class AnswerCache:
         self._clock = clock
         self._wall_clock = wall_clock
         self._entries: OrderedDict[Hashable, CachedAnswer] = OrderedDict()
+        # Large answers are built, and put here, on a worker thread.
+        self._lock = threading.Lock()
         self._bytes = 0
         self.hits = 0
         self.misses = 0
@@ -101,6 +104,10 @@ class AnswerCache:
         return AnswerKey(value, policy, catalog)
 
     def get(self, key: AnswerKey) -> CachedAnswer | None:
+        with self._lock:
+            return self._get(key)
+
+    def _get(self, key: AnswerKey) -> CachedAnswer | None:
         entry = self._entries.get(key.value)
         if entry is None:
             self.misses += 1
@@ -117,6 +124,10 @@ class AnswerCache:
         size = _size(answer)
         if size > self.max_bytes // 8:
             return  # one answer may not push out most of the others
+        with self._lock:
+            self._put(key, answer, cost, size)
+
+    def _put(self, key: AnswerKey, answer: LocalAnswer, cost: Cost, size: int) -> None:
         if key.value in self._entries:
             self._drop(key.value)
         self._entries[key.value] = CachedAnswer(answer, cost, self._wall_clock(), self._clock() + self.seconds,

@@ -174,6 +174,20 @@ class Fetch(Action):
         return b""  # nothing else is expected; nothing from upstream gets through
 
 
+# A release with more raw rows than this is finalized on a worker thread.
+OFF_LOOP_ROWS = 1000
+
+
+class NeedsWorker(Exception):
+    """Raised by Transform.frame at CommandComplete when its answer is to be
+    built off the event loop: run `transform.prepare()` on a worker thread,
+    then hand the same frame to the action again."""
+
+    def __init__(self, transform: "Transform") -> None:
+        super().__init__("a large private answer is built on a worker thread")
+        self.transform = transform
+
+
 class Transform(Action):
     """Collect a Release's raw rows and send only its finalized answer.
 
@@ -181,7 +195,8 @@ class Transform(Action):
     could carry protected values. The answer's own notices go first.
     """
 
-    __slots__ = ("finalize", "columns", "formats", "describe", "rows", "on_error", "portal", "max_rows")
+    __slots__ = ("finalize", "columns", "formats", "describe", "rows", "on_error", "portal", "max_rows",
+                 "prepared")
 
     def __init__(
         self,
@@ -202,6 +217,7 @@ class Transform(Action):
         self.on_error = on_error
         self.portal = portal  # extended protocol: where the answer is kept for later Executes
         self.max_rows = max_rows
+        self.prepared: LocalAnswer | BaseException | None = None  # see prepare()
 
     def frame(self, kind: int, frame: bytes) -> bytes:
         if kind == DATA_ROW:
@@ -212,8 +228,14 @@ class Transform(Action):
         if kind in ASYNC:
             return frame
         if kind == COMMAND_COMPLETE:
-            answer = self.finalize(self._raw())
-            self.rows = []
+            if self.prepared is None:
+                if len(self.rows) > OFF_LOOP_ROWS:
+                    raise NeedsWorker(self)
+                self.prepare()
+            answer, self.prepared = self.prepared, None
+            if isinstance(answer, BaseException):
+                raise answer
+            assert answer is not None
             portal = self.portal if self.portal is not None else PortalAnswer()
             portal.fill(answer, self.formats)
             head = portal.take_notices()
@@ -223,6 +245,15 @@ class Transform(Action):
         if kind == ERROR:
             return self.on_error(frame)
         return b""
+
+    def prepare(self) -> None:
+        """Build the answer from the collected rows (on a worker thread for
+        large ones); a failure is kept and raised where the frame is handled."""
+        try:
+            self.prepared = self.finalize(self._raw())
+        except Exception as exc:
+            self.prepared = exc
+        self.rows = []
 
     def _raw(self) -> RawResult:
         values = tuple(

@@ -75,7 +75,8 @@ PLACEHOLDER_SQL = "SELECT WHERE false"
 CACHED_STATEMENT = "pgshroud_cached_answer"
 # Query and Parse frames longer than this are planned on a worker thread.
 OFF_LOOP_LENGTH = 4096
-_PLANNERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pgshroud-planner")
+# Long statements are planned, and large private answers built, here.
+_WORKERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pgshroud-worker")
 # Frames that may be relayed before they are complete, to avoid buffering
 # large rows and COPY data.
 _STREAMABLE = frozenset(b"Dd")
@@ -196,6 +197,7 @@ class Session:
         # A statement's plans made on a worker thread: (sql, context, plans).
         self._preplanned: tuple[str, PlanContext, list[Plan]] | None = None
         self._then: Awaitable[bytes] | None = None  # see _block
+        self._finalizing = False  # a private answer is being built on a worker thread
         self.plan_context = self._fresh_context()
         self._pending: deque[r.Unit] = deque()
         self._statements: dict[str, _Statement] = {}
@@ -501,7 +503,7 @@ class Session:
         sql = Query.decode(frame[5:]).sql if kind == Q else Parse.decode(frame[5:]).sql
         context = self._context()
         started = perf_counter()
-        plans = await asyncio.get_running_loop().run_in_executor(_PLANNERS, self._run_planner, sql, context)
+        plans = await asyncio.get_running_loop().run_in_executor(_WORKERS, self._run_planner, sql, context)
         if self._metrics is not None:
             self._metrics.planning.observe(perf_counter() - started)
         self._preplanned = (sql, context, plans)
@@ -1054,6 +1056,9 @@ class Session:
     # upstream → client
 
     def _on_upstream_data(self, data: bytes) -> None:
+        if self._finalizing:
+            self._upstream_rest += data
+            return
         if self._upstream_streaming:
             k = self._upstream_streaming
             if len(data) <= k:
@@ -1095,6 +1100,13 @@ class Session:
                     out.append(data[run:pos])
                 try:
                     out.append(action.frame(kind, data[pos:end]))
+                except r.NeedsWorker as deferred:
+                    # This frame and all after it wait for the answer.
+                    self._upstream_rest = data[pos:]
+                    if out:
+                        self.client.write(b"".join(out))
+                    self._finalize_off_loop(deferred.transform)
+                    return
                 except Exception as exc:  # e.g. a release's finalize: nothing of it may reach the client
                     self._answer_failed(out, exc)
                     return
@@ -1117,6 +1129,22 @@ class Session:
             self.client.write(b"".join(out))
         if self._draining and self.idle:
             self.drain()
+
+    def _finalize_off_loop(self, transform: r.Transform) -> None:
+        """Build a large private answer on a worker thread (its work grows
+        with the groups PostgreSQL returns), reading nothing more from
+        upstream meanwhile; then go on where the answer stopped."""
+        self._finalizing = True
+        self.upstream.pause("finalizing")
+        future = asyncio.get_running_loop().run_in_executor(_WORKERS, transform.prepare)
+        future.add_done_callback(self._finalized)
+
+    def _finalized(self, future: asyncio.Future[None]) -> None:
+        self._finalizing = False
+        if self.client.closed.done():
+            return
+        self.upstream.resume("finalizing")
+        self._on_upstream_data(b"")
 
     def _answer_failed(self, out: list[bytes], exc: Exception) -> None:
         """An answer pgshroud builds failed half-way: the client has seen

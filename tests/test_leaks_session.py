@@ -20,7 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from policies.model import Budgets, EpsilonDelta
 from proxy.catalog import read_catalog
 from proxy.ledger import PostgresLedger
-from proxy.codec.messages import ErrorResponse
+from proxy.codec.messages import CommandComplete, DataRow, ErrorResponse
 from proxy.session import WITHHELD_ERROR, SessionContext, _withheld_error
 from rewriter import plan
 from rewriter.names import upstream_name
@@ -345,3 +345,59 @@ def test_statements_prepared_before_a_schema_change_are_planned_again(start_prox
         assert caught.value.sqlstate in REFUSED
         current[0] = catalog
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_release_of_many_groups_is_built_off_the_event_loop(proxy):
+    """Partition selection over a key with thousands of groups: PostgreSQL
+    returns a row per group, and the answer is built on a worker thread
+    while another session is served; the answer and the session are intact."""
+    import threading
+    import time
+
+    many_groups = "SELECT visit_id, count(*) FROM visits GROUP BY visit_id"
+    done = threading.Event()
+    outcome: list[object] = []
+
+    def release() -> None:
+        try:
+            with connect(proxy, "analyst") as conn:
+                for _ in range(3):
+                    outcome.append(len(conn.execute(many_groups).fetchall()))
+                outcome.append(conn.execute("SELECT 1").fetchone())
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=release)
+    with connect(proxy, "clinician") as conn:
+        worker.start()
+        slowest, answers = 0.0, 0
+        while not done.is_set():
+            started = time.perf_counter()
+            conn.execute("SELECT 1")
+            slowest = max(slowest, time.perf_counter() - started)
+            answers += 1
+        worker.join(60)
+    assert len(outcome) == 4 and outcome[-1] == (1,), outcome
+    assert slowest < 1.0, f"another session waited {slowest:.2f}s"
+
+
+def test_transform_defers_large_answers_to_a_worker():
+    from proxy import responses as r
+    from rewriter.plans import Column, LocalAnswer
+
+    built: list[int] = []
+
+    def finalize(raw):
+        built.append(len(raw.rows))
+        return LocalAnswer("SELECT 1", (Column("n", 20),), (("1",),))
+
+    transform = r.Transform(finalize, (Column("n", 20),), (0,), describe=True, on_error=lambda frame: frame)
+    row = DataRow((b"1",)).encode()
+    for _ in range(r.OFF_LOOP_ROWS + 1):
+        transform.frame(ord("D"), row)
+    complete = CommandComplete("SELECT 1").encode()
+    with pytest.raises(r.NeedsWorker):
+        transform.frame(ord("C"), complete)
+    transform.prepare()  # as on the worker thread
+    out = transform.frame(ord("C"), complete)
+    assert built == [r.OFF_LOOP_ROWS + 1] and out.endswith(CommandComplete("SELECT 1").encode())

@@ -30,6 +30,7 @@ SHAPES = {
     "statements": ("", "SELECT lower(name) FROM patients", "; ", ""),
     "aggregate items": ("SELECT ", "count(*)", ", ", " FROM visits"),
     "private filters": ("SELECT count(*) FROM visits WHERE ", "cost > 5", " AND ", ""),
+    "arithmetic on an aggregate": ("SELECT avg(cost)", " * 7 / 3", "", " FROM visits"),
 }
 BASE = 150
 GROWTH = 8

@@ -641,10 +641,14 @@ class PrivateAnalyser:
             outputs.append(q.Output(_output_name(item, written), expression, self._post_type(expression)))
         return outputs
 
-    def _post(self, node: exp.Expression, where: str) -> exp.Expression:
+    def _post(self, node: exp.Expression, where: str, holders: set[int] | None = None) -> exp.Expression:
         """An expression evaluated after aggregation, with aggregates and keys
-        replaced by variables `agg{i}` and `key{i}`."""
-        if not any(isinstance(n, AGGREGATE_CLASSES) for n in node.walk()):
+        replaced by variables `agg{i}` and `key{i}`. `holders`: the ids of
+        the nodes that contain an aggregate, found once for the whole tree
+        (asked again at every level, nested arithmetic planned in quadratic time)."""
+        if holders is None:
+            holders = _aggregate_holders(node)
+        if id(node) not in holders:
             canonical = self._canonical(node)
             for index, key in enumerate(self.key_nodes):
                 if self._canonical(key) == canonical:
@@ -656,13 +660,18 @@ class PrivateAnalyser:
             )
         if isinstance(node, AGGREGATE_CLASSES):
             return exp.var(f"agg{self._add_aggregate(node)}")
-        copy = node.copy()
-        children = [(k, v) for k, v in copy.args.items()]
-        for key, value in children:
+        # A new node over the rewritten children: copying the subtree first
+        # at every level was quadratic too.
+        arguments: dict[str, object] = {}
+        for key, value in node.args.items():
             if isinstance(value, exp.Expression):
-                copy.set(key, self._post(value, where))
+                arguments[key] = self._post(value, where, holders)
             elif isinstance(value, list):
-                copy.set(key, [self._post(v, where) if isinstance(v, exp.Expression) else v for v in value])
+                arguments[key] = [self._post(v, where, holders) if isinstance(v, exp.Expression) else v
+                                  for v in value]
+            else:
+                arguments[key] = value
+        copy = node.__class__(**arguments)
         if not isinstance(copy, POST_NODES):
             raise PrivateRefusal(f"{node.key.upper()} cannot be applied to a private aggregate in {where}",
                                  hint="Use arithmetic, round, casts, comparisons or coalesce on aggregates.")
@@ -820,6 +829,15 @@ def _output_type(kind: str, argument: str) -> str:
     if kind == q.QUANTILE_CONT:
         return "double precision"
     return argument  # percentile_disc, min, max keep the argument's type
+
+
+def _aggregate_holders(node: exp.Expression) -> set[int]:
+    """The ids of the nodes of `node` that are or contain an aggregate, in one pass."""
+    holders: set[int] = set()
+    for each in reversed(list(node.dfs())):  # every node after its descendants
+        if isinstance(each, AGGREGATE_CLASSES) or any(id(child) in holders for child in each.iter_expressions()):
+            holders.add(id(each))
+    return holders
 
 
 def _output_name(item: exp.Expression, written: str | None = None) -> str:

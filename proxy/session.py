@@ -73,8 +73,10 @@ PLACEHOLDER_SQL = "SELECT WHERE false"
 # The prepared statement that stands in upstream for a private answer
 # repeated from the answer cache; closed and parsed again at each use.
 CACHED_STATEMENT = "pgshroud_cached_answer"
-# Query and Parse frames longer than this are planned on a worker thread.
-OFF_LOOP_LENGTH = 4096
+# Query and Parse frames longer than this are planned on a worker thread:
+# short enough that a statement planned in place holds the loop for
+# milliseconds even where planning is not linear in its length.
+OFF_LOOP_LENGTH = 1024
 # Long statements are planned, and large private answers built, here.
 _WORKERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pgshroud-worker")
 # Frames that may be relayed before they are complete, to avoid buffering

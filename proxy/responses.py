@@ -174,14 +174,12 @@ class Fetch(Action):
         return b""  # nothing else is expected; nothing from upstream gets through
 
 
-# A release with more raw rows than this is finalized on a worker thread.
-OFF_LOOP_ROWS = 1000
-
-
 class NeedsWorker(Exception):
-    """Raised by Transform.frame at CommandComplete when its answer is to be
-    built off the event loop: run `transform.prepare()` on a worker thread,
-    then hand the same frame to the action again."""
+    """Raised by Transform.frame at CommandComplete: its answer is built off
+    the event loop (its work grows with the groups, public domains' groups
+    included, not with the rows PostgreSQL returned): run
+    `transform.prepare()` on a worker thread, then hand the same frame to
+    the action again."""
 
     def __init__(self, transform: "Transform") -> None:
         super().__init__("a large private answer is built on a worker thread")
@@ -229,9 +227,7 @@ class Transform(Action):
             return frame
         if kind == COMMAND_COMPLETE:
             if self.prepared is None:
-                if len(self.rows) > OFF_LOOP_ROWS:
-                    raise NeedsWorker(self)
-                self.prepare()
+                raise NeedsWorker(self)
             answer, self.prepared = self.prepared, None
             if isinstance(answer, BaseException):
                 raise answer
@@ -247,8 +243,8 @@ class Transform(Action):
         return b""
 
     def prepare(self) -> None:
-        """Build the answer from the collected rows (on a worker thread for
-        large ones); a failure is kept and raised where the frame is handled."""
+        """Build the answer from the collected rows (on a worker thread); a
+        failure is kept and raised where the frame is handled."""
         try:
             self.prepared = self.finalize(self._raw())
         except Exception as exc:

@@ -23,6 +23,7 @@ touch the ledger or the cache.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import struct
@@ -125,10 +126,14 @@ class _Statement:
     under, to plan it again when they change (a Release also its parameter
     types, for the answer cache's key); a portal that has run keeps its
     answer, for later Executes; a portal of a Release keeps its answer
-    cache key, under which its answer is kept once released.
+    cache key, under which its answer is kept once released. A Release's
+    statement and portal live upstream under a name of their own
+    (`upstream`), which no client name translates to: SQL cannot reach them,
+    and a client's Parse or Close that PostgreSQL skips or refuses cannot
+    leave one under a name the session no longer counts as private.
     """
 
-    __slots__ = ("plan", "formats", "sql", "privacy", "answer", "param_types", "cache_key")
+    __slots__ = ("plan", "formats", "sql", "privacy", "answer", "param_types", "cache_key", "upstream")
 
     def __init__(
         self,
@@ -138,8 +143,10 @@ class _Statement:
         privacy: Mapping[str, str] = NO_SETTINGS,
         param_types: tuple[int, ...] = (),
         cache_key: AnswerKey | None = None,
+        upstream: str | None = None,
     ) -> None:
         self.plan = plan
+        self.upstream = upstream
         self.formats = formats
         self.sql = sql
         self.privacy = privacy
@@ -200,6 +207,7 @@ class Session:
         self._preplanned: tuple[str, PlanContext, list[Plan]] | None = None
         self._then: Awaitable[bytes] | None = None  # see _block
         self._finalizing = False  # a private answer is being built on a worker thread
+        self._fresh = itertools.count(1)  # numbers the upstream names of private statements and portals
         self.plan_context = self._fresh_context()
         self._pending: deque[r.Unit] = deque()
         self._statements: dict[str, _Statement] = {}
@@ -412,10 +420,9 @@ class Session:
             self._expect_relay(r.RELAY_DESCRIBE)
             return None
         if kind == C:
-            if named:
-                self._forget(data[pos + 5 : end])
+            upstream = self._forget(data[pos + 5 : end]) if named else None
             self._expect_relay(r.RELAY_CLOSE)
-            return None
+            return None if upstream is None else Close(data[pos + 5 : pos + 6], upstream).encode()
         if kind == F:
             return self._on_function_call(FunctionCall.decode(data[pos + 5 : end]))
         if kind == X:
@@ -518,18 +525,22 @@ class Session:
         return frame if out is None else out
 
     def _reachable(self, plan: Rewrite) -> Plan:
-        """An SQL EXECUTE, FETCH or MOVE, planned against this session's own
-        statements and portals: one that holds a private query (or its
-        placeholder) runs only through the protocol, noised and charged."""
+        """An SQL EXECUTE, FETCH, MOVE, DEALLOCATE or CLOSE, planned against
+        this session's own statements and portals. A private one lives under
+        an upstream name SQL cannot reach; running it so is refused with a
+        reason, and a DEALLOCATE or CLOSE of it is pointed at that name."""
         assert plan.reaches is not None
         kind, name = plan.reaches
         # Compared as PostgreSQL sees them: names that share their first 63
-        # bytes are one statement or portal upstream.
+        # bytes are one statement or portal.
         target = upstream_name(name)
         registry = self._statements if kind == "S" else self._portals
-        if not any(type(info.plan) is not Passthrough and upstream_name(held) == target
-                   for held, info in registry.items()):
+        upstream = next((info.upstream for held, info in registry.items()
+                         if info.upstream is not None and upstream_name(held) == target), None)
+        if upstream is None:
             return plan
+        if plan.sql[:10].lower().startswith(("deallocate", "close")):
+            return Rewrite(plan.sql.replace(f'"{target}"', f'"{upstream}"'))
         what = "prepared statement" if kind == "S" else "portal"
         return Refuse(POLICY_REFUSAL, f'{what} "{name}" holds a private query, which SQL cannot run',
                       hint="Run it through the protocol that prepared it (Bind and Execute).")
@@ -828,11 +839,14 @@ class Session:
         if isinstance(plan, (Passthrough, Rewrite)):
             self._statements.pop(parse.name, None)
             return Parse(name, plan.sql, parse.param_types).encode()
-        self._statements[parse.name] = _Statement(plan, sql=parse.sql, privacy=self._planned_privacy,
-                                                  param_types=parse.param_types)
         if isinstance(plan, Local):
+            self._statements[parse.name] = _Statement(plan, sql=parse.sql, privacy=self._planned_privacy,
+                                                      param_types=parse.param_types)
             return Parse(name, PLACEHOLDER_SQL, ()).encode()
-        return Parse(name, plan.sql, parse.param_types).encode()
+        upstream = self._fresh_name("statement")
+        self._statements[parse.name] = _Statement(plan, sql=parse.sql, privacy=self._planned_privacy,
+                                                  param_types=parse.param_types, upstream=upstream)
+        return Parse(upstream, plan.sql, parse.param_types).encode()
 
     def _on_bind(self, payload: bytes) -> bytes | None:
         portal, statement = _two_names(payload)
@@ -877,10 +891,12 @@ class Session:
             if cached is not None:
                 self._block(self._bind_repeat(bind, cached, formats, info.sql))
                 return b""
-        self._portals[portal] = _Statement(info.plan, formats, sql=info.sql, cache_key=key)
+        upstream = self._fresh_name("portal") if info.upstream is not None else None
+        self._portals[portal] = _Statement(info.plan, formats, sql=info.sql, cache_key=key, upstream=upstream)
         self._expect(r.ENDS_BIND)
         # PostgreSQL's rows for pgshroud's own answers are read as text.
-        return Bind(self._up(bind.portal), self._up(bind.statement), bind.param_formats, bind.params, ()).encode()
+        return Bind(upstream or self._up(bind.portal), info.upstream or self._up(bind.statement),
+                    bind.param_formats, bind.params, ()).encode()
 
     def _recheck(self, name: str, prepared: _Prepared) -> Refuse | None:
         """A statement prepared before the catalog snapshot changed (a schema
@@ -931,7 +947,7 @@ class Session:
             return Refuse("0A000", f'prepared statement "{name}" was planned under other pgshroud settings',
                           hint="Prepare it again.")
         info = self._statements[name] = _Statement(plan, sql=info.sql, privacy=self._planned_privacy,
-                                                   param_types=info.param_types)
+                                                   param_types=info.param_types, upstream=info.upstream)
         return info
 
     def _on_describe(self, describe: Describe) -> bytes | None:
@@ -943,7 +959,7 @@ class Session:
         columns = _columns(info.plan)
         formats = info.formats or (0,) * len(columns)
         self._expect(r.ENDS_DESCRIBE, action=r.describe_replacement(columns, formats))
-        return None
+        return None if info.upstream is None else Describe(describe.kind, info.upstream).encode()
 
     def _on_execute(self, execute: Execute) -> bytes | None:
         info = self._portals.get(execute.portal) if self._portals else None
@@ -955,7 +971,7 @@ class Session:
         if info.answer is not None:
             # It ran: the next rows of its answer, never a second run.
             self._expect(r.ENDS_EXECUTE, action=r.Fetch(info.answer, execute.max_rows))
-            return None
+            return None if info.upstream is None else Execute(info.upstream, execute.max_rows).encode()
         plan = info.plan
         if type(plan) is Passthrough:  # RESET ALL, DISCARD ALL
             self._expect(r.ENDS_EXECUTE, action=self._settle(None, RESET_ALL))
@@ -997,7 +1013,7 @@ class Session:
         # A release runs once, whole: fetching it from PostgreSQL in pieces
         # would run the aggregate, and its noise, more than once. Later
         # Executes of the portal take the next rows of its answer.
-        return Execute(self._up(execute.portal), 0).encode()
+        return Execute(info.upstream or self._up(execute.portal), 0).encode()
 
     def _refuse_extended(self, ends: frozenset[int], sqlstate: str, message: str, hint: str | None = None) -> bytes:
         """Refuse inside the extended protocol: both sides skip to Sync."""
@@ -1007,12 +1023,19 @@ class Session:
         self._client_skipping = True
         return Parse("", SENTINEL_SQL, ()).encode()
 
-    def _forget(self, close_payload: bytes) -> None:
-        """A Close of a statement or portal that may have a plan of its own."""
+    def _forget(self, close_payload: bytes) -> str | None:
+        """A Close of a statement or portal that may have a plan of its own:
+        the upstream name to close when it has one of its own."""
         kind, name = close_payload[:1], close_payload[1:].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-        (self._statements if kind == b"S" else self._portals).pop(name, None)
+        info = (self._statements if kind == b"S" else self._portals).pop(name, None)
         if kind == b"S":
             self._prepared_under.pop(name, None)
+        return None if info is None else info.upstream
+
+    def _fresh_name(self, what: str) -> str:
+        """An upstream name for a private statement or portal: no client name
+        translates to it (rewriter/names.py makes `pgshroud_u` + 40 hex digits)."""
+        return f"pgshroud_{'r' if what == 'statement' else 'q'}{next(self._fresh)}"
 
     def _on_function_call(self, call: FunctionCall) -> bytes | None:
         plan = plan_function_call(call.function_oid, self._context())

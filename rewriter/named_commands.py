@@ -54,15 +54,16 @@ def fetch_or_move(statement: Statement) -> tuple[str, str]:
     return renamed(statement, len(tokens) - 1), sql_name(tokens[-1])
 
 
-def close_or_deallocate(statement: Statement) -> str:
-    """CLOSE {name | ALL} and DEALLOCATE [PREPARE] {name | ALL}."""
+def close_or_deallocate(statement: Statement) -> tuple[str, str | None]:
+    """CLOSE {name | ALL} and DEALLOCATE [PREPARE] {name | ALL}: the
+    statement with its name translated, and the name (None for ALL)."""
     tokens = statement.tokens
     index = 2 if statement.words(2) == ["deallocate", "prepare"] else 1
     if len(tokens) != index + 1:
         raise NamedCommandError(f"{statement.first_word.upper()} takes one name or ALL")
     if tokens[index].text.lower() == "all" and tokens[index].token_type != TokenType.IDENTIFIER:
-        return statement.text
-    return renamed(statement, index)
+        return statement.text, None
+    return renamed(statement, index), sql_name(tokens[index])
 
 
 def execute_arguments(statement: Statement) -> tuple[str, str, str | None]:

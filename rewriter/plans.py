@@ -25,9 +25,11 @@ class Passthrough:
 class Rewrite:
     """Forward this rewritten text instead; results are relayed untouched.
 
-    `reaches` names what an SQL EXECUTE, FETCH or MOVE runs: ("S", name) a
-    prepared statement, ("P", name) a portal or cursor, by the client's name.
-    The session refuses it when that is one of its private statements.
+    `reaches` names what an SQL EXECUTE, FETCH, MOVE, DEALLOCATE or CLOSE
+    acts on: ("S", name) a prepared statement, ("P", name) a portal or
+    cursor, by the client's name. The session refuses running one of its
+    private statements or portals this way, and points a DEALLOCATE or
+    CLOSE of one at its upstream name.
     """
 
     sql: str

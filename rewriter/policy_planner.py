@@ -120,7 +120,7 @@ class QueryAnalyser:
         if word in ("fetch", "move"):
             return self._fetch(statement)
         if word in CURSOR_WORDS:
-            return self._named(statement, close_or_deallocate)
+            return self._closed(statement)
         if word == "execute":
             return self._execute(statement)
         if word == "unlisten":
@@ -316,12 +316,14 @@ class QueryAnalyser:
             raise Refusal("42601", str(exc)) from None
         return text[: position + len(text) - len(statement.text)]
 
-    def _named(self, statement: Statement, translate) -> Plan:
+    def _closed(self, statement: Statement) -> Plan:
         try:
-            text = translate(statement)
+            text, name = close_or_deallocate(statement)
         except NamedCommandError as exc:
             raise Refusal("42601", str(exc)) from None
-        return Passthrough(text) if text == statement.text else Rewrite(text)
+        if name is None:
+            return Passthrough(text)  # ALL
+        return Rewrite(text, reaches=("S" if statement.first_word == "deallocate" else "P", name))
 
     def _fetch(self, statement: Statement) -> Plan:
         try:

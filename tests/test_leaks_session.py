@@ -401,3 +401,44 @@ def test_transform_defers_its_answer_to_a_worker():
     transform.prepare()  # as on the worker thread
     out = transform.frame(ord("C"), complete)
     assert built == [5] and out.endswith(CommandComplete("SELECT 1").encode())
+
+
+def test_a_private_statement_lives_under_a_name_no_client_name_reaches(proxy, raw_health):
+    """A Release's statement and portal live upstream under names of
+    pgshroud's own: a re-Parse that pgshroud refuses or PostgreSQL rejects,
+    a name sharing the first 63 bytes, or SQL EXECUTE never reaches the
+    bounded query (each once returned a patient's exact visit count)."""
+    from psycopg.pq import ExecStatus
+
+    private = PRIVATE_QUERY.encode()
+    exact = exact_counts(raw_health)
+    with connect(proxy, "analyst") as conn:
+        pg = conn.pgconn
+        assert pg.prepare(b"p5", private).status == ExecStatus.COMMAND_OK
+        assert pg.prepare(b"p5", b"SELECT ssn FROM patients").status == ExecStatus.FATAL_ERROR  # refused
+        for attempt in (lambda: conn.execute("EXECUTE p5").fetchall(),
+                        lambda: _rows(pg.exec_prepared(b"p5", []))):
+            try:
+                rows = attempt()
+            except psycopg.Error as exc:
+                assert exc.sqlstate in ("26000", *REFUSED)
+                continue
+            assert not rows or dict(rows) != exact
+        # A name PostgreSQL already has: its second Parse succeeds as a plain statement.
+        assert pg.prepare(b"p6", private).status == ExecStatus.COMMAND_OK
+        assert pg.prepare(b"p6", b"SELECT 1").status == ExecStatus.COMMAND_OK
+        assert _rows(pg.exec_prepared(b"p6", [])) == [(b"1",)]
+        assert conn.execute("EXECUTE p6").fetchall() == [(1,)]
+        # Two names with the same first 63 bytes.
+        assert pg.prepare(b"A" * 63 + b"X", private).status == ExecStatus.COMMAND_OK
+        result = pg.exec_prepared(b"A" * 63 + b"Y", [])
+        assert result.status == ExecStatus.FATAL_ERROR, _rows(result)
+        # SQL DEALLOCATE of a private statement reaches it, and only it.
+        assert pg.prepare(b"p7", private).status == ExecStatus.COMMAND_OK
+        conn.execute("DEALLOCATE p7")
+        assert pg.exec_prepared(b"p7", []).status == ExecStatus.FATAL_ERROR
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def _rows(result) -> list[tuple]:
+    return [tuple(result.get_value(r, c) for c in range(result.nfields)) for r in range(result.ntuples)]

@@ -22,7 +22,14 @@ from rewriter.masking import quote_ident
 from rewriter.private import query as q
 from rewriter.private import types as t
 from rewriter.private.fan_out import FanOutRefused, check_fan_out, column_equalities, using_equalities
-from rewriter.private.expressions import ColumnInfo, ExpressionRefused, RowExpressions, literal_number
+from rewriter.private.expressions import (
+    ColumnInfo,
+    ExpressionRefused,
+    RowExpressions,
+    bounded_facts,
+    column_facts,
+    literal_number,
+)
 from rewriter.relations import fold
 
 
@@ -110,7 +117,8 @@ def _column_info(table: ProtectedTable | None, relation: Relation, role: str) ->
         kind = t.base_type(format_type)
         if table is None:
             infos[name] = ColumnInfo(kind, not_null=name in relation.not_null,
-                                     domain_sql=_distinct_values(relation.schema, relation.name, name))
+                                     domain_sql=_distinct_values(relation.schema, relation.name, name),
+                                     facts=column_facts(format_type, tamed=False))
             continue
         policy = table.columns.get(name)
         unit = name == table.privacy_unit.column
@@ -129,8 +137,10 @@ def _column_info(table: ProtectedTable | None, relation: Relation, role: str) ->
         if raw and policy is not None and policy.public_domain_table is not None:
             schema, other, column = policy.public_domain_table.split(".")
             domain_sql = _distinct_values(schema, other, column)
+        # Read through aggregate_view: tamed, but for the unit, which is read as stored.
+        facts = column_facts("text" if kind == "text" else format_type, tamed=not unit)
         infos[name] = ColumnInfo(kind, bounds, domain, domain_sql, protected=True, unit=unit,
-                                 not_null=name in relation.not_null)
+                                 not_null=name in relation.not_null, facts=facts)
     return infos
 
 
@@ -364,7 +374,7 @@ class PrivateAnalyser:
             domain_sql = self._resolve(node).domain_sql if isinstance(node, exp.Column) else None
             add(name, self.rows.safe_sql(node), ColumnInfo(
                 type_name, None if None in bounds else bounds, self._domain(node), domain_sql,  # type: ignore[arg-type]
-                protected=True, unit=unit))
+                protected=True, unit=unit, facts=self.rows.facts_of(node)))
         sql = f"SELECT {', '.join(parts)} {self._source_sql(select)}"
         per_person = False
         if group is not None:
@@ -392,7 +402,8 @@ class PrivateAnalyser:
                 inner = f"count({self.rows.safe_sql(argument)})"
             domain = tuple(str(i) for i in range(allowance + 1))
             bounds = (Fraction(0), Fraction(allowance))
-            return f"LEAST({inner}, {allowance})", ColumnInfo("bigint", bounds, domain, protected=True)
+            return f"LEAST({inner}, {allowance})", ColumnInfo(
+                "bigint", bounds, domain, protected=True, facts=bounded_facts("bigint", *bounds, integer=True))
         if type(node) not in (exp.Sum, exp.Avg, exp.Min, exp.Max):
             raise PrivateRefusal(f"{label} is not supported per person in a subquery",
                                  hint="Per person, use count, sum, avg, min or max.")
@@ -413,7 +424,8 @@ class PrivateAnalyser:
             type_name = t.average_type(argument_type) if isinstance(node, exp.Avg) else argument_type
         clamped = f"LEAST(GREATEST({function}({value}), {_sql_number(low)}), {_sql_number(high)})"
         sql = f"CASE WHEN {function}({value}) IS NULL THEN NULL ELSE {clamped} END"
-        return sql, ColumnInfo(type_name, (low, high), None, protected=True)
+        return sql, ColumnInfo(type_name, (low, high), None, protected=True,
+                               facts=bounded_facts(type_name, low, high))
 
     def _join_on_units(self, tree: exp.Select) -> str:
         """The unit of the joined row: every protected source must be joined
@@ -457,7 +469,6 @@ class PrivateAnalyser:
                 hint=f"Join them with {first.alias}.{first.unit_column} = <alias>.<privacy unit column>.",
             )
         self._check_fan_out(tree)
-        return f"{quote_ident(first.alias)}.{quote_ident(first.unit_column or '')}"
         return f"{quote_ident(first.alias)}.{quote_ident(first.unit_column or '')}"
 
     def _check_fan_out(self, tree: exp.Select) -> None:

@@ -1,0 +1,366 @@
+"""A grammar-based fuzzer for the row expressions of private queries: no
+expression the planner accepts may fail on any row.
+
+An error raised while PostgreSQL evaluates a row reveals that a row with
+such a value exists, outside the noise (issue 9: a cast to numeric(3,0)
+failed exactly when one patient had a Psychiatry visit). The grammar below
+generates the constructs the private expression checker allows, and some
+it refuses, over the demo tables' columns and a table of the other types
+it knows (floats, unconstrained numeric, smallint, varchar(n), char(n),
+timestamp), in WHERE, in GROUP BY keys, inside aggregates, in FILTER and
+in a subquery in FROM. The queries the planner turns into a Release have
+their bounded SQL run against tables of adversarial rows: NaN and
+infinities, numerics of 1e131071 and 1e-16383, the earliest and latest
+dates and timestamps and 'infinity', empty and 1 MB strings, a trailing
+backslash, NULL in every column. Each runs under three time zones, and
+prepared under one time zone then executed under another (constants such as
+the clamps of timestamps are read when the statement is parsed). None may
+fail.
+
+Derandomized, so CI sees the same examples every run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import io
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+from psycopg.types.string import TextLoader
+
+from policies.loader import load_policy
+from proxy.catalog import read_catalog
+from proxy.setup_command import run_setup
+from rewriter import PlanContext, plan
+from rewriter.plans import Release
+
+REPO = Path(__file__).resolve().parent.parent
+SESSION = {"epsilon": "1", "delta": "1e-6"}
+# East and west of UTC by 99 hours: a POSIX zone PostgreSQL accepts.
+TIME_ZONES = ("UTC", "<+99>-99", "<-99>+99")
+# (parsed under, executed under) for a prepared statement.
+PREPARED_ZONES = (("<+99>-99", "<-99>+99"), ("<-99>+99", "<+99>-99"))
+MAX_EXAMPLES = 300
+
+# A table of the types the checker knows beyond the demo's, as protected as visits.
+READINGS = """
+CREATE TABLE readings (
+    patient_id integer,
+    small smallint,
+    big bigint,
+    amount numeric,
+    ratio double precision,
+    level real,
+    label varchar(8),
+    flag char(4),
+    seen timestamp,
+    day date
+)
+"""
+READINGS_POLICY = {
+    "privacy_unit": {"column": "patient_id", "references": "patients.patient_id"},
+    "contribution": {"max_groups_per_unit": 5, "max_rows_per_group": 10},
+    "columns": {"patient_id": "pseudonym", **{name: "none" for name in (
+        "small", "big", "amount", "ratio", "level", "label", "flag", "seen", "day")}},
+}
+
+MEGABYTE = "'" + "a" * (1 << 20) + "'"
+TEXTS = ["NULL", "''", MEGABYTE, "'Psychiatry'", "'\\'", "'%_\\%'", "'é'", "'0'", "'1e400'", "'garbage'"]
+# Masks of text (ssn, zip3, ...) run regular expressions that take over a
+# second on a megabyte, for every row it is joined to: a matter of time, not
+# of errors, so masked columns get strings of 4 kB.
+MASKED_TEXTS = [f"'{'9' * 4096}'" if text == MEGABYTE else text for text in TEXTS]
+# Values per column type; every table cycles through each column's list.
+ADVERSARIAL = {
+    "unit": ["1", "2", "3", "1", "2", "NULL", "3", "1", "2", "3", "1", "2"],
+    "integer": ["NULL", "0", "-1", "1", "2147483647", "-2147483648", "30", "-30"],
+    "bigint": ["NULL", "0", "9223372036854775807", "-9223372036854775808", "1"],
+    "smallint": ["NULL", "0", "32767", "-32768", "1"],
+    "numeric(10,2)": ["NULL", "'NaN'", "99999999.99", "-99999999.99", "0.01", "-0.01", "0", "5000"],
+    "numeric": ["NULL", "'NaN'", "'Infinity'", "'-Infinity'", "1e130", "-1e130", "1e-130", "'1e131071'",
+                "'-1e131071'", "'1e-16383'", "0"],
+    "double precision": ["NULL", "'NaN'", "'Infinity'", "'-Infinity'", "1.7976931348623157e308",
+                         "-1.7976931348623157e308", "5e-324", "-5e-324", "0", "'-0'"],
+    "real": ["NULL", "'NaN'", "'Infinity'", "'-Infinity'", "3.4028235e38", "-3.4028235e38", "1.4e-45", "0"],
+    "date": ["NULL", "'infinity'", "'-infinity'", "'4713-11-24 BC'", "'5874897-12-31'", "'2024-02-29'",
+             "'0001-01-01'", "'294276-12-31'"],
+    "timestamp": ["NULL", "'infinity'", "'-infinity'", "'4713-11-24 00:00:00 BC'", "'294276-12-31 23:59:59.999999'",
+                  "'2024-02-29 12:34:56.789'", "'0001-01-01 00:00:00'"],
+    "timestamptz": ["NULL", "'infinity'", "'-infinity'", "'4713-11-24 00:00:00+00 BC'",
+                    "'294276-12-31 23:59:59.999999+00'", "'2024-02-29 12:34:56.789+00'", "'0001-01-01 00:00:00+00'"],
+    "text": TEXTS,
+    "masked text": MASKED_TEXTS,
+    # The public table's key: unique, and short enough for its index.
+    "key": ["''", f"'{'a' * 2000}'", "'Psychiatry'", "'\\'", "'%_\\%'", "'é'", "'0'", "'1e400'", "'garbage'",
+            "' '", "'X'", "'F32.9'"],
+    "varchar(8)": ["NULL", "''", "'abcdefgh'", "'\\'", "'Psych'"],
+    "char(4)": ["NULL", "''", "'abcd'", "'\\'"],
+}
+ROWS = 12
+COLUMNS = {
+    "patients": [("patient_id", "unit"), ("name", "masked text"), ("ssn", "masked text"), ("email", "masked text"),
+                 ("phone", "masked text"), ("birth_date", "date"), ("sex", "text"), ("zip", "masked text"),
+                 ("city", "masked text"), ("state", "text")],
+    "visits": [("visit_id", "bigint"), ("patient_id", "unit"), ("visit_date", "date"), ("diagnosis_code", "text"),
+               ("department", "text"), ("cost", "numeric(10,2)"), ("length_of_stay", "integer")],
+    "labs": [("lab_id", "bigint"), ("patient_id", "unit"), ("test", "text"), ("value", "numeric(10,2)"),
+             ("taken_at", "timestamptz"), ("unit", "text")],
+    "diagnoses": [("code", "key"), ("description", "text")],
+    "readings": [("patient_id", "unit"), ("small", "smallint"), ("big", "bigint"), ("amount", "numeric"),
+                 ("ratio", "double precision"), ("level", "real"), ("label", "varchar(8)"), ("flag", "char(4)"),
+                 ("seen", "timestamp"), ("day", "date")],
+}
+
+
+def _adversarial_rows(table: str) -> str:
+    columns = COLUMNS[table]
+    rows = []
+    for i in range(ROWS):
+        # Shifted per column so that extremes meet each other in one row.
+        values = [ADVERSARIAL[kind][i] if kind in ("unit", "key") else
+                  ADVERSARIAL[kind][(i + j) % len(ADVERSARIAL[kind])] for j, (_, kind) in enumerate(columns)]
+        rows.append(f"({', '.join(values)})")
+    return f"INSERT INTO {table} ({', '.join(c for c, _ in columns)}) VALUES {', '.join(rows)}"
+
+
+def _database(pg, name: str, rows: bool) -> str:
+    """The demo schema without its NOT NULL and CHECK constraints, plus
+    `readings`, with adversarial rows or none; pgshroud set up in it."""
+    pg.execute(f"DROP DATABASE IF EXISTS {name}")
+    pg.execute(f"CREATE DATABASE {name}")
+    dsn = pg.admin_dsn(name)
+    schema = (REPO / "proxy" / "demo_data" / "schema.sql").read_text()
+    schema = re.sub(r"\s+NOT NULL", "", schema)
+    schema = re.sub(r"\s+CHECK \([^)]*\)\)", "", schema)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(schema)
+        conn.execute(READINGS)
+        for table in COLUMNS if rows else ():
+            conn.execute(_adversarial_rows(table))
+        # Public tables are joined on their keys.
+        conn.execute("ALTER TABLE diagnoses ADD PRIMARY KEY (code)")
+    assert run_setup(dsn, key_env=None, key_file=None, rotate_key=False, grant_to=[], out=io.StringIO()) == 0
+    return dsn
+
+
+@dataclass
+class Fuzz:
+    """The planner's context and connections to the adversarial and the empty database."""
+
+    context: PlanContext = field(repr=False)
+    adversarial: psycopg.Connection = field(repr=False)
+    empty: psycopg.Connection = field(repr=False)
+
+
+@pytest.fixture(scope="module")
+def fuzz(pg, tmp_path_factory) -> Iterator[Fuzz]:
+    """The analyst of the demo's policy, with `readings` protected like visits."""
+    adversarial, empty = _database(pg, "fuzz", rows=True), _database(pg, "fuzz_empty", rows=False)
+    policy = yaml.safe_load((REPO / "policies" / "examples" / "healthcare.yaml").read_text())
+    policy["protected_tables"]["readings"] = READINGS_POLICY
+    path = tmp_path_factory.mktemp("fuzz") / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    loaded = load_policy(path)
+    catalog = asyncio.run(read_catalog(adversarial))
+    context = PlanContext(user="analyst", policy=loaded, role=loaded.role_for("analyst"), catalog=catalog,
+                          privacy=SESSION)
+    with psycopg.connect(adversarial, autocommit=True) as rows, psycopg.connect(empty, autocommit=True) as none:
+        for conn in (rows, none):
+            conn.execute("SET statement_timeout = '30s'")
+            # Dates before year 1 have no Python value: read them as text.
+            for name in ("date", "timestamp", "timestamptz", "interval"):
+                conn.adapters.register_loader(name, TextLoader)
+        yield Fuzz(context, rows, none)
+
+
+# the grammar
+
+class Columns:
+    """The columns a generated expression may read, by kind."""
+
+    def __init__(self, numbers: list[str], texts: list[str], dates: list[str], timestamps: list[str]) -> None:
+        self.numbers, self.texts, self.dates, self.timestamps = numbers, texts, dates, timestamps
+
+
+SOURCES = {
+    "visits v JOIN patients p USING (patient_id)": Columns(
+        ["v.cost", "v.length_of_stay", "v.visit_id", "p.patient_id"],
+        ["v.department", "v.diagnosis_code", "p.name", "p.zip", "p.sex", "p.ssn"],
+        ["v.visit_date", "p.birth_date"], []),
+    "labs l": Columns(["l.value", "l.lab_id"], ["l.test", "l.unit"], [], ["l.taken_at"]),
+    "readings r": Columns(["r.small", "r.big", "r.amount", "r.ratio", "r.level"], ["r.label", "r.flag"],
+                          ["r.day"], ["r.seen"]),
+    "visits v JOIN diagnoses d ON d.code = v.diagnosis_code": Columns(
+        ["v.cost", "v.length_of_stay"], ["d.description", "d.code", "v.department"], ["v.visit_date"], []),
+}
+DERIVED = Columns(["d.x"], ["d.s"], ["d.w"], [])
+
+NUMBER_LITERALS = ["0", "1", "-1", "7", "2.5", "-0.001", "1000", "99999", "2147483647", "1e99", "-1e99", "1e-99",
+                   "0.000001", "32767"]
+DIVISORS = ["2", "-3", "0.5", "7", "1e-50", "1e50", "0.001"]
+NUMBER_TYPES = ["numeric(3,0)", "numeric(5,2)", "numeric(12,2)", "numeric(20,4)", "decimal(7,3)", "numeric(3)",
+                "numeric", "integer", "smallint", "bigint", "real", "double precision", "float(24)"]
+TEXT_LITERALS = ["''", "'Psychiatry'", "'a'", "'\\'", "'Z'"]
+TEXT_TYPES = ["text", "varchar(3)", "char(2)", "varchar", "character varying(1)"]
+TIME_TYPES = ["date", "timestamp", "timestamptz", "timestamp(0)", "timestamptz(2)", "timestamp(3) with time zone"]
+TIME_LITERALS = ["DATE '2024-01-01'", "TIMESTAMP '2024-01-01 10:00'", "TIMESTAMPTZ '2024-01-01 10:00+02'",
+                 "'294276-12-31'::timestamp", "'infinity'::date", "'4713-11-24 BC'::date", "'2024-06-01'"]
+TRUNC_UNITS = ["microseconds", "second", "minute", "hour", "day", "week", "month", "quarter", "year", "decade",
+               "century", "millennium"]
+FIELDS = ["year", "month", "day", "dow", "isodow", "doy", "quarter", "week", "decade", "century", "millennium",
+          "isoyear", "epoch", "julian", "hour", "minute", "second", "milliseconds", "microseconds"]
+PATTERNS = ["'%a%'", "'Psych%'", "'%%_%'", "'a\\%'", "'%'", "'" + "%a" * 20 + "'", "'\\\\'", "'_'"]
+COMPARE = ["=", "<>", "<", "<=", ">", ">=", "IS DISTINCT FROM"]
+
+
+@functools.cache
+def grammar(columns: Columns, depth: int) -> dict[str, st.SearchStrategy[str]]:
+    """Strategies for number, text, time and boolean expressions up to `depth` levels deep."""
+    # Columns as often as literals: only values read from rows can make an error depend on data.
+    number_leaves = st.one_of(st.sampled_from(columns.numbers), st.sampled_from(NUMBER_LITERALS))
+    text_leaves = st.one_of(st.sampled_from(columns.texts), st.sampled_from(TEXT_LITERALS))
+    time_leaves = st.one_of(st.sampled_from(columns.dates + columns.timestamps), st.sampled_from(TIME_LITERALS))
+    if depth == 0:
+        comparison = st.builds(lambda a, op, b: f"{a} {op} {b}", number_leaves, st.sampled_from(COMPARE), number_leaves)
+        return {"number": number_leaves, "text": text_leaves, "time": time_leaves,
+                "bool": st.one_of(comparison, st.just("TRUE"))}
+    inner = grammar(columns, depth - 1)
+    n, s, d, b = inner["number"], inner["text"], inner["time"], inner["bool"]
+    dates = st.sampled_from(columns.dates) if columns.dates else d
+    # Functions of dates and timestamps mostly read columns: literals are refused or fold.
+    t = st.one_of(st.sampled_from(columns.dates + columns.timestamps), d)
+    numbers = st.one_of(
+        number_leaves,
+        st.builds(lambda x, op, y: f"({x} {op} {y})", n, st.sampled_from(["+", "-", "*"]), n),
+        st.builds(lambda x, op, c: f"({x} {op} {c})", n, st.sampled_from(["/", "%"]), st.sampled_from(DIVISORS)),
+        st.builds(lambda f, x: f"{f}({x})", st.sampled_from(["-", "abs", "round", "trunc", "floor", "ceil"]), n),
+        st.builds(lambda f, x, k: f"{f}({x}, {k})", st.sampled_from(["round", "trunc"]), n,
+                  st.sampled_from(["0", "2", "-2", "40"])),
+        st.builds(lambda x, ty: f"CAST({x} AS {ty})", n, st.sampled_from(NUMBER_TYPES)),
+        st.builds(lambda x, lo, hi: f"least(greatest({x}, {lo}), {hi})", n, st.sampled_from(["-999", "0", "-1e50"]),
+                  st.sampled_from(["999", "99.994", "1e50", "32767"])),
+        st.builds(lambda f, x, y: f"{f}({x}, {y})", st.sampled_from(["least", "greatest", "coalesce", "nullif"]), n, n),
+        st.builds(lambda c, x, y: f"CASE WHEN {c} THEN {x} ELSE {y} END", b, n, n),
+        st.builds(lambda c, x: f"CASE WHEN {c} THEN {x} END", b, n),
+        st.builds(lambda f, x: f"extract({f} FROM {x})", st.sampled_from(FIELDS), t),
+        st.builds(lambda x: f"length({x})", s),
+        st.builds(lambda x, y: f"({x} - {y})", dates, dates),
+        st.builds(lambda x, ty: f"CAST({x} AS {ty})", st.sampled_from(columns.texts),
+                  st.sampled_from(["integer", "numeric"])),
+    )
+    texts = st.one_of(
+        text_leaves,
+        st.builds(lambda f, x: f"{f}({x})", st.sampled_from(["lower", "upper"]), s),
+        st.builds(lambda x, ty: f"CAST({x} AS {ty})", st.one_of(s, n, d), st.sampled_from(TEXT_TYPES)),
+        st.builds(lambda x, y: f"coalesce({x}, {y})", s, s),
+        st.builds(lambda c, x, y: f"CASE WHEN {c} THEN {x} ELSE {y} END", b, s, s),
+    )
+    times = st.one_of(
+        time_leaves,
+        st.builds(lambda u, x: f"date_trunc('{u}', {x})", st.sampled_from(TRUNC_UNITS), t),
+        st.builds(lambda x, ty: f"CAST({x} AS {ty})", t, st.sampled_from(TIME_TYPES)),
+        st.builds(lambda f, x, y: f"{f}({x}, {y})", st.sampled_from(["least", "greatest", "coalesce"]), d, d),
+        st.builds(lambda c, x, y: f"CASE WHEN {c} THEN {x} ELSE {y} END", b, d, d),
+        st.builds(lambda x: f"CAST({x} AS date)", st.sampled_from(columns.texts)),
+    )
+    bools = st.one_of(
+        st.builds(lambda x, op, y: f"{x} {op} {y}", n, st.sampled_from(COMPARE), n),
+        st.builds(lambda x, op, y: f"{x} {op} {y}", s, st.sampled_from(COMPARE), s),
+        st.builds(lambda x, op, y: f"{x} {op} {y}", d, st.sampled_from(COMPARE), d),
+        st.builds(lambda x, op, p: f"{x} {op} {p}", s, st.sampled_from(["LIKE", "ILIKE", "NOT LIKE"]),
+                  st.sampled_from(PATTERNS)),
+        st.builds(lambda x, op: f"{x} {op}", st.one_of(n, s, d), st.sampled_from(["IS NULL", "IS NOT NULL"])),
+        st.builds(lambda x, lo, hi: f"{x} BETWEEN {lo} AND {hi}", n, n, n),
+        st.builds(lambda x, a, c: f"{x} IN ({a}, {c}, 5)", n, n, n),
+        st.builds(lambda x, y, op: f"({x} {op} {y})", b, b, st.sampled_from(["AND", "OR"])),
+        st.builds(lambda x: f"NOT ({x})", b),
+    )
+    return {"number": numbers, "text": texts, "time": times, "bool": bools}
+
+
+DEPTH = 2
+
+
+@st.composite
+def queries(draw) -> str:
+    source = draw(st.sampled_from(sorted(SOURCES)))
+    g = grammar(SOURCES[source], DEPTH)
+    shape = draw(st.sampled_from(["where", "key", "aggregates", "filter", "derived"]))
+    if shape == "where":
+        return f"SELECT count(*) FROM {source} WHERE {draw(g['bool'])}"
+    if shape == "key":
+        key = draw(st.one_of(g["number"], g["text"], g["time"], g["bool"]))
+        return f"SELECT {key} AS k, count(*) FROM {source} GROUP BY 1"
+    if shape == "aggregates":
+        number, counted = draw(g["number"]), draw(g["number"])
+        distinct = draw(st.one_of(g["number"], g["text"], g["time"]))
+        function = draw(st.sampled_from(["sum", "avg", "median", "stddev", "max"]))
+        # count() of text and times: see test_leaks_private_errors (a known bug of the bounded SQL).
+        return (f"SELECT {function}(least(greatest({number}, -1000), 1000)), count({counted}), "
+                f"count(DISTINCT {distinct}) FROM {source}")
+    if shape == "filter":
+        return (f"SELECT count(*) FILTER (WHERE {draw(g['bool'])}), "
+                f"sum(least(greatest({draw(g['number'])}, 0), 10)) FILTER (WHERE {draw(g['bool'])}) FROM {source}")
+    outer = grammar(DERIVED, DEPTH)
+    return (f"SELECT count(*) FROM (SELECT {draw(g['number'])} AS x, {draw(g['text'])} AS s, "
+            f"{draw(g['time'])} AS w FROM {source}) AS d WHERE {draw(outer['bool'])}")
+
+
+def run_everywhere(conn: psycopg.Connection, sql: str) -> None:
+    """The bounded SQL under each time zone, and prepared under one zone then executed under another."""
+    for zone in TIME_ZONES:
+        conn.execute(f"SET TimeZone = '{zone}'")
+        conn.execute(sql).fetchall()
+    for parsed, executed in PREPARED_ZONES:
+        conn.execute(f"SET TimeZone = '{parsed}'")
+        conn.execute(f"PREPARE pgshroud_fuzz AS {sql}")
+        try:
+            conn.execute(f"SET TimeZone = '{executed}'")
+            conn.execute("EXECUTE pgshroud_fuzz").fetchall()
+        finally:
+            conn.execute("DEALLOCATE pgshroud_fuzz")
+    conn.execute("RESET TimeZone")
+
+
+OUTCOMES: Counter[str] = Counter()
+
+
+@settings(max_examples=MAX_EXAMPLES, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(query=queries())
+def test_accepted_row_expressions_never_fail_on_adversarial_rows(query, fuzz):
+    (planned,) = plan(query, fuzz.context)
+    if not isinstance(planned, Release):
+        OUTCOMES["refused"] += 1
+        return
+    OUTCOMES["released"] += 1
+    note(planned.sql)
+    try:
+        run_everywhere(fuzz.adversarial, planned.sql)
+    except psycopg.Error as exc:
+        try:
+            run_everywhere(fuzz.empty, planned.sql)
+        except psycopg.Error as without_rows:
+            if without_rows.sqlstate == exc.sqlstate:
+                # It fails whether or not any row exists (a bad literal): no oracle.
+                OUTCOMES["fails without rows"] += 1
+                return
+        pytest.fail(f"an accepted private query failed on adversarial rows:\n{query}\n{type(exc).__name__}: {exc}")
+
+
+def test_the_fuzzer_runs_accepted_queries():
+    """The grammar is not mostly refused: a fuzzer whose queries never reach
+    PostgreSQL would pass without testing anything."""
+    if not OUTCOMES:
+        pytest.skip("runs after the fuzzer, in the same session")
+    assert OUTCOMES["released"] - OUTCOMES["fails without rows"] >= MAX_EXAMPLES // 4, OUTCOMES

@@ -204,7 +204,8 @@ class Session:
         self._settling: list[r.Settle] = []
         self._planned_privacy: Mapping[str, str] = NO_SETTINGS
         # A statement's plans made on a worker thread: (sql, context, plans).
-        self._preplanned: tuple[str, PlanContext, list[Plan]] | None = None
+        # Plans made on a worker thread for the message being handled, by _plan_key.
+        self._preplanned: dict[tuple, list[Plan]] = {}
         self._then: Awaitable[bytes] | None = None  # see _block
         self._finalizing = False  # a private answer is being built on a worker thread
         self._fresh = itertools.count(1)  # numbers the upstream names of private statements and portals
@@ -395,6 +396,10 @@ class Session:
         named = self._statements or self._portals or self._prepared_under or self._started_rewritten
         if kind == B:
             if named:
+                replans = self._bind_replans(data[pos + 5 : end]) if self._started_rewritten else None
+                if replans is not None:
+                    self._block(self._planned_then(kind, data[pos:end], replans))
+                    return b""
                 return self._on_bind(data[pos + 5 : end])
             self._expect_relay(r.RELAY_BIND)
             return None
@@ -408,7 +413,9 @@ class Session:
             self._pending.append(r.SYNC)
             return None
         if kind in (Q, P) and self._plans_off_loop(end - pos):
-            self._block(self._planned_then(kind, data[pos:end]))
+            payload = data[pos + 5 : end]
+            sql = Query.decode(payload).sql if kind == Q else Parse.decode(payload).sql
+            self._block(self._planned_then(kind, data[pos:end], sql))
             return b""
         if kind == Q:
             return self._on_query(Query.decode(data[pos + 5 : end]).sql)
@@ -479,9 +486,9 @@ class Session:
             return [Refuse("54000", f"the statement is too long for pgshroud to analyse ({len(sql)} characters; "
                            f"the limit is {self.shared.config.max_statement_length})",
                            hint="Shorten it, or ask the operator to raise pgshroud serve --max-statement-length.")]
-        preplanned, self._preplanned = self._preplanned, None
-        if preplanned is not None and preplanned[0] == sql and preplanned[1] is context:
-            plans = preplanned[2]
+        preplanned = self._preplanned.get(_plan_key(sql, context)) if self._preplanned else None
+        if preplanned is not None:
+            plans = preplanned
         else:
             # Only statements that the planner analyses are timed.
             metrics = self._metrics if analysed else None
@@ -506,23 +513,57 @@ class Session:
         short ones (and every raw session's) are planned in place."""
         return frame_length > OFF_LOOP_LENGTH and self._started_rewritten
 
-    async def _planned_then(self, kind: int, frame: bytes) -> bytes:
-        """A Query or Parse planned on a worker thread, then handled as if
-        planned in place: the bytes to send upstream for it."""
-        sql = Query.decode(frame[5:]).sql if kind == Q else Parse.decode(frame[5:]).sql
+    async def _planned_then(self, kind: int, frame: bytes, sql: str) -> bytes:
+        """A Query, Parse or Bind whose statement is planned on a worker
+        thread (for a Query also again under each privacy setting it
+        changes, for a Bind under the settings or catalog that changed),
+        then handled as if planned in place: the bytes to send upstream."""
         context = self._context()
         started = perf_counter()
-        plans = await asyncio.get_running_loop().run_in_executor(_WORKERS, self._run_planner, sql, context)
+        loop = asyncio.get_running_loop()
+        plans = await loop.run_in_executor(_WORKERS, self._run_planner, sql, context)
+        self._preplanned = {_plan_key(sql, context): plans}
+        if kind == Q:
+            privacy = context.privacy
+            for plan in plans[:-1]:
+                change = _setting_change(plan)
+                changed = privacy if change is None else _applied(privacy, change)
+                if changed != privacy:
+                    privacy = changed
+                    again = replace(context, privacy=privacy)
+                    self._preplanned[_plan_key(sql, again)] = await loop.run_in_executor(
+                        _WORKERS, self._run_planner, sql, again)
         if self._metrics is not None:
             self._metrics.planning.observe(perf_counter() - started)
-        self._preplanned = (sql, context, plans)
-        out = self._on_query(sql) if kind == Q else self._on_parse(Parse.decode(frame[5:]))
+        try:
+            if kind == Q:
+                out = self._on_query(sql)
+            elif kind == P:
+                out = self._on_parse(Parse.decode(frame[5:]))
+            else:
+                out = self._on_bind(frame[5:])
+        finally:
+            self._preplanned = {}
         then, self._then = self._then, None
         if then is not None:
             return await then
         if out is None:
-            out = _renamed_frame(kind, frame, 0, len(frame)) if kind == P else None
+            out = _renamed_frame(kind, frame, 0, len(frame)) if kind in (P, B) else None
         return frame if out is None else out
+
+    def _bind_replans(self, payload: bytes) -> str | None:
+        """The statement text a Bind will plan again (its privacy settings or
+        the catalog changed since it was prepared), when long enough to be
+        planned on a worker thread."""
+        _, statement = _two_names(payload)
+        prepared = self._prepared_under.get(statement)
+        info = self._statements.get(statement) if self._statements else None
+        sql = None
+        if prepared is not None and prepared.catalog is not self.shared.catalog():
+            sql = prepared.sql
+        elif info is not None and info.sql is not None and info.privacy != self._planned_privacy:
+            sql = info.sql
+        return sql if sql is not None and len(sql) > OFF_LOOP_LENGTH else None
 
     def _reachable(self, plan: Rewrite) -> Plan:
         """An SQL EXECUTE, FETCH, MOVE, DEALLOCATE or CLOSE, planned against
@@ -1207,6 +1248,12 @@ class Session:
 _NAMING_FRAMES = frozenset((P, B, D, E, C))
 
 
+def _plan_key(sql: str, context: PlanContext) -> tuple:
+    """What a plan depends on besides the planner: the text, the policy and
+    catalog snapshot (by identity) and the privacy settings."""
+    return (sql, id(context.policy), id(context.catalog), tuple(sorted(context.privacy.items())))
+
+
 def _same_name(name: str) -> str:
     return name
 
@@ -1266,8 +1313,10 @@ class _Charged(NamedTuple):
 
 
 def _two_names(payload: bytes) -> tuple[str, str]:
-    first = payload.index(b"\0")
-    second = payload.index(b"\0", first + 1)
+    first = payload.find(b"\0")
+    second = payload.find(b"\0", first + 1) if first >= 0 else -1
+    if second < 0:
+        raise _Violation("a Bind message without its portal and statement names")
     return (
         payload[:first].decode("utf-8", "surrogateescape"),
         payload[first + 1 : second].decode("utf-8", "surrogateescape"),

@@ -276,28 +276,56 @@ def _asyncpg_args(proxy: RunningProxy, user: str) -> dict:
 # -- no one statement freezes the proxy -----------------------------------------
 
 
-def test_another_session_answers_while_a_huge_statement_is_planned(proxy):
+# ~200,000 characters, about three seconds of planning.
+HUGE = "SELECT name FROM patients WHERE patient_id IN (" + ", ".join(str(i) for i in range(30_000)) + ")"
+
+
+def _huge_query(conn: psycopg.Connection) -> int:
+    return len(conn.execute(HUGE).fetchall())
+
+
+def _huge_after_settings(conn: psycopg.Connection) -> int:
+    """Every SET of a privacy setting in the Query has the rest planned again."""
+    sets = "SET pgshroud.epsilon = 0.5; SET pgshroud.epsilon = 0.6; SET pgshroud.epsilon = 0.5; "
+    cursor = psycopg.ClientCursor(conn)
+    cursor.execute(sets + HUGE)
+    while cursor.nextset():  # to the last statement's result
+        pass
+    return len(cursor.fetchall())
+
+
+def _huge_prepared_then_settings(conn: psycopg.Connection) -> int:
+    """A private statement whose settings changed is planned again at Bind."""
+    private = HUGE.replace("SELECT name FROM patients", "SELECT count(*) FROM visits")
+    conn.execute(private, prepare=True).fetchall()
+    conn.execute("SET pgshroud.epsilon = 0.5")
+    conn.execute(private, prepare=True).fetchall()
+    return 0
+
+
+@pytest.mark.parametrize(("attack", "user"), [(_huge_query, "clinician"), (_huge_after_settings, "clinician"),
+                                              (_huge_prepared_then_settings, "analyst")])
+def test_another_session_answers_while_a_huge_statement_is_planned(proxy, attack, user):
     """A long pathological statement (many keyword aliases, once quadratic)
-    is planned on a worker thread: another session's statements, planned
-    on the event loop, keep answering within a second meanwhile."""
+    is planned on a worker thread, also when planned again after a change
+    of the privacy settings: another session's statements, planned on the
+    event loop, keep answering within a second meanwhile."""
     import threading
     import time
 
-    # ~200,000 characters, about three seconds of planning.
-    huge = "SELECT name FROM patients WHERE patient_id IN (" + ", ".join(str(i) for i in range(30_000)) + ")"
     done = threading.Event()
     outcome: list[object] = []
 
-    def attack() -> None:
+    def run_attack() -> None:
         try:
-            with connect(proxy, "clinician") as conn:
-                outcome.append(len(conn.execute(huge).fetchall()))
+            with connect(proxy, user) as conn:
+                outcome.append(attack(conn))
         except psycopg.Error as exc:
             outcome.append(exc.sqlstate)
         finally:
             done.set()
 
-    attacker = threading.Thread(target=attack)
+    attacker = threading.Thread(target=run_attack)
     with connect(proxy, "clinician") as conn:
         conn.execute("SELECT count(*) FROM patients")
         attacker.start()

@@ -29,7 +29,7 @@ from rewriter.plans import Column, Local, LocalAnswer, Passthrough, Plan, Refuse
 from rewriter.private import plan_private
 from rewriter.private.settings import SettingError, set_plan, show_plan
 from rewriter.relations import RelationError, find_relations, fold
-from rewriter.settings import TIMING_SETTINGS, SettingRefused, check_reset, check_set
+from rewriter.settings import TIMING_SETTINGS, TIMING_SHAPERS, SettingRefused, check_reset, check_set
 from rewriter.statements import LexError, Statement, parse_statement, split_statements
 
 POLICY = "42501"
@@ -134,7 +134,7 @@ class QueryAnalyser:
             return Passthrough(statement.text)
         if word == "set":
             return self._checked(statement, functools.partial(
-                check_set, pinned=TIMING_SETTINGS if self.aggregates_privately else frozenset()))
+                check_set, pinned=TIMING_SETTINGS | TIMING_SHAPERS if self.aggregates_privately else frozenset()))
         if word == "reset":
             return self._checked(statement, check_reset)
         if word == "discard":

@@ -38,6 +38,12 @@ SAFE_ENCODINGS = frozenset(
 # that get private answers have them pinned off at startup
 # (proxy/startup.py), and may not SET them.
 TIMING_SETTINGS = frozenset({"statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"})
+# Settings that change how long a query runs, which such sessions may not
+# SET either: they would widen a difference one person makes in it.
+TIMING_SHAPERS = frozenset(
+    """work_mem jit geqo enable_seqscan enable_indexscan enable_bitmapscan enable_hashjoin enable_mergejoin
+    enable_nestloop max_parallel_workers_per_gather gin_fuzzy_search_limit""".split()
+)
 
 
 class SettingRefused(ValueError):
@@ -83,8 +89,8 @@ def check_set(statement: Statement, *, pinned: frozenset[str] = frozenset()) -> 
     separator = next((i for i, w in enumerate(lowered) if w in ("to", "=")), len(lowered))
     name = "".join(lowered[:separator])
     if name in pinned:
-        raise SettingRefused(f'setting "{name}" is fixed by pgshroud for roles that get private answers: a '
-                             "timeout would turn a private query's running time into an error")
+        raise SettingRefused(f'setting "{name}" is fixed by pgshroud for roles that get private answers: it '
+                             "would change how long private queries run, or turn their running time into an error")
     check_setting(name, words[separator + 1] if separator + 1 < len(words) else None)
 
 

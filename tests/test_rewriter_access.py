@@ -168,3 +168,12 @@ def test_declare_prepare_copy_of_catalog_queries_pass():
                                  "select pg_tablespace_size('pg_default')"])
 def test_database_sizes_are_row_counts_to_the_aggregate_role(sql):
     assert "row counts" in refused(sql, "analyst").message
+
+
+def test_private_statements_are_small_enough_that_a_row_costs_little():
+    """A heavy expression evaluated only on one person's rows made their
+    presence measurable in time: private statements are capped in size."""
+    heavy = " + ".join(f"cost * {i}" for i in range(400))
+    result = refused(f"SELECT count(*) FROM visits WHERE CASE WHEN patient_id = 5 THEN {heavy} ELSE 0 END > 0",
+                     "analyst")
+    assert result.sqlstate == "54000" and "terms" in result.message

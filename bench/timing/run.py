@@ -3,12 +3,12 @@
 private query's running time.
 
 1. starts a throwaway PostgreSQL and loads the demo dataset (`--patients`,
-   default 20,000) and runs `pgshroud setup`;
+   default 5,000) and runs `pgshroud setup`;
 2. starts pgshroud in this process with the real planner, the unchanged
    policies/examples/healthcare.yaml and an unlimited in-memory ledger;
 3. picks a patient with a Psychiatry visit (present) and one without
    (absent), and sends each probe as the demo's `analyst` for both, in
-   alternation, `--rounds` times (default 30), at the policy's floor
+   alternation, `--rounds` times (default 20), at the policy's floor
    epsilon, timing each answer at the client;
 4. prints, per probe, the median time with the person present and absent,
    their difference, and the spread (interquartile range) of the absent
@@ -48,7 +48,7 @@ from proxy.setup_command import run_setup  # noqa: E402
 from tests import dp_audit as A  # noqa: E402
 
 CONDITION = "v.patient_id = {person} AND v.department = 'Psychiatry'"
-HEAVY = " + ".join(f"v.cost * {1 + i / 1000}" for i in range(400))
+HEAVY = " + ".join(f"v.cost * {1 + i / 1000}" for i in range(100))
 PROBES = {
     "condition on one person": f"SELECT count(*) FROM visits v WHERE {CONDITION}",
     "heavy expression on one person's rows": (
@@ -97,8 +97,8 @@ def quartiles(values: list[float]) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--patients", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--patients", type=int, default=5_000)
+    parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
     with ThrowawayCluster(settings={"shared_buffers": "256MB"}) as cluster:
         database = setup(cluster, args.patients)

@@ -21,6 +21,11 @@ from rewriter.private.settings import SettingError, current
 
 __all__ = ["PrivateRelease", "plan_private"]
 
+# The work a row costs grows with the expressions evaluated on it; a heavy
+# expression evaluated only on one person's rows makes their presence take
+# time. Capping the statement's size caps that (bench/timing/run.py).
+MAX_NODES = 1000
+
 
 def plan_private(tree: exp.Expression, policy: Policy, role: Role, catalog: Catalog, user: str,
                  privacy: Mapping[str, str], tokens: Sequence[Token] = ()) -> Release | Refuse:
@@ -29,6 +34,11 @@ def plan_private(tree: exp.Expression, policy: Policy, role: Role, catalog: Cata
         delta = current("delta", privacy, policy)
     except SettingError as exc:
         return Refuse(exc.sqlstate, str(exc))
+    nodes = sum(1 for _ in tree.walk())
+    if nodes > MAX_NODES:
+        return Refuse("54000", f"pgshroud cannot answer this privately: the statement has {nodes} terms, more than "
+                      f"the {MAX_NODES} a private query may have (each row's work must stay small)",
+                      hint="Split it into simpler queries, or filter with shorter conditions.")
     try:
         query = PrivateAnalyser(policy, role, catalog, user).analyse(tree.copy(), written_function_names(tokens))
         release = PrivateRelease(query, epsilon, delta)

@@ -510,17 +510,18 @@ def release_real(
 
 # --- margins of error -----------------------------------------------------
 
-def _smallest(ok: Callable[[int], bool], guess: int, low: int) -> int:
-    """The smallest n >= low with ok(n), for an ok that is False up to some
-    n and True from there on: a galloping search from `guess`, in about
-    2*log2(|answer - guess| + 2) calls of ok, so that a rough guess costs a
-    few more calls and never a loop as long as the answer is large."""
-    guess = max(guess, low)
+def smallest_satisfying(ok: Callable[[int], bool], guess: int, low: int | None = None) -> int:
+    """The smallest n (>= low, if given) with ok(n), for an ok that is False
+    up to some n and True from there on: a galloping search from `guess`,
+    in about 2*log2(|answer - guess| + 2) calls of ok, so that a rough guess
+    costs a few more calls and never a loop as long as the answer is large."""
+    if low is not None:
+        guess = max(guess, low)
     if ok(guess):
         hi, step = guess, 1
-        while hi - step >= low and ok(hi - step):
+        while (low is None or hi - step >= low) and ok(hi - step):
             hi, step = hi - step, step * 2
-        lo = max(hi - step, low - 1)  # ok(lo) is False, or lo is below low
+        lo = hi - step if low is None else max(hi - step, low - 1)  # ok(lo) is False, or lo is below low
     else:
         lo, step = guess, 1
         while not ok(lo + step):
@@ -632,7 +633,7 @@ def margin_of_error(mechanism: Mechanism, confidence: float = 0.95) -> int:
         q = _UP.exp(_dec_up(-1 / scale))
         log_ratio = _UP.ln(_UP.divide(2, _UP.multiply(_dec_down(1 - c), _UP.add(1, q))))
         guess = int(_UP.multiply(_dec_up(scale), log_ratio).to_integral_value(ROUND_CEILING)) - 1
-        return _smallest(lambda m: _laplace_tail_above(scale, m) <= target, guess, 0)
+        return smallest_satisfying(lambda m: _laplace_tail_above(scale, m) <= target, guess, 0)
     if isinstance(mechanism, DiscreteGaussian):
         sigma2 = mechanism.sigma2
         if sigma2 == 0:
@@ -658,5 +659,5 @@ def margin_of_error(mechanism: Mechanism, confidence: float = 0.95) -> int:
         # P(|X| > m) = 2*P(X >= m+1); the smallest m the bound admits, near
         # the Gaussian's own quantile.
         guess = math.ceil(math.sqrt(s2) * math.sqrt(2) * _inverse_erfc(allowed))
-        return _smallest(lambda m: 2 * discrete_gaussian_tail_bound(s2, m + 1) <= allowed, guess, 0)
+        return smallest_satisfying(lambda m: 2 * discrete_gaussian_tail_bound(s2, m + 1) <= allowed, guess, 0)
     raise TypeError(f"no margin of error for {type(mechanism).__name__}")

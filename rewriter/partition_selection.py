@@ -51,6 +51,7 @@ from typing import Union
 
 from rewriter.mechanisms import (
     SYSTEM_RNG,
+    smallest_satisfying,
     DiscreteGaussian,
     DiscreteLaplace,
     Loss,
@@ -245,22 +246,9 @@ def threshold_for(mechanism: CountMechanism, delta: Number, max_partitions: int)
     def ok(t: int) -> bool:  # noise >= t happens with probability <= delta/k
         return _tail_upper(mechanism, t) <= allowed
 
-    # Exponential search up from a guess, then bisection; ok() is monotone in
-    # t: a number of steps logarithmic in tau / spread, which delta's floor
-    # keeps small (tau is about spread * ln(max_partitions / delta)).
-    hi = max(1, spread)
-    while not ok(hi):
-        hi *= 2
-    lo = min(0, hi - 1)
-    while ok(lo):
-        lo = lo * 2 - 1
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi + 1  # keep iff 1 + noise >= tau, i.e. noise >= tau - 1
+    # ok() is monotone in t: steps logarithmic in tau / spread, which
+    # delta's floor keeps small (tau is about spread * ln(max_partitions / delta)).
+    return smallest_satisfying(ok, max(1, spread)) + 1  # keep iff 1 + noise >= tau, i.e. noise >= tau - 1
 
 
 @dataclass(frozen=True)

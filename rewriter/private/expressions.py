@@ -389,11 +389,13 @@ class RowExpressions:
             return _numeric_from_float(sql, facts)
         return exp.Cast(this=exp.Paren(this=sql), to=exp.DataType.build("numeric")), replace(facts, type="numeric")
 
-    def _checked(self, facts: Facts, node: exp.Expression) -> Facts:
-        """Arithmetic's result, refused if numeric could overflow."""
+    def _checked(self, facts: Facts, node: exp.Expression, *operands: tuple[exp.Expression, Facts]) -> Facts:
+        """Arithmetic's result, refused if numeric could overflow; the message
+        names the operand whose size is unknown."""
         magnitude = facts.magnitude
         if magnitude is None:
-            raise _refuse_unknown_magnitude(_short(node))
+            unknown = [operand for operand, known in operands if known.magnitude is None]
+            raise _refuse_unknown_magnitude(_short(unknown[0] if unknown else node))
         if magnitude > MAX_MAGNITUDE:
             raise ExpressionRefused(
                 f"{_short(node)} could reach 1e{len(str(math.floor(magnitude))) - 1} in magnitude, too close "
@@ -437,7 +439,8 @@ class RowExpressions:
         facts = Facts(declared, "numeric", low, high, scale, nan=a.nan or b.nan or a.infinite or b.infinite,
                       neg_inf=neg_inf, pos_inf=pos_inf, nullable=a.nullable or b.nullable,
                       constant=a.constant and b.constant)
-        return _rebuild(node, this=a_node, expression=b_node), self._checked(facts, node)
+        return (_rebuild(node, this=a_node, expression=b_node),
+                self._checked(facts, node, (node.this, a), (node.expression, b)))
 
     def _date_arithmetic(self, node: exp.Expression, left: tuple[exp.Expression, Facts],
                          right: tuple[exp.Expression, Facts]) -> tuple[exp.Expression, Facts]:
@@ -500,7 +503,7 @@ class RowExpressions:
             # Integer division truncates.
             result = exp.func("trunc", result)
             facts = replace(facts, scale=0)
-        return result, self._checked(facts, node)
+        return result, self._checked(facts, node, (node.this, dividend))
 
     def _abs(self, node: exp.Abs) -> tuple[exp.Expression, Facts]:
         inner, facts = self._number(node.this, "abs")
@@ -541,7 +544,7 @@ class RowExpressions:
         low = None if facts.low is None else move(facts.low)
         high = None if facts.high is None else move(facts.high)
         result = replace(facts, declared=declared, low=low, high=high, scale=max(places, 0))
-        return _rebuild(node, this=inner), self._checked(result, node)
+        return _rebuild(node, this=inner), self._checked(result, node, (node.this, facts))
 
     # conditions
 

@@ -259,7 +259,7 @@ class RowExpressions:
     def _emit(self, node: exp.Expression) -> tuple[exp.Expression, Facts]:
         if isinstance(node, exp.Column):
             if isinstance(node.this, exp.Star):
-                raise ExpressionRefused("a whole-row reference cannot be used in a private query")
+                raise ExpressionRefused("a whole-row reference cannot be used in a private query; name the columns")
             info = self.resolve(node)
             facts = info.facts or type_facts(t.SqlType(info.type_name), tamed=info.protected)
             # A column is read per row, even one a subquery fills with a constant.
@@ -327,7 +327,8 @@ class RowExpressions:
         if isinstance(node, (exp.Lower, exp.Upper, exp.Length)):
             inner, facts = self._emit(node.this)
             if facts.type not in t.TEXTS and facts.type != "unknown":
-                raise ExpressionRefused(f"{node.key}() needs text in a private query, got {facts.declared}")
+                raise ExpressionRefused(f"{node.key}() needs text in a private query, got {facts.declared}: "
+                                        f"cast it to text first")
             if isinstance(node, exp.Length):
                 result = Facts("integer", "integer", Fraction(0), Fraction(2 ** 30), 0)
             else:
@@ -339,7 +340,9 @@ class RowExpressions:
             return self._rounding(node)
         raise ExpressionRefused(
             f"{node.key.upper()} expressions are not allowed over rows of a private query "
-            "(they could fail on some values, and an error would reveal that such a value exists)"
+            "(they could fail on some values, and an error would reveal that such a value exists); use "
+            "arithmetic, comparisons, CASE, coalesce, least, greatest, nullif, casts, abs, round, trunc, floor, "
+            "ceil, date_trunc, extract, lower, upper, length or LIKE"
         )
 
     # literals
@@ -466,7 +469,8 @@ class RowExpressions:
         if divisor is None or divisor == 0:
             raise ExpressionRefused(
                 "a private query may divide only by a nonzero literal: a division by a column fails "
-                "for a zero value, and that error would reveal that such a row exists"
+                "for a zero value, and that error would reveal that such a row exists; divide the "
+                "aggregates instead (sum(a) / sum(b))"
             )
         dividend_node, dividend = self._number(node.this, "/" if isinstance(node, exp.Div) else "%")
         if dividend.constant:
@@ -582,7 +586,8 @@ class RowExpressions:
             declared = t.common_type([facts.declared for _, facts in parts])
         except ValueError:
             kinds = " and ".join(dict.fromkeys(facts.declared for _, facts in parts))
-            raise ExpressionRefused(f"cannot {verb} {kinds} in a private query") from None
+            raise ExpressionRefused(f"cannot {verb} {kinds} in a private query; cast one to the other's "
+                                    "type") from None
         for facts in (f for _, f in parts):
             if facts.type == "other":
                 raise ExpressionRefused(f"values of type {facts.declared} cannot be used in a private query "
@@ -785,7 +790,10 @@ class RowExpressions:
         inner, facts = self._emit(node.expression)
         allowed = DATE_FIELDS if facts.type == "date" else TIME_FIELDS
         if facts.type not in t.TIMES or field is None or field.lower() not in allowed:
-            raise ExpressionRefused(f"EXTRACT({field} FROM {facts.declared}) is not allowed in a private query")
+            raise ExpressionRefused(
+                f"EXTRACT({field} FROM {facts.declared}) is not allowed in a private query; it takes a date or "
+                f"timestamp and one of {', '.join(sorted(allowed))}"
+            )
         field = field.lower()
         scale = 6 if field in FRACTION_FIELDS else (None if field == "julian" else 0)
         return _rebuild(node, expression=inner), Facts(

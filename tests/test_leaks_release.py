@@ -355,11 +355,14 @@ def case_key(column: str, values: int) -> str:
     return "CASE " + " ".join(f"WHEN {column} = {i} THEN 'v{i}'" for i in range(values)) + " END"
 
 
+# Each under the 1,000 terms a private statement may have.
 @pytest.mark.parametrize("sql", [
-    f"SELECT department, {case_key('length_of_stay', 700)} AS k, count(*) FROM visits GROUP BY 1, 2",
-    f"SELECT {case_key('length_of_stay', 120)} AS k, {case_key('cost', 120)} AS l, count(*) FROM visits GROUP BY 1, 2",
+    f"SELECT department, {case_key('length_of_stay', 40)} AS k, {case_key('cost', 20)} AS l, count(*) FROM visits "
+    "GROUP BY 1, 2, 3",
+    f"SELECT {case_key('length_of_stay', 25)} AS k, {case_key('cost', 25)} AS l, "
+    f"{case_key('visit_id', 25)} AS m, count(*) FROM visits GROUP BY 1, 2, 3",
     "SELECT department, sex, count(*) FROM visits JOIN patients "
-    f"USING (patient_id) GROUP BY 1, 2, {case_key('length_of_stay', 1000)}",
+    f"USING (patient_id) GROUP BY 1, 2, {case_key('length_of_stay', 60)}, {case_key('cost', 5)}",
 ])
 def test_listed_domains_are_counted_when_planned(health_policy, health_catalog, sql):
     """Domains the plan knows (the policy's lists, a CASE's literals) are

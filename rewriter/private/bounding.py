@@ -224,8 +224,15 @@ def bounded_sql(query: q.PrivateQuery, salt: str = "") -> str:
     row_columns = [f'{query.unit_sql} AS "unit"']
     row_columns += [f"{key.sql} AS {name}" for key, name in zip(query.keys, keys)]
     # Each argument is computed once per row: as numeric for sums and
-    # histograms, as itself for distinct counts.
-    row_values = list(dict.fromkeys((m.argument, m.kind == DISTINCT) for m in found if m.argument is not None))
+    # histograms (and counts that share their argument, so that NaN is no
+    # value to either), as itself for distinct counts and other counts,
+    # which only ask whether it is NULL (a cast of text could fail).
+    numeric = {m.argument for m in found if m.argument is not None and m.kind not in (COUNT, DISTINCT)}
+
+    def as_itself(measurement: Measurement) -> bool:
+        return measurement.kind == DISTINCT or (measurement.kind == COUNT and measurement.argument not in numeric)
+
+    row_values = list(dict.fromkeys((m.argument, as_itself(m)) for m in found if m.argument is not None))
     for position, (argument, raw) in enumerate(row_values):
         row_columns.append(f'{f"({argument})" if raw else _value(argument)} AS "a{position}"')
     # A row whose unit is NULL belongs to no one: kept, all such rows would
@@ -239,7 +246,7 @@ def bounded_sql(query: q.PrivateQuery, salt: str = "") -> str:
     for i, measurement in enumerate(found[1:], start=1):
         index = 0
         if measurement.argument is not None:
-            index = row_values.index((measurement.argument, measurement.kind == DISTINCT))
+            index = row_values.index((measurement.argument, as_itself(measurement)))
         total = raw_total(measurement, f'"a{index}"', allowance)
         if total is not None:
             person_columns.append(f'{total} AS "t{i}"')

@@ -316,8 +316,13 @@ class RowExpressions:
         if isinstance(node, (exp.Coalesce, exp.Least, exp.Greatest)):
             return self._choice(node)
         if isinstance(node, exp.Nullif):
+            # The first value, or NULL, as the comparison takes it.
             (value, other), _ = self._unify([node.this, node.expression], "compare")
-            return _rebuild(node, this=value[0], expression=other[0]), replace(value[1], nullable=True, constant=False)
+            declared = t.nullif_type(value[1].declared, other[1].declared)
+            kind = t.nullif_type(value[1].type, other[1].type)
+            scale = t.FLOAT_SCALE[kind] if kind in t.FLOATS else value[1].scale
+            return _rebuild(node, this=value[0], expression=other[0]), replace(
+                value[1], declared=declared, type=kind, scale=scale, nullable=True, constant=False)
         if isinstance(node, exp.Cast):
             return self._cast(node)
         if isinstance(node, exp.TimestampTrunc):
@@ -511,6 +516,8 @@ class RowExpressions:
 
     def _abs(self, node: exp.Abs) -> tuple[exp.Expression, Facts]:
         inner, facts = self._number(node.this, "abs")
+        if facts.constant:
+            inner = _numeric_constant(inner)  # abs(5) would be integer, the facts are numeric's
         declared = facts.declared if facts.declared != "unknown" else "numeric"
         if facts.low is None or facts.high is None:
             low, high = Fraction(0), None
@@ -523,6 +530,8 @@ class RowExpressions:
     def _rounding(self, node: exp.Expression) -> tuple[exp.Expression, Facts]:
         name = node.key.lower()
         inner, facts = self._number(node.this, name)
+        if facts.constant:
+            inner = _numeric_constant(inner)  # floor(5) would be double precision, the facts are numeric's
         digits_node = node.args.get("decimals")
         places = 0
         if digits_node is not None:
@@ -621,12 +630,13 @@ class RowExpressions:
             conditions = [self._condition(branch.this)[0] for branch in ifs]
         results = [branch.args["true"] for branch in ifs]
         default = node.args.get("default")
-        parts, declared = self._unify(results + ([default] if default is not None else []), "mix")
-        new_ifs = [exp.If(this=condition, true=part[0]) for condition, part in zip(conditions, parts)]
+        # PostgreSQL resolves the type of CASE from its ELSE first.
+        parts, declared = self._unify(([default] if default is not None else []) + results, "mix")
+        otherwise, chosen = (parts[0][0], parts[1:]) if default is not None else (None, parts)
+        new_ifs = [exp.If(this=condition, true=part[0]) for condition, part in zip(conditions, chosen)]
         values = [f for _, f in parts]
         facts = _union(values, declared, nullable=default is None or any(v.nullable for v in values))
-        rebuilt = exp.Case(this=subject_node, ifs=new_ifs, default=parts[-1][0] if default is not None else None)
-        return rebuilt, facts
+        return exp.Case(this=subject_node, ifs=new_ifs, default=otherwise), facts
 
     def _choice(self, node: exp.Expression) -> tuple[exp.Expression, Facts]:
         parts, declared = self._unify([node.this, *node.expressions], "mix")

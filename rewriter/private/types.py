@@ -55,9 +55,13 @@ def is_number(type_name: str) -> bool:
 
 
 def arithmetic(left: str, right: str) -> str:
-    """The type of left (+ - *) right for numbers, as PostgreSQL resolves it."""
-    if "double precision" in (left, right) or ("real" in (left, right) and "numeric" not in (left, right)):
-        return "double precision" if "double precision" in (left, right) or "numeric" in (left, right) else "real"
+    """The type of left (+ - * /) right for numbers, as PostgreSQL resolves it:
+    the operand type when both agree, double precision when a float meets
+    any other type (float8 is the preferred number type), else the wider."""
+    if left == right:
+        return left
+    if left in FLOATS or right in FLOATS:
+        return "double precision"
     if "numeric" in (left, right):
         return "numeric"
     if "bigint" in (left, right):
@@ -65,6 +69,23 @@ def arithmetic(left: str, right: str) -> str:
     if left in INTEGERS and right in INTEGERS:
         return "integer"
     return "numeric"
+
+
+def nullif_type(left: str, right: str) -> str:
+    """The type of NULLIF(left, right): its first argument as the `=` operator
+    PostgreSQL picks takes it (cross-type operators keep integers, floats and
+    dates as they are; a float meeting another number is compared as float8)."""
+    if left in NUMBERS and right in NUMBERS:
+        if left in FLOATS:
+            return left
+        if right in FLOATS:
+            return "double precision"
+        return "numeric" if "numeric" in (left, right) else left
+    if left in TEXTS and right in TEXTS:
+        if "text" in (left, right):
+            return "text"
+        return "character" if "character" in (left, right) else "text"
+    return left
 
 
 def sum_type(argument: str) -> str:

@@ -179,6 +179,7 @@ def planned(fuzz, sql: str) -> Release | Refuse:  # noqa: F811
     ("SELECT count(*) FROM readings r WHERE CAST($1 AS numeric(3,0)) = r.small", "bind parameter"),
     ("SELECT count(*) FROM readings r WHERE r.amount * $1 > 0", "clamp it first"),
     ("SELECT count(*) FROM readings r WHERE r.label LIKE '" + "%a" * 17 + "'", "at most 16 runs of %"),
+    ("SELECT count(*) FROM readings r WHERE CAST(r.label AS char(10485760)) = 'a'", "cast to varchar(n)"),
     ("SELECT count(*) FROM (SELECT patient_id, length_of_stay * 100000 AS big FROM visits) v "
      "WHERE CAST(big AS integer) > 0", "from numeric to integer"),
     ("SELECT count(*) FROM (SELECT patient_id, sum(least(greatest(cost, 0), 100)) AS total FROM visits "

@@ -165,7 +165,7 @@ def _adversarial_rows(table: str) -> str:
 
 def _database(pg, name: str, rows: bool) -> str:
     """The demo schema without its NOT NULL and CHECK constraints, plus
-    `readings`, with adversarial rows or none; pgshroud set up in it."""
+    `readings` and `calendar`, with adversarial rows or none; pgshroud set up in it."""
     pg.execute(f"DROP DATABASE IF EXISTS {name}")
     pg.execute(f"CREATE DATABASE {name}")
     dsn = pg.admin_dsn(name)
@@ -195,7 +195,7 @@ class Fuzz:
 
 @pytest.fixture(scope="module")
 def fuzz(pg, tmp_path_factory) -> Iterator[Fuzz]:
-    """The analyst of the demo's policy, with `readings` protected like visits."""
+    """The analyst of the demo's policy, with `readings` protected like visits and `calendar` public."""
     adversarial, empty = _database(pg, "fuzz", rows=True), _database(pg, "fuzz_empty", rows=False)
     policy = yaml.safe_load((REPO / "policies" / "examples" / "healthcare.yaml").read_text())
     policy["protected_tables"]["readings"] = READINGS_POLICY

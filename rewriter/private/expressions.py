@@ -118,6 +118,9 @@ DATE_SPAN = Fraction(120_000_000)
 # Extracted fields of finite dates and timestamps (epoch seconds reach 9.3e12).
 FIELD_MAGNITUDE = Fraction(10) ** 13
 MAX_LIKE_WILDCARDS = 16  # each % is a level of recursion in PostgreSQL's LIKE matcher
+# char(n) pads every value to n characters: a longer n would let one
+# person's rows weigh megabytes each in the query's memory and time.
+MAX_CHAR_LENGTH = 1000
 _ISO_DATE = re.compile(r"\s*(\d{4})-\d{2}-\d{2}(?:[ T][\d:.]+)?(?:\s*[+-]\d{2}(?::?\d{2})?|Z)?\s*", re.IGNORECASE)
 
 
@@ -683,6 +686,9 @@ class RowExpressions:
         if name in t.TEXTS:
             if kind == "other":
                 raise ExpressionRefused(f"a cast of {facts.declared} is not allowed in a private query")
+            if name == "character" and target.modifier and target.modifier[0] > MAX_CHAR_LENGTH:
+                raise ExpressionRefused(f"char(n) pads every value to n characters, so n may be at most "
+                                        f"{MAX_CHAR_LENGTH} in a private query; cast to varchar(n) or text")
             # Output functions do not fail; explicit casts to varchar(n) and char(n) truncate.
             return inner, Facts(name, name, nullable=facts.nullable)
         if kind in t.TEXTS or kind == "unknown":

@@ -18,9 +18,11 @@ infinities read as NULL: analysis._tamed), and from clamps the analyst
 writes (`least(greatest(x, 0), 100)`). Arithmetic is carried out in
 numeric, whose range is checked to stay far below numeric's limit, and the
 SQL never lets PostgreSQL convert a computed numeric to a float type it
-might not fit. A constant is converted when PostgreSQL parses or plans
-the statement, whether or not any row exists, so it fails, if at all,
-independently of the data.
+might not fit. A literal is converted when PostgreSQL parses the
+statement, and arithmetic on number literals is folded when it plans it,
+whether or not any row exists, so they fail, if at all, independently of
+the data; conversions that depend on the time zone are not folded, so
+typed date and timestamp literals are checked like values.
 
 Bounds for sensitivity (`bounds_of`) are another matter: they follow from
 the policy's column bounds, which the bounded query enforces with clamps of

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from proxy.codec.errors import ProtocolViolation
 from proxy.codec.framing import frame as _frame
 from proxy.codec.messages import (
+    Authentication,
     AuthenticationCleartextPassword,
     AuthenticationMD5Password,
     AuthenticationOk,
@@ -172,8 +173,9 @@ async def establish(
     return Established(upstream, client_minor, user, database, key, role)
 
 
-async def _relay_authentication(client: Leg, upstream: Leg, user: str, *, refuse_trust: bool) -> None:
-    exchanged = False  # whether PostgreSQL asked the client to prove anything
+async def _authentication_request(client: Leg, upstream: Leg) -> tuple[bytes, Authentication]:
+    """PostgreSQL's next authentication message, raw and decoded; an error
+    from it goes to the client as it is."""
     while True:
         kind, payload = await _upstream_frame(upstream)
         if kind == b"v":  # the upstream's own version negotiation stays on its leg
@@ -183,7 +185,13 @@ async def _relay_authentication(client: Leg, upstream: Leg, user: str, *, refuse
             raise ClientFacingError.already_sent()
         if kind != b"R":
             raise ProtocolViolation(f"unexpected upstream message {kind!r} during authentication")
-        request = decode_authentication(payload)
+        return payload, decode_authentication(payload)
+
+
+async def _relay_authentication(client: Leg, upstream: Leg, user: str, *, refuse_trust: bool) -> None:
+    exchanged = False  # whether PostgreSQL asked the client to prove anything
+    while True:
+        payload, request = await _authentication_request(client, upstream)
         if isinstance(request, AuthenticationOk):
             if refuse_trust and not exchanged:
                 log.warning("refused a login as %r: PostgreSQL let it in without any password exchange", user)
@@ -195,16 +203,16 @@ async def _relay_authentication(client: Leg, upstream: Leg, user: str, *, refuse
                     "pgshroud, let pgshroud check passwords itself (--auth-file, --auth-query), or list the "
                     "role under the policy's authentication.allow_upstream_trust.",
                 )
-            client.write(_frame(kind, payload))
+            client.write(_frame(b"R", payload))
             return
         exchanged = True
         if isinstance(request, AuthenticationSASL):
             await _relay_sasl_start(client, upstream, request)
         elif isinstance(request, (AuthenticationCleartextPassword, AuthenticationMD5Password, AuthenticationSASLContinue)):
-            client.write(_frame(kind, payload))
+            client.write(_frame(b"R", payload))
             upstream.write(_frame(*await _client_password(client)))
         elif isinstance(request, AuthenticationSASLFinal):
-            client.write(_frame(kind, payload))
+            client.write(_frame(b"R", payload))
         else:
             raise ClientFacingError(
                 "28000",
@@ -242,16 +250,11 @@ async def _log_in_upstream(client: Leg, upstream: Leg, credentials: Credentials)
     verified = False  # whether PostgreSQL proved it holds the user's verifier
     try:
         while True:
-            kind, payload = await _upstream_frame(upstream)
-            if kind == b"v":
-                continue
-            if kind == b"E":
-                log.warning("PostgreSQL refused pgshroud's login as %r on the client's behalf", user)
-                client.write(_frame(kind, payload))
-                raise ClientFacingError.already_sent()
-            if kind != b"R":
-                raise ProtocolViolation(f"unexpected upstream message {kind!r} during authentication")
-            request = decode_authentication(payload)
+            try:
+                _, request = await _authentication_request(client, upstream)
+            except ClientFacingError:
+                log.warning("pgshroud's login to PostgreSQL as %r on the client's behalf failed", user)
+                raise
             if isinstance(request, AuthenticationOk):
                 if scram is not None and not verified:
                     raise ScramError("28000", "PostgreSQL ended the SCRAM exchange without proving that it holds "

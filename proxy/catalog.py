@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -414,10 +415,8 @@ class CatalogKeeper:
 
     async def _refresh_forever(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):  # the interval passed: refresh anyway
                 await asyncio.wait_for(self._wake.wait(), self.interval if self.catalog is not None else self.retry)
-            except TimeoutError:
-                pass
             self._wake.clear()
             try:
                 await self.refresh()

@@ -81,11 +81,10 @@ def test_the_finding_is_refused_whether_or_not_the_patient_has_the_visit(analyst
     sql = ("SELECT count(*) FROM visits WHERE CAST(CASE WHEN patient_id = {p} AND department = 'Psychiatry' "
            "THEN 1000 ELSE 0 END AS numeric(3,0)) = 0")
     with psycopg.connect(analyst, autocommit=True) as conn:
-        try:
-            # As in the finding, whether or not pgshroud allows so small an epsilon.
+        # As in the finding; below the policy's floor, so refused as an invalid value.
+        with pytest.raises(psycopg.Error) as caught:
             conn.execute("SET pgshroud.epsilon = 0.000001")
-        except psycopg.Error:
-            pass
+        assert caught.value.sqlstate == "22023"
         messages = []
         for patient in patients:
             with pytest.raises(psycopg.Error) as refused:

@@ -55,6 +55,7 @@ class Source:
     is_table: bool = True
     one_row_per_unit: bool = False  # a protected source with at most one row per person
     unique_keys: tuple[frozenset[str], ...] = ()  # a public table's (rewriter/private/fan_out.py)
+    schema: str | None = None  # a table read under its own name: columns may be written schema.table.column
 
     @property
     def protected(self) -> bool:
@@ -266,6 +267,30 @@ class PrivateAnalyser:
             item.set("alias", exp.TableAlias(this=exp.to_identifier(source.alias)))
         if not any(s.protected for s in self.sources.values()):
             raise PrivateRefusal("internal: a private query without protected tables")
+        self._unqualify_columns(tree)
+
+    def _unqualify_columns(self, tree: exp.Select) -> None:
+        """Columns written schema.table.column (as Metabase and Prisma write
+        them) read as table.column: the table became a subquery of that
+        alias, which PostgreSQL lets no schema qualify. PostgreSQL accepts
+        the schema only for a table read under its own name, from that schema."""
+        for column in list(tree.find_all(exp.Column)):
+            schema = column.args.get("db")
+            if schema is None or _inside_from_subquery(column, tree):
+                continue
+            written = column.sql("postgres")
+            if column.args.get("catalog") is not None:
+                raise PrivateRefusal(f"the column reference {written[:80]} names a database",
+                                     hint="Write table.column or schema.table.column.")
+            qualifier = column.args.get("table")
+            alias = fold(qualifier) if isinstance(qualifier, exp.Identifier) else None
+            source = self.sources.get(alias or "")
+            if source is None or source.schema is None or not isinstance(schema, exp.Identifier) \
+                    or fold(schema) != source.schema:
+                raise PrivateRefusal(f"the column reference {written[:80]} names no table of the FROM clause",
+                                     hint="Qualify a column by the alias of its table, or by schema.table "
+                                          "when the table has no alias.")
+            column.set("db", None)
 
     def _source(self, item: exp.Expression) -> Source:
         if isinstance(item, exp.Subquery) and isinstance(item.this, exp.Select):
@@ -277,7 +302,9 @@ class PrivateAnalyser:
                                  hint="Read protected and public tables, joined on the privacy unit.")
         schema = item.args.get("db")
         name = fold(item.this)
-        alias = item.alias if item.args.get("alias") is not None else name
+        alias_node = item.args.get("alias")
+        aliased = alias_node is not None and isinstance(alias_node.this, exp.Identifier)
+        alias = fold(alias_node.this) if aliased else name
         if schema is None and name in self.ctes:
             return self._derived(self.ctes[name].copy(), alias)
         relation = self.catalog.resolve(fold(schema) if isinstance(schema, exp.Identifier) else None, name, self.user)
@@ -296,7 +323,7 @@ class PrivateAnalyser:
         if table is None:
             sql = f"{quote_ident(relation.schema)}.{quote_ident(relation.name)}"
             return Source(alias, columns, f"{sql} AS {quote_ident(alias)}", relation.qualified,
-                          unique_keys=relation.unique_keys)
+                          unique_keys=relation.unique_keys, schema=None if aliased else relation.schema)
         sql = aggregate_view(table, relation, self.role.name, table.row_filters.get(self.role.name))
         unit = table.privacy_unit
         # The table that identifies people has one row each (the policy says
@@ -304,7 +331,7 @@ class PrivateAnalyser:
         one_row = unit.references is None or frozenset({unit.column}) in relation.unique_keys
         return Source(alias, columns, f"{sql} AS {quote_ident(alias)}", relation.name, unit.column,
                       table.contribution.max_groups_per_unit, table.contribution.max_rows_per_group,
-                      one_row_per_unit=one_row)
+                      one_row_per_unit=one_row, schema=None if aliased else relation.schema)
 
     def _derived(self, select: exp.Select, alias: str) -> Source:
         inner = PrivateAnalyser(self.policy, self.role, self.catalog, self.user)

@@ -22,6 +22,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from policies.errors import PolicyError, PolicyErrors
 from policies.model import (
     Access,
+    AnswerReuse,
     AuthenticationPolicy,
     COMPOSITIONS,
     DEFAULT_LIFETIME,
@@ -85,8 +86,9 @@ _TOP_KEYS = (
     "privacy",
     "budgets",
     "authentication",
+    "answers",
 )
-_ROLE_KEYS = ("access", "users", "tables", "allow_statements", "allow_functions")
+_ROLE_KEYS = ("access", "users", "tables", "allow_statements", "allow_functions", "share_answers")
 _TABLE_KEYS = ("privacy_unit", "contribution", "row_filters", "columns")
 _COLUMN_KEYS = ("mask", "roles", "bounds", "public_domain")
 _ACCESS = tuple(access.value for access in Access)
@@ -99,6 +101,9 @@ _BARE_EXPONENT = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9
 _UNQUOTED_IDENT = re.compile(r"[^\W\d][\w$]*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PERIOD = re.compile(r"never|[1-9][0-9]*[dh]")
+_REUSE = re.compile(r"([1-9][0-9]{0,6})([smhd])")
+_REUSE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+BUDGET_PERIOD = "budget_period"  # answers.reuse_for: as long as the answer's charge counts
 _SQL_FORBIDDEN = (";", "--", "/*")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
@@ -251,6 +256,7 @@ class _Builder:
         self.table_names: dict[str, str] = {}  # schema.table -> name as written
         self.protected_names: set[str] = set()
         self.roles: dict[str, Role] = {}
+        self.share_nodes: dict[str, Node] = {}  # role -> its share_answers: true, to check against budgets
 
     # -- reporting ---------------------------------------------------------
 
@@ -435,6 +441,8 @@ class _Builder:
         roles = self.build_roles(get("roles"))
         public = self.build_public_tables(get("public_tables"))
         protected = self.build_protected_tables(get("protected_tables"), public)
+        budgets = self.budgets(get("budgets"))
+        self.check_shared_answers(budgets)
         return Policy(
             source=self.source,
             roles=roles,
@@ -444,9 +452,10 @@ class _Builder:
             allow_functions=self.functions(get("allow_functions"), "allow_functions"),
             secrets=self.secrets(get("secrets")),
             privacy=self.privacy(get("privacy")),
-            budgets=self.budgets(get("budgets")),
+            budgets=budgets,
             admin_dsn=None if get("admin_dsn") is None else self.secret_ref(get("admin_dsn"), "admin_dsn"),
             authentication=self.authentication(get("authentication")),
+            answers=self.answers(get("answers"), budgets),
         )
 
     def collect_names(self, roles: Node | None, public: Node | None, protected: Node | None) -> None:
@@ -542,9 +551,63 @@ class _Builder:
         functions = frozenset()
         if "allow_functions" in fields:
             functions = self.functions(fields["allow_functions"][1], f"{key}.allow_functions")
+        share = False
+        if "share_answers" in fields and not _is_null(fields["share_answers"][1]):
+            value = fields["share_answers"][1]
+            share = bool(self.boolean(value, f"{key}.share_answers"))
+            if share:
+                self.share_nodes[name] = value
         if access is None:
             return None
-        return Role(name, access, tuple(users), table_access, frozenset(statements), functions)
+        role = Role(name, access, tuple(users), table_access, frozenset(statements), functions, share)
+        if share and not role.aggregates_privately:
+            self.error(self.share_nodes.pop(name), f"{key}.share_answers",
+                       "share_answers only in a role that gets private answers (access aggregate, or a table "
+                       "with aggregate access); remove it here", "true")
+        return role
+
+    def boolean(self, node: Node, key: str) -> bool | None:
+        if isinstance(node, ScalarNode) and node.tag == _BOOL:
+            return bool(self.constructor.construct_object(node))
+        self.error(node, key, "true or false", _show(node))
+        return None
+
+    def check_shared_answers(self, budgets: Budgets) -> None:
+        """A role whose answers are shared is charged on the role's budget, which must be declared."""
+        for name, node in self.share_nodes.items():
+            if name not in budgets.per_role:
+                self.error(node, f"roles.{name}.share_answers",
+                           f"a budget for the role under budgets.per_role.{name} (shared answers are charged to "
+                           f"the role's budget, which bounds what all its users learn together)",
+                           f"no budgets.per_role.{name}")
+
+    # -- answers -----------------------------------------------------------
+
+    def answers(self, node: Node | None, budgets: Budgets) -> AnswerReuse:
+        if node is None:
+            return AnswerReuse()
+        fields = self.mapping(node, "answers", ("reuse_for",)) or {}
+        if "reuse_for" not in fields or _is_null(fields["reuse_for"][1]):
+            return AnswerReuse()
+        value = fields["reuse_for"][1]
+        what = (f"a duration such as 300s, 30m, 12h or 1d (at most 9999999 of a unit), or {BUDGET_PERIOD} (as "
+                f"long as budgets.period counts the answer's charge)")
+        text = self.text(value, "answers.reuse_for", what)
+        if text is None:
+            return AnswerReuse()
+        if text == BUDGET_PERIOD:
+            if budgets.period == "never":
+                self.error(value, "answers.reuse_for", f"a duration such as 1d ({BUDGET_PERIOD} needs a "
+                           f"budgets.period other than never)", repr(text))
+                return AnswerReuse()
+            match = re.fullmatch(r"([0-9]+)([dh])", budgets.period)
+        else:
+            match = _REUSE.fullmatch(text)
+            if match is None:
+                self.error(value, "answers.reuse_for", what, _show(value), _near(text, [BUDGET_PERIOD]))
+                return AnswerReuse()
+        assert match is not None
+        return AnswerReuse(text, float(int(match.group(1)) * _REUSE_UNITS[match.group(2)]))
 
     def functions(self, node: Node | None, key: str) -> frozenset[str]:
         if node is None:

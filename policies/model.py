@@ -76,6 +76,10 @@ class Role:
     table_access: Mapping[str, Access] = field(default_factory=dict)  # schema.table -> override
     allow_statements: frozenset[str] = frozenset()  # e.g. {"insert", "create_temp_table"}
     allow_functions: frozenset[str] = frozenset()  # schema.function, bare names as pg_catalog.name
+    # The role's private answers are released once for all its users and
+    # charged to the role's budget (budgets.per_role), not to each user's:
+    # any user of the role repeating a statement gets the one release.
+    share_answers: bool = False
 
     def access_to(self, table: str) -> Access:
         return self.table_access.get(table, self.access)
@@ -127,6 +131,17 @@ class Budgets:
     lifetime: float | None = None
 
 
+@dataclass(frozen=True)
+class AnswerReuse:
+    """How long a released private answer is given again, at no cost, to whoever may have it.
+
+    `reuse_for` as written (`12h`, `1d`, `budget_period`; None: the serve
+    option --answer-cache-seconds decides) and `seconds`, what it comes to."""
+
+    reuse_for: str | None = None
+    seconds: float | None = None
+
+
 # budgets.lifetime when a period is set and the policy does not say.
 DEFAULT_LIFETIME = 10.0
 COMPOSITIONS = ("basic", "zcdp")
@@ -162,6 +177,7 @@ class Policy:
     budgets: Budgets = Budgets()
     admin_dsn: SecretRef | None = None  # for catalog reads and the ledger
     authentication: AuthenticationPolicy = AuthenticationPolicy()
+    answers: AnswerReuse = AnswerReuse()
 
     def role_for(self, user: str) -> Role | None:
         """The user's role, or None when the user is denied."""

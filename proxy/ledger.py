@@ -89,6 +89,10 @@ LEDGER = f"{SCHEMA}.budget_ledger"
 LOCKS = f"{SCHEMA}.budget_lock"
 EXHAUSTED = "53400"  # configuration_limit_exceeded
 NO_BUDGET = "55000"  # object_not_in_prerequisite_state
+# The user_name of a charge to a role's shared account (budget_ledger requires a user on a charge): no
+# PostgreSQL user can be named '' (a login without a user name is refused), so no user's budget counts it,
+# while the role's and the dataset's do. Its note names the user who asked.
+SHARED_ACCOUNT = ""
 
 _SETTINGS = {
     "application_name": "pgshroud ledger",
@@ -291,13 +295,26 @@ def has_aggregate_role(policy: Policy | None) -> bool:
     )
 
 
+def shares_answers(policy: Policy, user: str) -> bool:
+    """Whether the user's private answers are shared by their role, and charged to the role's account."""
+    role = policy.role_for(user)
+    return role is not None and role.share_answers
+
+
 def budgets_for(policy: Policy, user: str) -> tuple[str | None, list[Budget]]:
-    """The user's role name (None when the policy gives the user none) and the budgets a charge counts against."""
+    """The user's role name (None when the policy gives the user none) and the budgets a charge counts against.
+
+    A role that shares answers is charged on its own account: its budget (budgets.per_role, without which
+    there is none) and the dataset's, never its users' own budgets, since each of its users gets every
+    answer any of them was released."""
     role = policy.role_for(user)
     role_name = role.name if role is not None else None
     caps = policy.budgets
     budgets = []
-    if caps.per_user is not None:
+    if role is not None and role.share_answers:
+        if role.name not in caps.per_role:
+            return role_name, []
+    elif caps.per_user is not None:
         budgets.append(_budget("user", user, caps.per_user))
     if role_name is not None and role_name in caps.per_role:
         budgets.append(_budget("role", role_name, caps.per_role[role_name]))
@@ -388,8 +405,8 @@ _LOCK = (
 # Append the charge and add it to the totals of the rows it locked.
 _CHARGE = f"""
 WITH charge AS (
-    INSERT INTO {LEDGER} (kind, user_name, role_name, epsilon, delta, rho)
-    VALUES ('charge', $1::text, $2::text, $3::numeric, $4::numeric, $7::numeric) RETURNING id
+    INSERT INTO {LEDGER} (kind, user_name, role_name, epsilon, delta, rho, note)
+    VALUES ('charge', $1::text, $2::text, $3::numeric, $4::numeric, $7::numeric, $8::text) RETURNING id
 )
 UPDATE {LOCKS} AS b SET spent_epsilon = b.spent_epsilon + $3::numeric, spent_delta = b.spent_delta + $4::numeric,
     spent_rho = b.spent_rho + $7::numeric
@@ -515,18 +532,22 @@ class PostgresLedger:
         rho = charge_rho(cost, epsilon)
         policy = self._current_policy()
         role_name, budgets = budgets_for(policy, user)
+        shared = shares_answers(policy, user)
         if not budgets:
-            return _no_budget(user, role_name)
+            return _no_budget(user, role_name, shared)
         window = period_window(policy.budgets.period)
-        keys = _lock_keys(user, budgets)
+        keys = _lock_keys(user, budgets, shared)
+        # A shared answer is the role's: its row names no user (see SHARED_ACCOUNT), and its note who asked.
+        payer, note = (SHARED_ACCOUNT, f'shared answer of role "{role_name}", asked by user "{user}"') if shared \
+            else (user, None)
 
         async def body(conn: asyncpg.Connection, rows: dict[tuple[str, str], _Row]) -> Refuse | list[Standing]:
             standings = await self._standings(conn, user, role_name, budgets, window, rows)
             short = [each for each in _with_lifetimes(standings) if not _covers(each, epsilon, delta, rho)]
             if short:
                 return _exhausted(short, standings, epsilon, delta, rho, policy.budgets, window)
-            charged = await conn.fetch(_CHARGE, user, role_name, epsilon, delta, [k[0] for k in keys],
-                                       [k[1] for k in keys], rho)
+            charged = await conn.fetch(_CHARGE, payer, role_name, epsilon, delta, [k[0] for k in keys],
+                                       [k[1] for k in keys], rho, note)
             if len(charged) != len(keys):
                 raise RuntimeError(f"a charge updated {len(charged)} of its {len(keys)} {LOCKS} rows")
             return [_with_charge(standing, epsilon, delta, rho, window is not None) for standing in standings]
@@ -546,7 +567,7 @@ class PostgresLedger:
         async def body(conn: asyncpg.Connection, rows: dict[tuple[str, str], _Row]) -> list[Standing]:
             return await self._standings(conn, user, role_name, budgets, window, rows)
 
-        return await self._transaction(policy, _lock_keys(user, budgets), body)
+        return await self._transaction(policy, _lock_keys(user, budgets, shares_answers(policy, user)), body)
 
     async def scope_standing(self, scope: str, name: str) -> Standing | None:
         """Where one scope's budget stands now: a user's, a role's or the dataset's ('' for its name);
@@ -772,10 +793,12 @@ def _with_charge(standing: Standing, epsilon: Decimal, delta: Decimal, rho: Deci
                          standing.granted_delta, oldest, lifetime)
 
 
-def _lock_keys(user: str, budgets: list[Budget]) -> list[tuple[str, str]]:
-    """The lock rows a charge takes: the user's always (a grant or reset of the user takes it too), and
-    each capped scope's."""
-    keys = {("user", user)} | {(budget.scope, budget.name) for budget in budgets}
+def _lock_keys(user: str, budgets: list[Budget], shared: bool = False) -> list[tuple[str, str]]:
+    """The lock rows a charge takes: the user's (a grant or reset of the user takes it too) unless the
+    charge is to a role's shared account, and each capped scope's."""
+    keys = {(budget.scope, budget.name) for budget in budgets}
+    if not shared:
+        keys.add(("user", user))
     return sorted(keys)
 
 
@@ -819,7 +842,14 @@ def _exhausted(short: list[Standing], standings: list[Standing], epsilon: Decima
     return Refuse(EXHAUSTED, f"privacy budget exhausted: {left}; this query costs {cost}; {renewal}", hint)
 
 
-def _no_budget(user: str, role_name: str | None) -> Refuse:
+def _no_budget(user: str, role_name: str | None, shared: bool = False) -> Refuse:
+    if shared:
+        return Refuse(
+            NO_BUDGET,
+            f'no privacy budget applies to role "{role_name}", whose users share its answers, so no private answer '
+            f'can be charged',
+            f"The policy needs budgets.per_role.{role_name}: shared answers are charged to the role's budget.",
+        )
     keys = "budgets.per_user" + (f", budgets.per_role.{role_name}" if role_name else "") + " or budgets.per_dataset"
     return Refuse(
         NO_BUDGET,

@@ -29,7 +29,9 @@ from rewriter.plans import Column, Local, LocalAnswer, Passthrough, Plan, Refuse
 from rewriter.private import plan_private
 from rewriter.private.settings import SettingError, set_plan, show_plan
 from rewriter.relations import RelationError, find_relations, fold
-from rewriter.settings import TIMING_SETTINGS, TIMING_SHAPERS, SettingRefused, check_reset, check_set
+from rewriter.settings import (
+    TIMING_SETTINGS, TIMING_SHAPERS, SettingRefused, check_reset, check_set, check_set_config, set_config_arguments,
+)
 from rewriter.statements import LexError, Statement, parse_statement, split_statements
 
 POLICY = "42501"
@@ -106,6 +108,9 @@ class QueryAnalyser:
         if statement.words(2) in (["prepare", "transaction"], ["commit", "prepared"], ["rollback", "prepared"]):
             raise Refusal(POLICY, "two-phase commit is not allowed through pgshroud")
         if word in QUERY_WORDS:
+        if word == "select" and (setting := set_config_arguments(statement)) is not None:
+            self._layouts = None  # whether it is allowed depends on its literals
+            return self._set_config(statement, *setting)
             private = self._private_plan(statement.text)
             if private is not None:
                 self._layouts = None  # the noise and the cost are not a function of the normalised text
@@ -133,8 +138,7 @@ class QueryAnalyser:
         if word == "show":
             return Passthrough(statement.text)
         if word == "set":
-            return self._checked(statement, functools.partial(
-                check_set, pinned=TIMING_SETTINGS | TIMING_SHAPERS if self.aggregates_privately else frozenset()))
+            return self._checked(statement, functools.partial(check_set, pinned=self._pinned_settings))
         if word == "reset":
             return self._checked(statement, check_reset)
         if word == "discard":
@@ -446,6 +450,28 @@ _TABLE_FOLLOWS = frozenset({"(", "union", "intersect", "except", "all", "distinc
 def _expand_table_commands(text: str) -> str:
     """Each `TABLE name` command (not the keyword in other roles) as `SELECT * FROM name`."""
     try:
+    @property
+    def _pinned_settings(self) -> frozenset[str]:
+        """Settings this session may not change: pgshroud fixes them for roles that get private answers."""
+        return TIMING_SETTINGS | TIMING_SHAPERS if self.aggregates_privately else frozenset()
+
+    def _set_config(self, statement: Statement, qualified: bool, name: str, value: str | None) -> Plan:
+        """`SELECT set_config('name', 'value', is_local)`, which drivers send
+        at connect (Django's time zone), is allowed exactly where the SET it
+        equals is."""
+        if not qualified and "set_config" in self.catalog.user_function_names:
+            raise Refusal(POLICY, 'function "set_config" is defined outside pg_catalog and is not allowed by '
+                          "the policy", hint="Call pg_catalog.set_config, or use SET.")
+        try:
+            check_set_config(name, value, pinned=self._pinned_settings)
+        except SettingRefused as exc:
+            hint = (f"Write SET pgshroud.{name.lower()[len('pgshroud.'):]} = <value>."
+                    if name.lower().startswith("pgshroud.") else
+                    "set_config may change the settings SET may change (TimeZone, application_name, DateStyle, "
+                    "...), with literal arguments.")
+            raise Refusal(POLICY, str(exc), hint=hint) from None
+        return Passthrough(statement.text)
+
         (statement,) = split_statements(text)
     except (LexError, ValueError):
         return text

@@ -9,6 +9,8 @@ or driver commonly sets is allowed; the rest is refused.
 
 from __future__ import annotations
 
+from sqlglot.tokens import TokenType
+
 from rewriter.statements import Statement
 
 ALLOWED_SETTINGS = frozenset(
@@ -88,10 +90,67 @@ def check_set(statement: Statement, *, pinned: frozenset[str] = frozenset()) -> 
     # SET name {TO | =} value; a dotted custom name arrives as several tokens.
     separator = next((i for i, w in enumerate(lowered) if w in ("to", "=")), len(lowered))
     name = "".join(lowered[:separator])
+    _check_pinned(name, pinned)
+    check_setting(name, words[separator + 1] if separator + 1 < len(words) else None)
+
+
+def _check_pinned(name: str, pinned: frozenset[str]) -> None:
     if name in pinned:
         raise SettingRefused(f'setting "{name}" is fixed by pgshroud for roles that get private answers: it '
                              "would change how long private queries run, or turn their running time into an error")
-    check_setting(name, words[separator + 1] if separator + 1 < len(words) else None)
+
+
+def set_config_arguments(statement: Statement) -> tuple[bool, str, str | None] | None:
+    """(qualified, name, value) of a statement that is exactly
+    `SELECT [pg_catalog.]set_config('name', 'value' | $n, true | false)`;
+    None for any other statement. The value is None when it is a bound
+    parameter. Only plain quoted strings count: their token text is the
+    value PostgreSQL reads."""
+    tokens = statement.tokens
+    if not tokens or tokens[0].token_type != TokenType.SELECT:
+        return None
+    qualified = [t.token_type for t in tokens[1:3]] == [TokenType.VAR, TokenType.DOT] and (
+        tokens[1].text.lower() == "pg_catalog")
+    call = tokens[3:] if qualified else tokens[1:]
+    head, tail = call[:4], call[4:]
+    if [t.token_type for t in head] != [TokenType.VAR, TokenType.L_PAREN, TokenType.STRING, TokenType.COMMA]:
+        return None
+    if head[0].text.lower() != "set_config" or not _plain_string(statement, head[2]) or not tail:
+        return None
+    value: str | None
+    if tail[0].token_type == TokenType.STRING and _plain_string(statement, tail[0]):
+        value, tail = tail[0].text, tail[1:]
+    elif [t.token_type for t in tail[:2]] == [TokenType.PARAMETER, TokenType.NUMBER]:
+        value, tail = None, tail[2:]
+    else:
+        return None
+    if [t.token_type for t in tail] not in _SET_CONFIG_ENDS:
+        return None
+    return qualified, head[2].text, value
+
+
+_SET_CONFIG_ENDS = ([TokenType.COMMA, TokenType.TRUE, TokenType.R_PAREN],
+                    [TokenType.COMMA, TokenType.FALSE, TokenType.R_PAREN])
+
+
+def _plain_string(statement: Statement, token) -> bool:
+    """A '...' literal, not E'', U&'' or a dollar quote, whose token text may differ from its value."""
+    return statement.text[token.start - statement.start] == "'"
+
+
+def check_set_config(name: str, value: str | None, *, pinned: frozenset[str] = frozenset()) -> None:
+    """Raise SettingRefused unless set_config(name, value, ...) does what a
+    SET this session may run does. A value that is a bound parameter
+    (None) is refused only where SET checks the value (client_encoding)."""
+    lowered = name.lower()
+    if lowered.startswith("pgshroud."):
+        raise SettingRefused(f'set_config cannot change "{name}": pgshroud settings are set with SET')
+    if lowered in ("role", "session_authorization"):
+        raise SettingRefused(f'set_config of "{lowered}" is not allowed through pgshroud')
+    _check_pinned(lowered, pinned)
+    if lowered == "client_encoding" and value is None:
+        raise SettingRefused("set_config of client_encoding needs a literal value")
+    check_setting(lowered, value)
 
 
 def check_reset(statement: Statement) -> None:

@@ -107,10 +107,10 @@ class QueryAnalyser:
             self._layouts = None
         if statement.words(2) in (["prepare", "transaction"], ["commit", "prepared"], ["rollback", "prepared"]):
             raise Refusal(POLICY, "two-phase commit is not allowed through pgshroud")
-        if word in QUERY_WORDS:
         if word == "select" and (setting := set_config_arguments(statement)) is not None:
             self._layouts = None  # whether it is allowed depends on its literals
             return self._set_config(statement, *setting)
+        if word in QUERY_WORDS:
             private = self._private_plan(statement.text)
             if private is not None:
                 self._layouts = None  # the noise and the cost are not a function of the normalised text
@@ -436,20 +436,6 @@ class QueryAnalyser:
         except SettingError as exc:
             raise Refusal(exc.sqlstate, str(exc)) from None
 
-    def _checked(self, statement: Statement, check) -> Plan:
-        try:
-            check(statement)
-        except SettingRefused as exc:
-            raise Refusal(POLICY, str(exc)) from None
-        return Passthrough(statement.text)
-
-
-_TABLE_FOLLOWS = frozenset({"(", "union", "intersect", "except", "all", "distinct", "for", "as"})
-
-
-def _expand_table_commands(text: str) -> str:
-    """Each `TABLE name` command (not the keyword in other roles) as `SELECT * FROM name`."""
-    try:
     @property
     def _pinned_settings(self) -> frozenset[str]:
         """Settings this session may not change: pgshroud fixes them for roles that get private answers."""
@@ -472,6 +458,20 @@ def _expand_table_commands(text: str) -> str:
             raise Refusal(POLICY, str(exc), hint=hint) from None
         return Passthrough(statement.text)
 
+    def _checked(self, statement: Statement, check) -> Plan:
+        try:
+            check(statement)
+        except SettingRefused as exc:
+            raise Refusal(POLICY, str(exc)) from None
+        return Passthrough(statement.text)
+
+
+_TABLE_FOLLOWS = frozenset({"(", "union", "intersect", "except", "all", "distinct", "for", "as"})
+
+
+def _expand_table_commands(text: str) -> str:
+    """Each `TABLE name` command (not the keyword in other roles) as `SELECT * FROM name`."""
+    try:
         (statement,) = split_statements(text)
     except (LexError, ValueError):
         return text

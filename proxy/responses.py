@@ -11,11 +11,14 @@ refusals and private releases appear in order between relayed responses.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from proxy.answers import data_row_frames, notices, row_description, simple_query_answer
 from proxy.codec.messages import CommandComplete, DataRow, ErrorResponse, PortalSuspended
 from rewriter.plans import Column, LocalAnswer, PrivacySetting, RawResult
+
+if TYPE_CHECKING:
+    import asyncio
 
 # Message type bytes as ints, as indexing bytes yields them.
 ERROR = ord("E")
@@ -256,6 +259,31 @@ class Transform(Action):
             tuple(None if v is None else v.decode() for v in DataRow.decode(row[5:]).values) for row in self.rows
         )
         return RawResult(tuple(c.name for c in self.columns), tuple(c.type_oid for c in self.columns), values)
+
+
+class UpstreamCheck(Action):
+    """pgshroud's own Parse, Describe and Sync of a statement it built,
+    before anything is charged. Nothing runs, so nothing of the outcome
+    depends on data. Its frames are the session's, not the client's:
+    `outcome` gets None once PostgreSQL accepted the statement, or its
+    ErrorResponse frame."""
+
+    __slots__ = ("outcome", "error")
+
+    def __init__(self, outcome: "asyncio.Future[bytes | None]") -> None:
+        self.outcome = outcome
+        self.error: bytes | None = None
+
+    def frame(self, kind: int, frame: bytes) -> bytes:
+        if kind == ERROR and self.error is None:
+            self.error = frame
+        elif kind == READY and not self.outcome.done():
+            self.outcome.set_result(self.error)
+        return b""
+
+    def abandon(self) -> None:
+        if not self.outcome.done():
+            self.outcome.cancel()
 
 
 class Settle(Action):

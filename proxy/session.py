@@ -29,7 +29,7 @@ import re
 import struct
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from time import perf_counter
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Awaitable, Callable, Mapping, NamedTuple, Protocol, Sequence
@@ -37,12 +37,13 @@ from typing import TYPE_CHECKING, Awaitable, Callable, Mapping, NamedTuple, Prot
 from proxy import budget_notes
 from proxy import responses as r
 from proxy.answer_cache import AnswerCache, AnswerKey, CachedAnswer
-from proxy.answers import UnsupportedFormat, check_formats, result_formats
+from proxy.answers import UnsupportedFormat, check_formats, result_formats, row_description
 from proxy.codec.messages import (
     Bind, Close, Describe, ErrorResponse, Execute, FunctionCall, ParameterStatus, Parse, Query,
 )
 from proxy.codec.errors import ProtocolViolation
 from proxy.config import ServerConfig
+from proxy.cursors import HeldCursor, HeldCursors
 from proxy.leg import Leg
 from proxy.startup import Established
 from proxy.upstream import send_cancel
@@ -52,7 +53,8 @@ from rewriter.catalog import Catalog
 from rewriter.names import upstream_name
 from rewriter.settings import check_parameter_status
 from rewriter.plans import (
-    Cost, LedgerRead, Local, LocalAnswer, Passthrough, Plan, PrivacySetting, RawResult, Refuse, Release, Rewrite,
+    Cost, Cursor, CursorStep, Local, LocalAnswer, Passthrough, Plan, PrivacySetting, RawResult, Refuse, Release, Rewrite,
+    SessionRead,
 )
 
 if TYPE_CHECKING:
@@ -99,6 +101,8 @@ NO_SETTINGS: Mapping[str, str] = MappingProxyType({})
 RESET_ALL = PrivacySetting("*", None)
 # They pass through to PostgreSQL; the session recognises them by their words.
 _RESETS_ALL = re.compile(r"\s*+(?:reset|discard)\s++all\s*+(?:;\s*+)?\Z", re.IGNORECASE)
+# CLOSE ALL and DISCARD ALL close every cursor, held ones too.
+_CLOSES_ALL = re.compile(r"\s*+(?:close|discard)\s++all\s*+(?:;\s*+)?\Z", re.IGNORECASE)
 
 
 class Ledger(Protocol):
@@ -213,6 +217,12 @@ class Session:
         self._pending: deque[r.Unit] = deque()
         self._statements: dict[str, _Statement] = {}
         self._portals: dict[str, _Statement] = {}
+        # Cursors declared for private queries, with their released answers.
+        self._cursors = HeldCursors()
+        # PostgreSQL's transaction status as of its last ReadyForQuery.
+        self._transaction_status = IDLE
+        # What the last private answer cost and its margins (SHOW pgshroud.last_answer).
+        self._last_answer = "no private answer has been released in this session yet"
         # Non-raw sessions: what each named statement was planned under.
         self._prepared_under: dict[str, _Prepared] = {}
         self._client_rest = b""  # the start of an incomplete client frame
@@ -498,6 +508,8 @@ class Session:
                 metrics.planning.observe(perf_counter() - started)
         if not plans:
             return [Refuse("XX000", "pgshroud could not analyse this statement, so it was refused")]
+        if self._cursors and any(type(p) is Passthrough and _CLOSES_ALL.match(p.sql) for p in plans):
+            self._cursors.clear()
         return [self._reachable(p) if type(p) is Rewrite and p.reaches is not None else p for p in plans]
 
     def _run_planner(self, sql: str, context: PlanContext) -> list[Plan]:
@@ -572,6 +584,9 @@ class Session:
         reason, and a DEALLOCATE or CLOSE of it is pointed at that name."""
         assert plan.reaches is not None
         kind, name = plan.reaches
+        held = self._cursors.get(name) if kind == "P" else None
+        if held is not None:
+            return _held_cursor_plan(plan, held)
         # Compared as PostgreSQL sees them: names that share their first 63
         # bytes are one statement or portal.
         target = upstream_name(name)
@@ -612,7 +627,7 @@ class Session:
             return None  # PostgreSQL ignores it until Sync: nothing to plan or charge
         if len(plans) > 1:
             plans = self._plan_after_settings(sql, plans)
-        if any(isinstance(p, Release) or (isinstance(p, Local) and p.ledger is not None) for p in plans):
+        if any(isinstance(p, Release) or (isinstance(p, Local) and p.reads is not None) for p in plans):
             self._block(self._ledger_then_query(plans, sql, self._planned_privacy))
             return b""
         if self._watched:
@@ -653,7 +668,7 @@ class Session:
             elif isinstance(plan, Release):
                 texts.append(plan.sql)
                 paid = charged.get(index) if charged else None
-                actions.append(self._transform(plan, describe=True, charged=paid))
+                actions.append(self._transform(plan, describe=plan.cursor is None, charged=paid))
             else:  # Refuse: nothing after it runs, as after a real error
                 texts.append(SENTINEL_SQL)
                 actions.append(r.RefuseAction(r.error_bytes(plan.sqlstate, plan.message, plan.hint)))
@@ -679,16 +694,23 @@ class Session:
                 key = self._answer_key(statement, plan, privacy)
                 cached = self._cached(key)
                 if cached is not None:
-                    plan = await self._repeat(cached)
+                    if _outside_transaction(plan, self._transaction_status, alone=len(plans) == 1):
+                        decided.append(CURSOR_OUTSIDE_TRANSACTION)
+                        break
+                    plan = await self._repeat(cached, plan.cursor)
                 else:
+                    unfit = await self._unfit_before_charge(plan, alone=len(plans) == 1)
+                    if unfit is not None:
+                        decided.append(unfit)
+                        break
                     refusal, standings = await self._charge(plan)
                     if refusal is not None:
                         decided.append(refusal)
                         refused = plan
                         break
                     charged[index] = _Charged(key, standings)
-            elif isinstance(plan, Local) and plan.ledger is not None:
-                plan = await self._from_ledger(plan)
+            elif isinstance(plan, Local) and plan.reads is not None:
+                plan = await self._read_session(plan)
                 if isinstance(plan, Refuse):
                     decided.append(plan)
                     break
@@ -696,6 +718,38 @@ class Session:
         if self._watched:
             self._decided("query", sql, _until_refusal(decided), refusal, refused)
         return self._query_from_plans(decided, charged)
+
+    async def _unfit_before_charge(self, plan: Release, *, alone: bool) -> Refuse | None:
+        """Why a Release of a simple Query cannot run, found before it is
+        charged: PostgreSQL refuses to parse or analyse the SQL pgshroud
+        built (relayed, as nothing ran), or it declares a cursor without
+        HOLD outside a transaction block (`alone`: the Query's only
+        statement, so no implicit block holds it either)."""
+        error = await self._upstream_check(plan.sql)
+        if error is not None:
+            upstream = ErrorResponse.decode(error[5:])
+            return Refuse(upstream.sqlstate or "XX000",
+                          f"PostgreSQL refused the query pgshroud built for this private answer: {upstream.message}",
+                          hint="Nothing was charged and nothing ran. pgshroud should have refused this statement "
+                          "itself: please report it, and meanwhile write the query more simply.")
+        if _outside_transaction(plan, self._transaction_status, alone=alone):
+            return CURSOR_OUTSIDE_TRANSACTION
+        return None
+
+    async def _upstream_check(self, sql: str) -> bytes | None:
+        """PostgreSQL's Parse and Describe of `sql` as the unnamed statement
+        (which a simple Query replaces anyway): its ErrorResponse frame, or
+        None once it accepted it. Its Sync would end a client's unfinished
+        extended-protocol batch, so then the check is left to the run."""
+        in_batch = False
+        for unit in self._pending:
+            in_batch = unit.extended and not unit.is_sync
+        if in_batch or self._upstream_skipping:
+            return None
+        outcome: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._pending.append(r.Unit(r.ENDS_READY, extended=False, action=r.UpstreamCheck(outcome)))
+        self.upstream.write(Parse("", sql, ()).encode() + Describe(b"S", "").encode() + SYNC_FRAME)
+        return await outcome
 
     async def _charge(self, plan: Release) -> tuple[Refuse | None, Sequence[Standing] | None]:
         """Charge the release: the ledger's refusal, or None and where the
@@ -733,9 +787,13 @@ class Session:
             log.exception("reading the privacy budget ledger failed")
             return Refuse("58000", "the privacy budget ledger is unavailable, so pgshroud cannot show the budget")
 
-    async def _from_ledger(self, plan: Local) -> Local | Refuse:
-        """A Local plan whose answer reads the ledger, answered."""
-        assert plan.ledger is LedgerRead.BUDGET
+    async def _read_session(self, plan: Local) -> Local | Refuse:
+        """A Local plan whose answer reads the ledger or the session, answered."""
+        if isinstance(plan, _CursorRead):
+            return self._read_cursor(plan)
+        if plan.reads is SessionRead.LAST_ANSWER:
+            return Local(replace(plan.answer, rows=((self._last_answer,),)))
+        assert plan.reads is SessionRead.BUDGET
         standings = await self._standing()
         if isinstance(standings, Refuse):
             if standings is NO_LEDGER:
@@ -745,6 +803,16 @@ class Session:
         period = policy.budgets.period if isinstance(policy, Policy) else None
         value = budget_notes.budget_value(self.user, standings, period)
         return Local(replace(plan.answer, rows=((value,),)), plan.setting)
+
+    def _read_cursor(self, plan: _CursorRead) -> Local | Refuse:
+        """FETCH, MOVE or CLOSE of a held cursor, in the statement's turn."""
+        cursor = plan.cursor
+        if plan.step is None:
+            self._cursors.close(cursor)
+            return Local(plan.answer)
+        if not self._cursors.holds(cursor):  # closed, or its transaction ended
+            return Refuse("34000", f'cursor "{cursor.name}" does not exist')
+        return Local(cursor.read(plan.step))
 
     def _answer_key(self, statement: object, plan: Release, privacy: Mapping[str, str]) -> AnswerKey | None:
         """The answer cache's key of a release (None without a cache)."""
@@ -761,14 +829,20 @@ class Session:
             return None
         return answers.get(key)
 
-    async def _repeat(self, cached: CachedAnswer) -> Local:
-        """A released answer again, with a notice that it cost nothing now and what is left."""
+    async def _repeat(self, cached: CachedAnswer, cursor: Cursor | None = None) -> Local:
+        """A released answer again, with a notice that it cost nothing now and
+        what is left; for a DECLARE, held by the cursor it declares."""
         standings = await self._standing()
         failed = isinstance(standings, Refuse) and standings is not NO_LEDGER
         seconds = self.shared.answers.seconds if self.shared.answers is not None else 0
         notice = budget_notes.repeat_notice(cached.cost, cached.released_at, seconds,
                                             None if isinstance(standings, Refuse) else standings, failed)
-        return Local(budget_notes.with_notice(cached.answer, notice))
+        answer = budget_notes.with_notice(cached.answer, notice)
+        self._last_answer = "; ".join(answer.notices)
+        if cursor is None:
+            return Local(answer)
+        self._cursors.declare(cursor.name, answer, cursor.hold)
+        return Local(LocalAnswer("DECLARE CURSOR", notices=answer.notices))
 
     def _transform(
         self,
@@ -802,11 +876,19 @@ class Session:
         notice = budget_notes.cost_notice(cost, charged.standings)
         answers, key = self.shared.answers, charged.key
 
+        cursor = plan.cursor
+
         def released(raw: RawResult) -> LocalAnswer:
             answer = finalize(raw)
             if answers is not None and key is not None:
                 answers.put(key, answer, cost)
-            return budget_notes.with_notice(answer, notice)
+            answer = budget_notes.with_notice(answer, notice)
+            self._last_answer = "; ".join(answer.notices)
+            if cursor is None:
+                return answer
+            # Held for FETCH; the DECLARE itself returns no row.
+            self._cursors.declare(cursor.name, answer, cursor.hold)
+            return LocalAnswer("DECLARE CURSOR", notices=answer.notices)
 
         return released
 
@@ -930,7 +1012,7 @@ class Session:
             key = self._answer_key(statement, info.plan, info.privacy)
             cached = self._cached(key)
             if cached is not None:
-                self._block(self._bind_repeat(bind, cached, formats, info.sql))
+                self._block(self._bind_repeat(bind, cached, formats, info.sql, info.plan.cursor))
                 return b""
         upstream = self._fresh_name("portal") if info.upstream is not None else None
         self._portals[portal] = _Statement(info.plan, formats, sql=info.sql, cache_key=key, upstream=upstream)
@@ -953,14 +1035,15 @@ class Session:
         self._prepared_under[name] = prepared._replace(catalog=self.plan_context.catalog)
         return None
 
-    async def _bind_repeat(self, bind: Bind, cached: CachedAnswer, formats: tuple[int, ...], sql: str | None) -> bytes:
+    async def _bind_repeat(self, bind: Bind, cached: CachedAnswer, formats: tuple[int, ...], sql: str | None,
+                           cursor: Cursor | None) -> bytes:
         """A Bind of a private statement whose answer the cache holds: the
         portal gets that answer, as a Local one, and is bound upstream to a
         placeholder statement, so that nothing runs the aggregate again while
         PostgreSQL still decides whether the Bind may run. Its CloseComplete
         and ParseComplete are not the client's to see; an error is, and then
         both sides skip to Sync."""
-        local = await self._repeat(cached)
+        local = await self._repeat(cached, cursor)
         if self._watched:
             self._decided("bind", sql, (local,))
         self._portals[bind.portal] = _Statement(local, formats, sql=sql)
@@ -992,6 +1075,10 @@ class Session:
         return info
 
     def _on_describe(self, describe: Describe) -> bytes | None:
+        if describe.kind == b"P" and self._cursors:
+            held = self._cursors.get(describe.name)
+            if held is not None and describe.name not in self._portals:
+                return self._describe_held(held)
         table = self._statements if describe.kind == b"S" else self._portals
         info = table.get(describe.name) if table else None
         if info is None or type(info.plan) is Passthrough:
@@ -1001,6 +1088,21 @@ class Session:
         formats = info.formats or (0,) * len(columns)
         self._expect(r.ENDS_DESCRIBE, action=r.describe_replacement(columns, formats))
         return None if info.upstream is None else Describe(describe.kind, info.upstream).encode()
+
+    def _describe_held(self, cursor: HeldCursor) -> bytes:
+        """A protocol Describe of a held cursor's portal (psycopg sends one
+        after DECLARE): its columns, in the turn of a placeholder statement
+        that PostgreSQL describes (and may refuse, in a failed transaction)."""
+        self._expect(r.ENDS_CLOSE, action=r.Replace(b"", at=r.ENDS_CLOSE))
+        self._expect(r.ENDS_PARSE, action=r.Replace(b"", at=r.ENDS_PARSE))
+        columns = cursor.answer.columns
+        self._expect(r.ENDS_DESCRIBE, action=r.Replace(row_description(columns, (0,) * len(columns)),
+                                                       at=frozenset(b"Tn")))
+        return b"".join((
+            Close(b"S", CACHED_STATEMENT).encode(),
+            Parse(CACHED_STATEMENT, PLACEHOLDER_SQL, ()).encode(),
+            Describe(b"S", CACHED_STATEMENT).encode(),
+        ))
 
     def _on_execute(self, execute: Execute) -> bytes | None:
         info = self._portals.get(execute.portal) if self._portals else None
@@ -1018,7 +1120,7 @@ class Session:
             self._expect(r.ENDS_EXECUTE, action=self._settle(None, RESET_ALL))
             return None
         if isinstance(plan, Local):
-            if plan.ledger is not None:
+            if plan.reads is not None:
                 self._block(self._ledger_then_execute(plan, execute, info))
                 return b""
             answer = info.answer = r.PortalAnswer()
@@ -1031,7 +1133,7 @@ class Session:
 
     async def _ledger_then_execute(self, plan: Local, execute: Execute, info: _Statement) -> bytes:
         """An Execute of a Local statement whose answer reads the ledger."""
-        filled = await self._from_ledger(plan)
+        filled = await self._read_session(plan)
         if isinstance(filled, Refuse):
             if self._watched:
                 self._decided("execute", info.sql, (filled,))
@@ -1042,6 +1144,11 @@ class Session:
         return Execute(self._up(execute.portal), execute.max_rows).encode()
 
     async def _charge_then_execute(self, plan: Release, execute: Execute, info: _Statement) -> bytes:
+        if _outside_transaction(plan, self._transaction_status, alone=True):
+            if self._watched:
+                self._decided("execute", info.sql, (CURSOR_OUTSIDE_TRANSACTION,))
+            refusal = CURSOR_OUTSIDE_TRANSACTION
+            return self._refuse_extended(r.ENDS_EXECUTE, refusal.sqlstate, refusal.message, refusal.hint)
         refusal, standings = await self._charge(plan)
         if self._watched:
             self._decided("execute", info.sql, (plan if refusal is None else refusal,), refusal, plan)
@@ -1181,6 +1288,10 @@ class Session:
             if watching and kind in _TRANSACTION_FRAMES:
                 self._watch_transaction(kind, data, pos)
                 watching = self._privacy_before is not None
+            if kind == r.READY:
+                self._transaction_status = data[pos + 5]
+                if self._cursors and data[pos + 5] == IDLE:
+                    self._cursors.transaction_ended()
             if unit is not None and kind in unit.ends:
                 if kind == r.ERROR and unit.extended:
                     self._end_with_error()
@@ -1324,7 +1435,39 @@ def _two_names(payload: bytes) -> tuple[str, str]:
 
 
 def _columns(plan: Local | Release):
-    return plan.answer.columns if isinstance(plan, Local) else plan.spec.columns
+    if isinstance(plan, Local):
+        return plan.answer.columns
+    return () if plan.cursor is not None else plan.spec.columns  # DECLARE returns no row
+
+
+def _outside_transaction(plan: Release, status: int, *, alone: bool) -> bool:
+    """A DECLARE without HOLD that PostgreSQL would refuse: no transaction
+    block is open and (`alone`) no implicit one holds the statement."""
+    return plan.cursor is not None and not plan.cursor.hold and alone and status == IDLE
+
+
+def _held_cursor_plan(plan: Rewrite, cursor: HeldCursor) -> Plan:
+    """FETCH, MOVE or CLOSE of a cursor that holds a private answer: carried
+    out on the held answer, in the statement's turn."""
+    step = plan.step
+    if step is None:  # CLOSE
+        return _CursorRead(LocalAnswer("CLOSE CURSOR"), reads=SessionRead.CURSOR, cursor=cursor)
+    if not step.forward:
+        return Refuse("0A000", f'cursor "{cursor.name}" holds a private answer, which is read forward only',
+                      hint="Use FETCH [FORWARD] n, FETCH NEXT or FETCH ALL; declare the cursor again to read "
+                      "from the start (a repeat is answered from the answer cache while it keeps the answer).")
+    tag = "MOVE" if step.move else "FETCH"
+    columns = () if step.move else cursor.answer.columns
+    return _CursorRead(LocalAnswer(tag, columns), reads=SessionRead.CURSOR, cursor=cursor, step=step)
+
+
+@dataclass(frozen=True, slots=True)
+class _CursorRead(Local):
+    """A Local plan whose answer is the next rows of a held cursor (or its
+    CLOSE, without `step`), taken when the statement's turn comes."""
+
+    cursor: HeldCursor | None = None
+    step: CursorStep | None = None
 
 
 def _until_refusal(plans: list[Plan]) -> list[Plan]:
@@ -1369,6 +1512,10 @@ def _withheld_error(frame: bytes) -> bytes:
         return frame
     return WITHHELD_ERROR
 
+
+CURSOR_OUTSIDE_TRANSACTION = Refuse("25P01", "DECLARE CURSOR can only be used in transaction blocks",
+                                    hint="Run BEGIN first, or declare the cursor WITH HOLD.")
+SYNC_FRAME = b"S\x00\x00\x00\x04"
 
 WITHHELD_ERROR = r.error_bytes(
     "22000", "the private aggregate failed upstream; its error is withheld because it could depend on protected data"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlglot.tokens import Token, TokenType
 
 from rewriter.names import quoted_upstream_name, sql_name
+from rewriter.plans import CursorStep
 from rewriter.statements import Statement
 
 # FETCH and MOVE: what may stand between the command and the cursor's name.
@@ -80,3 +81,44 @@ def execute_arguments(statement: Statement) -> tuple[str, str, str | None]:
         raise NamedCommandError("EXECUTE takes a name and a parenthesised list of arguments")
     base = statement.start
     return text, name, statement.text[tokens[3].start - base : tokens[-1].start - base] if len(tokens) > 4 else None
+
+
+# DECLARE name [BINARY] [ASENSITIVE | INSENSITIVE] [[NO] SCROLL] CURSOR
+# [{WITH | WITHOUT} HOLD] FOR query: the words that may stand before FOR.
+_DECLARE_WORDS = frozenset({"binary", "asensitive", "insensitive", "no", "scroll", "cursor", "with", "without", "hold"})
+
+
+def declared_cursor(statement: Statement) -> tuple[str, bool, bool]:
+    """DECLARE's cursor name, whether it is WITH HOLD, and whether BINARY."""
+    tokens = statement.tokens
+    if len(tokens) < 2:
+        raise NamedCommandError("DECLARE needs a cursor name")
+    words = []
+    for token in tokens[2:]:
+        word = token.text.lower()
+        if word == "for" and token.token_type != TokenType.IDENTIFIER:
+            break
+        if word not in _DECLARE_WORDS or token.token_type == TokenType.IDENTIFIER:
+            raise NamedCommandError(f'unexpected "{token.text}" in DECLARE')
+        words.append(word)
+    hold = any(a == "with" and b == "hold" for a, b in zip(words, words[1:]))
+    return sql_name(tokens[1]), hold, "binary" in words
+
+
+def fetch_step(statement: Statement) -> CursorStep:
+    """How far a FETCH or MOVE goes, read as PostgreSQL reads its direction:
+    none, NEXT, n, ALL, FORWARD [n | ALL] go forward; anything else
+    (BACKWARD, PRIOR, FIRST, LAST, ABSOLUTE, RELATIVE, a count of 0 or
+    less) is marked as not forward."""
+    move = statement.first_word == "move"
+    words = [t for t in statement.tokens[1:-1] if t.text.lower() not in ("from", "in")]
+    texts = [t.text.lower() for t in words]
+    if texts and texts[0] == "forward":
+        texts = texts[1:] or ["1"]
+    if not texts or texts == ["next"]:
+        return CursorStep(move, 1)
+    if texts == ["all"]:
+        return CursorStep(move, None)
+    if len(texts) == 1 and texts[0].isdigit() and int(texts[0]) > 0:
+        return CursorStep(move, int(texts[0]))
+    return CursorStep(move, 0, forward=False)

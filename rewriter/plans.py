@@ -34,6 +34,18 @@ class Rewrite:
 
     sql: str
     reaches: tuple[str, str] | None = field(default=None, compare=False)
+    # FETCH and MOVE: how far, should the cursor turn out to hold a private answer.
+    step: CursorStep | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CursorStep:
+    """A FETCH or MOVE as pgshroud carries it out on a cursor whose private
+    answer it holds: forward only, as a NO SCROLL cursor reads."""
+
+    move: bool
+    count: int | None  # rows forward; None: ALL
+    forward: bool = True  # False: BACKWARD, PRIOR, ABSOLUTE, ..., which a held answer is not read by
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +143,18 @@ class Release:
 
     sql: str
     spec: ReleaseSpec = field(compare=False)
+    # DECLARE ... CURSOR FOR a private query: the answer is kept for FETCH.
+    cursor: Cursor | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """The cursor a private query is declared as. Charged once, its answer is
+    held by the session and read by FETCH and MOVE until CLOSE, or until the
+    transaction ends unless `hold`."""
+
+    name: str  # as PostgreSQL folds it
+    hold: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,27 +169,33 @@ class PrivacySetting:
     value: str | None
 
 
-class LedgerRead(Enum):
-    """What a Local answer takes from the privacy budget ledger, which the
-    planner cannot read (it does no I/O): the session reads it, in the
-    statement's turn, and completes the answer before sending it."""
+class SessionRead(Enum):
+    """What a Local answer takes from what the planner cannot read (it does
+    no I/O and holds no session state): the privacy budget ledger, the
+    session's own answers. The session reads it, in the statement's turn,
+    and completes the answer before sending it."""
 
     # SHOW pgshroud.budget: the answer's one text column gets one row, where
     # the user's budgets stand now (proxy/budget_notes.py words it).
     BUDGET = "budget"
+    # SHOW pgshroud.last_answer: what the session's last private answer cost,
+    # and its margins, for clients that drop notices.
+    LAST_ANSWER = "last_answer"
+    # FETCH or MOVE of a cursor whose private answer the session holds.
+    CURSOR = "cursor"
 
 
 @dataclass(frozen=True, slots=True)
 class Local:
     """Answer without forwarding the statement (SET/SHOW pgshroud.*, EXPLAIN of a plan).
 
-    With `ledger`, `answer` gives the command tag and columns only; its rows
-    come from the ledger (see LedgerRead).
+    With `reads`, `answer` gives the command tag and columns only; its rows
+    come from the session (see SessionRead).
     """
 
     answer: LocalAnswer
     setting: PrivacySetting | None = None
-    ledger: LedgerRead | None = None
+    reads: SessionRead | None = None
 
 
 @dataclass(frozen=True, slots=True)

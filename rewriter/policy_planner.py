@@ -12,6 +12,7 @@ from __future__ import annotations
 
 
 import functools
+from dataclasses import replace
 from typing import Mapping
 
 from sqlglot import exp
@@ -22,10 +23,10 @@ from rewriter.catalog import SYSTEM_SCHEMAS, Catalog
 from rewriter.cache import PlanCache
 from rewriter.functions import FunctionRefused, check_functions
 from rewriter.named_commands import (
-    NamedCommandError, close_or_deallocate, execute_arguments, fetch_or_move, renamed,
+    NamedCommandError, close_or_deallocate, declared_cursor, execute_arguments, fetch_or_move, fetch_step, renamed,
 )
 from rewriter.masking import INNER_ALIAS, masked_subquery, quote_ident, replacement_for, splice
-from rewriter.plans import Column, Local, LocalAnswer, Passthrough, Plan, Refuse, Release, Rewrite
+from rewriter.plans import Column, Cursor, Local, LocalAnswer, Passthrough, Plan, Refuse, Release, Rewrite
 from rewriter.private import plan_private
 from rewriter.private.settings import SettingError, set_plan, show_plan
 from rewriter.relations import RelationError, find_relations, fold
@@ -297,7 +298,20 @@ class QueryAnalyser:
             raise Refusal("42601", "DECLARE without FOR query")
         query = statement.text[position:]
         head = self._renamed_head(statement, position)
-        return Rewrite(head + self.rewrite_query(query))
+        private = self._private_plan(query)
+        if private is None:
+            return Rewrite(head + self.rewrite_query(query))
+        if not isinstance(private, Release):
+            return private
+        try:
+            name, hold, binary = declared_cursor(statement)
+        except NamedCommandError as exc:
+            raise Refusal("42601", str(exc)) from None
+        if binary:
+            raise Refusal("0A000", "pgshroud holds private answers in text: a BINARY cursor of a private query is "
+                          "not supported", hint="Declare the cursor without BINARY.")
+        # Charged once; its answer is held by the session and read by FETCH.
+        return replace(private, cursor=Cursor(name, hold))
 
     def _prepare(self, statement: Statement) -> Plan:
         position = _word_position(statement, "as")
@@ -334,7 +348,7 @@ class QueryAnalyser:
             text, name = fetch_or_move(statement)
         except NamedCommandError as exc:
             raise Refusal("42601", str(exc)) from None
-        return Rewrite(text, reaches=("P", name))
+        return Rewrite(text, reaches=("P", name), step=fetch_step(statement))
 
     def _execute(self, statement: Statement) -> Plan:
         """EXECUTE of a statement the client prepared; its arguments are

@@ -17,11 +17,13 @@ from fractions import Fraction
 from typing import Mapping
 
 from policies.model import Policy
-from rewriter.plans import Column, LedgerRead, Local, LocalAnswer, PrivacySetting
+from rewriter.plans import Column, SessionRead, Local, LocalAnswer, PrivacySetting
 
 NAMES = ("epsilon", "delta")
 # Shown, never set: where the user's privacy budgets stand.
 BUDGET = "budget"
+# Shown, never set: what the session's last private answer cost, and its margins.
+LAST_ANSWER = "last_answer"
 
 # Digits with an optional point and exponent: what SET takes. Short, so that
 # no literal is an integer of a billion digits once exact (1e-1000000000).
@@ -80,7 +82,7 @@ def current(name: str, privacy: Mapping[str, str], policy: Policy) -> Fraction:
 
 def set_plan(name: str, value: str | None, policy: Policy) -> Local:
     """SET (value) or RESET (None) of pgshroud.<name>."""
-    if name == BUDGET:
+    if name in (BUDGET, LAST_ANSWER):
         # As PostgreSQL refuses SET of a read-only parameter (server_version).
         raise SettingError(f'parameter "pgshroud.{name}" cannot be changed', "55P02")
     if name not in NAMES:
@@ -94,7 +96,10 @@ def set_plan(name: str, value: str | None, policy: Policy) -> Local:
 def show_plan(name: str, privacy: Mapping[str, str], policy: Policy) -> Local:
     if name == BUDGET:
         # One row, one text column; the session fills it from the ledger.
-        return Local(LocalAnswer("SHOW", (Column(f"pgshroud.{name}"),)), ledger=LedgerRead.BUDGET)
+        return Local(LocalAnswer("SHOW", (Column(f"pgshroud.{name}"),)), reads=SessionRead.BUDGET)
+    if name == LAST_ANSWER:
+        # The session fills it with its last private answer's cost and margins.
+        return Local(LocalAnswer("SHOW", (Column(f"pgshroud.{name}"),)), reads=SessionRead.LAST_ANSWER)
     if name not in NAMES:
         raise SettingError(f'unrecognized configuration parameter "pgshroud.{name}"', "42704")
     value = privacy.get(name)

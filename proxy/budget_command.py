@@ -98,9 +98,14 @@ def _check_capped(policy: Policy, scope: str, name: str, command: str) -> None:
         if caps.per_user is None:
             raise ConfigError(f"the policy has no budgets.per_user, so a {command} of user {name!r} would change "
                               "nothing: grant or reset the user's role (--role) or the dataset (--dataset)")
-        if policy.role_for(name) is None:
+        role = policy.role_for(name)
+        if role is None:
             raise ConfigError(f"user {name!r} has no role in the policy (and there is no default role), so no "
                               "private answer is ever charged to them")
+        if role.share_answers:
+            raise ConfigError(f"user {name!r} is in role {role.name!r}, whose users share its answers and its "
+                              f"budget (roles.{role.name}.share_answers), so a {command} of the user would change "
+                              f"nothing: {command} the role (--role {role.name})")
     elif scope == "role":
         if name not in policy.roles:
             raise ConfigError(f"--role {name}: the policy has no such role (it has {', '.join(policy.roles)})")
@@ -192,13 +197,16 @@ async def _show(conninfo: str, policy: Policy, policy_path: str, user: str | Non
             shared.append(await ledger.scope_standing("role", role_name))
         if policy.budgets.per_dataset is not None:
             shared.append(await ledger.scope_standing("dataset", ""))
+        accounts = {name: await ledger.shared_activity(name) for name in sorted(policy.budgets.per_role)
+                    if name in policy.roles and policy.roles[name].share_answers}
     finally:
         await ledger.close()
-    _print_show(policy, policy_path, rows, [s for s in shared if s is not None], out)
+    _print_show(policy, policy_path, rows, [s for s in shared if s is not None], out, accounts)
     return 0
 
 
-def _print_show(policy: Policy, policy_path: str, rows: list[UserRow], shared: list[Standing], out: TextIO) -> None:
+def _print_show(policy: Policy, policy_path: str, rows: list[UserRow], shared: list[Standing], out: TextIO,
+                accounts: dict[str, Activity] | None = None) -> None:
     caps = policy.budgets
     window = period_window(caps.period)
     period = "since each budget's last reset" if window is None else \
@@ -221,10 +229,12 @@ def _print_show(policy: Policy, policy_path: str, rows: list[UserRow], shared: l
             table.append([
                 row.user, row.role or "(none)", show_number(spent_eps),
                 show_number(own.granted_epsilon) if own is not None else "-",
-                f"{show_number(own.remaining_epsilon)} of {show_number(own.allowed_epsilon)}" if own else "no cap",
+                f"{show_number(own.remaining_epsilon)} of {show_number(own.allowed_epsilon)}" if own
+                else _no_own(policy, row.role),
                 show_number(spent_delta),
                 show_number(own.granted_delta) if own is not None else "-",
-                f"{show_number(own.remaining_delta)} of {show_number(own.allowed_delta)}" if own else "no cap",
+                f"{show_number(own.remaining_delta)} of {show_number(own.allowed_delta)}" if own
+                else _no_own(policy, row.role),
                 "no role" if row.role is None else show_number(row.now) if row.now is not None else "no budget",
                 str(row.activity.charges),
                 _when(row.activity.last_charge),
@@ -256,6 +266,18 @@ def _print_show(policy: Policy, policy_path: str, rows: list[UserRow], shared: l
                           show_number(s.spent_delta), show_number(s.granted_delta),
                           f"{show_number(s.remaining_delta)} of {show_number(s.allowed_delta)}"])
         _print_table(table, out)
+    for role_name, activity in (accounts or {}).items():
+        print(file=out)
+        print(f'role "{role_name}" shares answers (roles.{role_name}.share_answers): its users\' releases are '
+              f"charged to its budget above, once each, and repeated to any of them at no cost; "
+              f"{activity.charges} shared releases count now, the last at {_when(activity.last_charge)} UTC",
+              file=out)
+
+
+def _no_own(policy: Policy, role_name: str | None) -> str:
+    """A user's own cap column when the policy gives none: none at all, or the role's shared budget instead."""
+    role = policy.roles.get(role_name) if role_name is not None else None
+    return "role's (shared)" if role is not None and role.share_answers else "no cap"
 
 
 def bar(share: float, width: int = BAR_WIDTH) -> str:

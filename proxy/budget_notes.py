@@ -7,7 +7,11 @@
 - After each private answer, one notice: what it cost, what is left, and the
   release's own "95% margins of error" notice joined to it, so that psql
   prints a single NOTICE line. A repeat served from the answer cache says it
-  cost nothing and when the answer was released.
+  cost nothing, when the answer was released, for how long it is kept and,
+  when the user's role shares answers, that it was released for the role.
+- For a role that shares answers (roles.<role>.share_answers), both say
+  that its answers are charged to the role's budget, which all its users
+  share, and not to the user's own.
 
 Figures are the ledger's exact decimals, printed as `pgshroud budget show`
 prints them (proxy.ledger.show_number).
@@ -19,6 +23,7 @@ import time
 from collections.abc import Sequence
 from decimal import Decimal
 
+from proxy.answer_cache import CachedAnswer
 from proxy.ledger import Standing, exact, period_window, show_number
 from rewriter.plans import Cost, LocalAnswer
 
@@ -38,6 +43,10 @@ def budget_value(user: str, standings: Sequence[Standing], period: str | None) -
                 f"charged")
     epsilon, delta = left_now(standings)
     parts = [f"{show_number(epsilon)} epsilon left now (delta {show_number(delta)}), the least over your budgets"]
+    role = shared_role(standings)
+    if role is not None:
+        parts[0] += (f'; your answers are shared by role "{role}" and charged to its budget, which all its users '
+                     f"share, not to a budget of your own")
     for s in standings:
         parts.append(
             f"{_scope(s)}: epsilon spent {show_number(s.spent_epsilon)} of {show_number(s.allowed_epsilon)} "
@@ -50,9 +59,25 @@ def budget_value(user: str, standings: Sequence[Standing], period: str | None) -
     return "; ".join(parts)
 
 
-def cost_notice(cost: Cost, standings: Sequence[Standing] | None) -> str:
-    """What a private answer just charged cost, and what is left."""
-    return f"privacy cost: {_cost(cost)}{_left(standings)}"
+def cost_notice(cost: Cost, standings: Sequence[Standing] | None, overlapping: float | None = None) -> str:
+    """What a private answer just charged cost, and what is left. `overlapping`: this release was charged
+    although another release of the same statement had been running that long (answer_cache.Claim)."""
+    role = shared_role(standings or ())
+    paid = f' to role "{role}"\'s shared budget' if role is not None else ""
+    again = ""
+    if overlapping is not None:
+        again = (f" (charged again: a release of the same statement for {'the role' if role else 'you'} was still "
+                 f"running after {overlapping:.0f} s and is presumed lost)")
+    return f"privacy cost: {_cost(cost)}{paid}{again}{_left(standings)}"
+
+
+def cached_notice(cached: CachedAnswer, standings: Sequence[Standing] | None, lookup_failed: bool = False) -> str:
+    """A repeat served from the answer cache: no new cost; the answer's own lifetime, and its role when shared."""
+    when = time.strftime("%H:%M:%S UTC", time.gmtime(cached.released_at))
+    left = "; left now: unknown (the privacy budget ledger could not be read)" if lookup_failed else _left(standings)
+    whose = f' for role "{cached.shared_by}", whose users share its answers,' if cached.shared_by else ""
+    return (f"privacy cost: none, this is the answer released at {when}{whose} for {_cost(cached.cost)}, repeated "
+            f"from pgshroud's answer cache (kept {_duration(cached.seconds)}){left}")
 
 
 def repeat_notice(cost: Cost, released_at: float, seconds: float, standings: Sequence[Standing] | None,
@@ -88,10 +113,25 @@ def _left(standings: Sequence[Standing] | None) -> str:
     return f"; left now: epsilon {show_number(epsilon)}, delta {show_number(delta)}"
 
 
+def shared_role(standings: Sequence[Standing]) -> str | None:
+    """The role whose shared budget these standings include (the user's answers are the role's), or None."""
+    return next((s.budget.name for s in standings if s.budget.scope == "role" and s.budget.shared), None)
+
+
+def _duration(seconds: float) -> str:
+    """300 s, 12 h, 1 d: the largest unit that divides it."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
+
+
 def _scope(standing: Standing) -> str:
     budget = standing.budget
     if budget.scope == "user":
         return f'user "{budget.name}"'
+    if budget.scope == "role" and budget.shared:
+        return f'role "{budget.name}" (its users share its answers and this budget)'
     if budget.scope == "role":
         return f'role "{budget.name}" (shared by its users)'
     return "dataset (shared by all users)"

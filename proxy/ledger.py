@@ -126,11 +126,15 @@ class Budget:
     # The lifetime cap that goes with a budget renewed by budgets.period:
     # budgets.lifetime times the budget, over every charge since the last reset.
     lifetime: bool = False
+    # A role's budget that its users' shared answers are charged to (roles.<role>.share_answers).
+    shared: bool = False
 
     def describe(self) -> str:
         over = " over all periods (budgets.lifetime)" if self.lifetime else ""
         if self.scope == "user":
             return f'user "{self.name}"{over}'
+        if self.scope == "role" and self.shared:
+            return f'role "{self.name}", whose users share its answers and this budget{over},'
         if self.scope == "role":
             return f'role "{self.name}", shared by its users{over},'
         return f"the dataset, shared by all users{over},"
@@ -268,7 +272,8 @@ def lifetime_budget(budget: Budget, multiple: float) -> Budget:
         context.prec = 200
         context.traps[Inexact] = True
         context.traps[Rounded] = True
-        return Budget(budget.scope, budget.name, budget.epsilon * factor, budget.delta * factor, lifetime=True)
+        return Budget(budget.scope, budget.name, budget.epsilon * factor, budget.delta * factor, lifetime=True,
+                      shared=budget.shared)
 
 
 _PERIOD = re.compile(r"([1-9][0-9]*)([dh])")
@@ -317,7 +322,8 @@ def budgets_for(policy: Policy, user: str) -> tuple[str | None, list[Budget]]:
     elif caps.per_user is not None:
         budgets.append(_budget("user", user, caps.per_user))
     if role_name is not None and role_name in caps.per_role:
-        budgets.append(_budget("role", role_name, caps.per_role[role_name]))
+        budget = _budget("role", role_name, caps.per_role[role_name])
+        budgets.append(dataclasses.replace(budget, shared=role is not None and role.share_answers))
     if caps.per_dataset is not None:
         budgets.append(_budget("dataset", "", caps.per_dataset))
     return role_name, budgets
@@ -449,6 +455,15 @@ LEFT JOIN {LEDGER} AS l ON l.user_name = r.user_name AND l.kind = 'charge' AND l
      AND ($1::interval IS NULL OR l.recorded_at > now() - $1::interval)
 GROUP BY r.user_name
 ORDER BY r.user_name"""
+_SHARED_ACTIVITY = f"""
+WITH reset AS (
+    SELECT coalesce(max(l.id), 0) AS id FROM {LEDGER} AS l WHERE l.kind = 'reset' AND l.role_name = $2::text
+)
+SELECT count(l.id) AS charges, coalesce(sum(l.epsilon), 0) AS spent_epsilon,
+       coalesce(sum(l.delta), 0) AS spent_delta, max(l.recorded_at) AS last_charge
+FROM reset AS r
+JOIN {LEDGER} AS l ON l.id > r.id AND l.kind = 'charge' AND l.role_name = $2::text AND l.user_name = $3::text
+     AND ($1::interval IS NULL OR l.recorded_at > now() - $1::interval)"""
 _CHECK = f"""
 SELECT current_user, current_database(),
        (SELECT array_agg(c.relname::text ORDER BY c.relname) FROM pg_catalog.pg_class c
@@ -585,6 +600,8 @@ class PostgresLedger:
         if cap is None:
             return None
         budget = _budget(scope, name, cap)
+        if scope == "role" and name in policy.roles and policy.roles[name].share_answers:
+            budget = dataclasses.replace(budget, shared=True)
         window = period_window(caps.period)
 
         async def body(conn: asyncpg.Connection, rows: dict[tuple[str, str], _Row]) -> Standing:
@@ -607,6 +624,15 @@ class PostgresLedger:
         for user in users or ():
             found.setdefault(user, Activity(0, Decimal(0), Decimal(0), None))
         return found
+
+    async def shared_activity(self, role_name: str) -> Activity:
+        """The charges to a role's shared account that count in the current period (since the role's last
+        reset, within budgets.period's window), and the last of them. Reads the ledger only."""
+        window = period_window(self._current_policy().budgets.period)
+        pool = await self._open()
+        async with pool.acquire() as conn:
+            row = await conn.fetchrow(_SHARED_ACTIVITY, window, role_name, SHARED_ACCOUNT)
+        return Activity(row["charges"], row["spent_epsilon"], row["spent_delta"], row["last_charge"])
 
     async def grant(self, scope: str, name: str, epsilon: float | Decimal, delta: float | Decimal = 0,
                     note: str | None = None) -> int:

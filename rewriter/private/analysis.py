@@ -9,7 +9,7 @@ that shape is refused with the reason and what to write instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from sqlglot import exp
@@ -170,6 +170,7 @@ class PrivateAnalyser:
         self.ctes: dict[str, exp.Select] = {}
         self.deriving = False  # reading a subquery in FROM, which may group by the unit
         self.nullable: set[str] = set()  # sources on the nullable side of a LEFT JOIN
+        self.constants: list[q.Constant] = []
 
     # entry
 
@@ -181,6 +182,9 @@ class PrivateAnalyser:
             raise PrivateRefusal("a private query must be a single SELECT (no UNION, INTERSECT or EXCEPT)",
                                  hint="Run each part as its own query.")
         self._read_ctes(tree)
+        inner = self._aggregate_inside(tree)
+        if inner is not None:
+            return self._wrap(tree, *inner)
         self._check_shape(tree, "a private query")
         if not any(isinstance(n, AGGREGATE_CLASSES) for item in tree.expressions for n in item.walk()):
             raise PrivateRefusal(
@@ -194,7 +198,7 @@ class PrivateAnalyser:
         having = tree.args.get("having")
         having_expression = self._post(having.this, "HAVING") if having is not None else None
         order = self._read_order(tree, outputs)
-        limit, offset = _limit(tree)
+        limit, offset = self._limit(tree)
         protected = [s for s in self.sources.values() if s.protected]
         max_groups = max(s.max_groups for s in protected)
         max_rows = max(s.max_rows for s in protected)
@@ -213,7 +217,212 @@ class PrivateAnalyser:
             max_groups=max_groups if self.keys else 1,
             max_rows=max_rows if self.keys else max_groups * max_rows,
             notices=tuple(self.notices),
+            constants=tuple(self.constants),
         )
+
+    # outer queries over a private aggregate
+
+    def _aggregate_inside(self, tree: exp.Select) -> tuple[exp.Select, str] | None:
+        """The aggregate query and its alias, when `tree` only post-processes
+        its rows: one subquery (or CTE) in FROM that aggregates, and no
+        aggregate outside it."""
+        from_ = tree.args.get("from_") or tree.args.get("from")
+        if from_ is None or tree.args.get("joins"):
+            return None
+        if any(isinstance(n, AGGREGATE_CLASSES) for item in tree.expressions for n in item.walk()):
+            return None
+        item = from_.this
+        if isinstance(item, exp.Subquery) and isinstance(item.this, exp.Select) and item.alias:
+            select, alias = item.this, fold(item.args["alias"].this)
+        elif isinstance(item, exp.Table) and item.args.get("db") is None and isinstance(item.this, exp.Identifier) \
+                and fold(item.this) in self.ctes:
+            alias_node = item.args.get("alias")
+            alias = fold(alias_node.this) if alias_node is not None and isinstance(alias_node.this, exp.Identifier) \
+                else fold(item.this)
+            select = self.ctes[fold(item.this)].copy()
+        else:
+            return None
+        aggregates = select.args.get("group") is not None or any(
+            isinstance(n, AGGREGATE_CLASSES) for each in select.expressions for n in each.walk())
+        return (select, alias) if aggregates else None
+
+    def _wrap(self, tree: exp.Select, select: exp.Select, alias: str) -> q.PrivateQuery:
+        """An outer query over a private aggregate: post-processing of its
+        released rows, evaluated on them by pgshroud."""
+        inner_analyser = PrivateAnalyser(self.policy, self.role, self.catalog, self.user)
+        inner_analyser.ctes = dict(self.ctes)
+        inner = inner_analyser.analyse(select)
+        what = "a query over a private aggregate"
+        self._check_shape(tree, what)
+        for clause, name in (("group", "GROUP BY"), ("having", "HAVING")):
+            if tree.args.get(clause) is not None:
+                raise PrivateRefusal(f"{name} is not supported in {what}",
+                                     hint="Group and aggregate in the inner query; the outer one may filter, "
+                                          "compute, order and limit its rows.")
+        self.keys, self.aggregates = list(inner.keys), list(inner.aggregates)
+        self.constants = list(inner.constants)
+        columns: dict[str, q.Output | None] = {}
+        for output in inner.outputs:
+            columns[output.name] = None if output.name in columns else output  # None: ambiguous
+        outputs = self._outer_outputs(tree, alias, inner.outputs, columns)
+        where = tree.args.get("where")
+        condition = self._outer(where.this, alias, columns, "WHERE") if where is not None else None
+        order = self._read_order(tree, outputs, lambda node: self._outer(node, alias, columns, "ORDER BY"))
+        limit, offset = self._limit(tree)
+        stage = q.Stage(condition, tuple(order), limit, offset)
+        return replace(inner, outputs=tuple(outputs), outer=inner.outer + (stage,), constants=tuple(self.constants))
+
+    def _outer_outputs(self, tree: exp.Select, alias: str, inner: tuple[q.Output, ...],
+                       columns: dict[str, q.Output | None]) -> list[q.Output]:
+        outputs = []
+        for position, item in enumerate(tree.expressions):
+            node = item.unalias()
+            star = isinstance(node, exp.Star) or (isinstance(node, exp.Column) and isinstance(node.this, exp.Star))
+            if star:
+                qualifier = node.args.get("table") if isinstance(node, exp.Column) else None
+                if qualifier is not None and fold(qualifier) != alias:
+                    raise PrivateRefusal(f'missing FROM-clause entry for table "{fold(qualifier)}"')
+                outputs += inner
+                continue
+            expression = self._outer(node, alias, columns, "the select list")
+            written = self.written[position] if position < len(self.written) else None
+            name = _output_name(item, written)
+            if isinstance(node, exp.Column):
+                output = columns[self._outer_name(node, alias)]
+                assert output is not None
+                outputs.append(q.Output(name, expression, output.type_name))
+                continue
+            if not isinstance(expression, exp.Var) and not any(isinstance(n, exp.Var) for n in expression.walk()):
+                expression = self._constant(node)
+            outputs.append(q.Output(name, expression, self._post_type(expression)))
+        return outputs
+
+    def _outer_name(self, column: exp.Column, alias: str) -> str:
+        qualifier = column.args.get("table")
+        if column.args.get("db") is not None or (qualifier is not None and fold(qualifier) != alias):
+            raise PrivateRefusal(f"the column reference {column.sql('postgres')[:80]} names no table of the FROM clause",
+                                 hint=f'Qualify the columns of the aggregate by "{alias}".')
+        return fold(column.this) if isinstance(column.this, exp.Identifier) else column.name
+
+    def _outer(self, node: exp.Expression, alias: str, columns: dict[str, q.Output | None],
+               where: str) -> exp.Expression:
+        """An outer query's expression over the aggregate's columns, as an
+        expression over its keys, aggregates and constants."""
+        def substitute(each: exp.Expression) -> exp.Expression:
+            if isinstance(each, exp.Column) and not isinstance(each.this, exp.Star):
+                name = self._outer_name(each, alias)
+                if name not in columns:
+                    raise PrivateRefusal(f'column "{name}" does not exist in {where}')
+                output = columns[name]
+                if output is None:
+                    raise PrivateRefusal(f'column reference "{name}" is ambiguous in {where}')
+                expression = output.expression.copy()
+                return expression if isinstance(expression, exp.Var) else exp.Paren(this=expression)
+            return each
+
+        if not list(node.find_all(exp.Column)):
+            return self._constant(node) if _needs_upstream(node) else node.copy()
+        rewritten = node.copy().transform(substitute)
+        for each in rewritten.walk():
+            if not isinstance(each, POST_NODES):
+                raise PrivateRefusal(f"{each.key.upper()} cannot be applied to the columns of a private aggregate "
+                                     f"in {where}",
+                                     hint="Use arithmetic, round, casts, comparisons or coalesce on aggregates.")
+        return rewritten
+
+    # values that depend on no row
+
+    def _constant(self, node: exp.Expression) -> exp.Var:
+        """A value that reads no row, computed upstream once: its variable."""
+        sql, type_name = self._constant_sql(node)
+        if type_name not in t.OIDS or type_name == "unknown":
+            raise PrivateRefusal(f"{node.sql('postgres')[:60]} has a type pgshroud does not release "
+                                 f"({type_name}) in a private query", hint="Cast it to text.")
+        constant = q.Constant(sql, type_name)
+        if constant not in self.constants:
+            self.constants.append(constant)
+        return exp.var(f"const{self.constants.index(constant)}")
+
+    def _constant_sql(self, node: exp.Expression) -> tuple[str, str]:
+        if not any(isinstance(n, TIME_NODES) for n in node.walk()):
+            type_name = self._row_check(node, "the select list")
+            return self.rows.safe_sql(node), "text" if type_name == "unknown" else type_name
+        return self._time_constant(node)
+
+    def _time_constant(self, node: exp.Expression) -> tuple[str, str]:
+        """now(), current_date, localtimestamp, interval literals, their sums,
+        differences and casts to dates, timestamps and text: the SQL and
+        PostgreSQL's type."""
+        if isinstance(node, exp.Paren):
+            sql, type_name = self._time_constant(node.this)
+            return f"({sql})", type_name
+        if type(node) in TIME_VALUES:
+            if node.args.get("this") is not None or node.args.get("zone") is not None:
+                raise PrivateRefusal(f"{node.sql('postgres')} with a precision or zone is not supported in a "
+                                     "private query", hint="Write now(), current_date or localtimestamp.")
+            return TIME_VALUES[type(node)]
+        if isinstance(node, exp.Interval):
+            value, unit = node.this, node.args.get("unit")
+            if not isinstance(value, exp.Literal) or not value.is_string:
+                raise PrivateRefusal("an interval in a private query is a literal: interval '1 day'")
+            text = value.this + (f" {unit.name}" if unit is not None else "")
+            return f"CAST({_string_literal(text)} AS interval)", "interval"
+        if isinstance(node, exp.Cast):
+            target = t.cast_target(node.to)
+            if target is None or target.name not in t.TIMES + t.TEXTS or target.modifier:
+                raise PrivateRefusal(f"a cast of now() or current_date to {node.to.sql('postgres')} is not supported "
+                                     "in a private query", hint="Cast it to date, timestamp, timestamptz or text.")
+            sql, _ = self._time_constant(node.this)
+            return f"CAST({sql} AS {target.name})", target.name
+        if isinstance(node, (exp.Add, exp.Sub)):
+            (left, left_type), (right, right_type) = (self._time_constant(node.this),
+                                                       self._time_constant(node.expression))
+            result = _time_arithmetic(isinstance(node, exp.Add), left_type, right_type)
+            if result is None:
+                raise PrivateRefusal(f"{node.sql('postgres')[:80]}: {left_type} "
+                                     f"{'+' if isinstance(node, exp.Add) else '-'} {right_type} is not supported in "
+                                     "a private query", hint="Add or subtract an interval: now() - interval '1 day'.")
+            return f"{left} {'+' if isinstance(node, exp.Add) else '-'} {right}", result
+        if any(isinstance(n, TIME_NODES) for n in node.walk()):
+            raise PrivateRefusal(f"{node.sql('postgres')[:80]} is not supported in a private query",
+                                 hint="Use now(), current_date, localtimestamp, plus or minus interval literals, "
+                                      "and casts to date or timestamp.")
+        type_name = self._row_check(node, "a date computation")
+        return self.rows.safe_sql(node), type_name
+
+    def _limit(self, tree: exp.Select) -> tuple[q.Bound, q.Bound]:
+        """LIMIT/FETCH and OFFSET: literals, NULL or ALL (no limit), or bind
+        parameters, which PostgreSQL reads beside the aggregates."""
+        limit, offset = tree.args.get("limit"), tree.args.get("offset")
+        if isinstance(limit, exp.Fetch):
+            options = limit.args.get("limit_options")
+            if options is not None and (options.args.get("percent") or options.args.get("with_ties")):
+                raise PrivateRefusal("FETCH ... PERCENT and WITH TIES are not supported in a private query",
+                                     hint="Write FETCH FIRST n ROWS ONLY.")
+            count = limit.args.get("count")
+            limit_value = self._bound(count, "limit") if count is not None else 1
+        else:
+            limit_value = self._bound(limit.expression, "limit") if limit is not None else None
+        offset_value = self._bound(offset.expression, "offset") if offset is not None else 0
+        return limit_value, (0 if offset_value is None else offset_value)
+
+    def _bound(self, node: exp.Expression, clause: str) -> q.Bound:
+        if isinstance(node, exp.Null) or (isinstance(node, exp.Var) and node.name.upper() == "ALL"):
+            return None
+        source = node
+        while isinstance(source, (exp.Paren, exp.Cast)):
+            source = source.this
+        if isinstance(source, exp.Parameter):
+            # Its value comes with the Bind: PostgreSQL reads it as bigint
+            # (rounding a numeric, as LIMIT does) and fails a negative one.
+            constant = q.Constant(f"CAST({self.rows.safe_sql(source)} AS bigint)", "bigint", clause)
+            if constant not in self.constants:
+                self.constants.append(constant)
+            return f"const{self.constants.index(constant)}"
+        number = literal_number(node)
+        if number is None or number.denominator != 1 or number < 0:
+            raise PrivateRefusal(f"{clause.upper()} takes a non-negative integer or a bind parameter in a private query")
+        return int(number)
 
     def _read_ctes(self, tree: exp.Select) -> None:
         with_ = tree.args.get("with_") or tree.args.get("with")
@@ -675,6 +884,8 @@ class PrivateAnalyser:
                 raise PrivateRefusal("SELECT * is row-level output, which is not released",
                                      hint="Select group keys and aggregates.")
             expression = self._post(node, "the select list")
+            if not any(isinstance(n, exp.Var) for n in expression.walk()):
+                expression = self._constant(node)
             written = self.written[position] if position < len(self.written) else None
             outputs.append(q.Output(_output_name(item, written), expression, self._post_type(expression)))
         return outputs
@@ -692,7 +903,8 @@ class PrivateAnalyser:
                 if self._canonical(key) == canonical:
                     return exp.var(f"key{index}")
             if not list(node.find_all(exp.Column)):
-                return node.copy()  # a constant
+                # A constant: literals are evaluated here, anything else upstream.
+                return self._constant(node) if _needs_upstream(node) else node.copy()
             raise PrivateRefusal(
                 f"{node.sql('postgres')[:80]} in {where} must appear in GROUP BY or be used in an aggregate"
             )
@@ -717,6 +929,8 @@ class PrivateAnalyser:
 
     def _post_type(self, node: exp.Expression) -> str:
         if isinstance(node, exp.Var):
+            if node.name.startswith("const"):
+                return self.constants[int(node.name[5:])].type_name
             index = int(node.name[3:])
             return self.aggregates[index].output_type if node.name.startswith("agg") else self.keys[index].type_name
         if isinstance(node, exp.Literal):
@@ -738,7 +952,7 @@ class PrivateAnalyser:
             return self._post_type(node.this)
         return "boolean"
 
-    def _read_order(self, tree: exp.Select, outputs: list[q.Output]) -> list[q.OrderItem]:
+    def _read_order(self, tree: exp.Select, outputs: list[q.Output], post=None) -> list[q.OrderItem]:
         order = tree.args.get("order")
         if order is None:
             return []
@@ -755,7 +969,7 @@ class PrivateAnalyser:
             elif isinstance(node, exp.Column) and not node.args.get("table") and any(o.name == node.name for o in outputs):
                 expression = next(o.expression for o in outputs if o.name == node.name)
             else:
-                expression = self._post(node, "ORDER BY")
+                expression = post(node) if post is not None else self._post(node, "ORDER BY")
             items.append(q.OrderItem(expression, descending, nulls_first))
         return items
 
@@ -859,6 +1073,44 @@ POST_NODES = (exp.Var, exp.Literal, exp.Paren, exp.Neg, exp.Add, exp.Sub, exp.Mu
               exp.LTE, exp.And, exp.Or, exp.Not, exp.Is, exp.Null, exp.Boolean, exp.DataType)
 
 
+TIME_VALUES = {exp.CurrentTimestamp: ("CURRENT_TIMESTAMP", "timestamp with time zone"),
+               exp.CurrentDate: ("CURRENT_DATE", "date"),
+               exp.Localtimestamp: ("LOCALTIMESTAMP", "timestamp without time zone")}
+TIME_NODES = (exp.CurrentTimestamp, exp.CurrentDate, exp.Localtimestamp, exp.CurrentTime, exp.Localtime, exp.Interval)
+
+
+# PostgreSQL names a cast of a constant by its type's internal name.
+INTERNAL_TYPE_NAMES = {"integer": "int4", "bigint": "int8", "smallint": "int2", "double precision": "float8",
+                       "real": "float4", "boolean": "bool", "character varying": "varchar", "character": "bpchar",
+                       "timestamp without time zone": "timestamp", "timestamp with time zone": "timestamptz"}
+
+
+def _needs_upstream(node: exp.Expression) -> bool:
+    """A constant inside post-processing that pgshroud cannot evaluate itself."""
+    return not all(isinstance(n, POST_NODES) for n in node.walk())
+
+
+def _time_arithmetic(add: bool, left: str, right: str) -> str | None:
+    """PostgreSQL's result type of date/time plus or minus, for the operands
+    a private query's constants may have."""
+    stamps = ("timestamp with time zone", "timestamp without time zone")
+    if right == "interval" and left in stamps:
+        return left
+    if right == "interval" and left == "date":
+        return "timestamp without time zone"
+    if add and left == "interval" and right in stamps + ("date",):
+        return _time_arithmetic(True, right, left)
+    if left == right == "interval":
+        return "interval"
+    if left == "date" and right == "integer":
+        return "date"
+    if add and left == "integer" and right == "date":
+        return "date"
+    if not add and left == right and left in stamps + ("date",):
+        return "integer" if left == "date" else "interval"
+    return None
+
+
 def _output_type(kind: str, argument: str) -> str:
     if kind == q.SUM:
         return t.sum_type(argument)
@@ -892,7 +1144,11 @@ def _output_name(item: exp.Expression, written: str | None = None) -> str:
         return node.name
     if isinstance(node, exp.Cast):
         inner = _output_name(node.this)
-        return inner if inner != "?column?" else node.to.sql("postgres").lower().split("(")[0]
+        if inner != "?column?":
+            return inner
+        target = t.cast_target(node.to)
+        written = node.to.sql("postgres").lower().split("(")[0]
+        return INTERNAL_TYPE_NAMES.get(target.name, target.name) if target is not None else written
     if isinstance(node, exp.Filter):
         node = node.this
     if isinstance(node, exp.WithinGroup):
@@ -901,7 +1157,9 @@ def _output_name(item: exp.Expression, written: str | None = None) -> str:
              exp.Variance: "variance", exp.VariancePop: "var_pop", exp.Stddev: "stddev",
              exp.StddevPop: "stddev_pop", exp.StddevSamp: "stddev_samp", exp.PercentileCont: "percentile_cont",
              exp.PercentileDisc: "percentile_disc", exp.Median: "median", exp.Round: "round", exp.Abs: "abs",
-             exp.Coalesce: "coalesce", exp.Floor: "floor", exp.Ceil: "ceil"}
+             exp.Coalesce: "coalesce", exp.Floor: "floor", exp.Ceil: "ceil",
+             exp.CurrentTimestamp: "current_timestamp", exp.CurrentDate: "current_date",
+             exp.Localtimestamp: "localtimestamp"}
     for cls, name in names.items():
         if type(node) is cls:
             return name
@@ -977,20 +1235,6 @@ def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
     if isinstance(node, exp.Paren):
         return _conjuncts(node.this)
     return [node]
-
-
-def _limit(tree: exp.Select) -> tuple[int | None, int]:
-    limit, offset = tree.args.get("limit"), tree.args.get("offset")
-    values = []
-    for clause in (limit, offset):
-        if clause is None:
-            values.append(None)
-            continue
-        number = literal_number(clause.expression)
-        if number is None or number.denominator != 1 or number < 0:
-            raise PrivateRefusal("LIMIT and OFFSET take literal non-negative integers in a private query")
-        values.append(int(number))
-    return values[0], values[1] or 0
 
 
 def _bounds_hint(argument: exp.Expression, analyser: PrivateAnalyser) -> str:

@@ -290,4 +290,34 @@ def bounded_sql(query: q.PrivateQuery, salt: str = "") -> str:
             columns = ", ".join('"d"."v"' if j == i else "NULL" for j in range(len(keys)))
             branches.append(f'SELECT {-1 - i}, NULL::integer, {columns}, NULL::numeric{nulls} '
                             f'FROM ({key.domain_sql} LIMIT {MAX_PUBLIC_GROUPS + 1}) AS "d"("v")')
-    return f"WITH {', '.join(ctes)} " + " UNION ALL ".join(branches)
+    union = " UNION ALL ".join(branches)
+    if not query.constants and not query.ranked_keys:
+        return f"WITH {', '.join(ctes)} " + union
+    ctes.append(f'"pgshroud_answer" AS ({union})')
+    return f"WITH {', '.join(ctes)} " + extra_columns(query)
+
+
+def extra_columns(query: q.PrivateQuery) -> str:
+    """The answer's rows, then (when the query needs them) each ranked text
+    key's rank under PostgreSQL's ORDER BY (its collation), and each
+    constant. Constants come from a one-row subquery joined to the answer,
+    so they are read even when the answer has no row; PostgreSQL computes
+    them before any row is read, and a negative LIMIT or OFFSET fails there
+    with PostgreSQL's own error."""
+    ranks = [f'dense_rank() OVER (ORDER BY "r"."k{i}") AS "pgshroud_rank{i}"' for i in query.ranked_keys]
+    if not query.constants:
+        columns = ", ".join(['"r".*'] + ranks)
+        return f'SELECT {columns} FROM "pgshroud_answer" AS "r"'
+    values = [f'{c.sql} AS "c{i}"' for i, c in enumerate(query.constants)]
+    checks = {"limit": "", "offset": ""}
+    for i, constant in enumerate(query.constants):
+        if constant.check is not None:
+            checks[constant.check] += f" WHEN {constant.sql} < 0 THEN {constant.sql}"
+    listed = ", ".join(values)
+    one = f'(SELECT {listed}) AS "v"'
+    if checks["limit"] or checks["offset"]:
+        # LIMIT of 1 and OFFSET 0 keep the one row; a negative value fails as the analyst's LIMIT would.
+        one = (f'(SELECT * FROM {one} LIMIT CASE{checks["limit"]} ELSE 1 END '
+               f'OFFSET CASE{checks["offset"]} ELSE 0 END) AS "v"')
+    columns = ", ".join(['"r".*'] + ranks + [f'"v"."c{i}"' for i in range(len(query.constants))])
+    return f'SELECT {columns} FROM {one} LEFT JOIN "pgshroud_answer" AS "r" ON true'

@@ -71,6 +71,39 @@ class OrderItem:
 
 
 @dataclass(frozen=True)
+class Constant:
+    """A value that depends on no row (now(), current_date, a literal, a
+    bind parameter), computed by PostgreSQL once beside the aggregates, so
+    that the session's TimeZone and the Bind's values hold and its text and
+    type are PostgreSQL's. Post-processing reads it as the variable
+    `const{i}`. `check`: "limit" or "offset" when it is one, so that a
+    negative value fails as PostgreSQL's own LIMIT would."""
+
+    sql: str
+    type_name: str
+    check: str | None = None
+
+
+# What a LIMIT or OFFSET is: a literal, or the name of a Constant (`const{i}`).
+Bound = int | str | None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """An outer query over the released rows (Power BI, Superset and
+    Tableau wrap aggregates): its WHERE, ORDER BY and LIMIT evaluated on
+    them, after the stages inside it."""
+
+    where: exp.Expression | None = None
+    order: tuple[OrderItem, ...] = ()
+    limit: Bound = None
+    offset: Bound = 0
+
+
+TEXT_TYPES = ("text", "character", "character varying")
+
+
+@dataclass(frozen=True)
 class PrivateQuery:
     source_sql: str  # FROM ... [WHERE ...], protected relations already replaced
     unit_sql: str
@@ -79,11 +112,21 @@ class PrivateQuery:
     outputs: tuple[Output, ...]
     having: exp.Expression | None = None
     order: tuple[OrderItem, ...] = ()
-    limit: int | None = None
-    offset: int = 0
+    limit: Bound = None
+    offset: Bound = 0
     max_groups: int = 1  # L0: groups one person may contribute to
     max_rows: int = 1  # Linf: rows one person may contribute to a group
     notices: tuple[str, ...] = field(default=())
+    outer: tuple[Stage, ...] = ()  # outer queries, innermost first
+    constants: tuple[Constant, ...] = ()
+
+    @property
+    def ranked_keys(self) -> tuple[int, ...]:
+        """The text keys some ORDER BY sorts by: PostgreSQL ranks their values
+        under their collation, since Python's order of strings is not it."""
+        orders = list(self.order) + [item for stage in self.outer for item in stage.order]
+        named = {item.expression.name for item in orders if isinstance(item.expression, exp.Var)}
+        return tuple(i for i, key in enumerate(self.keys) if f"key{i}" in named and key.type_name in TEXT_TYPES)
 
     @property
     def grouped(self) -> bool:

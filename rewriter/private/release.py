@@ -140,27 +140,69 @@ class PrivateRelease:
         # public groups come last): groups are noised and leave in the order
         # of their keys, so that ties under ORDER BY, and LIMIT without it,
         # go by key too, and the same draws land on the same groups.
-        types = tuple(k.type_name for k in self.query.keys)
-        groups = sorted(self._groups(raw), key=lambda group: key_order(group[0], types))
+        query = self.query
+        types = tuple(k.type_name for k in query.keys)
+        answer, ranks, constants = self._split(raw)
+        values_of_constants = {f"const{i}": None if text is None else parse_key(text, c.type_name)
+                               for i, (text, c) in enumerate(zip(constants, query.constants))}
+        groups = sorted(self._groups(answer), key=lambda group: key_order(group[0], types))
         rows = []
         for key_text, totals in groups:
             kept = self._noisy(totals)
             if kept is None:
                 continue
-            keys = [parse_key(text, k.type_name) for text, k in zip(key_text, self.query.keys)]
+            keys = [parse_key(text, k.type_name) for text, k in zip(key_text, query.keys)]
             values = {f"key{i}": v for i, v in enumerate(keys)}
-            values.update({f"agg{i}": self._aggregate(a, kept) for i, a in enumerate(self.query.aggregates)})
-            if self.query.having is not None and evaluate(self.query.having, values) is not True:
+            values.update({f"agg{i}": self._aggregate(a, kept) for i, a in enumerate(query.aggregates)})
+            values.update(values_of_constants)
+            for i, rank in ranks.items():
+                values[f"rank{i}"] = None if key_text[i] is None else rank.get(key_text[i])
+            if query.having is not None and evaluate(query.having, values) is not True:
                 continue
             rows.append((key_text, values, kept))
-        rows = sort_rows(rows, self.query.order)
-        end = None if self.query.limit is None else self.query.offset + self.query.limit
-        rows = rows[self.query.offset : end]
+        rows = self._stage(rows, None, query.order, query.limit, query.offset, values_of_constants)
+        for stage in query.outer:
+            rows = self._stage(rows, stage.where, stage.order, stage.limit, stage.offset, values_of_constants)
         out = []
         for key_text, values, _ in rows:
-            out.append(tuple(self._output(o, key_text, values) for o in self.query.outputs))
-        notices = self.query.notices + self._margins([noisy for _, _, noisy in rows])
+            out.append(tuple(self._output(o, key_text, values, constants) for o in query.outputs))
+        notices = query.notices + self._margins([noisy for _, _, noisy in rows])
         return LocalAnswer(f"SELECT {len(out)}", self.columns, tuple(out), notices=notices)
+
+    def _split(self, raw: RawResult) -> tuple[RawResult, dict[int, dict[str, int]], tuple[str | None, ...]]:
+        """The answer's own rows; each ranked key's rank of each of its
+        values; the constants' text (bounding.extra_columns)."""
+        ranked, count = self.query.ranked_keys, len(self.query.constants)
+        extra = len(ranked) + count
+        if not extra:
+            return raw, {}, ()
+        width = len(raw.columns) - extra
+        constants: tuple[str | None, ...] = tuple(raw.rows[0][width + len(ranked):]) if raw.rows else (None,) * count
+        ranks: dict[int, dict[str, int]] = {i: {} for i in ranked}
+        for row in raw.rows:
+            for position, i in enumerate(ranked):
+                value, rank = row[2 + i], row[width + position]
+                if value is not None and rank is not None:
+                    ranks[i][value] = int(rank)
+        # The row of constants alone (no answer row joined to it) has no kind.
+        rows = tuple(row[:width] for row in raw.rows if row[0] is not None)
+        return RawResult(raw.columns[:width], raw.type_oids[:width], rows), ranks, constants
+
+    def _stage(self, rows: list, where: exp.Expression | None, order: tuple, limit: q.Bound, offset: q.Bound,
+               constants: dict) -> list:
+        """One query level's WHERE, ORDER BY (text keys by PostgreSQL's rank of
+        them), OFFSET and LIMIT over released rows."""
+        if where is not None:
+            rows = [row for row in rows if evaluate(where, row[1]) is True]
+        rows = sort_rows(rows, tuple(self._by_rank(item) for item in order))
+        start, count = (_bound(b, constants) for b in (offset, limit))
+        return rows[start or 0 : None if count is None else (start or 0) + count]
+
+    def _by_rank(self, item: q.OrderItem) -> q.OrderItem:
+        node = item.expression
+        if isinstance(node, exp.Var) and node.name.startswith("key") and int(node.name[3:]) in self.query.ranked_keys:
+            return q.OrderItem(exp.var(f"rank{node.name[3:]}"), item.descending, item.nulls_first)
+        return item
 
     def _margins(self, released: list[dict]) -> tuple[str, ...]:
         """A notice with each noisy column's 95% margin of error (the largest
@@ -282,10 +324,12 @@ class PrivateRelease:
             return variance
         return _quantile(parts[0], aggregate.quantile or Fraction(1, 2), low, high)
 
-    def _output(self, output: q.Output, key_text: tuple, values: dict) -> str | None:
+    def _output(self, output: q.Output, key_text: tuple, values: dict, constants: tuple) -> str | None:
         node = output.expression
         if node.key == "var" and node.name.startswith("key"):
             return key_text[int(node.name[3:])]
+        if node.key == "var" and node.name.startswith("const"):
+            return constants[int(node.name[5:])]  # as PostgreSQL spelt it
         return format_value(evaluate(node, values), output.type_name)
 
     # explain
@@ -318,6 +362,14 @@ class PrivateRelease:
             lines.append(f"group key {key.label}: " + ("public domain" if key.domain is not None else "partition selection"))
         lines.append(f"bounded SQL: {self.sql}")
         return lines
+
+
+def _bound(bound: q.Bound, constants: dict) -> int | None:
+    """A LIMIT or OFFSET: a literal, or a bind value PostgreSQL read (NULL: none; never negative, PostgreSQL failed those)."""
+    if isinstance(bound, str):
+        value = constants.get(bound)
+        return None if value is None else max(int(value), 0)
+    return bound
 
 
 class TooManyGroups(ValueError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 
 import functools
+from decimal import Decimal, InvalidOperation
 from dataclasses import replace
 from typing import Mapping
 
@@ -112,7 +113,7 @@ class QueryAnalyser:
             self._layouts = None  # whether it is allowed depends on its literals
             return self._set_config(statement, *setting)
         if word in QUERY_WORDS:
-            private = self._private_plan(statement.text)
+            private = self._private_plan(statement.text, probes=True)
             if private is not None:
                 self._layouts = None  # the noise and the cost are not a function of the normalised text
                 return private
@@ -170,8 +171,10 @@ class QueryAnalyser:
         """The query with every protected relation masked; refuses what it cannot analyse."""
         return self._rewrite(text)[0]
 
-    def _rewrite(self, text: str) -> tuple[str, list[tuple[int, int, str]]]:
-        """The rewritten query and its replacements, as offsets into `text`."""
+    def _rewrite(self, text: str, probe: bool = False) -> tuple[str, list[tuple[int, int, str]]]:
+        """The rewritten query and its replacements, as offsets into `text`.
+        `probe`: the query is a zero-row probe that never runs (_probe_plan),
+        so relations the role may only aggregate are read as they are."""
         expanded = _expand_table_commands(text)
         if expanded != text:
             # TABLE x means SELECT * FROM x; the masked subquery needs the latter.
@@ -181,7 +184,7 @@ class QueryAnalyser:
         replacements = []
         renamed: set[tuple[str, str]] = set()
         for ref in refs:
-            subquery = self._relation_subquery(ref.relation)
+            subquery = self._relation_subquery(ref.relation, probe)
             if subquery is not None:
                 replacements.append(replacement_for(ref, subquery))  # offsets into `text`
                 if not ref.has_alias:
@@ -191,10 +194,10 @@ class QueryAnalyser:
         # `public.patients.ssn` must now name the subquery, which has no schema.
         replacements += [(start, end, "") for start, end in _schema_qualifiers(self._tree, renamed)]
         rewritten = splice(text, 0, replacements)
-        self._verify_masked(rewritten)
+        self._verify_masked(rewritten, probe)
         return rewritten, replacements
 
-    def _verify_masked(self, rewritten: str) -> None:
+    def _verify_masked(self, rewritten: str, probe: bool = False) -> None:
         """A second look at the rewritten text: every protected relation it
         reads must be the inner relation of a masked subquery. Catches any
         splice that went wrong before PostgreSQL sees it."""
@@ -212,6 +215,8 @@ class QueryAnalyser:
             if relation is None or relation.qualified not in self.policy.protected_tables:
                 continue
             if self.role.access_to(relation.qualified) == Access.RAW:
+                continue
+            if probe and self.role.access_to(relation.qualified) == Access.AGGREGATE:
                 continue
             if table.alias != INNER_ALIAS.strip('"'):
                 raise Refusal("XX000", "pgshroud's rewrite left a protected relation unmasked, so it refused")
@@ -252,8 +257,9 @@ class QueryAnalyser:
         self._tree = tree
         return statement, refs
 
-    def _relation_subquery(self, relation) -> str | None:
-        """None when the relation is read as it is; the masked subquery otherwise."""
+    def _relation_subquery(self, relation, probe: bool = False) -> str | None:
+        """None when the relation is read as it is; the masked subquery otherwise.
+        `probe`: for a statement that never runs (_probe_plan)."""
         if relation.schema == "pgshroud":
             raise Refusal(POLICY, "pgshroud's own schema is not readable")
         if relation.schema in SYSTEM_SCHEMAS:
@@ -278,6 +284,8 @@ class QueryAnalyser:
             return None
         if access == Access.DENY:
             raise Refusal(POLICY, f'role "{self.role.name}" may not read "{name}"')
+        if access == Access.AGGREGATE and probe:
+            return None  # nothing of it is read: only its columns' names and types are
         if access == Access.AGGREGATE:
             raise Refusal(
                 POLICY,
@@ -414,9 +422,10 @@ class QueryAnalyser:
 
     # differential privacy
 
-    def _private_plan(self, text: str) -> Plan | None:
+    def _private_plan(self, text: str, probes: bool = False) -> Plan | None:
         """The private plan of a query that reads a table this role may only
-        aggregate; None for any other query."""
+        aggregate; None for any other query. `probes`: a zero-row probe of
+        such a query is answered with its columns (_probe_plan)."""
         if not self.aggregates_privately:
             return None
         statement, refs = self.analyse(text)
@@ -426,8 +435,29 @@ class QueryAnalyser:
             for ref in refs
         ):
             return None
-        return plan_private(self._tree, self.policy, self.role, self.catalog, self.user, self.privacy,
-                            statement.tokens)
+        tree = self._tree
+        row_level = _row_level(tree)
+        if probes and row_level and _returns_no_row(tree):
+            return self._probe_plan(text)
+        private = plan_private(tree, self.policy, self.role, self.catalog, self.user, self.privacy,
+                               statement.tokens)
+        if isinstance(private, Refuse) and row_level:
+            hint = (private.hint + " " if private.hint else "") + PROBE_HINT
+            private = Refuse(private.sqlstate, private.message, hint)
+        return private
+
+    def _probe_plan(self, text: str) -> Rewrite:
+        """A row-level query of protected tables that returns no row by its
+        literals alone (LIMIT 0, WHERE false), as BI tools send to learn a
+        query's columns: answered with PostgreSQL's columns and types and no
+        row. It runs under a WHERE false that PostgreSQL folds into a Result
+        with a false one-time filter, so nothing below it is executed and no
+        row is read; it costs no budget. Every check of a query still applies
+        to what is inside, and relations the role may not read are refused."""
+        rewritten, _ = self._rewrite(text, probe=True)
+        wrapped = f"SELECT * FROM (\n{rewritten}\n) AS {PROBE_ALIAS} WHERE false"
+        _check_probe_wrapper(wrapped)
+        return Rewrite(wrapped)
 
     def _privacy_setting(self, statement: Statement) -> Plan:
         word = statement.first_word
@@ -478,6 +508,97 @@ class QueryAnalyser:
         except SettingRefused as exc:
             raise Refusal(POLICY, str(exc)) from None
         return Passthrough(statement.text)
+
+
+PROBE_ALIAS = '"pgshroud_probe"'
+PROBE_HINT = "To see a query's columns without any row, add LIMIT 0 (or WHERE false)."
+
+
+def _row_level(tree: exp.Expression) -> bool:
+    """A single SELECT that returns a row per row it reads: no aggregate in
+    its own select list (subqueries aside), no GROUP BY, HAVING or DISTINCT."""
+    if not isinstance(tree, exp.Select):
+        return False
+    if any(tree.args.get(clause) for clause in ("group", "having", "distinct")):
+        return False
+    for item in tree.expressions:
+        for node in item.walk(prune=lambda n: isinstance(n, (exp.Select, exp.Subquery))):
+            if isinstance(node, (exp.AggFunc, exp.Window)):
+                return False
+    return True
+
+
+def _returns_no_row(tree: exp.Select) -> bool:
+    """LIMIT 0 (or FETCH FIRST 0 ROWS) with a literal, or a WHERE that is
+    false by its literals alone."""
+    limit = tree.args.get("limit")
+    count = limit.args.get("count") if isinstance(limit, exp.Fetch) else (
+        limit.expression if isinstance(limit, exp.Limit) else None)
+    if _literal_value(count) == ("number", 0):
+        return True
+    where = tree.args.get("where")
+    return isinstance(where, exp.Where) and _literal_truth(where.this) is False
+
+
+def _literal_truth(node: exp.Expression) -> bool | None:
+    """The truth of a condition made only of literals (FALSE, NOT TRUE,
+    1 = 0, 1 <> 1, 'a' = 'b', and conjunctions), as PostgreSQL folds it;
+    None when it is not one or pgshroud cannot tell."""
+    if isinstance(node, exp.Paren):
+        return _literal_truth(node.this)
+    if isinstance(node, exp.Boolean):
+        return bool(node.this)
+    if isinstance(node, exp.Not):
+        inner = _literal_truth(node.this)
+        return None if inner is None else not inner
+    if isinstance(node, exp.And):
+        sides = (_literal_truth(node.this), _literal_truth(node.expression))
+        return False if False in sides else (True if sides == (True, True) else None)
+    if isinstance(node, (exp.EQ, exp.NEQ)):
+        left, right = _literal_value(node.this), _literal_value(node.expression)
+        if left is None or right is None or left[0] != right[0]:
+            return None  # '1' = 1 is a cast PostgreSQL resolves; not decided here
+        return (left == right) == isinstance(node, exp.EQ)
+    return None
+
+
+def _literal_value(node: exp.Expression | None) -> tuple[str, object] | None:
+    """('number', Decimal) or ('string', text) of a plain literal: an
+    unsigned or negated number, or a '...' string (E'', U&'' and dollar
+    quotes are other node types, and are not read)."""
+    negative = isinstance(node, exp.Neg)
+    if negative:
+        node = node.this
+    if type(node) is not exp.Literal:
+        return None
+    if node.is_string:
+        return None if negative else ("string", node.this)
+    try:
+        value = Decimal(node.this)
+    except InvalidOperation:
+        return None
+    return ("number", -value if negative else value)
+
+
+def _check_probe_wrapper(wrapped: str) -> None:
+    """The wrapped probe must parse as exactly SELECT * FROM (query) AS alias
+    WHERE false: nothing of the query may have escaped its parentheses."""
+    try:
+        (statement,) = split_statements(wrapped)
+        tree = parse_statement(statement)
+    except Exception:
+        tree = None
+    source = tree.args.get("from_") or tree.args.get("from") if isinstance(tree, exp.Select) else None
+    where = tree.args.get("where") if isinstance(tree, exp.Select) else None
+    shape_ok = (
+        source is not None and isinstance(source.this, exp.Subquery) and source.this.alias == PROBE_ALIAS.strip('"')
+        and len(tree.expressions) == 1 and isinstance(tree.expressions[0], exp.Star)
+        and isinstance(where, exp.Where) and isinstance(where.this, exp.Boolean) and where.this.this is False
+        and not any(tree.args.get(k) for k in ("joins", "group", "having", "order", "limit", "offset", "with",
+                                               "with_", "laterals", "distinct", "locks"))
+    )
+    if not shape_ok:
+        raise Refusal("XX000", "pgshroud could not verify its own rewrite, so it refused the statement")
 
 
 _TABLE_FOLLOWS = frozenset({"(", "union", "intersect", "except", "all", "distinct", "for", "as"})

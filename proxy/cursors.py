@@ -53,16 +53,8 @@ class HeldCursors:
     def get(self, name: str) -> HeldCursor | None:
         return self._held.get(upstream_name(name)) if self._held else None
 
-    def close(self, cursor: HeldCursor) -> bool:
-        """Forget the cursor; False when it was already gone."""
-        key = upstream_name(cursor.name)
-        if self._held.get(key) is not cursor:
-            return False
-        del self._held[key]
-        return True
-
-    def holds(self, cursor: HeldCursor) -> bool:
-        return self._held.get(upstream_name(cursor.name)) is cursor
+    def close(self, cursor: HeldCursor) -> None:
+        self._held.pop(upstream_name(cursor.name), None)
 
     def transaction_ended(self) -> None:
         """Cursors without HOLD end with their transaction."""

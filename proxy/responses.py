@@ -177,6 +177,26 @@ class Fetch(Action):
         return b""  # nothing else is expected; nothing from upstream gets through
 
 
+class Deferred(Action):
+    """In place of a placeholder's result (a message kind in `at`), what
+    `answer()` returns when it arrives: for answers that depend on what the
+    statements before it did, such as a held cursor's next rows. PostgreSQL's
+    errors (an aborted transaction) pass through instead."""
+
+    __slots__ = ("answer", "at")
+
+    def __init__(self, answer: Callable[[], bytes], at: frozenset[int]) -> None:
+        self.answer = answer
+        self.at = at
+
+    def frame(self, kind: int, frame: bytes) -> bytes:
+        if kind in ASYNC or kind == ERROR:
+            return frame
+        if kind in self.at:
+            return self.answer()
+        return b""
+
+
 class NeedsWorker(Exception):
     """Raised by Transform.frame at CommandComplete: its answer is built off
     the event loop (its work grows with the groups, public domains' groups

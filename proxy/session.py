@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable, Mapping, NamedTuple, Prot
 from proxy import budget_notes
 from proxy import responses as r
 from proxy.answer_cache import AnswerCache, AnswerKey, CachedAnswer
-from proxy.answers import UnsupportedFormat, check_formats, result_formats, row_description
+from proxy.answers import UnsupportedFormat, check_formats, result_formats, row_description, simple_query_answer
 from proxy.codec.messages import (
     Bind, Close, Describe, ErrorResponse, Execute, FunctionCall, ParameterStatus, Parse, Query,
 )
@@ -53,7 +53,7 @@ from rewriter.catalog import Catalog
 from rewriter.names import upstream_name
 from rewriter.settings import check_parameter_status
 from rewriter.plans import (
-    Cost, Cursor, CursorStep, Local, LocalAnswer, Passthrough, Plan, PrivacySetting, RawResult, Refuse, Release, Rewrite,
+    Column, Cost, Cursor, CursorStep, Local, LocalAnswer, Passthrough, Plan, PrivacySetting, RawResult, Refuse, Release, Rewrite,
     SessionRead,
 )
 
@@ -586,7 +586,7 @@ class Session:
         kind, name = plan.reaches
         held = self._cursors.get(name) if kind == "P" else None
         if held is not None:
-            return _held_cursor_plan(plan, held)
+            return _held_cursor_plan(plan, held.name, held.answer.columns)
         # Compared as PostgreSQL sees them: names that share their first 63
         # bytes are one statement or portal.
         target = upstream_name(name)
@@ -626,7 +626,7 @@ class Session:
         if self._upstream_skipping:
             return None  # PostgreSQL ignores it until Sync: nothing to plan or charge
         if len(plans) > 1:
-            plans = self._plan_after_settings(sql, plans)
+            plans = _read_declared_cursors(self._plan_after_settings(sql, plans))
         if any(isinstance(p, Release) or (isinstance(p, Local) and p.reads is not None) for p in plans):
             self._block(self._ledger_then_query(plans, sql, self._planned_privacy))
             return b""
@@ -661,6 +661,9 @@ class Session:
                 texts.append(plan.sql)
                 resets = (self._planned_privacy or self._privacy) and _resets_all(plan)
                 actions.append(self._settle(None, RESET_ALL) if resets else None)
+            elif isinstance(plan, _CursorRead):
+                texts.append(PLACEHOLDER_SQL)
+                actions.append(self._cursor_action(plan))
             elif isinstance(plan, Local):
                 texts.append(PLACEHOLDER_SQL)
                 action: r.Action = r.local_statement_action(plan.answer)
@@ -789,8 +792,6 @@ class Session:
 
     async def _read_session(self, plan: Local) -> Local | Refuse:
         """A Local plan whose answer reads the ledger or the session, answered."""
-        if isinstance(plan, _CursorRead):
-            return self._read_cursor(plan)
         if plan.reads is SessionRead.LAST_ANSWER:
             return Local(replace(plan.answer, rows=((self._last_answer,),)))
         assert plan.reads is SessionRead.BUDGET
@@ -804,15 +805,34 @@ class Session:
         value = budget_notes.budget_value(self.user, standings, period)
         return Local(replace(plan.answer, rows=((value,),)), plan.setting)
 
-    def _read_cursor(self, plan: _CursorRead) -> Local | Refuse:
-        """FETCH, MOVE or CLOSE of a held cursor, in the statement's turn."""
-        cursor = plan.cursor
+    def _read_cursor(self, plan: _CursorRead) -> LocalAnswer | None:
+        """FETCH, MOVE or CLOSE of a held cursor, carried out when
+        PostgreSQL's answer to its placeholder arrives, so in its turn
+        among the statements around it (None: no such cursor now)."""
+        cursor = self._cursors.get(plan.cursor)
+        if cursor is None:  # closed, or its transaction ended
+            return None
         if plan.step is None:
             self._cursors.close(cursor)
-            return Local(plan.answer)
-        if not self._cursors.holds(cursor):  # closed, or its transaction ended
-            return Refuse("34000", f'cursor "{cursor.name}" does not exist')
-        return Local(cursor.read(plan.step))
+            return plan.answer
+        return cursor.read(plan.step)
+
+    def _cursor_action(self, plan: _CursorRead, portal: _Statement | None = None, max_rows: int = 0) -> r.Action:
+        """The action that answers a held cursor's FETCH, MOVE or CLOSE in
+        place of its placeholder: a simple Query's statement, or (`portal`)
+        an Execute of the extended protocol."""
+
+        def answer() -> bytes:
+            read = self._read_cursor(plan)
+            if read is None:
+                return r.error_bytes("34000", f'cursor "{plan.cursor}" does not exist')
+            if portal is None:
+                return simple_query_answer(read)
+            held = portal.answer = r.PortalAnswer()
+            held.fill(read, portal.formats or (0,) * len(read.columns))
+            return held.take(max_rows)
+
+        return r.Deferred(answer, at=r.FETCH_AT)
 
     def _answer_key(self, statement: object, plan: Release, privacy: Mapping[str, str]) -> AnswerKey | None:
         """The answer cache's key of a release (None without a cache)."""
@@ -1118,6 +1138,9 @@ class Session:
         plan = info.plan
         if type(plan) is Passthrough:  # RESET ALL, DISCARD ALL
             self._expect(r.ENDS_EXECUTE, action=self._settle(None, RESET_ALL))
+            return None
+        if isinstance(plan, _CursorRead):
+            self._expect(r.ENDS_EXECUTE, action=self._cursor_action(plan, info, execute.max_rows))
             return None
         if isinstance(plan, Local):
             if plan.reads is not None:
@@ -1440,33 +1463,48 @@ def _columns(plan: Local | Release):
     return () if plan.cursor is not None else plan.spec.columns  # DECLARE returns no row
 
 
+def _read_declared_cursors(plans: list[Plan]) -> list[Plan]:
+    """A Query that declares a cursor for a private query and reads it
+    (DECLARE ...; FETCH 100 IN ..., as psqlODBC sends): the reads were
+    planned before the cursor existed, so they are pointed at it here."""
+    declared: dict[str, tuple[Column, ...]] = {}
+    for index, plan in enumerate(plans):
+        if isinstance(plan, Release) and plan.cursor is not None:
+            declared[upstream_name(plan.cursor.name)] = plan.spec.columns
+        elif declared and type(plan) is Rewrite and plan.reaches is not None and plan.reaches[0] == "P":
+            columns = declared.get(upstream_name(plan.reaches[1]))
+            if columns is not None:
+                plans[index] = _held_cursor_plan(plan, plan.reaches[1], columns)
+    return plans
+
+
 def _outside_transaction(plan: Release, status: int, *, alone: bool) -> bool:
     """A DECLARE without HOLD that PostgreSQL would refuse: no transaction
     block is open and (`alone`) no implicit one holds the statement."""
     return plan.cursor is not None and not plan.cursor.hold and alone and status == IDLE
 
 
-def _held_cursor_plan(plan: Rewrite, cursor: HeldCursor) -> Plan:
-    """FETCH, MOVE or CLOSE of a cursor that holds a private answer: carried
-    out on the held answer, in the statement's turn."""
+def _held_cursor_plan(plan: Rewrite, name: str, columns: tuple[Column, ...]) -> Plan:
+    """FETCH, MOVE or CLOSE of a cursor that holds (or, declared earlier in
+    the same Query, will hold) a private answer with these columns."""
     step = plan.step
     if step is None:  # CLOSE
-        return _CursorRead(LocalAnswer("CLOSE CURSOR"), reads=SessionRead.CURSOR, cursor=cursor)
+        return _CursorRead(LocalAnswer("CLOSE CURSOR"), cursor=name)
     if not step.forward:
-        return Refuse("0A000", f'cursor "{cursor.name}" holds a private answer, which is read forward only',
+        return Refuse("0A000", f'cursor "{name}" holds a private answer, which is read forward only',
                       hint="Use FETCH [FORWARD] n, FETCH NEXT or FETCH ALL; declare the cursor again to read "
                       "from the start (a repeat is answered from the answer cache while it keeps the answer).")
     tag = "MOVE" if step.move else "FETCH"
-    columns = () if step.move else cursor.answer.columns
-    return _CursorRead(LocalAnswer(tag, columns), reads=SessionRead.CURSOR, cursor=cursor, step=step)
+    return _CursorRead(LocalAnswer(tag, () if step.move else columns), cursor=name, step=step)
 
 
 @dataclass(frozen=True, slots=True)
 class _CursorRead(Local):
     """A Local plan whose answer is the next rows of a held cursor (or its
-    CLOSE, without `step`), taken when the statement's turn comes."""
+    CLOSE, without `step`), taken when PostgreSQL answers its placeholder.
+    `answer` gives the command tag and columns only."""
 
-    cursor: HeldCursor | None = None
+    cursor: str = ""
     step: CursorStep | None = None
 
 

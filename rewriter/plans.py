@@ -181,8 +181,6 @@ class SessionRead(Enum):
     # SHOW pgshroud.last_answer: what the session's last private answer cost,
     # and its margins, for clients that drop notices.
     LAST_ANSWER = "last_answer"
-    # FETCH or MOVE of a cursor whose private answer the session holds.
-    CURSOR = "cursor"
 
 
 @dataclass(frozen=True, slots=True)

@@ -558,6 +558,71 @@ def test_budget_rules(line, key, expected):
     assert_one_error(text, f"budgets.{key}", expected)
 
 
+# -- answers: reuse and sharing -------------------------------------------------------
+
+
+def test_answers_reuse_for_and_share_answers():
+    text = BASE.replace("analyst: {access: aggregate, users: [analyst]}",
+                        "analyst: {access: aggregate, users: [analyst], share_answers: true}") + textwrap.dedent(
+        """\
+        budgets:
+          period: 7d
+          per_role: {analyst: {epsilon: 50}}
+        answers: {reuse_for: 12h}
+        """
+    )
+    policy = loads_policy(text)
+    assert policy.roles["analyst"].share_answers and not policy.roles["clinician"].share_answers
+    assert (policy.answers.reuse_for, policy.answers.seconds) == ("12h", 43200.0)
+    for written, seconds in (("300s", 300), ("30m", 1800), ("1d", 86400), ("budget_period", 7 * 86400)):
+        assert loads_policy(text.replace("12h", written)).answers.seconds == seconds
+    assert loads_policy(BASE).answers.seconds is None  # --answer-cache-seconds decides
+    assert not loads_policy(BASE).roles["analyst"].share_answers
+
+
+@pytest.mark.parametrize(
+    "text, key, expected",
+    [
+        ("answers: {reuse_for: 1w}   #<\n", "answers.reuse_for", "a duration such as 300s, 30m, 12h or 1d"),
+        ("answers: {reuse_for: 0s}   #<\n", "answers.reuse_for", "a duration such as 300s"),
+        ("answers: {reuse_for: 12345678d}   #<\n", "answers.reuse_for", "at most 9999999 of a unit"),
+        ("answers: {reuse_for: 30}   #<\n", "answers.reuse_for", "a duration such as 300s"),
+        ("answers: {reuse_for: budget_period}   #<\n", "answers.reuse_for",
+         "a duration such as 1d (budget_period needs a budgets.period other than never)"),
+        ("answers: {keep_for: 1d}   #<\n", "answers.keep_for", "one of the keys reuse_for"),
+    ],
+)
+def test_answers_rules(text, key, expected):
+    assert_one_error(BASE + text, key, expected)
+
+
+@pytest.mark.parametrize(
+    "role, budgets, key, expected",
+    [
+        ("analyst: {access: aggregate, users: [analyst], share_answers: true}   #<", "",
+         "roles.analyst.share_answers", "a budget for the role under budgets.per_role.analyst (shared answers are "
+         "charged to the role's budget, which bounds what all its users learn together)"),
+        ("analyst: {access: aggregate, users: [analyst], share_answers: true}   #<",
+         "budgets: {per_user: {epsilon: 1}, per_role: {clinician: {epsilon: 1}}}\n",
+         "roles.analyst.share_answers", "a budget for the role under budgets.per_role.analyst"),
+        ("analyst: {access: masked, users: [analyst], share_answers: true}   #<", "",
+         "roles.analyst.share_answers", "share_answers only in a role that gets private answers"),
+        ("analyst: {access: aggregate, users: [analyst], share_answers: 1}   #<",
+         "budgets: {per_role: {analyst: {epsilon: 1}}}\n", "roles.analyst.share_answers", "true or false"),
+    ],
+)
+def test_share_answers_rules(role, budgets, key, expected):
+    text = BASE.replace("analyst: {access: aggregate, users: [analyst]}", role) + budgets
+    assert_one_error(text, key, expected)
+
+
+def test_a_role_with_aggregate_tables_may_share_answers():
+    text = BASE.replace("clinician: {access: masked, users: [clinician]}",
+                        "clinician: {access: masked, users: [clinician], tables: {patients: aggregate}, "
+                        "share_answers: true}") + "budgets: {per_role: {clinician: {epsilon: 3}}}\n"
+    assert loads_policy(text).roles["clinician"].share_answers
+
+
 # -- secrets -------------------------------------------------------------------------
 
 

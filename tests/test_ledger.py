@@ -14,6 +14,7 @@ not start with an aggregate role and no ledger tables.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import os
 import signal
@@ -33,7 +34,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from policies.model import Access, Budgets, EpsilonDelta, Policy, Role
 from policies.setup_sql import MASKED_ROLE
 from proxy.config import ConfigError
-from proxy.ledger import PostgresLedger, exact, has_aggregate_role, period_window, show_number
+from proxy.ledger import SHARED_ACCOUNT, PostgresLedger, exact, has_aggregate_role, period_window, show_number
 from proxy.pgcluster import ThrowawayCluster
 from proxy.setup_command import run_setup
 from rewriter.plans import Cost, Refuse
@@ -278,6 +279,55 @@ def test_a_new_process_recomputes_the_totals_from_the_ledger(db) -> None:
     assert isinstance(results[0], Refuse) and "has epsilon 0.25 of 1 left" in results[0].message
     assert results[1] is None
     assert_totals_match_the_ledger(db)
+
+
+def test_a_sharing_role_has_an_account_of_its_own_that_grants_resets_and_periods_keep(db) -> None:
+    """A role that shares answers is charged on its account: rows that name no user, counted by the role and
+    the dataset (recomputed alike by a new process), granted and reset as the role, within the period."""
+    policy = make_policy(per_user=EpsilonDelta(0.5), per_role={"analyst": EpsilonDelta(1.0)},
+                         per_dataset=EpsilonDelta(100), period="1d")
+    policy = dataclasses.replace(policy, roles={**policy.roles, "analyst": dataclasses.replace(
+        policy.roles["analyst"], share_answers=True)})
+
+    async def scenario() -> list:
+        ledger = PostgresLedger(db, policy)
+        try:
+            # alice's own 0.5 does not apply: the role's 1 does, for alice and bob together.
+            steps = [await ledger.charge("alice", Cost(0.75)), await ledger.charge("bob", Cost(0.5))]
+            await ledger.grant("role", "analyst", 0.25)
+            steps.append(await ledger.charge("bob", Cost(0.5)))
+            await ledger.reset("role", "analyst")
+            steps.append(await ledger.charge("alice", Cost(1.0)))
+            steps.append(await ledger.charge("carol", Cost(0.25)))  # auditor does not share
+            return steps
+        finally:
+            await ledger.close()
+
+    steps = run(scenario())
+    assert steps[0] is None and steps[2] is None and steps[3] is None and steps[4] is None
+    assert 'role "analyst", whose users share its answers and this budget, has epsilon 0.25 of 1 left' \
+        in steps[1].message
+    assert ledger_rows(db, "kind = 'charge'") == [
+        ("charge", SHARED_ACCOUNT, "analyst", Decimal("0.75"), Decimal(0)),
+        ("charge", SHARED_ACCOUNT, "analyst", Decimal("0.5"), Decimal(0)),
+        ("charge", SHARED_ACCOUNT, "analyst", Decimal("1.0"), Decimal(0)),
+        ("charge", "carol", "auditor", Decimal("0.25"), Decimal(0)),
+    ]
+    assert_totals_match_the_ledger(db)
+    with psycopg.connect(db, autocommit=True) as conn:  # the superuser damages the running totals
+        conn.execute("UPDATE pgshroud.budget_lock SET spent_epsilon = 0")
+
+    async def again() -> tuple:
+        ledger = PostgresLedger(db, policy)
+        try:
+            return await ledger.charge("bob", Cost(0.01)), await ledger.standing("bob")
+        finally:
+            await ledger.close()
+
+    refusal, standings = run(again())  # recomputed: the role has spent its 1 since its reset
+    assert refusal is not None and "has epsilon 0 of 1 left" in refusal.message
+    assert [(s.budget.scope, s.budget.shared, s.spent_epsilon) for s in standings] == [
+        ("role", True, Decimal("1.0")), ("dataset", False, Decimal("2.50"))]
 
 
 def test_grants_add_budget_and_resets_void_earlier_rows(db) -> None:

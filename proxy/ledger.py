@@ -51,7 +51,13 @@ runs the same budgets. (A process still on an old policy that does not cap
 a scope, while others do, is not counted in that scope until it reloads.)
 
 Scopes: a charge counts against its user, the user's role (`role_name`, as
-the policy had it at charge time) and the dataset. A 'grant' row adds budget
+the policy had it at charge time) and the dataset. A role that shares
+answers (roles.<role>.share_answers) is charged as one account instead: its
+charges are rows whose user_name is SHARED_ACCOUNT (''), which no user's
+scope counts, with the role's name and a note naming the user who asked;
+they lock and count against the role's budget and the dataset's, never a
+user's (each of its users may be given every answer any of them was
+released, so only the role's budget bounds what they learn). A 'grant' row adds budget
 to one scope (a user: user_name; a role: role_name; the dataset: neither);
 a 'reset' row makes that scope's earlier rows count no more. Budgets come
 from the policy of the moment (`policy.budgets`), so a reload applies to the

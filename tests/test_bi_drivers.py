@@ -60,7 +60,7 @@ from tests.test_clients_jvm_node import JDBC_JAR, NODE_DIR, node_modules  # noqa
 pytestmark = pytest.mark.clients
 
 CLIENTS = Path(__file__).resolve().parent / "clients"
-DEPARTMENTS = frozenset({
+DEPARTMENTS = frozenset({  # the policy's public domain of visits.department
     "Primary Care", "Endocrinology", "Orthopedics", "Emergency", "Neurology", "Pulmonology",
     "Infectious Disease", "Gastroenterology", "Surgery", "Nephrology", "Cardiology", "Psychiatry",
     "Dermatology", "Ophthalmology", "Oncology", "Obstetrics",
@@ -113,6 +113,7 @@ class Truth:
     masked_counts: dict[str, int]  # the clinician's exact per-department counts (row filter applied)
     visits_shown_to_clinician: int
     patients: int
+    diagnoses: int
     ssn_last_four: list[str]
     real_patient_ids: frozenset[int]
 
@@ -174,6 +175,7 @@ def truth(raw_health: str, health_policy: Any) -> Truth:
         masked = dict(conn.execute("SELECT department, count(*) FROM visits WHERE department <> 'Psychiatry' "
                                    "GROUP BY 1").fetchall())
         patients = conn.execute("SELECT patient_id, right(ssn, 4) FROM patients").fetchall()
+        diagnoses = conn.execute("SELECT count(*) FROM diagnoses").fetchone()[0]
     return Truth(
         counts={d: c for d, (c, _) in by_department.items()},
         counts_since={d: c for d, (c, _) in since.items()},
@@ -183,6 +185,7 @@ def truth(raw_health: str, health_policy: Any) -> Truth:
         masked_counts=masked,
         visits_shown_to_clinician=sum(masked.values()),
         patients=len(patients),
+        diagnoses=diagnoses,
         ssn_last_four=sorted(last for _, last in patients),
         real_patient_ids=frozenset(pid for pid, _ in patients),
     )
@@ -235,6 +238,12 @@ def assert_counts_near(what: str, released: dict[str, Any], truth: dict[str, Bou
 def release_notices(notices: list[str]) -> list[str]:
     """The notices that report a release (one per charge)."""
     return [n for n in notices if n.startswith("privacy cost")]
+
+
+def charges(raw_health: str) -> int:
+    """How many releases the ledger has charged to the analyst so far."""
+    with psycopg.connect(raw_health) as conn:
+        return conn.execute("SELECT count(*) FROM pgshroud.budget_ledger WHERE user_name = 'analyst'").fetchone()[0]
 
 
 def require_tool(name: str, install: str) -> str:
@@ -511,12 +520,14 @@ def psql(proxy: RunningProxy, user: str, script: str) -> subprocess.CompletedPro
 
 
 def psql_notices(stderr: str) -> list[str]:
-    return [line.removeprefix("NOTICE:  ") for line in stderr.splitlines() if line.startswith("NOTICE:  ")]
+    """Notices as psql prints them reading a script: `psql:<stdin>:2: NOTICE:  text`."""
+    return [match[1] for match in re.finditer(r"^(?:psql:[^:]+:\d+: )?NOTICE:  (.*)$", stderr, re.MULTILINE)]
 
 
-def test_psql_fetch_count_aggregate_as_analyst(answering, truth):
+def test_psql_fetch_count_aggregate_as_analyst(answering, truth, raw_health):
     # With FETCH_COUNT psql reads through BEGIN; DECLARE _psql_cursor NO
     # SCROLL CURSOR FOR ...; FETCH FORWARD 100 FROM _psql_cursor; ... COMMIT.
+    before = charges(raw_health)
     proc = psql(answering, "analyst", "\\set FETCH_COUNT 100\n"
                 "SELECT department, count(*) AS n FROM visits GROUP BY department ORDER BY department;\n")
     assert proc.returncode == 0, f"psql failed:\n{proc.stderr}"
@@ -526,6 +537,7 @@ def test_psql_fetch_count_aggregate_as_analyst(answering, truth):
     assert [d for d, _ in rows] == sorted(DEPARTMENTS)
     notices = psql_notices(proc.stderr)
     assert len(release_notices(notices)) == 1, f"one release, charged once: {notices}"
+    assert charges(raw_health) == before + 1
     assert_counts_near("psql FETCH_COUNT count(*)", {d: int(n) for d, n in rows}, truth.counts,
                        margin_of(notices, "n"))
 
@@ -567,11 +579,13 @@ def read_named_cursor(dsn: str, sql: str, *, withhold: bool, itersize: int = 5) 
 
 
 @pytest.mark.parametrize("withhold", [False, True], ids=["in_transaction", "with_hold"])
-def test_psycopg_named_cursor_aggregate_as_analyst(answering, truth, health_policy, withhold):
+def test_psycopg_named_cursor_aggregate_as_analyst(answering, truth, health_policy, raw_health, withhold):
+    before = charges(raw_health)
     rows, description, notices = read_named_cursor(answering.dsn("analyst", "health"), GROUPED, withhold=withhold)
     assert [name for name, _ in description] == ["department", "n", "avg_cost"]
     assert [d for d, _, _ in rows] == sorted(DEPARTMENTS)
     assert len(release_notices(notices)) == 1, f"one release, charged once: {notices}"
+    assert charges(raw_health) == before + 1
     assert_counts_near("psycopg named cursor count(*)", {d: n for d, n, _ in rows}, truth.counts,
                        margin_of(notices, "n"))
     # A released average is clamped to the cost's bounds.
@@ -685,7 +699,7 @@ def test_pgcli_session_as_clinician(guarded, truth, tmp_path):
     stdout, stderr = "".join(out), "".join(err)
     assert proc.returncode == 0, f"pgcli exited with {proc.returncode}:\n{stdout}\n{stderr}"
     assert "Traceback" not in stderr + stdout, f"pgcli raised:\n{stderr}\n{stdout}"
-    assert re.search(r"\|\s*45\s*\|", stdout) or "45" in stdout, stdout
+    assert re.search(rf"\|\s*{truth.diagnoses}\s*\|", stdout), stdout
     assert len(re.findall(r"XXX-XX-\d{4}", stdout)) == 3, stdout
 
 
@@ -726,7 +740,8 @@ def fetch_size_classes(tmp_path_factory) -> Path:
     return target
 
 
-def test_pgjdbc_fetch_size_aggregate_as_analyst(fetch_size_classes, answering, truth):
+def test_pgjdbc_fetch_size_aggregate_as_analyst(fetch_size_classes, answering, truth, raw_health):
+    before = charges(raw_health)
     java = require_tool("java", "apt-get install -y default-jre-headless")
     proc = run([java, "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", f"{JDBC_JAR}{os.pathsep}{fetch_size_classes}",
                 "FetchSizeCheck", answering.host, str(answering.port), "health", "analyst", "analyst", "2", GROUPED],
@@ -740,5 +755,6 @@ def test_pgjdbc_fetch_size_aggregate_as_analyst(fetch_size_classes, answering, t
     assert [d for d, _, _ in rows] == sorted(DEPARTMENTS)
     notices = [x[1] for x in lines if x[0] == "notice"]
     assert len(release_notices(notices)) == 1, f"one release, charged once: {notices}"
+    assert charges(raw_health) == before + 1
     assert_counts_near("pgjdbc fetch size 2 count(*)", {d: int(n) for d, n, _ in rows}, truth.counts,
                        margin_of(notices, "n"))

@@ -15,12 +15,15 @@ ledger set up by `pgshroud setup`, with real concurrency:
   a claim presumed lost is released again, and says so;
 - answers live as long as the policy's answers.reuse_for says;
 - processes that share the ledger but not a cache each pay for what they
-  release, and never overspend the role's budget together.
+  release, and never overspend the role's budget together;
+- through the wire, with the session as it is: two users of a sharing role
+  are given one release, charged once to the role, kept for the policy's day.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import io
 import os
@@ -34,17 +37,22 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from policies.loader import loads_policy
-from policies.model import Policy
+from policies.model import AnswerReuse, Budgets, EpsilonDelta, Policy
 from proxy import budget_notes
 from proxy.answer_cache import AnswerCache, CachedAnswer, Claim
 from proxy.budget_command import _show, run_budget
+from proxy.catalog import read_catalog
 from proxy.config import ConfigError
 from proxy.ledger import SHARED_ACCOUNT, PostgresLedger
 from proxy.pgcluster import ThrowawayCluster
+from proxy.session import SessionContext
 from proxy.setup_command import run_setup
+from rewriter import plan
 from rewriter.plans import Column, Cost, LocalAnswer, Refuse
+from tests.fix_proxy import RunningProxy, proxy_config
 
 REPO = Path(__file__).resolve().parent.parent
 STATEMENT = ("SELECT department, count(*) FROM visits GROUP BY 1", 0, (), (), (), (0, 0))
@@ -451,3 +459,55 @@ def test_processes_sharing_a_ledger_but_not_answers_never_overspend_the_role(db)
     assert len(rows) == 8 and {row[:2] for row in rows} == {(SHARED_ACCOUNT, "team")}
     assert sum(row[2] for row in rows) == Decimal(2)
     assert lock_totals(db)[("role", "team")] == Decimal(2)
+
+
+# ------------------------------------------------- through the wire, as wired today
+
+
+SHARERS = ("sharer1", "sharer2")
+
+
+@pytest.fixture(scope="module")
+def sharing_proxy(pg, health_db, health_policy):
+    """pgshroud before the healthcare database, its analyst role sharing answers for a day, the cache on."""
+    for user in SHARERS:
+        pg.execute(f"DROP ROLE IF EXISTS {user}")
+        pg.execute(f"CREATE ROLE {user} LOGIN PASSWORD '{user}' IN ROLE analyst")
+    analyst = health_policy.roles["analyst"]
+    policy = dataclasses.replace(
+        health_policy,
+        roles={**health_policy.roles, "analyst": dataclasses.replace(analyst, users=(*analyst.users, *SHARERS),
+                                                                     share_answers=True)},
+        budgets=Budgets(per_user=EpsilonDelta(1), per_role={"analyst": EpsilonDelta(1000, 1.0)},
+                        per_dataset=EpsilonDelta(100_000, 1.0)),
+        answers=AnswerReuse("1d", 86400.0))
+    catalog = asyncio.run(read_catalog(health_db))
+    shared = SessionContext(proxy_config(make_conninfo(pg.dsn(), sslmode="disable"), answer_cache_seconds=300),
+                            plan, ledger=PostgresLedger(health_db, policy), policy=policy, catalog=lambda: catalog)
+    proxy = RunningProxy(shared)
+    yield proxy, shared
+    proxy.stop()
+
+
+def test_two_users_of_a_sharing_role_get_one_release_through_the_wire(sharing_proxy, health_db) -> None:
+    """With the session as it is, the key and the charge already share: the second user's simple Query and
+    the first user's prepared statement of the same text are given the first release, charged once to the
+    role's account (alone, sharer1's own budget of 1 would not cover 2 x 0.75)."""
+    proxy, shared = sharing_proxy
+    sql = "SELECT department, count(*) FROM visits GROUP BY 1 ORDER BY 1"
+    with psycopg.connect(health_db, autocommit=True) as conn:
+        before = conn.execute("SELECT count(*) FROM pgshroud.budget_ledger WHERE kind = 'charge' AND user_name = ''"
+                              ).fetchone()[0]
+    seen = []
+    for user in (*SHARERS, "sharer1"):
+        with psycopg.connect(proxy.dsn(user, "health", password=user), autocommit=True) as conn:
+            conn.execute("SET pgshroud.epsilon = 0.75")
+            seen.append(conn.execute(sql, prepare=user == "sharer1").fetchall())
+    assert seen[0] == seen[1] == seen[2] and seen[0]
+    with psycopg.connect(health_db, autocommit=True) as conn:
+        rows = conn.execute("SELECT user_name, role_name, epsilon, note FROM pgshroud.budget_ledger "
+                            "WHERE kind = 'charge' AND user_name = '' ORDER BY id").fetchall()[before:]
+    assert rows == [(SHARED_ACCOUNT, "analyst", Decimal("0.75"), 'shared answer of role "analyst", asked by user '
+                                                                 '"sharer1"')]
+    [entry] = [e for e in shared.answers._entries.values() if e.shared_by == "analyst"]
+    assert entry.seconds == 86400  # answers.reuse_for, not --answer-cache-seconds

@@ -50,7 +50,7 @@ from proxy.upstream import send_cancel
 from policies.model import Access, Policy
 from rewriter import PlanContext, Planner, plan_function_call
 from rewriter.catalog import Catalog
-from rewriter.names import upstream_name
+from rewriter.names import upstream_name, with_client_names
 from rewriter.settings import check_parameter_status
 from rewriter.plans import (
     Column, Cost, Cursor, CursorStep, Local, LocalAnswer, Passthrough, Plan, PrivacySetting, RawResult, Refuse, Release, Rewrite,
@@ -1291,6 +1291,11 @@ class Session:
                     out.append(data[run:pos])
                 pos = run = end
                 continue
+            if kind == r.ERROR and action is None and self._started_rewritten and b"pgshroud_u" in data[pos:end]:
+                if run < pos:
+                    out.append(data[run:pos])
+                out.append(_error_with_client_names(data[pos:end]))
+                run = end
             if action is not None:
                 if run < pos:
                     out.append(data[run:pos])
@@ -1558,6 +1563,13 @@ SYNC_FRAME = b"S\x00\x00\x00\x04"
 WITHHELD_ERROR = r.error_bytes(
     "22000", "the private aggregate failed upstream; its error is withheld because it could depend on protected data"
 )
+
+
+def _error_with_client_names(frame: bytes) -> bytes:
+    """An upstream error that quotes a translated statement, portal or
+    cursor name, with the name as the client gave it."""
+    error = ErrorResponse.decode(frame[5:])
+    return ErrorResponse(tuple((code, with_client_names(value)) for code, value in error.fields)).encode()
 
 
 def _log_cancel_failure(task: asyncio.Future[None]) -> None:

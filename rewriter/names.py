@@ -13,6 +13,7 @@ no client name translates into a name pgshroud uses for itself.
 from __future__ import annotations
 
 import hashlib
+import re
 
 from sqlglot.tokens import Token, TokenType
 
@@ -21,6 +22,12 @@ MAX_NAME_BYTES = 63
 # Every translated name is this prefix and 40 hex digits; pgshroud's own
 # names (such as the session's "pgshroud_cached_answer") never are.
 _PREFIX = "pgshroud_u"
+_TRANSLATED = re.compile(_PREFIX + "[0-9a-f]{40}")
+# Translated names back to the client's, for PostgreSQL's messages that
+# quote them ('cursor "c" does not exist'). A translation is the same for
+# every session, so one table serves all; it is cleared when it grows large.
+_CLIENT_NAMES: dict[str, str] = {}
+_MAX_REMEMBERED = 65536
 
 
 def upstream_name(name: str) -> str:
@@ -30,7 +37,18 @@ def upstream_name(name: str) -> str:
     raw = name.encode("utf-8", "surrogateescape")
     if len(raw) > MAX_NAME_BYTES:
         raw = raw[:MAX_NAME_BYTES].decode("utf-8", "ignore").encode("utf-8")
-    return _PREFIX + hashlib.sha256(raw).hexdigest()[:40]
+    translated = _PREFIX + hashlib.sha256(raw).hexdigest()[:40]
+    if translated not in _CLIENT_NAMES:
+        if len(_CLIENT_NAMES) >= _MAX_REMEMBERED:
+            _CLIENT_NAMES.clear()
+        _CLIENT_NAMES[translated] = raw.decode("utf-8", "surrogateescape")
+    return translated
+
+
+def with_client_names(text: str) -> str:
+    """PostgreSQL's text with each translated name as the client wrote it
+    (as PostgreSQL would have quoted it); one it no longer remembers stays."""
+    return _TRANSLATED.sub(lambda found: _CLIENT_NAMES.get(found[0], found[0]), text)
 
 
 def sql_name(token: Token) -> str:

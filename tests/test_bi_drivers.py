@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -315,16 +316,11 @@ def django_db(pg: Any, guarded: RunningProxy, answering: RunningProxy) -> Iterat
     connections.close_all()
 
 
+@functools.cache
 def visit_model() -> Any:
     """An unmanaged model over the demo's visits table, as a Django project
     maps an existing table (defined once, after Django's set-up)."""
-    from django.apps import apps
     from django.db import models
-
-    try:
-        return apps.get_model("health", "Visit")
-    except LookupError:
-        pass
 
     class Visit(models.Model):
         visit_id = models.BigIntegerField(primary_key=True)
@@ -402,6 +398,36 @@ def test_django_average_as_analyst(django_db, truth):
                 margin_of(notices, "cost__avg"))
 
 
+def test_django_date_filter_and_slice_as_analyst(django_db, truth):
+    # Django binds on the client by default: the date and the slice's LIMIT
+    # arrive as literals.
+    from django.db.models import Count
+
+    notices = django_notices(django_db, "analyst")
+    rows = list(visit_model().objects.using("analyst").filter(visit_date__gte=SINCE)
+                .values("department").annotate(n=Count("visit_id")).order_by("department")[:10])
+    assert [row["department"] for row in rows] == sorted(DEPARTMENTS)[:10]
+    assert_counts_near("Django filter(visit_date__gte).annotate(Count)[:10]",
+                       {row["department"]: row["n"] for row in rows}, truth.counts_since,
+                       margin_of(notices, "n"), groups=10)
+
+
+def test_django_iterator_reads_through_a_cursor_as_analyst(django_db, truth, raw_health):
+    # .iterator() reads through a server-side cursor: in autocommit, DECLARE
+    # ... NO SCROLL CURSOR WITH HOLD FOR ..., then FETCH FORWARD chunk_size.
+    from django.db.models import Count
+
+    notices = django_notices(django_db, "analyst")
+    before = charges(raw_health)
+    rows = list(visit_model().objects.using("analyst").values("department")
+                .annotate(n=Count("visit_id")).order_by("department").iterator(chunk_size=4))
+    assert [row["department"] for row in rows] == sorted(DEPARTMENTS)
+    assert len(release_notices(notices)) == 1, f"one release, charged once: {notices}"
+    assert charges(raw_health) == before + 1
+    assert_counts_near("Django .iterator(chunk_size=4)", {row["department"]: row["n"] for row in rows},
+                       truth.counts, margin_of(notices, "n"))
+
+
 def test_django_masked_rows_as_clinician(django_db, truth):
     django_db["clinician"].close()
     visits = visit_model().objects.using("clinician")
@@ -473,6 +499,25 @@ def test_sqlalchemy_count_and_average_between_dates(answering, truth):
         engine.dispose()
     assert_near("SQLAlchemy count() in 2023", count, truth.count_2023, margin_of(notices, "n"))
     assert_near("SQLAlchemy avg(cost) in 2023", average, truth.average_cost_2023, margin_of(notices, "avg_cost"))
+
+
+def test_sqlalchemy_streamed_results_as_analyst(answering, truth, raw_health):
+    # yield_per streams through a psycopg named cursor (DECLARE, FETCH FORWARD 3).
+    engine, notices = sqlalchemy_session(proxy_url(answering, "analyst"))
+    before = charges(raw_health)
+    try:
+        with Session(engine) as session:
+            result = session.execute(
+                select(Visit.department, func.count().label("n"))
+                .group_by(Visit.department).order_by(Visit.department),
+                execution_options={"yield_per": 3})
+            rows = [tuple(row) for row in result]
+    finally:
+        engine.dispose()
+    assert [d for d, _ in rows] == sorted(DEPARTMENTS)
+    assert len(release_notices(notices)) == 1, f"one release, charged once: {notices}"
+    assert charges(raw_health) == before + 1
+    assert_counts_near("SQLAlchemy yield_per count()", dict(rows), truth.counts, margin_of(notices, "n"))
 
 
 def test_sqlalchemy_masked_rows_with_date_filter_and_limit(guarded, truth):

@@ -244,7 +244,7 @@ class PrivateAnalyser:
             return None
         aggregates = select.args.get("group") is not None or any(
             isinstance(n, AGGREGATE_CLASSES) for each in select.expressions for n in each.walk())
-        return (select, alias) if aggregates else None
+        return (select, alias) if aggregates or self._aggregate_inside(select) is not None else None
 
     def _wrap(self, tree: exp.Select, select: exp.Select, alias: str) -> q.PrivateQuery:
         """An outer query over a private aggregate: post-processing of its

@@ -317,7 +317,8 @@ def extra_columns(query: q.PrivateQuery) -> str:
     one = f'(SELECT {listed}) AS "v"'
     if checks["limit"] or checks["offset"]:
         # LIMIT of 1 and OFFSET 0 keep the one row; a negative value fails as the analyst's LIMIT would.
-        one = (f'(SELECT * FROM {one} LIMIT CASE{checks["limit"]} ELSE 1 END '
-               f'OFFSET CASE{checks["offset"]} ELSE 0 END) AS "v"')
+        limit = f'CASE{checks["limit"]} ELSE 1 END' if checks["limit"] else "1"
+        offset = f'CASE{checks["offset"]} ELSE 0 END' if checks["offset"] else "0"
+        one = f'(SELECT * FROM {one} LIMIT {limit} OFFSET {offset}) AS "v"'
     columns = ", ".join(['"r".*'] + ranks + [f'"v"."c{i}"' for i in range(len(query.constants))])
     return f'SELECT {columns} FROM {one} LEFT JOIN "pgshroud_answer" AS "r" ON true'

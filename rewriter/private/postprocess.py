@@ -155,7 +155,8 @@ def evaluate(node: exp.Expression, values: dict[str, Value]) -> Value:
         return None if inner is None else not inner
     if isinstance(node, exp.Is):
         inner = evaluate(node.this, values)
-        return inner is None if isinstance(node.expression, exp.Null) else inner == evaluate(node.expression, values)
+        result = inner is None if isinstance(node.expression, exp.Null) else inner == evaluate(node.expression, values)
+        return not result if node.args.get("negate") else result  # IS NOT NULL
     raise ValueError(f"cannot evaluate {node.key}")
 
 

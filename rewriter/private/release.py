@@ -176,17 +176,20 @@ class PrivateRelease:
         extra = len(ranked) + count
         if not extra:
             return raw, {}, ()
-        width = len(raw.columns) - extra
-        constants: tuple[str | None, ...] = tuple(raw.rows[0][width + len(ranked):]) if raw.rows else (None,) * count
+        # Counted from each row's end: raw.columns are the answer's, not the bounded SQL's.
+        constants: tuple[str | None, ...] = tuple(raw.rows[0][len(raw.rows[0]) - count:]) if raw.rows \
+            else (None,) * count
         ranks: dict[int, dict[str, int]] = {i: {} for i in ranked}
+        rows = []
         for row in raw.rows:
+            width = len(row) - extra
             for position, i in enumerate(ranked):
                 value, rank = row[2 + i], row[width + position]
                 if value is not None and rank is not None:
                     ranks[i][value] = int(rank)
-        # The row of constants alone (no answer row joined to it) has no kind.
-        rows = tuple(row[:width] for row in raw.rows if row[0] is not None)
-        return RawResult(raw.columns[:width], raw.type_oids[:width], rows), ranks, constants
+            if row[0] is not None:  # the row of constants alone (no answer row joined to it) has no kind
+                rows.append(tuple(row[:width]))
+        return RawResult(raw.columns, raw.type_oids, tuple(rows)), ranks, constants
 
     def _stage(self, rows: list, where: exp.Expression | None, order: tuple, limit: q.Bound, offset: q.Bound,
                constants: dict) -> list:

@@ -234,6 +234,7 @@ def test_sqlalchemy_limit_binds_a_parameter(bi_proxy):
      "cannot be applied to the columns of a private aggregate"),
     ("SELECT current_time, count(*) FROM visits", "is not supported"),
     ("SELECT count(*) FROM visits LIMIT -1", "LIMIT takes a non-negative integer"),
+    ("SELECT count(*) FROM visits LIMIT $1::text", "the argument of LIMIT must be a number"),
 ])
 def test_refusals_say_why(health_policy, health_catalog, sql, reason):
     context = PlanContext(user="analyst", policy=health_policy, role=health_policy.role_for("analyst"),
@@ -257,7 +258,7 @@ def test_outer_queries_read_only_released_values(health_policy, health_catalog):
     expressions = [o.expression for o in query.outputs] + [stage.where] + [i.expression for i in stage.order]
     variables = {v.name for e in expressions for v in e.walk() if v.key == "var"}
     assert variables <= {"key0", "agg0"} and stage.limit == "const0"
-    assert query.constants[0].sql == "CAST($1 AS bigint)" and query.constants[0].check == "limit"
+    assert query.constants[0].sql == "CAST(($1) AS bigint)" and query.constants[0].check == "limit"
 
 
 COLLATED_POLICY = """

@@ -411,11 +411,16 @@ class PrivateAnalyser:
             return None
         source = node
         while isinstance(source, (exp.Paren, exp.Cast)):
+            if isinstance(source, exp.Cast):
+                target = t.cast_target(source.to)
+                if target is None or target.name not in t.NUMBERS:
+                    raise PrivateRefusal(f"the argument of {clause.upper()} must be a number",
+                                         hint="Cast the bind parameter to bigint, or leave it uncast.")
             source = source.this
         if isinstance(source, exp.Parameter):
             # Its value comes with the Bind: PostgreSQL reads it as bigint
             # (rounding a numeric, as LIMIT does) and fails a negative one.
-            constant = q.Constant(f"CAST({self.rows.safe_sql(source)} AS bigint)", "bigint", clause)
+            constant = q.Constant(f"CAST(({node.sql('postgres')}) AS bigint)", "bigint", clause)
             if constant not in self.constants:
                 self.constants.append(constant)
             return f"const{self.constants.index(constant)}"

@@ -349,7 +349,10 @@ class PrivateRelease:
                 + " and ".join(_describe(m) for m in measurements_for(self.query.aggregates[i]))
                 for i in used
             )
-            lines.append(f"column {output.name} ({output.type_name}): " + (sources or "group key, released as is"))
+            constant = not used and any(v.name.startswith("const") for v in output.expression.find_all(exp.Var))
+            described = sources or ("computed by PostgreSQL before any row is read" if constant
+                                    else "group key, released as is")
+            lines.append(f"column {output.name} ({output.type_name}): " + described)
         for measurement, noise in self.noises.items():
             bounds = "" if measurement.bounds is None else f", bounds [{float(measurement.bounds[0]):g}, {float(measurement.bounds[1]):g}]"
             margin = margin_of_error(noise.mechanism) * (noise.granularity or 1)

@@ -63,7 +63,7 @@ def cost_notice(cost: Cost, standings: Sequence[Standing] | None, overlapping: f
     """What a private answer just charged cost, and what is left. `overlapping`: this release was charged
     although another release of the same statement had been running that long (answer_cache.Claim)."""
     role = shared_role(standings or ())
-    paid = f' to role "{role}"\'s shared budget' if role is not None else ""
+    paid = f', charged to role "{role}"\'s shared budget' if role is not None else ""
     again = ""
     if overlapping is not None:
         again = (f" (charged again: a release of the same statement for {'the role' if role else 'you'} was still "

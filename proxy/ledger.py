@@ -57,9 +57,10 @@ charges are rows whose user_name is SHARED_ACCOUNT (''), which no user's
 scope counts, with the role's name and a note naming the user who asked;
 they lock and count against the role's budget and the dataset's, never a
 user's (each of its users may be given every answer any of them was
-released, so only the role's budget bounds what they learn). A 'grant' row adds budget
-to one scope (a user: user_name; a role: role_name; the dataset: neither);
-a 'reset' row makes that scope's earlier rows count no more. Budgets come
+released, so only the role's budget bounds what they learn). A 'grant' row
+adds budget to one scope (a user: user_name; a role: role_name; the
+dataset: neither); a 'reset' row makes that scope's earlier rows count no
+more. Budgets come
 from the policy of the moment (`policy.budgets`), so a reload applies to the
 next charge. Costs and caps are converted from the floats the policy and
 session settings hold to the shortest decimal that reads back as the same

@@ -153,7 +153,8 @@ def test_a_sharing_role_is_charged_on_its_own_account(db, policy) -> None:
                             'of your own; role "team" (its users share its answers and this budget): epsilon '
                             'spent 0.5 of 2'), value
     assert budget_notes.cost_notice(Cost(0.5), first) == (
-        'privacy cost: epsilon 0.5, delta 0 to role "team"\'s shared budget; left now: epsilon 1.5, delta 0')
+        'privacy cost: epsilon 0.5, delta 0, charged to role "team"\'s shared budget; left now: epsilon 1.5, '
+        'delta 0')
 
 
 def test_the_role_budget_bounds_what_its_users_learn_together(db, policy) -> None:
@@ -494,7 +495,7 @@ def test_two_users_of_a_sharing_role_get_one_release_through_the_wire(sharing_pr
     the first user's prepared statement of the same text are given the first release, charged once to the
     role's account (alone, sharer1's own budget of 1 would not cover 2 x 0.75)."""
     proxy, shared = sharing_proxy
-    sql = "SELECT department, count(*) FROM visits GROUP BY 1 ORDER BY 1"
+    sql = "SELECT department, count(*) FROM visits GROUP BY 1"
     with psycopg.connect(health_db, autocommit=True) as conn:
         before = conn.execute("SELECT count(*) FROM pgshroud.budget_ledger WHERE kind = 'charge' AND user_name = ''"
                               ).fetchone()[0]

@@ -60,7 +60,10 @@ DATES = (datetime.date(2020, 1, 1), datetime.date(2023, 6, 30), datetime.date(19
 SINGLE = ("visits", "patients", "labs")
 JOINS = {("patients", "visits"): ("patient_id", "patient_id"), ("visits", "patients"): ("patient_id", "patient_id"),
          ("visits", "diagnoses"): ("diagnosis_code", "code")}
-STYLES = ("bare", "table", "schema", "quoted", "alias", "rows")
+# bare: psql, pandas; table: SQLAlchemy; django: Django (quoted, no schema);
+# schema and quoted: Metabase, Prisma; alias: Tableau, Looker, aliased joins;
+# rows: Power BI's and Superset's subquery of the rows they read.
+STYLES = ("bare", "table", "django", "schema", "quoted", "alias", "rows")
 ALIASES = {"patients": ("p", '"Patients"', '"t1"'), "visits": ("v", '"Visits"', '"t0"'),
            "labs": ("l", '"Labs"', '"t0"'), "diagnoses": ("d", '"Diagnoses"', '"t2"')}
 
@@ -78,6 +81,9 @@ class BiQuery:
     def show(self) -> str:
         text = self.sql if self.cursor is None else self.cursor.declare(self.sql)
         return text + (f"   -- bound: {list(self.params)!r}" if self.params else "")
+
+
+PSYCOPG = "psycopg"  # a Cursor read through psycopg's ServerCursor rather than by statements
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,8 @@ class Names:
     upper: bool
     join: str = "JOIN"
     using: bool = False
+    rows: str = '"rows"'  # the name of the rows subquery (style "rows")
+    star: bool = False  # the rows subquery reads SELECT * (Superset's virtual dataset)
     used: dict[str, list[str]] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
 
@@ -129,18 +137,22 @@ class Names:
             return f"{table}.{column}"
         if self.style == "schema":
             return f"public.{table}.{column}"
+        if self.style == "django":
+            return f'"{table}"."{column}"'
         if self.style == "quoted":
             return f'"public"."{table}"."{column}"'
         if self.style == "alias":
             return f'{self.aliases[table]}."{column}"' if self.aliases[table].startswith('"') else \
                 f"{self.aliases[table]}.{column}"
-        return f'"rows"."{column}"'
+        return f'{self.rows}."{column}"'
 
     def relation(self, table: str) -> str:
         if self.style in ("bare", "table"):
             return table
         if self.style == "schema":
             return f"public.{table}"
+        if self.style == "django":
+            return f'"{table}"'
         if self.style == "quoted":
             return f'"public"."{table}"'
         return f'"public"."{table}" {self.kw("AS")} {self.aliases[table]}'
@@ -148,8 +160,10 @@ class Names:
     def from_clause(self) -> str:
         if self.style == "rows":
             (table,) = self.tables
+            if self.star:
+                return f"(SELECT * FROM {table}) {self.kw('AS')} {self.rows}"
             columns = ", ".join(f'"_"."{c}"' for c in self.used.get(table, ["patient_id"]))
-            return f'(select {columns} from "public"."{table}" "_") "rows"'
+            return f'(select {columns} from "public"."{table}" "_") {self.rows}'
         first = self.relation(self.tables[0])
         if len(self.tables) == 1:
             return first
@@ -194,7 +208,8 @@ def names(draw: st.DrawFn) -> Names:
     kind = draw(st.sampled_from(["JOIN", "INNER JOIN", "LEFT JOIN", "LEFT OUTER JOIN"]))
     using = len(tables) > 1 and style in ("bare", "table") and JOINS[tables][0] == JOINS[tables][1] \
         and draw(st.booleans())
-    return Names(style, tables, aliases, upper, kind, using)
+    rows, star = draw(st.sampled_from([('"rows"', False), ("virtual_table", True), ("virtual_table", False)]))
+    return Names(style, tables, aliases, upper, kind, using, rows, star)
 
 
 def columns_of(n: Names, kind: str) -> list[tuple[str, str]]:
@@ -222,6 +237,20 @@ def _date_key(draw: st.DrawFn, n: Names) -> tuple[str, str]:
         (f"to_char({ref}, 'YYYY-MM')", "period"),
         (f"CAST({ref} AS date)", column),
         (ref, column),
+        # Superset's time grain, named __timestamp or after the column
+        (f"DATE_TRUNC('{unit}', {ref})", draw(st.sampled_from(["__timestamp", column]))),
+        # Metabase's week, starting on Sunday
+        (f"CAST((date_trunc('week', CAST(({ref} + INTERVAL '1 day') AS timestamp)) + INTERVAL '-1 day') AS date)",
+         column),
+        # Grafana's $__timeGroupAlias(column, '1d')
+        (f"floor(extract(epoch from {ref})/86400)*86400", "time"),
+        # Django's TruncMonth of a DateTimeField, in the current time zone
+        (f"DATE_TRUNC('{unit}', {ref} AT TIME ZONE 'UTC')", f"{column}__{unit}"),
+        # Looker's dimension groups
+        (f"TO_CHAR(DATE_TRUNC('month', {ref}), 'YYYY-MM')", f"{table}.{column}_month"),
+        # Tableau's date parts
+        (f"DATE_TRUNC( '{unit.upper()}', CAST({ref} AS DATE) )", f"t{unit[:2]}:{column}:ok"),
+        (f"CAST(EXTRACT(YEAR FROM {ref}) AS INTEGER)", f"yr:{column}:ok"),
     ]
     if column == "birth_date":
         forms += [(f"date_part('year', age({ref}))", "age"), (f"extract(year from age(current_date, {ref}))::int",
@@ -266,7 +295,9 @@ def condition(draw: st.DrawFn, n: Names, p: Params, depth: int = 0) -> str:
             form = draw(st.sampled_from(["eq", "in", "cast"]))
             if form == "in":
                 return f"{ref} {n.kw('IN')} ({p.add(one)}, {p.add(draw(st.sampled_from(values)))})"
-            return f"{ref} = {p.add(one)}" if form == "eq" else f"{ref} = {p.add(one)}::text"
+            # SQLAlchemy's psycopg dialect casts its bound values: %(department_1)s::VARCHAR
+            cast = draw(st.sampled_from(["::text", "::VARCHAR"]))
+            return f"{ref} = {p.add(one)}" if form == "eq" else f"{ref} = {p.add(one)}{cast}"
         form = draw(st.sampled_from(["=", "<>", "!=", "IN", "NOT IN", "LIKE"]))
         if form in ("IN", "NOT IN"):
             listed = ", ".join(f"'{v}'" for v in sorted(set(draw(st.lists(st.sampled_from(values), min_size=1,
@@ -312,6 +343,7 @@ def date_bound(draw: st.DrawFn, n: Names, p: Params) -> str:
         ("$n::date", lambda: f"{op} {p.add(day)}::date"),
         ("$n::date", lambda: f"{op} CAST({p.add(str(day))} AS date)"),
         ("$n::date", lambda: f"{op} {p.add(str(day))}::date"),
+        ("$n::date", lambda: f"{op} {p.add(day)}::DATE"),
         ("$n", lambda: f"{op} {p.add(datetime.datetime(day.year, day.month, day.day))}"),
         ("$n", lambda: f"{n.kw('BETWEEN')} {p.add(day)} {n.kw('AND')} {p.add(later)}"),
         ("now-interval", lambda: f"{op} now() - interval '{amount}'"),
@@ -325,6 +357,13 @@ def date_bound(draw: st.DrawFn, n: Names, p: Params) -> str:
         ("now", lambda: f"{op} current_date"),
         ("now", lambda: f"{op} now()"),
         ("now", lambda: f"{op} CURRENT_DATE - 30"),
+        # Metabase's relative dates ("previous 30 days")
+        ("now-interval", lambda: f"{op} CAST((CAST(now() AS timestamp) + INTERVAL '-30 day') AS date)"),
+        ("now", lambda: f"{op} CAST(CAST(now() AS timestamp) AS date)"),
+        # Grafana's $__timeFilter(column)
+        ("literal", lambda: f"{n.kw('BETWEEN')} '{day}T00:00:00Z' {n.kw('AND')} '{later}T23:59:59.999Z'"),
+        # Tableau
+        ("literal", lambda: f"{op} (DATE '{day}')"),
     ]
     tag, form = draw(st.sampled_from(forms))
     n.tag(f"date:{tag}")
@@ -412,7 +451,7 @@ RESERVED = frozenset({"current_date", "current_timestamp", "localtimestamp"})
 
 
 def quote(n: Names, name: str) -> str:
-    plain = n.style not in ("quoted", "alias", "rows") and name.isidentifier() and name not in RESERVED
+    plain = n.style not in ("quoted", "django", "alias", "rows") and name.isidentifier() and name not in RESERVED
     return name if plain else f'"{name}"'
 
 
@@ -431,7 +470,8 @@ def aggregate(draw: st.DrawFn, n: Names, p: Params, named: bool) -> Aggregate:
     for i, (sql, hint) in enumerate(measures):
         if not hint.startswith(("first_", "last_")):
             numbers.append(len(items))
-        hint = hint if draw(st.booleans()) else f"a{i}"
+        # Power BI's a0, Looker's "visits.count", Tableau's "sum:cost:ok", Django's "cost__avg"
+        hint = draw(st.sampled_from([hint, hint, f"a{i}", f"{n.tables[0]}.{hint}", f"{hint}:ok", f"{hint}__agg"]))
         items.append(Item(sql, _unique(hint, taken) if aliased else None, True))
     if constants:
         n.tag("select:constant")
@@ -497,7 +537,7 @@ def limit_clause(draw: st.DrawFn, n: Names, p: Params) -> list[str]:
     count = draw(st.sampled_from([1, 10, 500, 1000001]))
     return [{
         "limit": lambda: f"{n.kw('LIMIT')} {count}",
-        "limit $n": lambda: f"{n.kw('LIMIT')} {p.add(count)}",
+        "limit $n": lambda: f"{n.kw('LIMIT')} {p.add(count)}{draw(st.sampled_from(['', '::INTEGER']))}",
         "limit offset": lambda: f"{n.kw('LIMIT')} {count} {n.kw('OFFSET')} 2",
         "offset $n": lambda: f"{n.kw('LIMIT')} {p.add(count)} {n.kw('OFFSET')} {p.add(1)}",
         "fetch next": lambda: f"{n.kw('FETCH NEXT')} {count} {n.kw('ROWS ONLY')}",
@@ -508,7 +548,8 @@ def limit_clause(draw: st.DrawFn, n: Names, p: Params) -> list[str]:
 
 def wrapped(draw: st.DrawFn, n: Names, p: Params, inner: Aggregate) -> str:
     """The outer queries tools put around an aggregate: only post-processing of its rows."""
-    forms = ["powerbi", "superset", "select star", "cte"] + (["outer arithmetic"] if inner.numbers else [])
+    forms = ["powerbi", "superset", "select star", "cte", "metabase nested"] + (
+        ["outer arithmetic"] if inner.numbers else [])
     form = draw(st.sampled_from(forms))
     n.tag(f"wrapper:{form}")
     names = [name or "" for name in inner.outputs]
@@ -522,6 +563,11 @@ def wrapped(draw: st.DrawFn, n: Names, p: Params, inner: Aggregate) -> str:
         return f'SELECT * FROM ({inner.sql}) "Custom SQL Query" LIMIT 1000'
     if form == "cte":
         return f'WITH "q" AS ({inner.sql}) SELECT * FROM "q" ORDER BY 1'
+    if form == "metabase nested":
+        columns = ", ".join(f'"source"."{name}" AS "{name}"' for name in names)
+        keep = f'"source"."{measure}" > 1' if measure in [names[i] for i in inner.numbers] else \
+            f'"source"."{measure}" IS NOT NULL'
+        return f'SELECT {columns} FROM ({inner.sql}) AS "source" WHERE {keep} ORDER BY "source"."{measure}" DESC LIMIT 2000'
     keys = [f'"t0"."{name}"' for i, name in enumerate(names) if i not in inner.measures]
     arithmetic = draw(st.sampled_from([f'"t0"."{measure}" * 100.0 / 7 AS "share"',
                                        f'CAST("t0"."{measure}" AS double precision) AS "value"',
@@ -537,6 +583,8 @@ CURSORS = (
     # psycopg's named cursors
     Cursor('"report_rows"', "", ("FETCH FORWARD 2 FROM {name}", "FETCH ALL FROM {name}")),
     Cursor("c1", "", ("MOVE FORWARD 1 IN {name}", "FETCH NEXT FROM {name}")),
+    # psycopg's own server-side cursor object (DECLARE, Describe of the portal, FETCH FORWARD n)
+    Cursor('"psycopg_named"', PSYCOPG, ()),
 )
 
 

@@ -50,7 +50,7 @@ from proxy.ledger import PostgresLedger
 from proxy.session import SessionContext
 from proxy.setup_command import run_setup
 from rewriter import plan
-from tests.bi_grammar import BiQuery, bi_queries
+from tests.bi_grammar import PSYCOPG, BiQuery, bi_queries
 from tests.fix_proxy import RunningProxy, proxy_config
 
 DATABASE = "bi_differential"
@@ -132,9 +132,15 @@ def execute(conn: psycopg.Connection, query: BiQuery) -> Outcome:
                 columns = _columns(cursor)
                 cursor.fetchall()
                 return Outcome(columns)
+            if query.cursor.options == PSYCOPG:
+                return Outcome(_through_psycopg_cursor(conn, query, step))
             return Outcome(_through_cursor(conn, cursor, query, step))
     except psycopg.Error as error:
         return _failure(conn, error, step[-1] if step else "")
+    except (ValueError, ArithmeticError) as error:  # decimal.InvalidOperation is an ArithmeticError
+        # psycopg's loaders: a value that is not of the type its column was described with
+        return Outcome(message=f"the client cannot read a value: {type(error).__name__}: {error}",
+                       closed=conn.closed or conn.broken, step=step[-1] if step else "")
 
 
 def _through_cursor(conn: psycopg.Connection, cursor: psycopg.Cursor, query: BiQuery,
@@ -153,6 +159,22 @@ def _through_cursor(conn: psycopg.Connection, cursor: psycopg.Cursor, query: BiQ
                 cursor.fetchall()
         step.append("CLOSE")
         cursor.execute(f"CLOSE {query.cursor.name}")
+        step.append("COMMIT")
+    return columns
+
+
+def _through_psycopg_cursor(conn: psycopg.Connection, query: BiQuery, step: list[str]) -> list[tuple[str, int]]:
+    """psycopg's named cursor: DECLARE with the bound values, Describe of its portal, FETCH FORWARD n."""
+    assert query.cursor is not None
+    with conn.transaction():
+        step.append("DECLARE")
+        with psycopg.RawServerCursor(conn, query.cursor.name.strip('"')) as cursor:
+            cursor.execute(query.sql, query.params or None)
+            columns = _columns(cursor)
+            step.append("FETCH")
+            cursor.fetchmany(2)
+            cursor.fetchall()
+            step.append("CLOSE")
         step.append("COMMIT")
     return columns
 
@@ -224,8 +246,10 @@ def reason(outcome: Outcome) -> str:
     """A refusal's reason with its particulars (names, numbers) taken out, to count refusals by kind."""
     text = re.sub(r'"[^"]*"', '"…"', outcome.message)
     text = re.sub(r"'[^']*'", "'…'", text)
+    text = re.sub(r'(?:(?:\w+|"…")\.)+(?:\w+|"…")', "…", text)  # column references, however qualified
     text = re.sub(r"\d+(\.\d+)?", "N", text)
-    return f"refused {outcome.sqlstate}: {text[:110]}"
+    text = text.removeprefix("pgshroud cannot answer this privately: ")
+    return f"refused {outcome.sqlstate}: {text[:130]}"
 
 
 def violations(direct: Outcome, shrouded: Outcome, charges: int) -> list[str]:
@@ -301,9 +325,11 @@ class Tally:
 
     def _violate(self, kind: str, query: BiQuery, shrouded: Outcome, direct: Outcome | None = None) -> None:
         self.counts[kind] += 1
-        if len(self.violations[kind]) < SHOWN:
-            detail = shrouded.error() if shrouded.failed else f"columns {shrouded.columns} against {direct and direct.columns}"
-            self.violations[kind].append(f"{query.show()}\n      -> {detail}")
+        detail = shrouded.error() if shrouded.failed else f"columns {shrouded.columns} against {direct and direct.columns}"
+        shown = self.violations[kind]
+        # Examples with different errors say more than three of one.
+        if len(shown) < SHOWN and not any(example.endswith(detail) for example in shown):
+            shown.append(f"{query.show()}\n      -> {detail}")
 
     def report(self) -> str:
         total = sum(self.outcomes.values())

@@ -82,7 +82,7 @@ class QueryAnalyser:
         try:
             statements = split_statements(sql)
         except LexError as exc:
-            return [Refuse("42601", str(exc))]
+            return [Refuse("42601", str(exc), hint="Check the statement's quotes, dollar quotes and comments.")]
         plans: list[Plan] = []
         self._layouts: list[tuple[int, int, list]] | None = []
         for statement in statements:
@@ -224,14 +224,21 @@ class QueryAnalyser:
     def analyse(self, text: str) -> tuple[Statement, list]:
         """Parse a query, check its functions, and resolve its relations."""
         try:
-            (statement,) = split_statements(text)
+            statements = split_statements(text)
+        except LexError as exc:
+            raise Refusal("42601", str(exc)) from None
+        if len(statements) != 1:
+            raise Refusal("42601", "pgshroud cannot analyse this statement: a query here must be one statement",
+                          hint="Remove the semicolon inside it.")
+        (statement,) = statements
+        try:
             tree = parse_statement(statement)
-        except (LexError, ValueError) as exc:
-            raise Refusal("42601", f"pgshroud cannot analyse this statement: {_short(exc)}") from None
         except RecursionError:
             raise
         except Exception as exc:  # sqlglot's ParseError and anything unexpected: refuse, never pass
-            raise Refusal("42601", f"pgshroud cannot parse this statement: {_short(exc)}") from None
+            # Never the parser's own words: they name its internals, not the user's SQL.
+            raise Refusal("42601", f"pgshroud cannot parse this statement{_parse_position(exc)}",
+                          hint=PARSE_HINT) from None
         if not isinstance(tree, (exp.Select, exp.SetOperation, exp.Values, exp.Subquery)):
             raise Refusal(POLICY, "only queries are allowed here")
         if any(isinstance(node, exp.Into) for node in tree.find_all(exp.Into)):
@@ -268,7 +275,7 @@ class QueryAnalyser:
             if self.role.access == Access.AGGREGATE and relation.name.startswith(("pg_stat_", "pg_statio_")):
                 raise Refusal(POLICY, f'"{relation.qualified}" reveals row counts to aggregate roles')
             if self.role.access == Access.AGGREGATE and relation.qualified == "pg_catalog.pg_class":
-                return _pg_class_without_counts(relation)
+                return _pg_class_without_counts(relation, _system_columns_named(self._tree))
             return None
         name = relation.qualified
         if name in self.policy.public_tables:
@@ -645,13 +652,26 @@ def _explained_query(statement: Statement) -> tuple[str, bool]:
     return _expand_table_commands(statement.text[tokens[i].start - statement.start :]), analyze
 
 
-def _pg_class_without_counts(relation) -> str:
-    """pg_class with its row-count estimates read as NULL (for `*` and whole rows)."""
+# Columns every table has but `*` leaves out; DataGrip reads xmin as a
+# row's version.
+SYSTEM_COLUMNS = ("tableoid", "xmin", "cmin", "xmax", "cmax", "ctid")
+
+
+def _system_columns_named(tree: exp.Expression) -> tuple[str, ...]:
+    named = {fold(c.this) for c in tree.find_all(exp.Column) if isinstance(c.this, exp.Identifier)}
+    return tuple(name for name in SYSTEM_COLUMNS if name in named)
+
+
+def _pg_class_without_counts(relation, system_columns: tuple[str, ...] = ()) -> str:
+    """pg_class with its row-count estimates read as NULL (for `*` and whole
+    rows), and the system columns the statement names, which a subquery
+    would otherwise lose (only those: `*` must not gain them)."""
     if not relation.columns:
         raise Refusal(POLICY, "pg_class cannot be read by aggregate roles without a catalog snapshot")
     columns = ", ".join(
-        f"NULL::{type_name} AS {quote_ident(name)}" if name in ROW_COUNT_COLUMNS else quote_ident(name)
-        for name, type_name in relation.columns
+        [f"NULL::{type_name} AS {quote_ident(name)}" if name in ROW_COUNT_COLUMNS else quote_ident(name)
+         for name, type_name in relation.columns]
+        + [f"{quote_ident(name)} AS {quote_ident(name)}" for name in system_columns]
     )
     return f"(SELECT {columns} FROM pg_catalog.pg_class)"
 
@@ -702,5 +722,15 @@ def _matching_paren(tokens, open_index: int) -> int:
     raise Refusal("42601", "unbalanced parentheses")
 
 
-def _short(exc: Exception) -> str:
-    return str(exc).splitlines()[0][:200]
+PARSE_HINT = ("pgshroud analyses every statement before PostgreSQL sees it and refuses what it cannot read: if "
+              "PostgreSQL accepts this statement, write the construct near that place another way.")
+
+
+def _parse_position(exc: Exception) -> str:
+    """ near line L, column C, where the parser says it stopped; empty when it does not say."""
+    errors = getattr(exc, "errors", None)
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        line, column = errors[0].get("line"), errors[0].get("col")
+        if isinstance(line, int) and isinstance(column, int):
+            return f" near line {line}, column {column}"
+    return ""

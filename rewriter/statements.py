@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlglot import exp
 from sqlglot.dialects.postgres import Postgres
 from sqlglot.tokens import Token, TokenType
 
@@ -19,6 +20,26 @@ class _Tokenizer(Postgres.Tokenizer):
     # sqlglot swallows the rest of EXPLAIN, DECLARE, PREPARE, ... as one raw
     # string; pgshroud needs their every token, like any other statement's.
     COMMANDS: set = set()
+
+
+class _Parser(Postgres.Parser):
+    """sqlglot's postgres parser, reading arrays of object identifier types
+    (`x::regtype[]` in pgcli's function list, `CAST(x AS oid[])`) as the
+    array types PostgreSQL reads them as: sqlglot takes regtype, oid,
+    regclass, ... for types that cannot be followed by brackets."""
+
+    def _parse_types(self, *args, **kwargs):
+        this = super()._parse_types(*args, **kwargs)
+        if not isinstance(this, exp.ObjectIdentifier):
+            return this
+        while self._match(TokenType.L_BRACKET):
+            self._match(TokenType.NUMBER)  # oid[3] is oid[] to PostgreSQL
+            if not self._match(TokenType.R_BRACKET):
+                self.raise_error("Expected ]")
+            element = this if isinstance(this, exp.DataType) else exp.DataType(
+                this=exp.DataType.Type.USERDEFINED, kind=this.name.lower())
+            this = exp.DataType(this=exp.DataType.Type.ARRAY, expressions=[element], nested=True)
+        return this
 
 
 class LexError(ValueError):
@@ -97,7 +118,7 @@ def _keyword_aliases_as_names(tokens: list[Token]) -> list[Token]:
 
 def parse_statement(statement: Statement):
     """The sqlglot tree of one statement (positions index the whole Query)."""
-    parser = _DIALECT.parser()
+    parser = _Parser(dialect=_DIALECT)
     trees = parser.parse(_keyword_aliases_as_names(list(statement.tokens)), statement.text)
     if len(trees) != 1 or trees[0] is None:
         raise LexError("expected exactly one statement")

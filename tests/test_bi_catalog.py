@@ -10,8 +10,8 @@ exception is by design: aggregate roles may not read row-count statistics
 their private answers; those are refused with SQLSTATE 42501.
 
 - psql's describe commands, compared with the admin's output directly;
-- the catalog queries of Metabase, Grafana, DBeaver, Npgsql, psycopg and
-  common session probes, kept as data files under tests/bi_queries/ (see its
+- the catalog queries of Metabase, Grafana, DBeaver, DataGrip, pgcli,
+  jupysql, Npgsql, psycopg and common session probes, kept as data files under tests/bi_queries/ (see its
   README), plus the first data queries Metabase sends after a sync, which the
   clinician must get masked;
 - SQLAlchemy 2 reflection and pgjdbc's DatabaseMetaData, driven for real and
@@ -164,13 +164,17 @@ def load_query(path: Path) -> CatalogQuery:
     return query
 
 
-CATALOG_QUERIES = [load_query(p) for p in sorted(BI_QUERIES.rglob("*.sql"))]
+# bi_queries/aggregates holds the private aggregates tools send, in a format of its own
+# (tests/test_bi_aggregates.py runs them).
+CATALOG_QUERIES = [load_query(p) for p in sorted(BI_QUERIES.rglob("*.sql"))
+                   if p.relative_to(BI_QUERIES).parts[0] != "aggregates"]
 
 
 def test_catalog_query_files_are_present():
     tools = {q.path.parent.name for q in CATALOG_QUERIES}
-    assert {"basics", "metabase", "grafana", "dbeaver", "psycopg", "statistics"} <= tools
-    assert len(CATALOG_QUERIES) >= 40
+    assert {"basics", "metabase", "grafana", "dbeaver", "psycopg", "statistics", "pgcli", "datagrip",
+            "jupysql"} <= tools
+    assert len(CATALOG_QUERIES) >= 70
 
 
 @pytest.fixture(scope="module")
@@ -482,3 +486,28 @@ def test_psycopg_type_info(guarded, pg, role):
     except psycopg.Error as exc:
         pytest.fail(f"psycopg type info as {role} refused: {exc.sqlstate}: {exc}", pytrace=False)
     assert got == expected
+
+
+# ----------------------------------------------------------- clear refusals
+
+PARSER_WORDS = ("sqlglot", "<class", "expressions", "Required keyword", "ParseError", "Token")
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("sql", [
+    "select x::regtype[][ from pg_class",
+    "select * from pg_catalog.pg_class where",
+    "select relname from pg_catalog.pg_class order by",
+    "select 'unterminated",
+])
+def test_refusals_never_name_the_parser(role_connections, role, sql):
+    """A statement pgshroud cannot read is refused with PostgreSQL's syntax-error SQLSTATE, where it
+    stopped and what to do, never in the words of the parser pgshroud uses."""
+    conn = role_connections(role)
+    with pytest.raises(psycopg.Error) as raised:
+        conn.execute(sql)
+    error = raised.value
+    assert error.sqlstate == "42601", error
+    text = f"{error.diag.message_primary} {error.diag.message_hint}"
+    assert error.diag.message_hint, f"no hint: {text}"
+    assert not [w for w in PARSER_WORDS if w in text], text

@@ -1,0 +1,2 @@
+-- jupysql: %sqlcmd profile --schema qualifies the table (src/sql/inspect.py TableDescription)
+SELECT * FROM public.patients WHERE 1=0

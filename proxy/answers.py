@@ -18,15 +18,18 @@ from proxy.codec.messages import (
     NoticeResponse,
     RowDescription,
 )
+from proxy.codec.binary_values import NotAValue, interval_binary, time_binary, timetz_binary, uuid_binary
 from proxy.datetimes import NotIsoDate, date_binary, timestamp_binary
 from rewriter.plans import Column, LocalAnswer
 
 TEXT, BINARY = 0, 1
 _TEXT_LIKE = {25, 1043, 19, 18, 1042}  # text, varchar, name, "char", bpchar: binary == text bytes
-_INTS = {21: struct.Struct("!h"), 23: struct.Struct("!i"), 20: struct.Struct("!q")}
+_INTS = {21: struct.Struct("!h"), 23: struct.Struct("!i"), 20: struct.Struct("!q"), 26: struct.Struct("!I")}
 _FLOATS = {700: struct.Struct("!f"), 701: struct.Struct("!d")}
 _DATES = {1082: date_binary, 1114: timestamp_binary, 1184: timestamp_binary}
-BINARY_TYPES = frozenset(_TEXT_LIKE | set(_INTS) | set(_FLOATS) | set(_DATES) | {16, 1700})
+# interval, time, timetz, uuid: read from the text PostgreSQL prints (any IntervalStyle).
+_FROM_TEXT = {1186: interval_binary, 1083: time_binary, 1266: timetz_binary, 2950: uuid_binary}
+BINARY_TYPES = frozenset(_TEXT_LIKE | set(_INTS) | set(_FLOATS) | set(_DATES) | set(_FROM_TEXT) | {16, 1700})
 
 
 class UnsupportedFormat(ValueError):
@@ -62,7 +65,8 @@ def row_description(columns: Sequence[Column], formats: Sequence[int]) -> bytes:
 def data_row_frames(answer: LocalAnswer, formats: Sequence[int]) -> list[bytes]:
     """One DataRow frame per row of the answer."""
     types = [c.type_oid for c in answer.columns]
-    return [DataRow(tuple(_encode(v, t, f) for v, t, f in zip(row, types, formats))).encode() for row in answer.rows]
+    return [DataRow(tuple(encode_value(v, t, f) for v, t, f in zip(row, types, formats))).encode()
+            for row in answer.rows]
 
 
 def data_rows(answer: LocalAnswer, formats: Sequence[int]) -> bytes:
@@ -83,7 +87,7 @@ def simple_query_answer(answer: LocalAnswer) -> bytes:
     return notices(answer) + head + data_rows(answer, formats) + CommandComplete(answer.command_tag).encode()
 
 
-def _encode(value: str | None, type_oid: int, fmt: int) -> bytes | None:
+def encode_value(value: str | None, type_oid: int, fmt: int) -> bytes | None:
     if value is None:
         return None
     if fmt == TEXT or type_oid in _TEXT_LIKE:
@@ -100,6 +104,11 @@ def _encode(value: str | None, type_oid: int, fmt: int) -> bytes | None:
         try:
             return _DATES[type_oid](value)
         except NotIsoDate as exc:
+            raise UnsupportedFormat(str(exc)) from None
+    if type_oid in _FROM_TEXT:
+        try:
+            return _FROM_TEXT[type_oid](value)
+        except NotAValue as exc:
             raise UnsupportedFormat(str(exc)) from None
     raise UnsupportedFormat(f"binary format is not available for type OID {type_oid}")
 

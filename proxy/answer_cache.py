@@ -41,7 +41,9 @@ second caller of the same key meanwhile waits for that answer instead of
 charging for a second release. Only when a claim outlives CLAIM_SECONDS
 does a waiter release (and pay) again, and its `Claim` says so. Answers
 are kept per pgshroud process: processes that share a ledger do not share
-answers.
+answers, but a key's `fingerprint` is the same in all of them, and the
+ledger records it with a shared charge (`release_of`), so that a second
+process's charge for the same release says that the role paid already.
 
 The data may change while an answer is kept: a repeat returns the answer as
 released, not a fresh one (that is the point). The cache is an LRU bounded
@@ -53,6 +55,7 @@ from worker threads, hence the lock.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import threading
 import time
@@ -62,6 +65,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 
 from policies.model import Policy
+from proxy.ledger import SharedRelease
 from rewriter.plans import Cost, LocalAnswer
 
 MAX_ENTRIES = 4096
@@ -89,6 +93,9 @@ class AnswerKey:
     policy: object
     catalog: object
     shared_by: str | None = None
+    # The same statement under the same settings, by the same role, in any pgshroud process: what the
+    # ledger records of a shared release (SharedRelease), not compared in the cache.
+    fingerprint: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +174,17 @@ class AnswerCache:
         settings that change what an answer says (TimeZone, ...), when the caller has them."""
         shared_by = _shared_by(user, policy, statement)
         who = ("role", shared_by) if shared_by is not None else ("user", user)
-        value = (who, role, id(policy), id(catalog), tuple(sorted(privacy.items())), cost, statement,
-                 tuple(sorted((settings or {}).items())))
-        return AnswerKey(value, policy, catalog, shared_by)
+        stable = (who, role, tuple(sorted(privacy.items())), cost, statement, tuple(sorted((settings or {}).items())))
+        value = (*stable, id(policy), id(catalog))
+        fingerprint = hashlib.sha256(repr(stable).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        return AnswerKey(value, policy, catalog, shared_by, fingerprint)
+
+    def release_of(self, key: AnswerKey) -> SharedRelease | None:
+        """What the ledger records of a release shared by a role (None for a user's own): its fingerprint
+        and how long its answer is kept, so that a charge can say when the role already paid for it."""
+        if key.shared_by is None:
+            return None
+        return SharedRelease(key.fingerprint, self.lifetime(key.policy))
 
     def lifetime(self, policy: object) -> float:
         """How long an answer released under `policy` is kept: answers.reuse_for, else the cache's own."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from datetime import timezone
 from decimal import Decimal
 
 from proxy.answer_cache import CachedAnswer
@@ -61,13 +62,19 @@ def budget_value(user: str, standings: Sequence[Standing], period: str | None) -
 
 def cost_notice(cost: Cost, standings: Sequence[Standing] | None, overlapping: float | None = None) -> str:
     """What a private answer just charged cost, and what is left. `overlapping`: this release was charged
-    although another release of the same statement had been running that long (answer_cache.Claim)."""
+    although another release of the same statement had been running that long (answer_cache.Claim); a
+    ledger.Charged's `paid_before`: the role's shared account had paid for it already."""
     role = shared_role(standings or ())
     paid = f', charged to role "{role}"\'s shared budget' if role is not None else ""
     again = ""
     if overlapping is not None:
         again = (f" (charged again: a release of the same statement for {'the role' if role else 'you'} was still "
                  f"running after {overlapping:.0f} s and is presumed lost)")
+    before = getattr(standings, "paid_before", None)  # ledger.Charged
+    if before is not None:
+        again += (f" (charged again: the role paid for the same statement at "
+                  f"{before.astimezone(timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC')}, but this pgshroud process "
+                  f"does not hold that answer: another process released it, or it was let go early)")
     return f"privacy cost: {_cost(cost)}{paid}{again}{_left(standings)}"
 
 

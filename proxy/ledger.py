@@ -193,6 +193,24 @@ class Standing:
 
 
 @dataclass(frozen=True)
+class SharedRelease:
+    """The release a charge to a role's shared account pays for: the answer cache's fingerprint of its
+    statement and settings (the same in every pgshroud process) and how long its answer is kept."""
+
+    fingerprint: str
+    reuse_seconds: float
+
+
+class Charged(list):
+    """A committed charge's standings (a list of Standing, as `standing` returns), and when the role's
+    shared account last paid for the same release while its answer would still be kept (`paid_before`):
+    the charge repeats that release's cost because this process does not hold that answer (another
+    pgshroud process released it, the cache let it go early, or this one restarted or reloaded)."""
+
+    paid_before: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Activity:
     """A user's charges in the current period: how many, their sums, and when the last was made."""
 
@@ -471,6 +489,11 @@ SELECT count(l.id) AS charges, coalesce(sum(l.epsilon), 0) AS spent_epsilon,
 FROM reset AS r
 JOIN {LEDGER} AS l ON l.id > r.id AND l.kind = 'charge' AND l.role_name = $2::text AND l.user_name = $3::text
      AND ($1::interval IS NULL OR l.recorded_at > now() - $1::interval)"""
+# The last charge of one release ($4: the end of its note) to a role's shared account within the reuse window.
+_PAID_BEFORE = f"""
+SELECT max(l.recorded_at) FROM {LEDGER} AS l
+WHERE l.role_name = $1::text AND l.user_name = $2::text AND l.kind = 'charge'
+  AND l.recorded_at > now() - $3::interval AND right(l.note, length($4::text)) = $4::text"""
 _CHECK = f"""
 SELECT current_user, current_database(),
        (SELECT array_agg(c.relname::text ORDER BY c.relname) FROM pg_catalog.pg_class c
@@ -546,10 +569,13 @@ class PostgresLedger:
         outcome = await self.charge_standing(user, cost)
         return outcome if isinstance(outcome, Refuse) else None
 
-    async def charge_standing(self, user: str, cost: Cost) -> Refuse | list[Standing]:
+    async def charge_standing(self, user: str, cost: Cost,
+                              release: SharedRelease | None = None) -> Refuse | list[Standing]:
         """As `charge`, but a committed charge returns where each of the user's budgets stands with it
         counted (as `standing` would return right after), read in the charge's own transaction: the
-        session tells the analyst what is left without a second round trip."""
+        session tells the analyst what is left without a second round trip. With `release`, a charge to a
+        role's shared account records its fingerprint and returns a `Charged` that says whether the role
+        already paid for it while its answer would be kept (answer_cache.AnswerCache.release_of)."""
         epsilon, delta = exact(cost.epsilon, "epsilon"), exact(cost.delta, "delta")
         rho = charge_rho(cost, epsilon)
         policy = self._current_policy()
@@ -562,17 +588,29 @@ class PostgresLedger:
         # A shared answer is the role's: its row names no user (see SHARED_ACCOUNT), and its note who asked.
         payer, note = (SHARED_ACCOUNT, f'shared answer of role "{role_name}", asked by user "{user}"') if shared \
             else (user, None)
+        if not shared:
+            release = None
+        if release is not None:
+            note += f"; release {release.fingerprint}"
 
         async def body(conn: asyncpg.Connection, rows: dict[tuple[str, str], _Row]) -> Refuse | list[Standing]:
             standings = await self._standings(conn, user, role_name, budgets, window, rows)
             short = [each for each in _with_lifetimes(standings) if not _covers(each, epsilon, delta, rho)]
             if short:
                 return _exhausted(short, standings, epsilon, delta, rho, policy.budgets, window)
+            before = None
+            if release is not None:
+                # Under the role's lock: a release paid by another process has committed, or waits for this.
+                before = await conn.fetchval(_PAID_BEFORE, role_name, SHARED_ACCOUNT,
+                                             timedelta(seconds=release.reuse_seconds),
+                                             f"; release {release.fingerprint}")
             charged = await conn.fetch(_CHARGE, payer, role_name, epsilon, delta, [k[0] for k in keys],
                                        [k[1] for k in keys], rho, note)
             if len(charged) != len(keys):
                 raise RuntimeError(f"a charge updated {len(charged)} of its {len(keys)} {LOCKS} rows")
-            return [_with_charge(standing, epsilon, delta, rho, window is not None) for standing in standings]
+            result = Charged(_with_charge(standing, epsilon, delta, rho, window is not None) for standing in standings)
+            result.paid_before = before
+            return result
 
         return await self._transaction(policy, keys, body)
 

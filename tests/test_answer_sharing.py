@@ -398,6 +398,52 @@ def test_an_answer_too_large_to_keep_still_ends_its_claim(policy) -> None:
     assert asyncio.run(scenario()) == (Claim(), 0)  # not kept, so ben releases his own
 
 
+def test_a_release_paid_in_another_process_is_charged_again_and_says_so(db, policy) -> None:
+    """Two processes (two caches, two ledgers) do not share answers: the second release of the same
+    statement is charged, and its notice says when the role paid for it already. Fingerprints are the same
+    in every process, and differ with the statement or its settings."""
+    first, second = AnswerCache(300), AnswerCache(300)
+    ann, ben = key_of(first, policy, "ann"), key_of(second, policy, "ben")
+    assert ann.fingerprint == ben.fingerprint and len(ann.fingerprint) == 32
+    elsewhere = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            from policies.loader import loads_policy
+            from proxy.answer_cache import AnswerCache
+            from rewriter.plans import Cost
+            policy = loads_policy({POLICY!r})
+            print(AnswerCache(5).key(user="cat", role="team", policy=policy, catalog=object(),
+                                     privacy={{"epsilon": "0.5"}}, cost=Cost(0.5), statement={STATEMENT!r}).fingerprint)
+        """)], capture_output=True, text=True, cwd=REPO, check=True).stdout.strip()
+    assert elsewhere == ann.fingerprint
+    other = key_of(first, policy, "ann", statement=("SELECT 2",))
+    assert other.fingerprint != ann.fingerprint
+    assert first.release_of(key_of(first, policy, "sam")) is None  # a user's own answers are not the role's
+    assert first.release_of(ann).reuse_seconds == 86400
+
+    async def scenario():
+        ledgers = [PostgresLedger(db, policy), PostgresLedger(db, policy)]
+        try:
+            return [await ledgers[0].charge_standing("ann", Cost(0.5), first.release_of(ann)),
+                    await ledgers[1].charge_standing("ben", Cost(0.5), second.release_of(ben)),
+                    await ledgers[1].charge_standing("ben", Cost(0.5), second.release_of(other)),
+                    await ledgers[0].charge_standing("sam", Cost(0.5), None)]
+        finally:
+            for ledger in ledgers:
+                await ledger.close()
+
+    outcomes = asyncio.run(scenario())
+    assert [outcome.paid_before is None for outcome in outcomes[:3]] == [True, False, True]
+    notes = [row[3] for row in charges(db)]
+    assert notes[:2] == [f'shared answer of role "team", asked by user "{user}"; release {ann.fingerprint}'
+                         for user in ("ann", "ben")]
+    assert notes[3] is None
+    notice = budget_notes.cost_notice(Cost(0.5), outcomes[1])
+    assert notice.startswith('privacy cost: epsilon 0.5, delta 0, charged to role "team"\'s shared budget (charged '
+                             "again: the role paid for the same statement at 20"), notice
+    assert notice.endswith(", but this pgshroud process does not hold that answer: another process released it, "
+                           "or it was let go early); left now: epsilon 1, delta 0"), notice
+
+
 # ----------------------------------------------------------------- processes
 
 

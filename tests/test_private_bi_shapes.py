@@ -117,9 +117,16 @@ TOOL_QUERIES = [
      'SELECT visits.department AS "visits.department", COUNT(*) AS "visits.count" FROM public.visits AS visits '
      "GROUP BY 1 ORDER BY 1 FETCH NEXT 500 ROWS ONLY"),
     ("outer arithmetic",
-     'SELECT t.department, t.n * 100 / 5 AS "share", round(t.a, 1) AS "a", t.a::float AS "af" FROM '
+     'SELECT t.department, t.n * 10 / 10 AS "same", round(t.a, 1) AS "a", t.a::float AS "af" FROM '
      "(SELECT department, count(*) AS n, avg(cost) AS a FROM visits GROUP BY 1) t "
      "WHERE t.n IS NOT NULL ORDER BY t.department OFFSET 2 ROWS FETCH FIRST 5 ROWS ONLY"),
+    ("column aliases of the aggregate",
+     "SELECT * FROM (SELECT department, count(*) FROM visits GROUP BY 1) AS t(d, n) WHERE n IS NOT NULL ORDER BY d"),
+    ("nested wrappers",
+     "SELECT x.* FROM (SELECT y.department, y.n FROM (SELECT department, count(*) n FROM visits GROUP BY 1) y "
+     "ORDER BY y.department LIMIT 5) x ORDER BY x.department DESC LIMIT 2"),
+    ("unquoted aliases fold",
+     "SELECT Src.department, count(*) FROM (SELECT department FROM visits) AS Src GROUP BY 1 ORDER BY 1"),
     ("cte wrapper",
      'WITH "source" AS (SELECT department, count(*) AS "count" FROM visits GROUP BY department) '
      'SELECT "source"."department", "source"."count" FROM "source" ORDER BY "source"."department" DESC LIMIT 3'),
@@ -233,6 +240,7 @@ def test_sqlalchemy_limit_binds_a_parameter(bi_proxy):
     ("SELECT upper(t.department) FROM (SELECT department, count(*) AS n FROM visits GROUP BY 1) t",
      "cannot be applied to the columns of a private aggregate"),
     ("SELECT current_time, count(*) FROM visits", "is not supported"),
+    ("SELECT v.a, count(*) FROM visits AS v(a) GROUP BY 1", "column aliases in FROM"),
     ("SELECT count(*) FROM visits LIMIT -1", "LIMIT takes a non-negative integer"),
     ("SELECT count(*) FROM visits LIMIT $1::text", "the argument of LIMIT must be a number"),
 ])

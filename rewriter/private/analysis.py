@@ -246,6 +246,16 @@ class PrivateAnalyser:
             isinstance(n, AGGREGATE_CLASSES) for each in select.expressions for n in each.walk())
         return (select, alias) if aggregates or self._aggregate_inside(select) is not None else None
 
+    def _renamed(self, tree: exp.Select, outputs: tuple[q.Output, ...]) -> tuple[q.Output, ...]:
+        """The aggregate's columns under the names its alias gives them: AS t(a, b)."""
+        from_ = tree.args.get("from_") or tree.args.get("from")
+        alias = from_.this.args.get("alias")
+        names = [fold(c) for c in alias.columns] if isinstance(alias, exp.TableAlias) else []
+        if len(names) > len(outputs):
+            raise PrivateRefusal(f"{alias.sql('postgres')[:60]} names {len(names)} columns, but the aggregate has "
+                                 f"{len(outputs)}")
+        return tuple(replace(o, name=n) for o, n in zip(outputs, names)) + outputs[len(names):]
+
     def _wrap(self, tree: exp.Select, select: exp.Select, alias: str) -> q.PrivateQuery:
         """An outer query over a private aggregate: post-processing of its
         released rows, evaluated on them by pgshroud."""
@@ -261,10 +271,11 @@ class PrivateAnalyser:
                                           "compute, order and limit its rows.")
         self.keys, self.aggregates = list(inner.keys), list(inner.aggregates)
         self.constants = list(inner.constants)
+        named = self._renamed(tree, inner.outputs)
         columns: dict[str, q.Output | None] = {}
-        for output in inner.outputs:
+        for output in named:
             columns[output.name] = None if output.name in columns else output  # None: ambiguous
-        outputs = self._outer_outputs(tree, alias, inner.outputs, columns)
+        outputs = self._outer_outputs(tree, alias, named, columns)
         where = tree.args.get("where")
         condition = self._outer(where.this, alias, columns, "WHERE") if where is not None else None
         order = self._read_order(tree, outputs, lambda node: self._outer(node, alias, columns, "ORDER BY"))
@@ -507,10 +518,14 @@ class PrivateAnalyser:
             column.set("db", None)
 
     def _source(self, item: exp.Expression) -> Source:
+        alias_node = item.args.get("alias")
+        if isinstance(alias_node, exp.TableAlias) and alias_node.columns:
+            raise PrivateRefusal(f"column aliases in FROM ({alias_node.sql('postgres')[:60]}) are not supported in a "
+                                 "private query", hint="Rename columns with AS in the select list instead.")
         if isinstance(item, exp.Subquery) and isinstance(item.this, exp.Select):
-            if not item.alias:
+            if not item.alias or not isinstance(alias_node.this, exp.Identifier):
                 raise PrivateRefusal("a subquery in FROM needs an alias")
-            return self._derived(item.this, item.alias)
+            return self._derived(item.this, fold(alias_node.this))
         if not isinstance(item, exp.Table) or not isinstance(item.this, exp.Identifier):
             raise PrivateRefusal(f"{item.sql('postgres')[:60]} cannot be a source of a private query",
                                  hint="Read protected and public tables, joined on the privacy unit.")

@@ -267,6 +267,7 @@ def test_outer_queries_read_only_released_values(health_policy, health_catalog):
     variables = {v.name for e in expressions for v in e.walk() if v.key == "var"}
     assert variables <= {"key0", "agg0"} and stage.limit == "const0"
     assert query.constants[0].sql == "CAST(($1) AS bigint)" and query.constants[0].check == "limit"
+    assert only.spec.bound_parameters == ((1, "limit"),)
 
 
 COLLATED_POLICY = """

@@ -431,7 +431,9 @@ class PrivateAnalyser:
         if isinstance(source, exp.Parameter):
             # Its value comes with the Bind: PostgreSQL reads it as bigint
             # (rounding a numeric, as LIMIT does) and fails a negative one.
-            constant = q.Constant(f"CAST(({node.sql('postgres')}) AS bigint)", "bigint", clause)
+            number = literal_number(source.this) if isinstance(source.this, exp.Literal) else None
+            constant = q.Constant(f"CAST(({node.sql('postgres')}) AS bigint)", "bigint", clause,
+                                  int(number) if number is not None else None)
             if constant not in self.constants:
                 self.constants.append(constant)
             return f"const{self.constants.index(constant)}"

@@ -82,6 +82,7 @@ class Constant:
     sql: str
     type_name: str
     check: str | None = None
+    parameter: int | None = None  # for a LIMIT or OFFSET: the bind parameter's number ($n)
 
 
 # What a LIMIT or OFFSET is: a literal, or the name of a Constant (`const{i}`).

@@ -124,6 +124,15 @@ class PrivateRelease:
         })
         object.__setattr__(self, "selection", selection)
 
+    @property
+    def bound_parameters(self) -> tuple[tuple[int, str], ...]:
+        """(n, "limit" or "offset") for each bind parameter $n that is a LIMIT
+        or OFFSET: the session may refuse a negative value at Bind, before
+        the charge, as PostgreSQL would (2201W, 2201X). Unchecked, the
+        bounded SQL fails on it upstream, after the charge."""
+        return tuple((c.parameter, c.check) for c in self.query.constants
+                     if c.check is not None and c.parameter is not None)
+
     # ReleaseSpec
 
     @property

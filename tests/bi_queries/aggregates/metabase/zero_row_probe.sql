@@ -1,6 +1,6 @@
--- Metabase: a native question's columns, discovered by running it with no rows (result metadata)
--- source: metabase/metabase src/metabase/query_processor/middleware/results_metadata.clj (native queries' metadata comes from a run; the probe is WHERE 1=0 / LIMIT 0)
+-- Metabase: the columns of a saved native question that was never run, fetched by running it with LIMIT 0
+-- source: https://github.com/metabase/metabase/issues/50105 ("currently we run the query with a LIMIT 0 to fetch the metadata"); https://github.com/metabase/metabase/issues/30170
 -- expect: answered
 -- charged: no
 
-SELECT * FROM visits WHERE 1 = 0
+SELECT * FROM visits LIMIT 0

@@ -150,7 +150,8 @@ def test_tools_get_postgresql_names_types_and_near_values(bi_proxy, raw_health, 
 
 
 CONSTANTS = ("SELECT now(), current_date, current_timestamp, localtimestamp, now() - interval '1 day' AS yesterday, "
-             "'x' AS label, 1e3, 1.50, NULL::int, NULL AS nothing, 7 AS seven, count(*) FROM visits")
+             "'x' AS label, 1e3, 1.50, NULL::int, NULL AS nothing, 7 AS seven, count(*), true, 'y'::varchar, "
+             "3000000000, 'z', -2 FROM visits")
 
 
 def test_values_that_read_no_row_are_postgresql_typed_and_spelt(bi_proxy, raw_health):
@@ -162,6 +163,7 @@ def test_values_that_read_no_row_are_postgresql_typed_and_spelt(bi_proxy, raw_he
     for mine, theirs in zip(row[:5], direct[:5]):
         assert abs(mine - theirs) < datetime.timedelta(minutes=1)
     assert near(row[11], direct[11])
+    assert row[12:] == (True, "y", 3000000000, "z", -2) == direct[12:]
 
 
 def test_now_keeps_the_sessions_time_zone_and_a_grouped_answer_carries_it(bi_proxy):

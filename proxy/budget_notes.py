@@ -126,8 +126,8 @@ def shared_role(standings: Sequence[Standing]) -> str | None:
 
 
 def _duration(seconds: float) -> str:
-    """300 s, 12 h, 1 d: the largest unit that divides it."""
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+    """300 s, 12 h, 1 d: whole days or hours as such, anything else in seconds."""
+    for unit, size in (("d", 86400), ("h", 3600)):
         if seconds >= size and seconds % size == 0:
             return f"{seconds / size:g} {unit}"
     return f"{seconds:g} s"

@@ -15,7 +15,9 @@ ledger set up by `pgshroud setup`, with real concurrency:
   a claim presumed lost is released again, and says so;
 - answers live as long as the policy's answers.reuse_for says;
 - processes that share the ledger but not a cache each pay for what they
-  release, and never overspend the role's budget together;
+  release, and never overspend the role's budget together; a release's
+  fingerprint is the same in every process, and the second charge of it
+  says when the role paid for it already;
 - through the wire, with the session as it is: two users of a sharing role
   are given one release, charged once to the role, kept for the policy's day.
 """

@@ -250,6 +250,16 @@ TEXT_TYPES = ["text", "varchar(3)", "char(2)", "varchar", "character varying(1)"
 TIME_TYPES = ["date", "timestamp", "timestamptz", "timestamp(0)", "timestamptz(2)", "timestamp(3) with time zone"]
 TIME_LITERALS = ["DATE '2024-01-01'", "TIMESTAMP '2024-01-01 10:00'", "TIMESTAMPTZ '2024-01-01 10:00+02'",
                  "'294276-12-31'::timestamp", "'infinity'::date", "'4713-11-24 BC'::date", "'2024-06-01'"]
+# One value per statement, computed upstream in the session's time zone.
+NOW = ["now()", "current_date", "current_timestamp", "localtimestamp", "current_timestamp(0)", "localtimestamp(2)",
+       "statement_timestamp()", "transaction_timestamp()"]
+INTERVALS = ["interval '12 months'", "interval '-30 day'", "interval '1 year 2 months'", "interval '1:30:00'",
+             "interval '300000 years'", "'30 days'::interval", "interval '10 days'", "interval '4000 years'",
+             "interval '2 weeks 3 hours'"]
+DAYS = ["1", "-30", "10", "365", "100000000", "2147483647", "-2147483648"]
+TO_CHAR_FORMATS = ["'YYYY-MM'", "'YYYY-\"Q\"Q'", "'IYYY-IW'", "'FMMonth YYYY'", "'Dy DD Mon YYYY HH24:MI:SS'",
+                   "'J'", "'YYYY-MM-DD TZ'", "'999.99'"]
+INTERVAL_FIELDS = ["year", "month", "day", "hour", "epoch", "quarter", "decade", "week"]
 TRUNC_UNITS = ["microseconds", "second", "minute", "hour", "day", "week", "month", "quarter", "year", "decade",
                "century", "millennium"]
 FIELDS = ["year", "month", "day", "dow", "isodow", "doy", "quarter", "week", "decade", "century", "millennium",
@@ -265,7 +275,8 @@ def grammar(columns: Columns, depth: int) -> dict[str, st.SearchStrategy[str]]:
     # Columns as often as literals: only values read from rows can make an error depend on data.
     number_leaves = st.one_of(st.sampled_from(columns.numbers), st.sampled_from(NUMBER_LITERALS))
     text_leaves = st.one_of(st.sampled_from(columns.texts), st.sampled_from(TEXT_LITERALS))
-    time_leaves = st.one_of(st.sampled_from(columns.dates + columns.timestamps), st.sampled_from(TIME_LITERALS))
+    time_leaves = st.one_of(st.sampled_from(columns.dates + columns.timestamps), st.sampled_from(TIME_LITERALS),
+                            st.sampled_from(NOW))
     if depth == 0:
         comparison = st.builds(lambda a, op, b: f"{a} {op} {b}", number_leaves, st.sampled_from(COMPARE), number_leaves)
         return {"number": number_leaves, "text": text_leaves, "time": time_leaves,
@@ -294,6 +305,11 @@ def grammar(columns: Columns, depth: int) -> dict[str, st.SearchStrategy[str]]:
         st.builds(lambda x, y: f"({x} - {y})", dates, dates),
         st.builds(lambda x, ty: f"CAST({x} AS {ty})", st.sampled_from(columns.texts),
                   st.sampled_from(["integer", "numeric"])),
+        st.builds(lambda f, x, ty: f"CAST(extract({f} FROM {x}) AS {ty})", st.sampled_from(FIELDS), t,
+                  st.sampled_from(["integer", "bigint", "smallint"])),
+        st.builds(lambda f, x: f"date_part('{f}', {x})", st.sampled_from(FIELDS), t),
+        st.builds(lambda f, x: f"extract({f} FROM age({x}))", st.sampled_from(INTERVAL_FIELDS), t),
+        st.builds(lambda f, x, y: f"extract({f} FROM age({x}, {y}))", st.sampled_from(INTERVAL_FIELDS), t, t),
     )
     texts = st.one_of(
         text_leaves,
@@ -301,6 +317,7 @@ def grammar(columns: Columns, depth: int) -> dict[str, st.SearchStrategy[str]]:
         st.builds(lambda x, ty: f"CAST({x} AS {ty})", st.one_of(s, n, d), st.sampled_from(TEXT_TYPES)),
         st.builds(lambda x, y: f"coalesce({x}, {y})", s, s),
         st.builds(lambda c, x, y: f"CASE WHEN {c} THEN {x} ELSE {y} END", b, s, s),
+        st.builds(lambda x, f: f"to_char({x}, {f})", t, st.sampled_from(TO_CHAR_FORMATS)),
     )
     times = st.one_of(
         time_leaves,
@@ -311,6 +328,11 @@ def grammar(columns: Columns, depth: int) -> dict[str, st.SearchStrategy[str]]:
         st.builds(lambda f, x, y: f"{f}({x}, {y})", st.sampled_from(["least", "greatest", "coalesce"]), d, d),
         st.builds(lambda c, x, y: f"CASE WHEN {c} THEN {x} ELSE {y} END", b, d, d),
         st.builds(lambda x: f"CAST({x} AS date)", st.sampled_from(columns.texts)),
+        st.builds(lambda x, op, i: f"({x} {op} {i})", t, st.sampled_from(["+", "-"]), st.sampled_from(INTERVALS)),
+        st.builds(lambda x, op, n: f"({x} {op} {n})", dates, st.sampled_from(["+", "-"]), st.sampled_from(DAYS)),
+        st.builds(lambda y, m, day: f"make_date({y}, {m}, {day})",
+                  st.sampled_from(["2024", "CAST(extract(year FROM now()) AS integer)", "0", "-4800"]),
+                  st.sampled_from(["1", "12", "2", "13"]), st.sampled_from(["1", "28", "29", "31"])),
     )
     bools = st.one_of(
         st.builds(lambda x, op, y: f"{x} {op} {y}", n, st.sampled_from(COMPARE), n),
@@ -323,6 +345,8 @@ def grammar(columns: Columns, depth: int) -> dict[str, st.SearchStrategy[str]]:
         st.builds(lambda x, a, c: f"{x} IN ({a}, {c}, 5)", n, n, n),
         st.builds(lambda x, y, op: f"({x} {op} {y})", b, b, st.sampled_from(["AND", "OR"])),
         st.builds(lambda x: f"NOT ({x})", b),
+        st.builds(lambda x, op, i: f"age({x}) {op} {i}", t, st.sampled_from(["<", ">="]),
+                  st.sampled_from(INTERVALS)),
     )
     return {"number": numbers, "text": texts, "time": times, "bool": bools}
 
@@ -443,6 +467,30 @@ def single_steps(columns: Columns) -> list[str]:
         steps += [f"CAST({x} AS {kind}) IS NULL" for kind in TIME_TYPES + TEXT_TYPES]
         steps += [f"{x} < {y}" for y in times + TIME_LITERALS] + [f"({x} - {y}) IS NULL" for y in times]
         steps += [f"{f}({x}, {y}) IS NULL" for y in times for f in ("coalesce", "greatest")]
+        steps += [f"CAST(extract({field} FROM {x}) AS {kind}) IS NULL" for field in FIELDS
+                  for kind in ("integer", "smallint")]
+        steps += [f"({x} {op} {i}) IS NULL" for i in INTERVALS for op in ("+", "-")]
+        steps += [f"({x} {op} {n}) IS NULL" for n in DAYS for op in ("+", "-")]
+        steps += [f"to_char({x}, {f}) IS NULL" for f in TO_CHAR_FORMATS]
+        steps += [f"extract({f} FROM age({x})) IS NULL" for f in INTERVAL_FIELDS]
+        steps += [f"extract({f} FROM age({x}, {y})) IS NULL" for f in ("year", "epoch") for y in times + NOW]
+        steps += [f"{x} < {n}" for n in NOW] + [f"{x} >= {n} - {i}" for n in NOW[:2] for i in INTERVALS]
+        steps += [f"{x} BETWEEN now() - {i} AND now()" for i in INTERVALS]
+        steps += [f"make_date(CAST(extract(year FROM {x}) AS integer), 1, 1) IS NULL",
+                  f"make_date(CAST(least(greatest(extract(year FROM {x}), 1), 9999) AS integer), "
+                  f"CAST(extract(month FROM {x}) AS integer), least(CAST(extract(day FROM {x}) AS integer), 28)) IS NULL"]
+    return steps
+
+
+def now_steps() -> list[str]:
+    """Values computed once per statement, as group keys: they meet no row,
+    but run in every time zone, also after a prepared statement changes zone."""
+    steps = [f"{n} IS NULL" for n in NOW]
+    steps += [f"({n} {op} {i}) IS NULL" for n in NOW for i in INTERVALS for op in ("+", "-")]
+    steps += [f"(current_date {op} {d}) IS NULL" for d in DAYS for op in ("+", "-")]
+    steps += [f"date_trunc('{u}', {n}) IS NULL" for u in TRUNC_UNITS for n in NOW[:2]]
+    steps += [f"to_char({n}, {f}) IS NULL" for n in NOW[:3] for f in TO_CHAR_FORMATS]
+    steps += [f"CAST(extract({f} FROM {n}) AS integer) IS NULL" for f in FIELDS for n in NOW[:3]]
     return steps
 
 
@@ -459,17 +507,27 @@ def test_every_single_step_on_every_column_never_fails_and_has_postgresqls_types
     PostgreSQL resolves for it, and the type its facts name for the SQL
     pgshroud emits (which decides the conversions PostgreSQL makes, so what
     can fail) is the one PostgreSQL resolves for that SQL."""
+    columns = SOURCES[source]
+    check_steps(fuzz, source, single_steps(columns), columns.dates + columns.timestamps + TIME_TYPES)
+
+
+def test_values_of_the_statement_never_fail_and_have_postgresqls_types(fuzz):
+    """now(), current_date and their kin, moved by intervals and days,
+    truncated, formatted and taken apart, as group keys over adversarial rows."""
+    check_steps(fuzz, "readings r", now_steps(), ["now", "current", "localtimestamp", "_timestamp"])
+
+
+def check_steps(fuzz: Fuzz, source: str, steps: list[str], zoned: list[str]) -> None:
     outcomes: Counter[str] = Counter()
     failures, wrong = [], []
-    columns = SOURCES[source]
-    for step in single_steps(columns):
+    for step in steps:
         expression = step.removesuffix(" IS NULL")
         query = f"SELECT {expression} AS k, count(*) FROM {source} GROUP BY 1"
         planned = released(fuzz, query, outcomes)
         if planned is None:
             continue
         # Time zones change only dates and timestamps.
-        zones = any(word in step for word in columns.dates + columns.timestamps + TIME_TYPES)
+        zones = any(word in step for word in zoned)
         found = failure(fuzz, query, planned, outcomes, zones=zones)
         if found is not None:
             failures.append(found)

@@ -24,6 +24,23 @@ whether or not any row exists, so they fail, if at all, independently of
 the data; conversions that depend on the time zone are not folded, so
 typed date and timestamp literals are checked like values.
 
+Some values are the same for every row without being folded: bind
+parameters and now() with its kin. A parameter left untyped in Parse takes
+the type its context asks for (`$1::date` is a date parameter), and
+PostgreSQL converts its value at Bind, before anything runs, so a value
+that is not a date fails for every statement alike, rows or none; a
+parameter bounds nothing, so arithmetic on it is refused like arithmetic
+on an unknown value. (A type the client declares in Parse that differs
+from the one the context asks for would make PostgreSQL convert the value
+for each row: the session must not let one reach a private statement.)
+now(), current_date, current_timestamp, localtimestamp, statement_timestamp()
+and transaction_timestamp() are computed for each row, in the session's
+time zone, but are near the present (`NOW_EARLIEST`, `NOW_LATEST`): dates
+and timestamps carry bounds in seconds, and moving one by an interval
+written as a literal or by whole days is allowed where the result stays in
+the range protected dates are clamped to, where nothing computed from it
+can leave PostgreSQL's.
+
 Bounds for sensitivity (`bounds_of`) are another matter: they follow from
 the policy's column bounds, which the bounded query enforces with clamps of
 its own, and are not guarantees about the values.
@@ -94,6 +111,19 @@ Bound = Fraction | None  # None: unbounded on that side
 Interval = tuple[Bound, Bound]
 UNBOUNDED: Interval = (None, None)
 
+
+def _epoch(year: int, month: int = 1, day: int = 1) -> Fraction:
+    """Seconds from 1970-01-01 to a day of the proleptic Gregorian calendar
+    (astronomical years: 1 BC is year 0), as PostgreSQL counts them."""
+    y = year - (month <= 2)
+    era = y // 400
+    of_era = y - era * 400
+    of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    of_era_days = of_era * 365 + of_era // 4 - of_era // 100 + of_year
+    return Fraction((era * 146097 + of_era_days - 719468) * 86400)
+
+
+DAY = Fraction(86400)
 DATE_TRUNC_UNITS = frozenset(
     "microseconds milliseconds second minute hour day week month quarter year decade".split()
 )
@@ -103,6 +133,24 @@ FAR_TRUNC_UNITS = frozenset({"century", "millennium"})
 DATE_FIELDS = frozenset("year month day dow isodow doy quarter week decade century millennium isoyear epoch julian".split())
 TIME_FIELDS = DATE_FIELDS | frozenset("hour minute second milliseconds microseconds".split())
 FRACTION_FIELDS = frozenset("epoch second milliseconds microseconds".split())
+INTERVAL_FIELDS = frozenset(
+    "year month day quarter decade century millennium epoch hour minute second milliseconds microseconds".split())
+# Fields of finite dates and timestamps that cycle: their ranges whatever the
+# value, and NULL (not an infinity) for infinite values.
+CYCLIC_FIELDS = {
+    "month": (1, 12), "day": (1, 31), "dow": (0, 6), "isodow": (1, 7), "doy": (1, 366), "quarter": (1, 4),
+    "week": (1, 53), "hour": (0, 23), "minute": (0, 59), "second": (0, 60), "milliseconds": (0, 60_000),
+    "microseconds": (0, 60_000_000),
+}
+# Years per unit of the fields that grow with the value (year, decade, ...).
+YEAR_FIELDS = {"year": 1, "isoyear": 1, "decade": 10, "century": 100, "millennium": 1000}
+AVERAGE_YEAR = Fraction(3652425, 10000) * DAY  # of the Gregorian calendar
+# The first and last day PostgreSQL's dates hold, 4713 BC and 5874897 AD.
+DATE_FIRST, DATE_LAST = _epoch(-4712, 11, 24), _epoch(5874898)
+# now(), current_timestamp, current_date, localtimestamp: one value per statement.
+ROW_INDEPENDENT_TIMES = (exp.CurrentTimestamp, exp.CurrentDate, exp.Localtimestamp)
+# Functions sqlglot does not model, by the name PostgreSQL resolves: the method that checks each.
+CALLS = {"statement_timestamp": "_now", "transaction_timestamp": "_now", "age": "_age", "make_date": "_make_date"}
 COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ)
 ARITHMETIC = (exp.Add, exp.Sub, exp.Mul)
 ROUNDING = (exp.Round, exp.Trunc, exp.Floor, exp.Ceil)
@@ -117,13 +165,82 @@ DIVISION_SCALE = 1000  # numeric division rounds to at most this many digits aft
 ROUND_SCALE = 2000  # round(x, d) rounds to at most this many digits after the point
 # Differences of dates pgshroud lets through, in days.
 DATE_SPAN = Fraction(120_000_000)
-# Extracted fields of finite dates and timestamps (epoch seconds reach 9.3e12).
-FIELD_MAGNITUDE = Fraction(10) ** 13
 MAX_LIKE_WILDCARDS = 16  # each % is a level of recursion in PostgreSQL's LIKE matcher
 # char(n) pads every value to n characters: a longer n would let one
 # person's rows weigh megabytes each in the query's memory and time.
 MAX_CHAR_LENGTH = 1000
 _ISO_DATE = re.compile(r"\s*(\d{4})-\d{2}-\d{2}(?:[ T][\d:.]+)?(?:\s*[+-]\d{2}(?::?\d{2})?|Z)?\s*", re.IGNORECASE)
+
+# Dates and timestamps carry bounds in seconds from 1970 (local time for the
+# types without a time zone). Between these, every conversion between date
+# and timestamp types, in any time zone, and date_trunc to a decade or less
+# stay inside PostgreSQL's range: they are the clamps of protected columns
+# (analysis.EARLIEST, LATEST), 4700 BC to 294000 AD.
+SAFE_EARLIEST, SAFE_LATEST = _epoch(-4699), _epoch(294000)
+# The server clock, for now(), current_date and their kin: no clock is this wrong.
+NOW_EARLIEST, NOW_LATEST = _epoch(1970), _epoch(10000)
+# Bounds of timestamps with time zone are read in local time, and a statement
+# prepared under one time zone may run under another: local readings of one
+# instant differ by less than this (POSIX zones reach 167 hours either way).
+ZONE_MARGIN = 15 * DAY
+# date_trunc moves a value back by at most this much (a decade, and leap days).
+TRUNC_REACH = 11 * 366 * DAY
+# Upper bounds of interval units in seconds (a month may be 31 days, a day 25 hours).
+INTERVAL_UNITS = {
+    **dict.fromkeys(("microsecond", "microseconds", "us", "usec", "usecs", "useconds"), Fraction(1, 10 ** 6)),
+    **dict.fromkeys(("millisecond", "milliseconds", "ms", "msec", "msecs", "mseconds"), Fraction(1, 1000)),
+    **dict.fromkeys(("second", "seconds", "s", "sec", "secs"), Fraction(1)),
+    **dict.fromkeys(("minute", "minutes", "m", "min", "mins"), Fraction(60)),
+    **dict.fromkeys(("hour", "hours", "h", "hr", "hrs"), Fraction(3600)),
+    **dict.fromkeys(("day", "days", "d"), 25 * Fraction(3600)),
+    **dict.fromkeys(("week", "weeks", "w"), 7 * 25 * Fraction(3600)),
+    **dict.fromkeys(("month", "months", "mon", "mons"), 31 * DAY),
+    **dict.fromkeys(("year", "years", "y", "yr", "yrs"), 12 * 31 * DAY),
+    **dict.fromkeys(("decade", "decades"), 120 * 31 * DAY),
+    **dict.fromkeys(("century", "centuries"), 1200 * 31 * DAY),
+    **dict.fromkeys(("millennium", "millennia", "millenniums"), 12000 * 31 * DAY),
+}
+_INTERVAL_PART = re.compile(r"([+-]?\d+(?:\.\d*)?|[+-]?\.\d+)\s*([a-z]+)")
+_INTERVAL_CLOCK = re.compile(r"[+-]?\d{1,9}:\d{1,2}(?::\d{1,2}(?:\.\d*)?)?")
+
+
+def interval_magnitude(text: str) -> Fraction | None:
+    """An upper bound on how far an interval written as text moves a
+    timestamp, in seconds; None for what this reading does not cover (ISO
+    8601 forms, units it does not know), which is then treated as unknown."""
+    words = text.strip().lower().removeprefix("@").strip()
+    words = re.sub(r"\s+ago$", "", words)
+    total, rest = Fraction(0), words
+    clock = _INTERVAL_CLOCK.search(rest)
+    if clock is not None:
+        parts = [Fraction(p) for p in clock.group(0).lstrip("+-").split(":")]
+        total += parts[0] * 3600 + parts[1] * 60 + (parts[2] if len(parts) > 2 else 0)
+        rest = rest[:clock.start()] + " " + rest[clock.end():]
+    position = 0
+    for match in _INTERVAL_PART.finditer(rest):
+        if rest[position:match.start()].strip():
+            return None
+        unit = INTERVAL_UNITS.get(match.group(2))
+        if unit is None:
+            return None
+        total += abs(Fraction(match.group(1))) * unit
+        position = match.end()
+    if rest[position:].strip() or (position == 0 and clock is None):
+        return None
+    return total
+
+
+def time_facts(declared: str, kind: str, low: Fraction | None, high: Fraction | None, *,
+               nullable: bool = True) -> Facts:
+    """Facts for a finite date or timestamp between `low` and `high` (seconds
+    from 1970): tamed and within when inside the safe range."""
+    safe = (low is not None and high is not None
+            and SAFE_EARLIEST - ZONE_MARGIN <= low and high <= SAFE_LATEST + ZONE_MARGIN)
+    return Facts(declared, kind, low, high, tamed=safe, within=safe, nullable=nullable)
+
+
+def _now_facts(kind: str) -> Facts:
+    return time_facts(kind, kind, NOW_EARLIEST - ZONE_MARGIN, NOW_LATEST + ZONE_MARGIN, nullable=False)
 
 
 def _bound_sql(value: Fraction) -> str:
@@ -203,8 +320,10 @@ def type_facts(sql_type: t.SqlType, *, tamed: bool, declared: str | None = None)
                        pos_inf=True)
     if name in t.TIMES:
         if tamed:
-            return replace(facts, tamed=True, within=True)
+            return replace(facts, low=SAFE_EARLIEST, high=SAFE_LATEST, tamed=True, within=True)
         return replace(facts, neg_inf=True, pos_inf=True)
+    if name == "interval":
+        return facts  # of unknown size
     if name not in t.OIDS or name == "unknown":
         return Facts(declared or "unknown", "other")
     return facts
@@ -274,8 +393,9 @@ class RowExpressions:
         if isinstance(node, exp.Null):
             return node.copy(), NO_VALUE
         if isinstance(node, exp.Parameter):
-            # A bind value: converted to its type at Bind, before any row is
-            # read. Its value is the analyst's: it bounds nothing.
+            # A bind value: converted to the type its context gives it at Bind,
+            # before any row is read (see the module's account of parameters).
+            # Its value is the analyst's: it bounds nothing.
             return node.copy(), Facts("unknown", "unknown")
         if isinstance(node, exp.Boolean):
             return node.copy(), Facts("boolean", "boolean", nullable=False, constant=True)
@@ -334,6 +454,14 @@ class RowExpressions:
             return self._date_trunc(node)
         if isinstance(node, exp.Extract):
             return self._extract(node)
+        if isinstance(node, ROW_INDEPENDENT_TIMES):
+            return self._now(node)
+        if isinstance(node, exp.Interval):
+            return self._interval(node)
+        if isinstance(node, exp.TimeToStr):
+            return self._to_char(node)
+        if isinstance(node, exp.Anonymous) and node.name.lower() in CALLS:
+            return getattr(self, CALLS[node.name.lower()])(node)
         if isinstance(node, (exp.Lower, exp.Upper, exp.Length)):
             inner, facts = self._emit(node.this)
             if facts.type not in t.TEXTS and facts.type != "unknown":
@@ -349,10 +477,11 @@ class RowExpressions:
         if isinstance(node, ROUNDING):
             return self._rounding(node)
         raise ExpressionRefused(
-            f"{node.key.upper()} expressions are not allowed over rows of a private query "
-            "(they could fail on some values, and an error would reveal that such a value exists); use "
-            "arithmetic, comparisons, CASE, coalesce, least, greatest, nullif, casts, abs, round, trunc, floor, "
-            "ceil, date_trunc, extract, lower, upper, length or LIKE"
+            f"{_short(node)} is not allowed over rows of a private query (what a private query may compute "
+            "is limited to what cannot fail on any value, since an error would reveal that such a value "
+            "exists); use arithmetic, comparisons, CASE, coalesce, least, greatest, nullif, casts, abs, round, "
+            "trunc, floor, ceil, date_trunc, extract, date_part, age, make_date, to_char, now(), current_date, "
+            "interval literals, lower, upper, length or LIKE"
         )
 
     # literals
@@ -468,11 +597,35 @@ class RowExpressions:
             raise ExpressionRefused(
                 "subtracting timestamps can overflow an interval for timestamps far apart; "
                 "subtract their epochs instead: extract(epoch FROM a) - extract(epoch FROM b) (seconds), "
-                "or subtract dates (days)"
+                "subtract dates (days), or use age(a, b)"
             )
-        # date + integer leaves the date range for some integers.
-        raise ExpressionRefused("date arithmetic other than subtracting two dates is not allowed in a private "
-                                "query; compare dates with literals instead, or use date_trunc/extract")
+        if isinstance(node, exp.Mul):
+            raise ExpressionRefused(f"{_short(node)}: dates and timestamps cannot be multiplied")
+        base, step = left[1], right[1]
+        if isinstance(node, exp.Add) and base.type not in t.TIMES:
+            base, step = step, base
+        if base.type not in t.TIMES:
+            raise ExpressionRefused(f"{_short(node)}: a date or timestamp can only be subtracted from another")
+        if step.declared == "interval":
+            reach = step.magnitude
+            kind = "timestamp without time zone" if base.type == "date" else base.type
+        elif base.type == "date" and step.type in ("integer", "smallint"):
+            reach = None if step.magnitude is None else step.magnitude * DAY
+            kind = "date"
+        else:
+            raise ExpressionRefused(f"{_short(node)}: dates take whole days (integers) or intervals, "
+                                    f"timestamps intervals; got {step.declared}")
+        moved = None if reach is None or base.low is None or base.high is None else (
+            time_facts(kind, kind, base.low - reach, base.high + reach, nullable=base.nullable or step.nullable))
+        if moved is None or not moved.within:
+            raise ExpressionRefused(
+                f"date arithmetic such as {_short(node)} could leave the range of dates and timestamps, and the "
+                "error would reveal such a row; a private query may move now(), current_date, literal dates and dates of protected "
+                "tables by intervals written as literals (interval '30 days') or whole days, where the result stays between 4700 BC and 294000 AD: compute other dates in the client "
+                "and compare with them"
+            )
+        emitted = _rebuild(node, this=left[0], expression=right[0])
+        return emitted, moved
 
     def _division(self, node: exp.Expression) -> tuple[exp.Expression, Facts]:
         divisor = literal_number(node.expression)
@@ -800,23 +953,131 @@ class RowExpressions:
             )
         declared = ("timestamp without time zone" if facts.type == "timestamp without time zone"
                     else "timestamp with time zone")
+        # Back by at most a decade: still years away from PostgreSQL's limits, though outside the clamps.
+        low = None if facts.low is None else facts.low - TRUNC_REACH
         return (_rebuild(node, this=inner),
-                Facts(declared, declared, within=True, nullable=facts.nullable))
+                replace(time_facts(declared, declared, low, facts.high, nullable=facts.nullable), within=True))
 
     def _extract(self, node: exp.Extract) -> tuple[exp.Expression, Facts]:
         field = literal_string(node.this)
         inner, facts = self._emit(node.expression)
-        allowed = DATE_FIELDS if facts.type == "date" else TIME_FIELDS
-        if facts.type not in t.TIMES or field is None or field.lower() not in allowed:
+        if facts.declared == "interval":
+            allowed = INTERVAL_FIELDS
+        else:
+            allowed = DATE_FIELDS if facts.type == "date" else TIME_FIELDS
+        if (facts.type not in t.TIMES and facts.declared != "interval") or field is None \
+                or field.lower() not in allowed:
             raise ExpressionRefused(
-                f"EXTRACT({field} FROM {facts.declared}) is not allowed in a private query; it takes a date or "
-                f"timestamp and one of {', '.join(sorted(allowed))}"
+                f"EXTRACT({field} FROM {facts.declared}) is not allowed in a private query; it takes a date, "
+                f"timestamp or interval and one of {', '.join(sorted(allowed))}"
             )
         field = field.lower()
         scale = 6 if field in FRACTION_FIELDS else (None if field == "julian" else 0)
+        low, high = _field_bounds(field, facts)
+        # Infinite dates and timestamps give infinite years and epochs, and NULL for cyclic fields.
+        growing = field not in CYCLIC_FIELDS and facts.declared != "interval"
         return _rebuild(node, expression=inner), Facts(
-            "numeric", "numeric", -FIELD_MAGNITUDE, FIELD_MAGNITUDE, scale,
-            neg_inf=not facts.within, pos_inf=not facts.within, nullable=True)
+            "numeric", "numeric", low, high, scale, neg_inf=growing and facts.neg_inf,
+            pos_inf=growing and facts.pos_inf, nullable=True)
+
+    # functions of dates and times
+
+    def _now(self, node: exp.Expression) -> tuple[exp.Expression, Facts]:
+        """now() and its kin: the same value for every row, computed upstream
+        in the session's time zone, and near the present."""
+        if isinstance(node, exp.Anonymous):
+            if node.expressions:
+                raise ExpressionRefused(f"{node.name.lower()}() takes no arguments")
+            return node.copy(), _now_facts("timestamp with time zone")
+        if isinstance(node, exp.CurrentDate):
+            return node.copy(), _now_facts("date")
+        kind = "timestamp with time zone" if isinstance(node, exp.CurrentTimestamp) else "timestamp without time zone"
+        precision = node.args.get("this")
+        if precision is None:
+            return node.copy(), _now_facts(kind)
+        digits = literal_number(precision)
+        if digits is None or digits.denominator != 1 or not 0 <= digits <= 6:
+            raise ExpressionRefused(f"{_short(node)} takes a precision from 0 to 6")
+        # Written as the cast it means: the time rounded to that many digits.
+        cast = exp.Cast(this=exp.CurrentTimestamp() if kind.endswith("with time zone") else exp.Localtimestamp(),
+                        to=exp.DataType.build(f"{'timestamptz' if kind.endswith('with time zone') else 'timestamp'}"
+                                              f"({int(digits)})", dialect="postgres"))
+        return cast, _now_facts(kind)
+
+    def _interval(self, node: exp.Interval) -> tuple[exp.Expression, Facts]:
+        """An interval literal: how far it can move a date, when its text says."""
+        unit = node.args.get("unit")
+        if not (isinstance(node.this, exp.Literal) and node.this.is_string) or (
+                unit is not None and not isinstance(unit, exp.Var)):
+            raise ExpressionRefused(f"{_short(node)}: write intervals as one literal, e.g. interval '30 days'")
+        text = node.this.this if unit is None else f"{node.this.this} {unit.name}"
+        facts = _typed_literal(text, t.SqlType("interval"))
+        return node.copy(), replace(facts, constant=False)
+
+    def _age(self, node: exp.Anonymous) -> tuple[exp.Expression, Facts]:
+        """age(a[, b]): an interval of years, months and days. PostgreSQL converts
+        dates to timestamps with time zone for it, so they must be in range."""
+        if not 1 <= len(node.expressions) <= 2:
+            raise ExpressionRefused("age() takes one or two dates or timestamps")
+        parts = [self._emit(argument) for argument in node.expressions]
+        for argument, (_, facts) in zip(node.expressions, parts):
+            if facts.type not in t.TIMES or not facts.within or facts.low is None or facts.high is None:
+                raise ExpressionRefused(
+                    f"age() fails for dates and timestamps near or beyond the ends of the timestamp range, "
+                    f"which {_short(argument)} may hold; a private query may take age() of dates and timestamps "
+                    "of protected tables, now(), current_date and literal dates"
+                )
+        ends = [f for _, f in parts] + ([] if len(parts) == 2 else [_now_facts("date")])
+        span = max(f.high for f in ends) - min(f.low for f in ends) + DAY  # type: ignore[type-var, operator]
+        facts = Facts("interval", "interval", -span, span, nullable=any(f.nullable for _, f in parts))
+        return _rebuild(node, expressions=[sql for sql, _ in parts]), facts
+
+    def _make_date(self, node: exp.Anonymous) -> tuple[exp.Expression, Facts]:
+        """make_date(year, month, day) fails for a day that does not exist: its
+        arguments must be integers that cannot name one, or literals (a call
+        of literals is computed when PostgreSQL plans the statement, rows or none)."""
+        if len(node.expressions) != 3:
+            raise ExpressionRefused("make_date() takes a year, a month and a day")
+        parts = [self._emit(argument) for argument in node.expressions]
+        for argument, (_, facts) in zip(node.expressions, parts):
+            if facts.type not in ("integer", "smallint"):
+                raise ExpressionRefused(f"make_date() takes integers, got {facts.declared} for "
+                                        f"{_short(argument)}: cast it to integer first")
+        (year, month, day) = (f for _, f in parts)
+        emitted = _rebuild(node, expressions=[sql for sql, _ in parts])
+        nullable = any(f.nullable for _, f in parts)
+        if all(f.constant for _, f in parts):
+            return emitted, replace(_calendar_facts(year, nullable), constant=False)
+        fits = (_inside(month, 1, 12) and _inside(day, 1, 28)
+                and (_inside(year, 1, 294000) or _inside(year, -4700, -1)))
+        if not fits:
+            raise ExpressionRefused(
+                f"make_date() fails for days that do not exist, which {_short(node)} may name, and the error "
+                "would reveal such a row; clamp its arguments: a year from 1 to 294000, a month from 1 to 12 and "
+                "a day from 1 to 28, e.g. make_date(y, least(greatest(m, 1), 12), least(greatest(d, 1), 28))"
+            )
+        return emitted, _calendar_facts(year, nullable)
+
+    def _to_char(self, node: exp.TimeToStr) -> tuple[exp.Expression, Facts]:
+        """to_char of a date or timestamp with a literal format of date fields."""
+        inner, facts = self._emit(node.this)
+        if facts.type not in t.TIMES:
+            raise ExpressionRefused(f"to_char() of {facts.declared} is not allowed in a private query; it formats "
+                                    "dates and timestamps (round numbers, or cast them to text)")
+        if not facts.within:
+            raise ExpressionRefused(
+                f"to_char() converts {_short(node.this)} to a timestamp with time zone, which fails near or "
+                "beyond the ends of the timestamp range; a private query may format dates and timestamps of "
+                "protected tables, now(), current_date and literal dates"
+            )
+        emitted = _rebuild(node, this=inner)
+        written = re.search(r", '((?:[^']|'')*)'\)$", emitted.sql("postgres"))
+        if written is None or not TO_CHAR_FORMAT.fullmatch(written.group(1)):
+            raise ExpressionRefused(
+                "to_char() takes a literal format of date fields in a private query (YYYY, MM, DD, Mon, Month, "
+                "Q, IW, HH24, MI, SS, ... with spaces, - / : . , and \"quoted text\")"
+            )
+        return emitted, Facts("text", "text", nullable=facts.nullable)
 
     # bounds
 
@@ -870,6 +1131,69 @@ class RowExpressions:
             low, high = self.bounds_of(node.this)
             return (None if low is None else low - 1, None if high is None else high + 1)
         return UNBOUNDED
+
+
+# to_char's date and time fields (with the FM prefix), separators and quoted text.
+TO_CHAR_FORMAT = re.compile(
+    r'(?:(?:FM)?(?:HH24|HH12|HH|MI|SSSSS|SSSS|SS|MS|US|AM|PM|A\.M\.|P\.M\.|Y,YYY|YYYY|YYY|YY|Y|IYYY|IYY|IY|I|BC|AD'
+    r'|B\.C\.|A\.D\.|MONTH|MON|MM|DAY|DY|DDD|IDDD|DD|D|ID|WW|IW|W|CC|J|Q|RM)|[-/:., T_]|"[^"\\]*")*',
+    re.IGNORECASE,
+)
+
+
+def _inside(facts: Facts, low: int, high: int) -> bool:
+    return facts.low is not None and facts.high is not None and low <= facts.low and facts.high <= high \
+        and not (facts.nan or facts.infinite)
+
+
+def _calendar_facts(year: Facts, nullable: bool) -> Facts:
+    """A date of make_date() in these years (negative: BC), or of no known year."""
+    if year.low is None or year.high is None:
+        return Facts("date", "date", nullable=nullable)
+    first, last = (int(y) + (1 if y < 0 else 0) for y in (year.low, year.high))
+    return time_facts("date", "date", _epoch(first), _epoch(last + 1), nullable=nullable)
+
+
+def _interval_field_limit(field: str, reach: Fraction) -> Fraction:
+    """The largest magnitude of a field of an interval that moves a timestamp
+    by at most `reach` seconds: it holds fewer than reach / 28 days months,
+    reach / 23 hours days (a day across a change of time) and reach seconds."""
+    months = reach / (28 * DAY) + 1
+    fixed = {"month": 11, "quarter": 4, "minute": 59, "second": 60, "milliseconds": 60_000,
+             "microseconds": 60_000_000}
+    if field in fixed:
+        return Fraction(fixed[field])
+    if field in YEAR_FIELDS:
+        return months / 12 / YEAR_FIELDS[field] + 1
+    if field == "day":
+        return reach / (23 * Fraction(3600)) + 1
+    if field == "hour":
+        return reach / 3600 + 1
+    return months * 30 * DAY + reach + DAY  # epoch: months of 30 days, days and time
+
+
+def _field_bounds(field: str, facts: Facts) -> Interval:
+    """The finite values EXTRACT(field FROM x) can take."""
+    if facts.declared == "interval":
+        reach = facts.magnitude
+        if reach is None:
+            return UNBOUNDED
+        limit = _interval_field_limit(field, reach)
+        return (-limit, limit)
+    if field in CYCLIC_FIELDS:
+        low, high = CYCLIC_FIELDS[field]
+        return (Fraction(low), Fraction(high))
+    first = facts.low if facts.low is not None and not facts.neg_inf else DATE_FIRST
+    last = facts.high if facts.high is not None and not facts.pos_inf else DATE_LAST
+    first, last = first - ZONE_MARGIN, last + ZONE_MARGIN
+    if field == "epoch":
+        return (first, last)
+    if field == "julian":
+        return (first / DAY + 2440588 - 1, last / DAY + 2440588 + 1)
+    years = YEAR_FIELDS[field]
+    low = math.floor(first / AVERAGE_YEAR) + 1970 - 2
+    high = math.floor(last / AVERAGE_YEAR) + 1970 + 2
+    return (Fraction(low // years - 1), Fraction(high // years + 1))
 
 
 def _rebuild(node: exp.Expression, **children: object) -> exp.Expression:
@@ -930,8 +1254,16 @@ def _typed_literal(text: str, target: t.SqlType) -> Facts:
                        pos_inf=special in ("infinity", "+infinity", "inf", "+inf"))
     if target.name in t.TIMES:
         match = _ISO_DATE.fullmatch(text)
-        ordinary = match is not None and 1 <= int(match.group(1)) <= 9999
-        return replace(facts, within=ordinary, neg_inf=not ordinary, pos_inf=not ordinary)
+        if match is None or not 1 <= int(match.group(1)) <= 9999:
+            return facts
+        # An ordinary date of years 1 to 9999, somewhere in its year in any time zone.
+        year = int(match.group(1))
+        return replace(time_facts(target.name, target.name, _epoch(year) - ZONE_MARGIN,
+                                  _epoch(year + 1) + ZONE_MARGIN, nullable=False), constant=True)
+    if target.name == "interval":
+        magnitude = interval_magnitude(text)
+        if magnitude is not None:
+            return replace(facts, low=-magnitude, high=magnitude)
     return facts
 
 

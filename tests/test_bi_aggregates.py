@@ -52,6 +52,7 @@ ROLES = ("analyst", "clinician")
 # to find a wrong column or a bias; the policy is the demo's otherwise.
 EPSILON = 8.0
 NUMERIC_OIDS = frozenset({20, 21, 23, 700, 701, 1700})  # int8, int2, int4, float4, float8, numeric
+PARSER_WORDS = ("sqlglot", "<class", "exp.", "ParseError", "Token")
 MARGINS = re.compile(r"95% margins of error[^:]*:\s*(?P<list>.*)$")
 
 
@@ -377,6 +378,9 @@ def test_bi_aggregate(aggregates_proxy, direct_answers, query, role):
         assert got.error.sqlstate == expected.sqlstate and expected.words.lower() in str(got.error).lower(), (
             f"{describe(query)}\nrefused for {role} with {got}, expected {expected.sqlstate} {expected.words!r}")
         assert not spent, f"{describe(query)}\nthe refusal charged the analyst's budget"
+        assert got.error.diag.message_hint, f"{describe(query)}\nthe refusal does not say what to write instead"
+        said = f"{got.error.diag.message_primary} {got.error.diag.message_hint}"
+        assert not any(word in said for word in PARSER_WORDS), f"{describe(query)}\nthe refusal names parser internals"
         return
     if isinstance(got, Refused):
         charged = " and charged the analyst" if spent else ""

@@ -324,3 +324,83 @@ def test_order_by_a_text_key_follows_the_database_collation(collated, key):
         descending = [r[0] for r in conn.execute(sql.replace("ORDER BY 1", "ORDER BY 1 DESC")).fetchall()]
     assert ascending == direct
     assert descending == direct[::-1]
+
+
+# A differential sweep: the shapes above composed (names as tools write
+# them, aggregates, GROUP BY and ORDER BY forms, LIMIT/FETCH and bind
+# parameters, constants, outer queries), each one run directly and as the
+# analyst's bounded SQL against the same PostgreSQL. PostgreSQL accepts every
+# composition, so pgshroud must answer it: a bounded SQL that PostgreSQL
+# rejects is a pgshroud bug, as is an answer whose names or types differ.
+
+FROMS = [  # (FROM clause, ways to qualify a column of it)
+    ("visits", ["", "visits.", '"visits".', "public.visits."]),
+    ('"public"."visits"', ["", '"visits".', '"public"."visits".']),
+    ("public.visits AS v", ["v.", '"v".']),
+    ('"public"."visits" "V"', ['"V".']),
+    ("(SELECT * FROM visits) AS virtual_table", ["", "virtual_table."]),
+    ('(select "_"."department", "_"."cost", "_"."length_of_stay", "_"."patient_id" from "public"."visits" "_") "rows"',
+     ['"rows".', ""]),
+]
+AGGREGATES = ["count(*)", "sum({q}cost)", "avg({q}length_of_stay)",
+              "percentile_cont(0.5) WITHIN GROUP (ORDER BY {q}cost)",
+              "count({q}cost) FILTER (WHERE {q}cost > 100)", "COUNT(DISTINCT {q}patient_id)"]
+ORDERS = ["", " ORDER BY 1", " ORDER BY {key}", ' ORDER BY "n" DESC, 1']
+TAILS = [("", ()), (" LIMIT 3", ()), (" FETCH FIRST 3 ROWS ONLY", ()), (" OFFSET 1 LIMIT 2", ()),
+         (" LIMIT $1", (b"4",)), (" LIMIT $1 OFFSET $2", (b"2", b"1")), (" LIMIT $1", (None,))]
+CONSTANTS_IN = ["", "now() AS at, ", "'x' AS label, ", "current_date, "]
+WRAPPERS = ["{inner}", 'SELECT * FROM ({inner}) "_" WHERE "_"."n" IS NOT NULL',
+            'SELECT "_"."department", "_"."n" * 2 AS twice FROM ({inner}) "_" ORDER BY 1 LIMIT 5',
+            "SELECT t.department, round(t.n::numeric, 1) AS r, 'k' AS tag FROM ({inner}) AS t "
+            "WHERE t.department <> 'Psychiatry' AND NOT t.n IS NULL ORDER BY t.n DESC, t.department"]
+
+
+def _composed(rng) -> tuple[str, tuple]:
+    source, qualifiers = rng.choice(FROMS)
+    q = rng.choice(qualifiers)
+    key = f"{q}department"
+    aggregate = rng.choice(AGGREGATES).format(q=q)
+    constant = rng.choice(CONSTANTS_IN)
+    group = rng.choice([key, "2" if constant else "1"])
+    order = rng.choice(ORDERS).format(key=key)
+    tail, params = rng.choice(TAILS)
+    wrapper = rng.choice(WRAPPERS)
+    if wrapper != "{inner}":
+        tail, params = rng.choice(TAILS[:4])  # the outer query's own LIMIT comes after
+    inner = (f"SELECT {constant}{key}, {aggregate} AS n FROM {source} "
+             f"GROUP BY {group}{order}{tail}")
+    return wrapper.format(inner=inner), params
+
+
+def _run(conn, sql: str, params: tuple) -> tuple[list[tuple[str, int]], list[tuple]]:
+    """Names, type OIDs and text rows, through libpq's extended protocol."""
+    result = conn.pgconn.exec_params(sql.encode(), list(params))
+    if result.status != psycopg.pq.ExecStatus.TUPLES_OK:
+        raise AssertionError(f"{result.error_message.decode()}\n{sql}")
+    columns = [(result.fname(i).decode(), result.ftype(i)) for i in range(result.nfields)]
+    rows = [tuple(None if (v := result.get_value(r, c)) is None else v.decode() for c in range(result.nfields))
+            for r in range(result.ntuples)]
+    return columns, rows
+
+
+def test_composed_shapes_are_answered_as_postgresql_reads_them(health_db, health_policy, health_catalog):
+    import random
+
+    from rewriter.plans import RawResult
+
+    context = PlanContext(user="analyst", policy=health_policy, role=health_policy.role_for("analyst"),
+                          catalog=health_catalog, privacy={})
+    rng = random.Random(10)
+    seen = 0
+    with psycopg.connect(health_db, autocommit=True) as conn:
+        for _ in range(300):
+            sql, params = _composed(rng)
+            direct_columns, _ = _run(conn, sql, params)
+            (only,) = plan(sql, context)
+            assert isinstance(only, Release), (sql, only)
+            _, raw = _run(conn, only.sql, params)
+            answer = only.spec.finalize(RawResult(tuple(n for n, _ in direct_columns), (), tuple(raw)))
+            assert [(c.name, c.type_oid) for c in answer.columns] == direct_columns, sql
+            assert all(len(row) == len(direct_columns) for row in answer.rows)
+            seen += 1
+    assert seen == 300

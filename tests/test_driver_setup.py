@@ -284,3 +284,20 @@ def make_direct(pg) -> str:
     from psycopg.conninfo import make_conninfo
 
     return make_conninfo(pg.dsn(user="admin", password="admin", dbname="health"), sslmode="disable")
+
+
+# ------------------------------------------------------ planning, without PostgreSQL
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_set_config_plans_never_share_a_cached_plan(role):
+    """The plan cache keys statements by their text without literals: set_config('TimeZone', 'UTC', false)
+    and set_config('search_path', 'x', false) share a key, so set_config's plans must stay out of it."""
+    from rewriter import Passthrough, Refuse, plan
+    from tests.rewriter_fixtures import context
+
+    for _ in range(2):
+        assert plan("SELECT set_config('TimeZone', 'UTC', false)", context(role)) == (
+            Passthrough("SELECT set_config('TimeZone', 'UTC', false)"),)
+        (refused,) = plan("SELECT set_config('search_path', 'x', false)", context(role))
+        assert isinstance(refused, Refuse), refused

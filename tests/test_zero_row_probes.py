@@ -200,3 +200,39 @@ def test_masked_role_reads_masked_rows_as_before(guarded, pg):
         assert described(conn, sql) == expected
         rows = conn.execute("SELECT ssn FROM patients LIMIT 1").fetchall()
         assert rows and rows[0][0].startswith("XXX-XX-")
+
+
+def test_probes_and_samples_never_share_a_cached_plan():
+    """LIMIT 0 and LIMIT 1 differ only by a literal, which the plan cache keys without: a probe's plan
+    must never be served for a sample, nor the other way round."""
+    from rewriter import Refuse
+    from tests.rewriter_fixtures import context
+
+    for _ in range(2):
+        (probe,) = plan("SELECT * FROM visits LIMIT 0", context("analyst"))
+        (sample,) = plan("SELECT * FROM visits LIMIT 1", context("analyst"))
+        assert isinstance(probe, Rewrite) and probe.sql.endswith('AS "pgshroud_probe" WHERE false')
+        assert isinstance(sample, Refuse)
+        (false_where,) = plan("SELECT * FROM visits WHERE 1 = 0", context("analyst"))
+        (true_where,) = plan("SELECT * FROM visits WHERE 1 = 1", context("analyst"))
+        assert isinstance(false_where, Rewrite) and isinstance(true_where, Refuse)
+
+
+@pytest.mark.parametrize(("where", "probe"), [
+    ("false", True), ("FALSE", True), ("(false)", True), ("NOT TRUE", True), ("NOT (1 = 1)", True),
+    ("1 = 0", True), ("1 <> 1", True), ("1 != 1", True), ("'a' = 'b'", True), ("-1 = 1", True),
+    ("1.0 = 1.5", True), ("cost > 5 AND 1 = 0", True), ("1 = 0 AND cost > 5", True),
+    ("true", False), ("1 = 1", False), ("1e0 <> 1.0", True), ("'1' = 1", False), ("E'a' = 'b'", False),
+    ("cost > 5 OR 1 = 0", False), ("NOT FALSE", False), ("NULL", False), ("cost = 0", False),
+    ("'a' = 'a' AND false", True), ("$$a$$ = 'b'", False),
+])
+def test_which_wheres_are_false_by_their_literals(health_db, where, probe):
+    """PostgreSQL's reading is the truth: what pgshroud takes for false, PostgreSQL finds no row for."""
+    from tests.rewriter_fixtures import context
+
+    (planned,) = plan(f"SELECT * FROM visits WHERE {where}", context("analyst"))
+    assert isinstance(planned, Rewrite) is probe, planned
+    if probe:
+        with psycopg.connect(health_db, autocommit=True) as conn:
+            assert conn.execute(f"SELECT count(*) FROM visits WHERE {where}").fetchone() == (0,)
+            assert conn.execute("SELECT count(*) FROM visits").fetchone()[0] > 0

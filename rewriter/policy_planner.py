@@ -257,10 +257,13 @@ class QueryAnalyser:
             check_functions(statement.tokens, self.catalog, allowed=allowed,
                             aggregate_role=aggregate, alias_starts=alias_starts)
             refs = find_relations(tree, self.catalog, self.user)
-        except (FunctionRefused, RelationError) as exc:
-            raise Refusal(POLICY, str(exc)) from None
+        except FunctionRefused as exc:
+            raise Refusal(POLICY, str(exc), hint=_function_hint(str(exc))) from None
+        except RelationError as exc:
+            raise Refusal(POLICY, str(exc), hint=RELATION_HINT) from None
         if aggregate and any(c.name.lower() in ROW_COUNT_COLUMNS for c in tree.find_all(exp.Column)):
-            raise Refusal(POLICY, "row-count statistics (reltuples, relpages) are not available to aggregate roles")
+            raise Refusal(POLICY, "row-count statistics (reltuples, relpages) are not available to aggregate roles",
+                          hint="Count rows with count(*), which pgshroud answers privately.")
         self._tree = tree
         return statement, refs
 
@@ -720,6 +723,17 @@ def _matching_paren(tokens, open_index: int) -> int:
             if depth == 0:
                 return i
     raise Refusal("42601", "unbalanced parentheses")
+
+
+RELATION_HINT = ("Read the tables and views the policy declares public or protected, by their names in this "
+                 "database; ask the privacy officer to declare any other.")
+
+
+def _function_hint(message: str) -> str:
+    if '"set_config"' in message:
+        return ("Write SET name = value, or SELECT set_config('name', 'value', false) alone with literal arguments, "
+                "for a setting SET may change.")
+    return "Write the query without it, or ask the privacy officer to name it in the policy's allow_functions."
 
 
 PARSE_HINT = ("pgshroud analyses every statement before PostgreSQL sees it and refuses what it cannot read: if "

@@ -268,9 +268,10 @@ def _print_show(policy: Policy, policy_path: str, rows: list[UserRow], shared: l
         _print_table(table, out)
     for role_name, activity in (accounts or {}).items():
         print(file=out)
-        print(f'role "{role_name}" shares answers (roles.{role_name}.share_answers): its users\' releases are '
-              f"charged to its budget above, once each, and repeated to any of them at no cost; "
-              f"{activity.charges} shared releases count now, the last at {_when(activity.last_charge)} UTC",
+        counted = "no shared release counts now" if not activity.charges else \
+            f"{activity.charges} shared releases count now, the last at {_when(activity.last_charge)} UTC"
+        print(f'role "{role_name}" shares answers (roles.{role_name}.share_answers): each release to one of its '
+              f"users is charged once, to its budget above, and repeated to any of them at no cost; {counted}",
               file=out)
 
 

@@ -45,10 +45,10 @@ from policies.loader import loads_policy
 from policies.model import AnswerReuse, Budgets, EpsilonDelta, Policy
 from proxy import budget_notes
 from proxy.answer_cache import AnswerCache, CachedAnswer, Claim
-from proxy.budget_command import _show, run_budget
+from proxy.budget_command import _print_show, _show, run_budget
 from proxy.catalog import read_catalog
 from proxy.config import ConfigError
-from proxy.ledger import SHARED_ACCOUNT, PostgresLedger
+from proxy.ledger import SHARED_ACCOUNT, Activity, PostgresLedger
 from proxy.pgcluster import ThrowawayCluster
 from proxy.session import SessionContext
 from proxy.setup_command import run_setup
@@ -211,10 +211,14 @@ def test_budget_show_reports_the_role_account_and_grants_go_to_the_role(db, poli
     out = io.StringIO()
     assert asyncio.run(_show(db, policy, "sharing.yaml", None, out)) == 0
     text = out.getvalue()
-    assert 'role "team" shares answers (roles.team.share_answers): its users\' releases are charged to its ' \
-           'budget above, once each, and repeated to any of them at no cost; 2 shared releases count now' in text
+    assert 'role "team" shares answers (roles.team.share_answers): each release to one of its users is charged ' \
+           'once, to its budget above, and repeated to any of them at no cost; 2 shared releases count now, the ' \
+           'last at 20' in text
     assert [line.split()[:5] for line in text.splitlines() if line.startswith("role ")][:2] == [
         ["role", "solo", "0.25", "0", "9.75"], ["role", "team", "0.5", "0", "1.5"]]
+    quiet = io.StringIO()
+    _print_show(policy, "sharing.yaml", [], [], quiet, {"team": Activity(0, Decimal(0), Decimal(0), None)})
+    assert quiet.getvalue().rstrip().endswith("at no cost; no shared release counts now")
     out = io.StringIO()
     assert asyncio.run(_show(db, policy, "sharing.yaml", "ann", out)) == 0
     [row] = [line for line in out.getvalue().splitlines() if line.startswith("ann ")]

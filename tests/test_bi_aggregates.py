@@ -93,6 +93,7 @@ class AggregateQuery:
     ranked: bool = False  # a top-N of noisy values: a released group may rank just outside the exact top N
     domain_groups: bool = True  # groups of a public domain may be released though no row has them
     charged: bool = True  # an analyst's answer costs budget (a zero-row probe does not)
+    protocol: str = "extended"  # as JDBC, Npgsql, pgx and psycopg 3 send it; "simple": as psycopg2 and node-postgres do
     before: list[str] = field(default_factory=list)  # statements sent first (BEGIN)
     then: list[str] = field(default_factory=list)  # statements sent after it (FETCH, CLOSE, COMMIT)
 
@@ -145,6 +146,10 @@ def apply_header(query: AggregateQuery, key: str, value: str, path: Path) -> Non
         query.domain_groups = value == "domain"
     elif key == "charged":
         query.charged = value != "no"
+    elif key == "protocol":
+        if value not in ("simple", "extended"):
+            raise ValueError(f"{path}: protocol: expected 'simple' or 'extended', got {value!r}")
+        query.protocol = value
     elif key == "before":
         query.before.append(value)
     elif key == "then":
@@ -208,18 +213,33 @@ class Refused(Exception):
         self.statement = statement
 
 
+def send(conn: psycopg.Connection, statement: str, params: list[Any] | None, protocol: str) -> psycopg.Cursor:
+    """One statement as the tool's driver sends it. Extended: Parse, Bind (params as $1, $2,
+    ...), Describe, Execute, Sync of an unnamed statement, as JDBC, Npgsql, pgx and psycopg 3
+    do (psycopg sends a statement without params as a simple Query outside a pipeline).
+    Simple: one Query with the params quoted into the text, as psycopg2, Django's default
+    client-side binding and node-postgres without values do."""
+    if protocol == "simple":
+        cursor = psycopg.ClientCursor(conn)
+        cursor.execute(statement, params)
+        return cursor
+    with conn.pipeline() as pipeline:
+        cursor = conn.execute(statement, params)
+        pipeline.sync()
+    return cursor
+
+
 def run(conninfo: str, query: AggregateQuery) -> Answer:
     """The query's statements on a new connection; the answer is the last one's that has
-    columns. Statements without params go as written (Parse/Bind without parameters);
-    with params psycopg binds them as $1, $2, ... as JDBC does."""
+    columns."""
     notices: list[str] = []
     with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
         conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
         answer = None
-        for index, statement in enumerate([*query.before, query.sql, *query.then]):
+        for statement in [*query.before, query.sql, *query.then]:
             params = query.params if statement is query.sql else None
             try:
-                cursor = conn.execute(statement, params) if params is not None else conn.execute(statement)
+                cursor = send(conn, statement, params, query.protocol)
             except psycopg.Error as exc:
                 if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
                     conn.execute("ROLLBACK")

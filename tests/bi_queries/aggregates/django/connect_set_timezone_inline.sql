@@ -2,5 +2,6 @@
 -- source: django/django django/db/backends/postgresql/operations.py (set_time_zone_sql)
 -- expect: answered
 -- charged: no
+-- protocol: simple
 
 SELECT set_config('TimeZone', 'UTC', false)

@@ -2,6 +2,7 @@
 -- source: pandas-dev/pandas pandas/io/sql.py (read_sql_query sends the text as written, params through the driver)
 -- expect: answered
 -- keys: age_band
+-- protocol: simple
 
 SELECT floor(date_part('year', age(birth_date)) / 10) * 10 AS age_band, count(*) AS patients
 FROM patients

@@ -5,5 +5,6 @@
 -- then: FETCH FORWARD 1000 FROM "c_7f3a2c0041e0_9b2d"
 -- then: CLOSE "c_7f3a2c0041e0_9b2d"
 -- then: COMMIT
+-- protocol: simple
 
 DECLARE "c_7f3a2c0041e0_9b2d" CURSOR FOR SELECT diagnosis_code, count(*) AS visits, sum(cost) AS total_cost FROM visits GROUP BY diagnosis_code

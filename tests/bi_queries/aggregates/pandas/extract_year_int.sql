@@ -2,6 +2,7 @@
 -- source: pandas-dev/pandas pandas/io/sql.py (read_sql_query sends the text as written, params through the driver)
 -- expect: answered
 -- keys: year
+-- protocol: simple
 
 SELECT extract(year FROM visit_date)::int AS year, count(*) AS visits, sum(cost)::float AS total_cost
 FROM visits

@@ -1,6 +1,7 @@
 -- Superset: bar chart, AVG(length_of_stay) by week over 2025
 -- source: apache/superset superset/db_engine_specs/postgres.py (time grain "P1W": DATE_TRUNC('week', {col}))
 -- expect: answered
+-- protocol: simple
 
 SELECT DATE_TRUNC('week', visit_date) AS visit_date, AVG(length_of_stay) AS "AVG(length_of_stay)" 
 FROM public.visits 

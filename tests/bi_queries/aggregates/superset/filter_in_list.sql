@@ -2,6 +2,7 @@
 -- source: apache/superset superset/models/helpers.py (get_sqla_query) (adhoc filters IN, custom SQL metric)
 -- expect: answered
 -- groups: direct
+-- protocol: simple
 
 SELECT department AS department, SUM(length_of_stay) AS "SUM(length_of_stay)" 
 FROM public.visits 

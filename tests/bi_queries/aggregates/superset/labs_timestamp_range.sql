@@ -2,6 +2,7 @@
 -- source: apache/superset superset/db_engine_specs/postgres.py (convert_dttm for DateTime: TO_TIMESTAMP('...', 'YYYY-MM-DD HH24:MI:SS.US'); time grain "P1M")
 -- expect: answered
 -- keys: taken_at, test
+-- protocol: simple
 
 SELECT DATE_TRUNC('month', taken_at) AS taken_at, test AS test, AVG(value) AS "AVG(value)" 
 FROM public.labs 

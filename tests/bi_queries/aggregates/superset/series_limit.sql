@@ -2,6 +2,7 @@
 -- source: apache/superset superset/models/helpers.py (get_sqla_query) (series limit subquery "series_limit", columns suffixed "__", metric "mme_inner__")
 -- expect: answered
 -- ranked: yes
+-- protocol: simple
 
 SELECT DATE_TRUNC('year', visit_date) AS visit_date, department AS department, COUNT(*) AS count 
 FROM public.visits JOIN (SELECT department AS department__, COUNT(*) AS mme_inner__ 

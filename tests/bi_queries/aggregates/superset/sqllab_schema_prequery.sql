@@ -3,6 +3,7 @@
 -- expect: answered
 -- before: set search_path = "public"
 -- before: SELECT pg_backend_pid()
+-- protocol: simple
 
 SELECT department, count(*) AS visits, avg(length_of_stay) AS avg_stay
 FROM visits

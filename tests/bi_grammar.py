@@ -77,6 +77,7 @@ class BiQuery:
     tags: tuple[str, ...]
     simple: bool = False  # sent with the simple query protocol (no bound values)
     cursor: Cursor | None = None
+    prepared: bool = False  # a named prepared statement, as drivers make of repeated statements
 
     def show(self) -> str:
         text = self.sql if self.cursor is None else self.cursor.declare(self.sql)
@@ -95,9 +96,9 @@ class Cursor:
     fetches: tuple[str, ...]  # FETCH statements with {name} in them
 
     def declare(self, query: str) -> str:
-        parts = [f"DECLARE {self.name}", *( [self.options] if self.options.startswith("NO") else []), "CURSOR",
-                 *([self.options] if self.options.startswith("WITH") else []), f"FOR {query}"]
-        return " ".join(parts)
+        before = [self.options] if self.options.startswith("NO") else []
+        after = [self.options] if self.options.startswith("WITH") else []
+        return " ".join([f"DECLARE {self.name}", *before, "CURSOR", *after, f"FOR {query}"])
 
     def statements(self) -> tuple[str, ...]:
         return tuple(fetch.format(name=self.name) for fetch in self.fetches)
@@ -567,7 +568,8 @@ def wrapped(draw: st.DrawFn, n: Names, p: Params, inner: Aggregate) -> str:
         columns = ", ".join(f'"source"."{name}" AS "{name}"' for name in names)
         keep = f'"source"."{measure}" > 1' if measure in [names[i] for i in inner.numbers] else \
             f'"source"."{measure}" IS NOT NULL'
-        return f'SELECT {columns} FROM ({inner.sql}) AS "source" WHERE {keep} ORDER BY "source"."{measure}" DESC LIMIT 2000'
+        order = f'"source"."{measure}" DESC'
+        return f'SELECT {columns} FROM ({inner.sql}) AS "source" WHERE {keep} ORDER BY {order} LIMIT 2000'
     keys = [f'"t0"."{name}"' for i, name in enumerate(names) if i not in inner.measures]
     arithmetic = draw(st.sampled_from([f'"t0"."{measure}" * 100.0 / 7 AS "share"',
                                        f'CAST("t0"."{measure}" AS double precision) AS "value"',
@@ -603,6 +605,9 @@ def bi_queries(draw: st.DrawFn) -> BiQuery:
     if p.values:
         n.tag("bound values")
     simple = not p.values and cursor is None and draw(st.booleans())
+    prepared = not simple and cursor is None and draw(st.integers(0, 4)) == 0
     if simple:
         n.tag("simple protocol")
-    return BiQuery(sql, tuple(p.values), tuple(n.tags), simple, cursor)
+    if prepared:
+        n.tag("prepared")
+    return BiQuery(sql, tuple(p.values), tuple(n.tags), simple, cursor, prepared)

@@ -108,6 +108,7 @@ class Outcome:
     hint: str = ""
     from_postgres: bool = False  # the error carries PostgreSQL's source location: PostgreSQL raised it
     closed: bool = False
+    unreadable: bool = False  # the client could not read a value as the type its column was described with
     step: str = ""  # of a cursor: the statement that failed (DECLARE, FETCH ..., CLOSE)
 
     @property
@@ -118,6 +119,8 @@ class Outcome:
         at = f"at {self.step}: " if self.step else ""
         if self.closed:
             return f"{at}connection closed: {self.message}"
+        if self.unreadable:
+            return f"{at}{self.message}"
         hint = f" (hint: {self.hint})" if self.hint else ""
         return f"{at}{self.severity} {self.sqlstate}: {self.message}{hint}"
 
@@ -128,7 +131,7 @@ def execute(conn: psycopg.Connection, query: BiQuery) -> Outcome:
     try:
         with cursor:
             if query.cursor is None:
-                cursor.execute(query.sql, query.params or None)
+                cursor.execute(query.sql, query.params or None, prepare=query.prepared or None)
                 columns = _columns(cursor)
                 cursor.fetchall()
                 return Outcome(columns)
@@ -140,7 +143,7 @@ def execute(conn: psycopg.Connection, query: BiQuery) -> Outcome:
     except (ValueError, ArithmeticError) as error:  # decimal.InvalidOperation is an ArithmeticError
         # psycopg's loaders: a value that is not of the type its column was described with
         return Outcome(message=f"the client cannot read a value: {type(error).__name__}: {error}",
-                       closed=conn.closed or conn.broken, step=step[-1] if step else "")
+                       closed=conn.closed or conn.broken, unreadable=True, step=step[-1] if step else "")
 
 
 def _through_cursor(conn: psycopg.Connection, cursor: psycopg.Cursor, query: BiQuery,
@@ -274,7 +277,7 @@ def _answer_violations(direct: Outcome, shrouded: Outcome, charges: int) -> list
 
 
 def _failure_kind(shrouded: Outcome) -> str | None:
-    if shrouded.sqlstate is None:
+    if shrouded.unreadable:
         return "the answer does not decode as the types it describes (the client fails)"
     if shrouded.step not in ("", "DECLARE"):
         return f"a cursor's {shrouded.step} failed after its DECLARE was answered ({shrouded.sqlstate})"
@@ -282,7 +285,7 @@ def _failure_kind(shrouded: Outcome) -> str | None:
         return "the SQL pgshroud built failed upstream (withheld 22000)"
     if shrouded.from_postgres:
         return f"PostgreSQL rejected the SQL pgshroud built ({shrouded.sqlstate})"
-    if shrouded.sqlstate in ("22000", "XX000") or shrouded.sqlstate.startswith("08"):
+    if shrouded.sqlstate is None or shrouded.sqlstate in ("22000", "XX000") or shrouded.sqlstate.startswith("08"):
         return f"refused with SQLSTATE {shrouded.sqlstate}"
     if names_internals(shrouded):
         return f"the refusal names parser internals ({names_internals(shrouded)})"
@@ -325,7 +328,8 @@ class Tally:
 
     def _violate(self, kind: str, query: BiQuery, shrouded: Outcome, direct: Outcome | None = None) -> None:
         self.counts[kind] += 1
-        detail = shrouded.error() if shrouded.failed else f"columns {shrouded.columns} against {direct and direct.columns}"
+        detail = shrouded.error() if shrouded.failed else \
+            f"columns {shrouded.columns} against {direct and direct.columns}"
         shown = self.violations[kind]
         # Examples with different errors say more than three of one.
         if len(shown) < SHOWN and not any(example.endswith(detail) for example in shown):
@@ -382,3 +386,26 @@ def test_bi_aggregates_are_answered_or_refused_cleanly(pg, bi_db, bi_proxy):
     rejected = sum(c for o, c in tally.outcomes.items() if o.startswith("PostgreSQL rejects"))
     assert rejected <= sum(tally.outcomes.values()) // 10, "the grammar writes too much SQL PostgreSQL rejects"
     assert not tally.counts, f"{sum(tally.counts.values())} violations:\n{tally.report()}"
+
+
+def test_a_prepared_fetch_describes_the_cursor_it_reads(pg, bi_db, bi_proxy):
+    """Drivers prepare a statement they repeat (psycopg after 5 runs, pgjdbc's
+    prepareThreshold): Tableau's and psqlODBC's `FETCH 10000 IN "SQL_CUR..."`
+    becomes one prepared statement run against each new cursor of that name.
+    Each run must describe the cursor it reads now, as PostgreSQL does."""
+    direct = make_conninfo(pg.dsn(user="admin", password="admin", dbname=DATABASE), sslmode="disable")
+    seen = {}
+    for side, dsn in (("direct", direct), ("pgshroud", bi_proxy.dsn(USER, DATABASE, password=USER))):
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            cursor = psycopg.RawCursor(conn)
+            seen[side] = []
+            for i, sql in enumerate(["SELECT count(*) AS first FROM visits",
+                                     "SELECT department, count(*) AS second FROM visits GROUP BY 1",
+                                     "SELECT sum(1) AS third, count(*) AS fourth FROM visits"]):
+                with conn.transaction():
+                    cursor.execute(f'DECLARE "SQL_CUR1" CURSOR WITH HOLD FOR {sql}')
+                    cursor.execute('FETCH 10000 IN "SQL_CUR1"', prepare=True)
+                    seen[side].append([column.name for column in cursor.description or ()])
+                    cursor.execute('CLOSE "SQL_CUR1"')
+    assert seen["direct"] == [["first"], ["department", "second"], ["third", "fourth"]]
+    assert seen["pgshroud"] == seen["direct"]

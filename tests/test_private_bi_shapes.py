@@ -289,7 +289,7 @@ protected_tables:
 
 
 @pytest.fixture(scope="module")
-def collated(pg, tmp_path_factory):
+def collated(pg, health_db, tmp_path_factory):
     """A database whose text columns sort under ICU's root collation ('a' < 'B'),
     unlike the C collation of its default (and Python's order of strings)."""
     pg.execute("DROP DATABASE IF EXISTS bi_collated")
@@ -404,3 +404,21 @@ def test_composed_shapes_are_answered_as_postgresql_reads_them(health_db, health
             assert all(len(row) == len(direct_columns) for row in answer.rows)
             seen += 1
     assert seen == 300
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT t.{key} FROM (SELECT {key}, count(*) FROM stays GROUP BY 1) t WHERE t.{key} > 'alpha' ORDER BY 1",
+    "SELECT {key}, count(*) > -1000000 AS counted FROM stays GROUP BY 1 HAVING {key} > 'alpha' AND count(*) IS NOT NULL "
+    "ORDER BY 1",
+    "SELECT t.{key}, 'b' <= t.{key} AS after_b FROM (SELECT {key}, count(*) FROM stays GROUP BY 1) t ORDER BY 1 DESC",
+])
+@pytest.mark.parametrize("key", ["ward", "label"])
+def test_comparisons_of_a_text_key_follow_the_database_collation(collated, key, sql):
+    proxy, dsn = collated
+    sql = sql.format(key=key)
+    direct = described(dsn, sql)
+    with psycopg.connect(analyst_dsn(proxy, "bi_collated"), autocommit=True) as conn:
+        conn.execute("SET pgshroud.delta = 1e-5")
+        cursor = conn.execute(sql)
+        mine = [(c.name, c.type_code) for c in cursor.description], cursor.fetchall()
+    assert mine == direct

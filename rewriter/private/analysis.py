@@ -171,6 +171,7 @@ class PrivateAnalyser:
         self.deriving = False  # reading a subquery in FROM, which may group by the unit
         self.nullable: set[str] = set()  # sources on the nullable side of a LEFT JOIN
         self.constants: list[q.Constant] = []
+        self.key_tests: list[q.KeyTest] = []
 
     # entry
 
@@ -196,7 +197,7 @@ class PrivateAnalyser:
         self._read_keys(tree)
         outputs = self._read_outputs(tree)
         having = tree.args.get("having")
-        having_expression = self._post(having.this, "HAVING") if having is not None else None
+        having_expression = self._collated(self._post(having.this, "HAVING")) if having is not None else None
         order = self._read_order(tree, outputs)
         limit, offset = self._limit(tree)
         protected = [s for s in self.sources.values() if s.protected]
@@ -218,6 +219,7 @@ class PrivateAnalyser:
             max_rows=max_rows if self.keys else max_groups * max_rows,
             notices=tuple(self.notices),
             constants=tuple(self.constants),
+            key_tests=tuple(self.key_tests),
         )
 
     # outer queries over a private aggregate
@@ -270,18 +272,47 @@ class PrivateAnalyser:
                                      hint="Group and aggregate in the inner query; the outer one may filter, "
                                           "compute, order and limit its rows.")
         self.keys, self.aggregates = list(inner.keys), list(inner.aggregates)
-        self.constants = list(inner.constants)
+        self.constants, self.key_tests = list(inner.constants), list(inner.key_tests)
         named = self._renamed(tree, inner.outputs)
         columns: dict[str, q.Output | None] = {}
         for output in named:
             columns[output.name] = None if output.name in columns else output  # None: ambiguous
         outputs = self._outer_outputs(tree, alias, named, columns)
         where = tree.args.get("where")
-        condition = self._outer(where.this, alias, columns, "WHERE") if where is not None else None
+        condition = self._collated(self._outer(where.this, alias, columns, "WHERE")) if where is not None else None
         order = self._read_order(tree, outputs, lambda node: self._outer(node, alias, columns, "ORDER BY"))
         limit, offset = self._limit(tree)
         stage = q.Stage(condition, tuple(order), limit, offset)
-        return replace(inner, outputs=tuple(outputs), outer=inner.outer + (stage,), constants=tuple(self.constants))
+        return replace(inner, outputs=tuple(outputs), outer=inner.outer + (stage,), constants=tuple(self.constants),
+                       key_tests=tuple(self.key_tests))
+
+    def _collated(self, expression: exp.Expression) -> exp.Expression:
+        """Order comparisons of a text key with a string literal, as tests
+        PostgreSQL evaluates under the key's collation (Python's order of
+        strings is the C collation's, which the database's need not be)."""
+        def test(node: exp.Expression) -> exp.Expression:
+            if type(node) not in ORDER_OPERATORS:
+                return node
+            left, right, operator = node.this, node.expression, ORDER_OPERATORS[type(node)]
+            if self._text_key(right) is not None:
+                left, right, operator = right, left, FLIPPED[operator]
+            key = self._text_key(left)
+            if key is None or not isinstance(right, exp.Literal) or not right.is_string:
+                return node
+            found = q.KeyTest(key, operator, _string_literal(right.this))
+            if found not in self.key_tests:
+                self.key_tests.append(found)
+            return exp.var(f"test{self.key_tests.index(found)}")
+
+        return expression.transform(test)
+
+    def _text_key(self, node: exp.Expression) -> int | None:
+        while isinstance(node, exp.Paren):
+            node = node.this
+        if isinstance(node, exp.Var) and node.name.startswith("key"):
+            index = int(node.name[3:])
+            return index if self.keys[index].type_name in q.TEXT_TYPES else None
+        return None
 
     def _outer_outputs(self, tree: exp.Select, alias: str, inner: tuple[q.Output, ...],
                        columns: dict[str, q.Output | None]) -> list[q.Output]:
@@ -295,7 +326,7 @@ class PrivateAnalyser:
                     raise PrivateRefusal(f'missing FROM-clause entry for table "{fold(qualifier)}"')
                 outputs += inner
                 continue
-            expression = self._outer(node, alias, columns, "the select list")
+            expression = self._collated(self._outer(node, alias, columns, "the select list"))
             written = self.written[position] if position < len(self.written) else None
             name = _output_name(item, written)
             if isinstance(node, exp.Column):
@@ -912,24 +943,30 @@ class PrivateAnalyser:
             outputs.append(q.Output(_output_name(item, written), expression, self._post_type(expression)))
         return outputs
 
-    def _post(self, node: exp.Expression, where: str, holders: set[int] | None = None) -> exp.Expression:
+    def _post(self, node: exp.Expression, where: str, holders: set[int] | None = None,
+              sizes: dict[int, int] | None = None) -> exp.Expression:
         """An expression evaluated after aggregation, with aggregates and keys
         replaced by variables `agg{i}` and `key{i}`. `holders`: the ids of
-        the nodes that contain an aggregate, found once for the whole tree
-        (asked again at every level, nested arithmetic planned in quadratic time)."""
-        if holders is None:
-            holders = _aggregate_holders(node)
+        the nodes that contain an aggregate, and `sizes` their node counts,
+        found once for the whole tree (asked again at every level, nested
+        arithmetic planned in quadratic time)."""
+        if holders is None or sizes is None:
+            holders, sizes = _aggregate_holders(node), _sizes(node)
         if id(node) not in holders:
-            canonical = self._canonical(node)
-            for index, key in enumerate(self.key_nodes):
-                if self._canonical(key) == canonical:
-                    return exp.var(f"key{index}")
+            largest = max((_sizes(k)[id(k)] for k in self.key_nodes), default=0)
+            if sizes[id(node)] <= largest:  # only a subtree no larger than a key can be one
+                canonical = self._canonical(node)
+                for index, key in enumerate(self.key_nodes):
+                    if self._canonical(key) == canonical:
+                        return exp.var(f"key{index}")
             if not list(node.find_all(exp.Column)):
                 # A constant: literals are evaluated here, anything else upstream.
                 return self._constant(node) if _needs_upstream(node) else node.copy()
-            raise PrivateRefusal(
-                f"{node.sql('postgres')[:80]} in {where} must appear in GROUP BY or be used in an aggregate"
-            )
+            if isinstance(node, exp.Column) or not isinstance(node, KEY_CONDITIONS):
+                raise PrivateRefusal(
+                    f"{node.sql('postgres')[:80]} in {where} must appear in GROUP BY or be used in an aggregate"
+                )
+            # A condition on keys (department <> 'X'): evaluated on the released keys.
         if isinstance(node, AGGREGATE_CLASSES):
             return exp.var(f"agg{self._add_aggregate(node)}")
         # A new node over the rewritten children: copying the subtree first
@@ -937,9 +974,9 @@ class PrivateAnalyser:
         arguments: dict[str, object] = {}
         for key, value in node.args.items():
             if isinstance(value, exp.Expression):
-                arguments[key] = self._post(value, where, holders)
+                arguments[key] = self._post(value, where, holders, sizes)
             elif isinstance(value, list):
-                arguments[key] = [self._post(v, where, holders) if isinstance(v, exp.Expression) else v
+                arguments[key] = [self._post(v, where, holders, sizes) if isinstance(v, exp.Expression) else v
                                   for v in value]
             else:
                 arguments[key] = value
@@ -953,6 +990,8 @@ class PrivateAnalyser:
         if isinstance(node, exp.Var):
             if node.name.startswith("const"):
                 return self.constants[int(node.name[5:])].type_name
+            if node.name.startswith("test"):
+                return "boolean"
             index = int(node.name[3:])
             return self.aggregates[index].output_type if node.name.startswith("agg") else self.keys[index].type_name
         if isinstance(node, exp.Literal):
@@ -1101,6 +1140,8 @@ TIME_VALUES = {exp.CurrentTimestamp: ("CURRENT_TIMESTAMP", "timestamp with time 
 TIME_NODES = (exp.CurrentTimestamp, exp.CurrentDate, exp.Localtimestamp, exp.CurrentTime, exp.Localtime, exp.Interval)
 
 
+ORDER_OPERATORS = {exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}
+FLIPPED = {">": "<", ">=": "<=", "<": ">", "<=": ">="}
 # PostgreSQL names a cast of a constant by its type's internal name.
 INTERNAL_TYPE_NAMES = {"integer": "int4", "bigint": "int8", "smallint": "int2", "double precision": "float8",
                        "real": "float4", "boolean": "bool", "character varying": "varchar", "character": "bpchar",
@@ -1141,6 +1182,20 @@ def _output_type(kind: str, argument: str) -> str:
     if kind == q.QUANTILE_CONT:
         return "double precision"
     return argument  # percentile_disc, min, max keep the argument's type
+
+
+# Conditions over group keys that post-processing evaluates on released keys.
+KEY_CONDITIONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.And, exp.Or, exp.Not, exp.Is, exp.Paren)
+
+
+def _sizes(node: exp.Expression) -> dict[int, int]:
+    """The node count of every subtree of `node`, in one pass; names do not
+    count, so that department and visits.department weigh the same."""
+    sizes: dict[int, int] = {}
+    for each in reversed(list(node.dfs())):  # every node after its descendants
+        own = 0 if isinstance(each, exp.Identifier) else 1
+        sizes[id(each)] = own + sum(sizes[id(child)] for child in each.iter_expressions())
+    return sizes
 
 
 def _aggregate_holders(node: exp.Expression) -> set[int]:

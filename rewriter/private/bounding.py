@@ -291,7 +291,7 @@ def bounded_sql(query: q.PrivateQuery, salt: str = "") -> str:
             branches.append(f'SELECT {-1 - i}, NULL::integer, {columns}, NULL::numeric{nulls} '
                             f'FROM ({key.domain_sql} LIMIT {MAX_PUBLIC_GROUPS + 1}) AS "d"("v")')
     union = " UNION ALL ".join(branches)
-    if not query.constants and not query.ranked_keys:
+    if not query.constants and not query.ranked_keys and not query.key_tests:
         return f"WITH {', '.join(ctes)} " + union
     ctes.append(f'"pgshroud_answer" AS ({union})')
     return f"WITH {', '.join(ctes)} " + extra_columns(query)
@@ -299,12 +299,14 @@ def bounded_sql(query: q.PrivateQuery, salt: str = "") -> str:
 
 def extra_columns(query: q.PrivateQuery) -> str:
     """The answer's rows, then (when the query needs them) each ranked text
-    key's rank under PostgreSQL's ORDER BY (its collation), and each
-    constant. Constants come from a one-row subquery joined to the answer,
+    key's rank under PostgreSQL's ORDER BY (its collation), each key test's
+    result, and each constant. Constants come from a one-row subquery joined to the answer,
     so they are read even when the answer has no row; PostgreSQL computes
     them before any row is read, and a negative LIMIT or OFFSET fails there
     with PostgreSQL's own error."""
     ranks = [f'dense_rank() OVER (ORDER BY "r"."k{i}") AS "pgshroud_rank{i}"' for i in query.ranked_keys]
+    ranks += [f'("r"."k{test.key}" {test.operator} {test.literal}) AS "pgshroud_test{j}"'
+              for j, test in enumerate(query.key_tests)]
     if not query.constants:
         columns = ", ".join(['"r".*'] + ranks)
         return f'SELECT {columns} FROM "pgshroud_answer" AS "r"'

@@ -85,6 +85,17 @@ class Constant:
     parameter: int | None = None  # for a LIMIT or OFFSET: the bind parameter's number ($n)
 
 
+@dataclass(frozen=True)
+class KeyTest:
+    """An order comparison of a text key with a literal (department > 'M'),
+    which only PostgreSQL can evaluate under the key's collation: it is
+    computed there for each group's key, and read as the variable `test{i}`."""
+
+    key: int
+    operator: str  # <, <=, > or >=, with the key on the left
+    literal: str  # SQL
+
+
 # What a LIMIT or OFFSET is: a literal, or the name of a Constant (`const{i}`).
 Bound = int | str | None
 
@@ -120,6 +131,7 @@ class PrivateQuery:
     notices: tuple[str, ...] = field(default=())
     outer: tuple[Stage, ...] = ()  # outer queries, innermost first
     constants: tuple[Constant, ...] = ()
+    key_tests: tuple[KeyTest, ...] = ()
 
     @property
     def ranked_keys(self) -> tuple[int, ...]:

@@ -151,7 +151,7 @@ class PrivateRelease:
         # go by key too, and the same draws land on the same groups.
         query = self.query
         types = tuple(k.type_name for k in query.keys)
-        answer, ranks, constants = self._split(raw)
+        answer, per_key, constants = self._split(raw)
         values_of_constants = {f"const{i}": None if text is None else parse_key(text, c.type_name)
                                for i, (text, c) in enumerate(zip(constants, query.constants))}
         groups = sorted(self._groups(answer), key=lambda group: key_order(group[0], types))
@@ -164,8 +164,8 @@ class PrivateRelease:
             values = {f"key{i}": v for i, v in enumerate(keys)}
             values.update({f"agg{i}": self._aggregate(a, kept) for i, a in enumerate(query.aggregates)})
             values.update(values_of_constants)
-            for i, rank in ranks.items():
-                values[f"rank{i}"] = None if key_text[i] is None else rank.get(key_text[i])
+            for name, (i, of_key) in per_key.items():  # ranks and tests of text keys, computed by PostgreSQL
+                values[name] = None if key_text[i] is None else of_key.get(key_text[i])
             if query.having is not None and evaluate(query.having, values) is not True:
                 continue
             rows.append((key_text, values, kept))
@@ -178,27 +178,31 @@ class PrivateRelease:
         notices = query.notices + self._margins([noisy for _, _, noisy in rows])
         return LocalAnswer(f"SELECT {len(out)}", self.columns, tuple(out), notices=notices)
 
-    def _split(self, raw: RawResult) -> tuple[RawResult, dict[int, dict[str, int]], tuple[str | None, ...]]:
-        """The answer's own rows; each ranked key's rank of each of its
-        values; the constants' text (bounding.extra_columns)."""
-        ranked, count = self.query.ranked_keys, len(self.query.constants)
-        extra = len(ranked) + count
+    def _split(self, raw: RawResult) -> tuple[RawResult, dict[str, tuple[int, dict]], tuple[str | None, ...]]:
+        """The answer's own rows; for each variable `rank{i}` and `test{j}`,
+        its key and its value for each value of the key; the constants' text
+        (bounding.extra_columns)."""
+        ranked, tests, count = self.query.ranked_keys, self.query.key_tests, len(self.query.constants)
+        extra = len(ranked) + len(tests) + count
         if not extra:
             return raw, {}, ()
         # Counted from each row's end: raw.columns are the answer's, not the bounded SQL's.
         constants: tuple[str | None, ...] = tuple(raw.rows[0][len(raw.rows[0]) - count:]) if raw.rows \
             else (None,) * count
-        ranks: dict[int, dict[str, int]] = {i: {} for i in ranked}
+        per_key: dict[str, dict[str, object]] = {f"rank{i}": {} for i in ranked}
+        per_key.update({f"test{j}": {} for j in range(len(tests))})
+        keys_of = [i for i in ranked] + [test.key for test in tests]
         rows = []
         for row in raw.rows:
             width = len(row) - extra
-            for position, i in enumerate(ranked):
-                value, rank = row[2 + i], row[width + position]
-                if value is not None and rank is not None:
-                    ranks[i][value] = int(rank)
+            for position, (name, key) in enumerate(zip(per_key, keys_of)):
+                value, result = row[2 + key], row[width + position]
+                if value is not None and result is not None:
+                    per_key[name][value] = int(result) if name.startswith("rank") else result == "t"
             if row[0] is not None:  # the row of constants alone (no answer row joined to it) has no kind
                 rows.append(tuple(row[:width]))
-        return RawResult(raw.columns, raw.type_oids, tuple(rows)), ranks, constants
+        keyed = {name: (key, values) for (name, values), key in zip(per_key.items(), keys_of)}
+        return RawResult(raw.columns, raw.type_oids, tuple(rows)), keyed, constants
 
     def _stage(self, rows: list, where: exp.Expression | None, order: tuple, limit: q.Bound, offset: q.Bound,
                constants: dict) -> list:

@@ -1291,16 +1291,19 @@ class Session:
                     out.append(data[run:pos])
                 pos = run = end
                 continue
-            if kind == r.ERROR and action is None and self._started_rewritten and b"pgshroud_u" in data[pos:end]:
-                if run < pos:
-                    out.append(data[run:pos])
-                out.append(_error_with_client_names(data[pos:end]))
-                run = end
+            frame = data[pos:end] if action is not None else None
+            if kind == r.ERROR and self._started_rewritten and b"pgshroud_u" in data[pos:end]:
+                frame = _error_with_client_names(data[pos:end])
+                if action is None:
+                    if run < pos:
+                        out.append(data[run:pos])
+                    out.append(frame)
+                    run = end
             if action is not None:
                 if run < pos:
                     out.append(data[run:pos])
                 try:
-                    out.append(action.frame(kind, data[pos:end]))
+                    out.append(action.frame(kind, frame))
                 except r.NeedsWorker as deferred:
                     # This frame and all after it wait for the answer.
                     self._upstream_rest = data[pos:]

@@ -300,8 +300,9 @@ class QueryAnalyser:
             raise Refusal(
                 POLICY,
                 f'role "{self.role.name}" may read "{name}" only through differentially private aggregates',
-                hint="Write a SELECT with count, sum, avg, ... (and GROUP BY); row-level reads, COPY, and "
-                "SQL-level PREPARE or DECLARE of private queries are refused.",
+                hint="Write a SELECT with count, sum, avg, ... (and GROUP BY), or add LIMIT 0 to see the "
+                "columns; row-level reads, COPY and SQL-level PREPARE of private queries are refused (prepare "
+                "them through the protocol, or read them through DECLARE ... CURSOR).",
             )
         try:
             return masked_subquery(table, relation, self.role.name, table.row_filters.get(self.role.name))
@@ -316,9 +317,11 @@ class QueryAnalyser:
             raise Refusal("42601", "DECLARE without FOR query")
         query = statement.text[position:]
         head = self._renamed_head(statement, position)
-        private = self._private_plan(query)
+        private = self._private_plan(query, probes=True)
         if private is None:
             return Rewrite(head + self.rewrite_query(query))
+        if isinstance(private, Rewrite):  # a zero-row probe: PostgreSQL's own cursor over no row
+            return Rewrite(f"{head} {private.sql}")
         if not isinstance(private, Release):
             return private
         try:

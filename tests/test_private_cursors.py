@@ -89,6 +89,14 @@ def test_held_cursors_are_read_forward_only_and_in_text(analyst):
     assert error.sqlstate == "0A000" and "without BINARY" in error.diag.message_hint
 
 
+def test_a_cursor_over_a_zero_row_probe_is_postgresqls_own_and_free(analyst, raw_health):
+    before = charges(raw_health)
+    analyst.execute("DECLARE probe CURSOR FOR SELECT * FROM visits LIMIT 0")
+    fetched = analyst.execute("FETCH 100 FROM probe")
+    assert fetched.fetchall() == [] and "visit_id" in [d.name for d in fetched.description]
+    assert charges(raw_health) == before
+
+
 def test_psql_fetch_count_reads_a_private_answer_through_its_cursor(private_proxy, raw_health):  # noqa: F811
     before = charges(raw_health)
     out = subprocess.run(

@@ -411,6 +411,9 @@ def test_bi_aggregate(guarded, aggregates_proxy, direct_answers, query, role):
         assert (got.names, got.oids) == (exact.names, exact.oids), (
             f"{describe(query)}\nas clinician: columns {list(zip(got.names, got.oids))}, "
             f"directly {list(zip(exact.names, exact.oids))}")
+        # The policy's row filter hides psychiatry visits from the clinician.
+        assert not any("Psychiatry" in row for row in got.rows), (
+            f"{describe(query)}\nthe clinician sees a group of psychiatry visits, which the row filter hides")
         return
     problems = compare_private(query, got, exact)
     assert not problems, f"{describe(query)}\nas analyst:\n" + "\n".join(problems)

@@ -476,6 +476,8 @@ def single_steps(columns: Columns) -> list[str]:
         steps += [f"extract({f} FROM age({x}, {y})) IS NULL" for f in ("year", "epoch") for y in times + NOW]
         steps += [f"{x} < {n}" for n in NOW] + [f"{x} >= {n} - {i}" for n in NOW[:2] for i in INTERVALS]
         steps += [f"{x} BETWEEN now() - {i} AND now()" for i in INTERVALS]
+        steps += [f"({x} AT TIME ZONE 'UTC') IS NULL", f"{x} >= TO_DATE('2025-01-01', 'YYYY-MM-DD')",
+                  f"{x} < TO_TIMESTAMP('2026-01-01 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US')"]
         steps += [f"make_date(CAST(extract(year FROM {x}) AS integer), 1, 1) IS NULL",
                   f"make_date(CAST(least(greatest(extract(year FROM {x}), 1), 9999) AS integer), "
                   f"CAST(extract(month FROM {x}) AS integer), least(CAST(extract(day FROM {x}) AS integer), 28)) IS NULL"]
@@ -491,6 +493,11 @@ def now_steps() -> list[str]:
     steps += [f"date_trunc('{u}', {n}) IS NULL" for u in TRUNC_UNITS for n in NOW[:2]]
     steps += [f"to_char({n}, {f}) IS NULL" for n in NOW[:3] for f in TO_CHAR_FORMATS]
     steps += [f"CAST(extract({f} FROM {n}) AS integer) IS NULL" for f in FIELDS for n in NOW[:3]]
+    # Looker's and Superset's spellings
+    steps += [f"(date_trunc('month', date_trunc('day', {n} AT TIME ZONE 'UTC')) + ({k} || ' month')::interval) IS NULL"
+              for n in NOW[:3] for k in ("-11", "12", "-1000000", "999999999")]
+    steps += ["TO_TIMESTAMP('2024-01-01 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US') IS NULL",
+              "TO_DATE('2024-02-29', 'YYYY-MM-DD') IS NULL", "TO_DATE('2023-02-29', 'YYYY-MM-DD') IS NULL"]
     return steps
 
 

@@ -30,7 +30,11 @@ the type its context asks for (`$1::date` is a date parameter), and
 PostgreSQL converts its value at Bind, before anything runs, so a value
 that is not a date fails for every statement alike, rows or none; a
 parameter bounds nothing, so arithmetic on it is refused like arithmetic
-on an unknown value. (A type the client declares in Parse that differs
+on an unknown value, with two exceptions ORMs need, whose use would fail
+for each row on some values: date_trunc's unit bound as a parameter
+(Django, SQLAlchemy) and an interval bound as one (SQLAlchemy's timedelta)
+are passed on only when they are a unit a private query may truncate to,
+or an interval of at most 6000 years, and read as NULL otherwise. (A type the client declares in Parse that differs
 from the one the context asks for would make PostgreSQL convert the value
 for each row: the session must not let one reach a private statement.)
 now(), current_date, current_timestamp, localtimestamp, statement_timestamp()
@@ -48,6 +52,7 @@ its own, and are not guarantees about the values.
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 from dataclasses import dataclass, replace
@@ -460,6 +465,10 @@ class RowExpressions:
             return self._interval(node)
         if isinstance(node, exp.TimeToStr):
             return self._to_char(node)
+        if isinstance(node, (exp.StrToDate, exp.StrToTime)):
+            return self._to_date(node)
+        if isinstance(node, exp.AtTimeZone):
+            return self._at_time_zone(node)
         if isinstance(node, exp.Anonymous) and node.name.lower() in CALLS:
             return getattr(self, CALLS[node.name.lower()])(node)
         if isinstance(node, (exp.Lower, exp.Upper, exp.Length)):
@@ -827,7 +836,17 @@ class RowExpressions:
                     f"a bind parameter cast to {target} is checked against its precision for every row; "
                     "cast it to numeric and pass a value that already has the precision you want"
                 )
+            if target.name == "interval":
+                return _bounded_interval(node), Facts("interval", "interval", -PARAMETER_INTERVAL_REACH,
+                                                      PARAMETER_INTERVAL_REACH)
             return node.copy(), type_facts(target, tamed=False)
+        text = _constant_text(source)
+        if text is not None and target.name == "interval":
+            # Text built of literals, converted for each row but always alike (Looker's (-11 || ' month')::INTERVAL).
+            magnitude = interval_magnitude(text)
+            if magnitude is None or magnitude > MAX_TEXT_INTERVAL:
+                raise ExpressionRefused(f"{_short(node)}: write the interval as a literal, e.g. interval '30 days'")
+            return node.copy(), Facts("interval", "interval", -magnitude, magnitude, nullable=False)
         inner, facts = self._emit(node.this)
         converted, result = self._convert(inner, facts, target, node.this)
         return _rebuild(node, this=converted), result
@@ -933,10 +952,14 @@ class RowExpressions:
     # dates and times
 
     def _date_trunc(self, node: exp.TimestampTrunc) -> tuple[exp.Expression, Facts]:
-        unit = literal_string(node.args.get("unit") or exp.Null())
+        unit_node = node.args.get("unit") or exp.Null()
+        unit = literal_string(unit_node)
         if node.args.get("zone") is not None:
             raise ExpressionRefused("date_trunc takes two arguments in a private query (a time zone argument is "
                                     "read for every row, and an invalid one fails there)")
+        bound = _bound_unit(unit_node)
+        if bound is not None:
+            unit = "month"  # checked below as any unit it may name
         if unit is not None and unit.lower() in FAR_TRUNC_UNITS:
             raise ExpressionRefused(f"date_trunc('{unit.lower()}', ...) can leave the timestamp range for the "
                                     f"earliest dates; use extract({unit.lower()} FROM ...) instead")
@@ -955,8 +978,10 @@ class RowExpressions:
                     else "timestamp with time zone")
         # Back by at most a decade: still years away from PostgreSQL's limits, though outside the clamps.
         low = None if facts.low is None else facts.low - TRUNC_REACH
-        return (_rebuild(node, this=inner),
-                replace(time_facts(declared, declared, low, facts.high, nullable=facts.nullable), within=True))
+        result = replace(time_facts(declared, declared, low, facts.high, nullable=facts.nullable), within=True)
+        if bound is not None:
+            return _rebuild(node, this=inner, unit=bound), replace(result, nullable=True)
+        return _rebuild(node, this=inner), result
 
     def _extract(self, node: exp.Extract) -> tuple[exp.Expression, Facts]:
         field = literal_string(node.this)
@@ -1058,6 +1083,40 @@ class RowExpressions:
             )
         return emitted, _calendar_facts(year, nullable)
 
+    def _to_date(self, node: exp.Expression) -> tuple[exp.Expression, Facts]:
+        """to_date and to_timestamp of literals (Superset's time ranges): computed
+        for each row, so the text must be a valid date in the format's layout."""
+        kind = "date" if isinstance(node, exp.StrToDate) else "timestamp with time zone"
+        emitted = node.copy()
+        written = re.fullmatch(r"TO_(?:DATE|TIMESTAMP)\('((?:[^']|'')*)', '((?:[^']|'')*)'\)", emitted.sql("postgres"))
+        layout = None if written is None else DATE_LAYOUTS.get(written.group(2))
+        year = None if layout is None else _valid_date(written.group(1), layout)  # type: ignore[union-attr]
+        if year is None:
+            raise ExpressionRefused(
+                f"{_short(node)}: to_date and to_timestamp take a literal date of years 1 to 9999 written in its "
+                f"format ({', '.join(repr(f) for f in DATE_LAYOUTS)}) in a private query; or write DATE '2024-01-31'"
+            )
+        return emitted, time_facts(kind, kind, _epoch(year) - ZONE_MARGIN, _epoch(year + 1) + ZONE_MARGIN,
+                                   nullable=False)
+
+    def _at_time_zone(self, node: exp.AtTimeZone) -> tuple[exp.Expression, Facts]:
+        """x AT TIME ZONE 'UTC' (Looker's "now" in the query's time zone)."""
+        zone = node.args.get("zone")
+        if not (isinstance(zone, exp.Literal) and zone.is_string and zone.this.upper() in UTC_NAMES):
+            raise ExpressionRefused(f"{_short(node)}: AT TIME ZONE takes 'UTC' in a private query (an unknown zone "
+                                    "fails for every row it meets)")
+        inner, facts = self._emit(node.this)
+        if facts.type not in t.TIMES or not facts.within or facts.low is None or facts.high is None:
+            raise ExpressionRefused(
+                f"AT TIME ZONE fails for timestamps near the ends of the timestamp range, which "
+                f"{_short(node.this)} may hold; a private query may convert dates and timestamps of protected "
+                "tables, now(), current_date and literal dates"
+            )
+        kind = "timestamp with time zone" if facts.type == "timestamp without time zone" else \
+            "timestamp without time zone"
+        return _rebuild(node, this=inner), time_facts(kind, kind, facts.low - ZONE_MARGIN / 2,
+                                                      facts.high + ZONE_MARGIN / 2, nullable=facts.nullable)
+
     def _to_char(self, node: exp.TimeToStr) -> tuple[exp.Expression, Facts]:
         """to_char of a date or timestamp with a literal format of date fields."""
         inner, facts = self._emit(node.this)
@@ -1131,6 +1190,81 @@ class RowExpressions:
             low, high = self.bounds_of(node.this)
             return (None if low is None else low - 1, None if high is None else high + 1)
         return UNBOUNDED
+
+
+# An interval bound as a parameter moves dates by at most this much: larger
+# ones read as NULL (interval '6000 years' in PostgreSQL's comparison of
+# intervals, months as 30 days, is at most 2.25 million days of movement).
+PARAMETER_INTERVAL_BOUND = "6000 years"
+PARAMETER_INTERVAL_REACH = 2_300_000 * DAY
+# Intervals written as text built of literals: PostgreSQL reads any this size.
+MAX_TEXT_INTERVAL = 1_000_000 * 366 * DAY
+# date_trunc's units PostgreSQL reads for the fields a private query may truncate to
+# (datetime.c, deltatktbl; it compares the first 10 characters).
+TRUNC_UNIT_SPELLINGS = frozenset("""microsecon us usec usecond useconds usecs millisecon ms msec msecond mseconds
+    msecs s sec second seconds secs m min mins minute minutes h hour hours hr hrs d day days w week weeks mon mons
+    month months qtr quarter y year years yr yrs dec decade decades decs microseconds milliseconds""".split())
+UTC_NAMES = frozenset({"UTC", "GMT", "ETC/UTC", "ETC/GMT", "ZULU", "UCT"})
+# to_date/to_timestamp formats of literal dates (as sqlglot writes them back), and their layouts.
+DATE_LAYOUTS = {
+    "YYYY-MM-DD": r"(\d{4})-(\d{2})-(\d{2})",
+    "YYYY-MM-DD HH24:MI:SS": r"(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})",
+    "YYYY-MM-DD HH24:MI:SS.US": r"(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})\.\d{1,6}",
+    "YYYY-MM-DD HH24:MI:SS.MS": r"(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})\.\d{1,3}",
+}
+
+
+def _valid_date(text: str, layout: str) -> int | None:
+    """The year of a literal written in the layout that names a real day and time, else None."""
+    match = re.fullmatch(layout, text)
+    if match is None:
+        return None
+    fields = [int(g) for g in match.groups()]
+    try:
+        datetime.datetime(*fields)
+    except ValueError:
+        return None
+    return fields[0]
+
+
+def _bounded_unit_guard(unit: exp.Expression) -> exp.Expression:
+    """date_trunc's unit bound as a parameter, passed on only when it names
+    a unit a private query may truncate to, else NULL: an unknown unit would
+    fail for each row, and century or millennium can leave the range."""
+    spelled = exp.func("lower", exp.Cast(this=unit.copy(), to=exp.DataType.build("text")))
+    known = exp.In(this=spelled, expressions=[exp.Literal.string(u) for u in sorted(TRUNC_UNIT_SPELLINGS)])
+    return exp.Case(ifs=[exp.If(this=known, true=unit.copy())])
+
+
+def _bound_unit(unit: exp.Expression) -> exp.Expression | None:
+    """The guarded unit, when date_trunc's unit is a bind parameter (Django, SQLAlchemy)."""
+    inner = unit.this if isinstance(unit, exp.Cast) and t.cast_target(unit.to) is not None \
+        and t.cast_target(unit.to).name in t.TEXTS else unit  # type: ignore[union-attr]
+    if not isinstance(inner, exp.Parameter):
+        return None
+    return _bounded_unit_guard(unit)
+
+
+def _bounded_interval(cast: exp.Cast) -> exp.Expression:
+    """CAST($n AS interval), or NULL when it could move a date out of range."""
+    bound = exp.Interval(this=exp.Literal.string(PARAMETER_INTERVAL_BOUND))
+    between = exp.Between(this=cast.copy(), low=exp.Neg(this=bound.copy()), high=bound)
+    return exp.Case(ifs=[exp.If(this=between, true=cast.copy())])
+
+
+def _constant_text(node: exp.Expression) -> str | None:
+    """The text of literals joined with ||, as PostgreSQL prints them, else None."""
+    if isinstance(node, exp.Paren):
+        return _constant_text(node.this)
+    if isinstance(node, exp.Literal):
+        return node.this if node.is_string else (node.this if re.fullmatch(r"\d+", node.this) else None)
+    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
+        inner = _constant_text(node.this)
+        return None if inner is None else "-" + inner
+    if isinstance(node, exp.DPipe):
+        left, right = _constant_text(node.this), _constant_text(node.expression)
+        return None if left is None or right is None else left + right
+    return None
 
 
 # to_char's date and time fields (with the FM prefix), separators and quoted text.

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable, Mapping, NamedTuple, Prot
 
 from proxy import budget_notes
 from proxy import responses as r
-from proxy.answer_cache import AnswerCache, AnswerKey, CachedAnswer
+from proxy.answer_cache import AnswerCache, AnswerKey, CachedAnswer, Claim
 from proxy.answers import UnsupportedFormat, check_formats, result_formats, row_description, simple_query_answer
 from proxy.codec.messages import (
     Bind, Close, Describe, ErrorResponse, Execute, FunctionCall, ParameterStatus, Parse, Query,
@@ -695,8 +695,8 @@ class Session:
                 # As a prepared statement's key: no parameters, every column in text.
                 statement = (sql, index, (), (), (), (0,) * len(plan.spec.columns))
                 key = self._answer_key(statement, plan, privacy)
-                cached = self._cached(key)
-                if cached is not None:
+                cached = await self._claim(key)
+                if isinstance(cached, CachedAnswer):
                     if _outside_transaction(plan, self._transaction_status, alone=len(plans) == 1):
                         decided.append(CURSOR_OUTSIDE_TRANSACTION)
                         break
@@ -704,14 +704,16 @@ class Session:
                 else:
                     unfit = await self._unfit_before_charge(plan, alone=len(plans) == 1)
                     if unfit is not None:
+                        self._abandon(key)
                         decided.append(unfit)
                         break
-                    refusal, standings = await self._charge(plan)
+                    refusal, standings = await self._charge(plan, key)
                     if refusal is not None:
+                        self._abandon(key)
                         decided.append(refusal)
                         refused = plan
                         break
-                    charged[index] = _Charged(key, standings)
+                    charged[index] = _Charged(key, standings, cached.overlapping if cached else None)
             elif isinstance(plan, Local) and plan.reads is not None:
                 plan = await self._read_session(plan)
                 if isinstance(plan, Refuse):
@@ -754,9 +756,11 @@ class Session:
         self.upstream.write(Parse("", sql, ()).encode() + Describe(b"S", "").encode() + SYNC_FRAME)
         return await outcome
 
-    async def _charge(self, plan: Release) -> tuple[Refuse | None, Sequence[Standing] | None]:
-        """Charge the release: the ledger's refusal, or None and where the
-        user's budgets stand after the charge (None when the ledger does not say)."""
+    async def _charge(self, plan: Release, key: AnswerKey | None = None
+                      ) -> tuple[Refuse | None, Sequence[Standing] | None]:
+        """Charge the release (`key`: its answer cache key, which tells a role's
+        shared release): the ledger's refusal, or None and where the user's
+        budgets stand after the charge (None when the ledger does not say)."""
         ledger = self.shared.ledger
         refusal: Refuse | None
         standings = None
@@ -766,7 +770,9 @@ class Session:
             try:
                 charge_standing = getattr(ledger, "charge_standing", None)
                 if charge_standing is not None:
-                    outcome = await charge_standing(self.user, plan.spec.cost)
+                    answers = self.shared.answers
+                    release = answers.release_of(key) if key is not None and answers is not None else None
+                    outcome = await charge_standing(self.user, plan.spec.cost, release)
                     refusal, standings = (outcome, None) if isinstance(outcome, Refuse) else (None, outcome)
                 else:
                     refusal = await ledger.charge(self.user, plan.spec.cost)
@@ -843,6 +849,17 @@ class Session:
                                policy=context.policy, catalog=context.catalog, privacy=privacy,
                                cost=plan.spec.cost, statement=statement)
 
+    async def _claim(self, key: AnswerKey | None) -> CachedAnswer | Claim | None:
+        """The kept answer (after a release of the same key in flight, if any), or the claim to release it."""
+        answers = self.shared.answers
+        if key is None or answers is None:
+            return None
+        return await answers.claim(key)
+
+    def _abandon(self, key: AnswerKey | None) -> None:
+        if key is not None and self.shared.answers is not None:
+            self.shared.answers.abandon(key)
+
     def _cached(self, key: AnswerKey | None) -> CachedAnswer | None:
         answers = self.shared.answers
         if key is None or answers is None:
@@ -854,9 +871,7 @@ class Session:
         what is left; for a DECLARE, held by the cursor it declares."""
         standings = await self._standing()
         failed = isinstance(standings, Refuse) and standings is not NO_LEDGER
-        seconds = self.shared.answers.seconds if self.shared.answers is not None else 0
-        notice = budget_notes.repeat_notice(cached.cost, cached.released_at, seconds,
-                                            None if isinstance(standings, Refuse) else standings, failed)
+        notice = budget_notes.cached_notice(cached, None if isinstance(standings, Refuse) else standings, failed)
         answer = budget_notes.with_notice(cached.answer, notice)
         self._last_answer = "; ".join(answer.notices)
         if cursor is None:
@@ -893,7 +908,7 @@ class Session:
         and gets the notice of its cost and what is left."""
         spec = plan.spec
         finalize, cost = spec.finalize, spec.cost
-        notice = budget_notes.cost_notice(cost, charged.standings)
+        notice = budget_notes.cost_notice(cost, charged.standings, charged.overlapping)
         answers, key = self.shared.answers, charged.key
 
         cursor = plan.cursor
@@ -1172,15 +1187,28 @@ class Session:
                 self._decided("execute", info.sql, (CURSOR_OUTSIDE_TRANSACTION,))
             refusal = CURSOR_OUTSIDE_TRANSACTION
             return self._refuse_extended(r.ENDS_EXECUTE, refusal.sqlstate, refusal.message, refusal.hint)
-        refusal, standings = await self._charge(plan)
+        found = await self._claim(info.cache_key) if plan.cursor is None else None
+        if isinstance(found, CachedAnswer):
+            # Released for another session while this one waited: that answer. The
+            # Execute still goes upstream, to keep PostgreSQL's answers in order,
+            # but nothing of what it returns reaches the client (Fetch).
+            local = await self._repeat(found)
+            if self._watched:
+                self._decided("execute", info.sql, (local,))
+            answer = info.answer = r.PortalAnswer()
+            answer.fill(local.answer, info.formats)
+            self._expect(r.ENDS_EXECUTE, action=r.Fetch(answer, execute.max_rows))
+            return Execute(info.upstream or self._up(execute.portal), 0).encode()
+        refusal, standings = await self._charge(plan, info.cache_key)
         if self._watched:
             self._decided("execute", info.sql, (plan if refusal is None else refusal,), refusal, plan)
         if refusal is not None:
+            self._abandon(info.cache_key)
             return self._refuse_extended(r.ENDS_EXECUTE, refusal.sqlstate, refusal.message, refusal.hint)
         answer = info.answer = r.PortalAnswer()
         self._expect(r.ENDS_EXECUTE, action=self._transform(
             plan, describe=False, formats=info.formats, portal=answer, max_rows=execute.max_rows,
-            charged=_Charged(info.cache_key, standings)))
+            charged=_Charged(info.cache_key, standings, found.overlapping if isinstance(found, Claim) else None)))
         # A release runs once, whole: fetching it from PostgreSQL in pieces
         # would run the aggregate, and its noise, more than once. Later
         # Executes of the portal take the next rows of its answer.
@@ -1452,6 +1480,7 @@ class _Charged(NamedTuple):
 
     key: AnswerKey | None
     standings: Sequence[Standing] | None
+    overlapping: float | None = None  # answer_cache.Claim.overlapping
 
 
 def _two_names(payload: bytes) -> tuple[str, str]:

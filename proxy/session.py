@@ -95,6 +95,8 @@ TERMINATE = b"X\x00\x00\x00\x04"
 # Upstream messages that tell how a transaction ends.
 _TRANSACTION_FRAMES = frozenset(b"CEZ")
 IDLE = ord("I")
+# PostgreSQL reports these when they change; each changes the text of some answers.
+ANSWER_SETTINGS = frozenset({"TimeZone", "DateStyle", "IntervalStyle"})
 
 NO_SETTINGS: Mapping[str, str] = MappingProxyType({})
 # RESET ALL and DISCARD ALL: every pgshroud setting back to the policy's default.
@@ -221,6 +223,10 @@ class Session:
         self._cursors = HeldCursors()
         # PostgreSQL's transaction status as of its last ReadyForQuery.
         self._transaction_status = IDLE
+        # The settings that change what a private answer says (a date's text, now()'s
+        # zone), as PostgreSQL last reported them: part of the answer cache's key.
+        self._answer_settings = {name: value for name, value in established.statuses.items()
+                                 if name in ANSWER_SETTINGS}
         # What the last private answer cost and its margins (SHOW pgshroud.last_answer).
         self._last_answer = "no private answer has been released in this session yet"
         # Non-raw sessions: what each named statement was planned under.
@@ -847,7 +853,7 @@ class Session:
         context = self.plan_context
         return AnswerCache.key(user=self.user, role=self.role.name if self.role is not None else None,
                                policy=context.policy, catalog=context.catalog, privacy=privacy,
-                               cost=plan.spec.cost, statement=statement)
+                               cost=plan.spec.cost, statement=statement, settings=self._answer_settings)
 
     async def _claim(self, key: AnswerKey | None) -> CachedAnswer | Claim | None:
         """The kept answer (after a release of the same key in flight, if any), or the claim to release it."""
@@ -1310,7 +1316,7 @@ class Session:
                     self._upstream_streaming = end - n
                     pos = n
                 break
-            if kind == PARAMETER_STATUS and self._started_rewritten and self._unsafe_status(data[pos + 5 : end]):
+            if kind == PARAMETER_STATUS and self._started_rewritten and self._on_parameter_status(data[pos + 5 : end]):
                 return
             if kind == NOTIFICATION and self._started_rewritten:
                 # Its payload is a value no rewrite touched (LISTEN is refused
@@ -1391,10 +1397,13 @@ class Session:
             self.client.write(b"".join(out))
         self._close_with_error("XX000", "pgshroud failed while building an answer, so it closed the connection")
 
-    def _unsafe_status(self, payload: bytes) -> bool:
-        """A non-raw session whose lexical settings changed is closed: the
+    def _on_parameter_status(self, payload: bytes) -> bool:
+        """Keep the settings that change what an answer says; True when the
+        session was closed because its lexical settings changed: the
         rewriter's reading of its statements may no longer be PostgreSQL's."""
         status = ParameterStatus.decode(payload)
+        if status.name in ANSWER_SETTINGS:
+            self._answer_settings = {**self._answer_settings, status.name: status.value}
         problem = check_parameter_status(status.name, status.value)
         if problem is None:
             return False

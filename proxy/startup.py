@@ -58,6 +58,7 @@ class Established:
     database: str
     upstream_key: BackendKeyData | None
     role: Role | None  # None without a policy
+    statuses: dict[str, str]  # PostgreSQL's parameter statuses at startup (TimeZone, DateStyle, ...)
 
 
 def role_for(policy: Policy | None, user: str) -> Role | None:
@@ -165,12 +166,13 @@ async def establish(
             await _relay_authentication(client, upstream, user, refuse_trust=refuse_trust)
         role = role_for(policy, user)
         sees_raw = role is None or role.access == Access.RAW
-        key = await _relay_until_ready(client, upstream, check_status=not sees_raw)
+        statuses: dict[str, str] = {}
+        key = await _relay_until_ready(client, upstream, statuses, check_status=not sees_raw)
     except BaseException:
         upstream.write(b"X\x00\x00\x00\x04")
         upstream.close()
         raise
-    return Established(upstream, client_minor, user, database, key, role)
+    return Established(upstream, client_minor, user, database, key, role, statuses)
 
 
 async def _authentication_request(client: Leg, upstream: Leg) -> tuple[bytes, Authentication]:
@@ -309,7 +311,10 @@ async def _client_password(client: Leg) -> tuple[bytes, bytes]:
     return kind, payload
 
 
-async def _relay_until_ready(client: Leg, upstream: Leg, *, check_status: bool) -> BackendKeyData | None:
+async def _relay_until_ready(client: Leg, upstream: Leg, statuses: dict[str, str], *,
+                             check_status: bool) -> BackendKeyData | None:
+    """Relay PostgreSQL's messages up to its first ReadyForQuery; its
+    parameter statuses are also kept in `statuses`."""
     key: BackendKeyData | None = None
     while True:
         kind, payload = await _upstream_frame(upstream)
@@ -317,13 +322,14 @@ async def _relay_until_ready(client: Leg, upstream: Leg, *, check_status: bool) 
             key = BackendKeyData.decode(payload)
         elif kind == b"Z":
             return key  # the session sends its own key, then this ReadyForQuery
-        elif kind == b"S" and check_status:
+        elif kind == b"S":
             status = ParameterStatus.decode(payload)
-            problem = check_parameter_status(status.name, status.value)
+            problem = check_parameter_status(status.name, status.value) if check_status else None
             if problem is not None:
                 raise ClientFacingError("42501", f"pgshroud cannot serve this session safely: {problem}")
+            statuses[status.name] = status.value
             client.write(_frame(kind, payload))
-        elif kind in (b"S", b"N"):
+        elif kind == b"N":
             client.write(_frame(kind, payload))
         elif kind == b"E":
             client.write(_frame(kind, payload))

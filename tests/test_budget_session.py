@@ -333,6 +333,23 @@ def test_per_user_answers_are_not_shared(cached, health_db):
     assert {user: charges(health_db, user) for user in USERS} == {user: first[user] + 1 for user in USERS}
 
 
+def test_an_answer_is_repeated_only_under_the_settings_it_was_released_under(cached, health_db):
+    """now() and dates read differently under another TimeZone or DateStyle,
+    so a repeat under other settings is a new release, not the kept answer."""
+    sql = "SELECT now()::date AS today, count(*) FROM visits WHERE visit_id < 41"
+    before = charges(health_db)
+    with psycopg.connect(dsn(cached), autocommit=True) as conn:
+        conn.execute(sql).fetchall()
+        conn.execute(sql).fetchall()
+        assert charges(health_db) == before + 1
+        conn.execute("SET TimeZone = 'Pacific/Kiritimati'")
+        conn.execute(sql).fetchall()
+        conn.execute("SET DateStyle = 'German'")
+        conn.execute(sql).fetchall()
+        conn.execute(sql).fetchall()
+    assert charges(health_db) == before + 3
+
+
 def test_asyncpg_log_listener_gets_the_notices_and_prepared_repeats_hit(cached, health_db, budget_policy):
     async def run():
         conn = await asyncpg.connect(f"postgresql://budgetee:budgetee@{cached.host}:{cached.port}/health"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import json
 import math
 import re
@@ -39,6 +40,7 @@ from policies.model import Budgets, EpsilonDelta, PrivacyDefaults
 from proxy.catalog import read_catalog
 from proxy.ledger import PostgresLedger
 from proxy.session import SessionContext
+from proxy.setup_command import run_setup
 from rewriter import plan
 from tests.fix_proxy import RunningProxy, proxy_config
 
@@ -51,6 +53,7 @@ ROLES = ("analyst", "clinician")
 # A high epsilon makes the noise small enough for a comparison with the exact answer
 # to find a wrong column or a bias; the policy is the demo's otherwise.
 EPSILON = 8.0
+LEDGER_DB = "bi_aggregates_ledger"
 NUMERIC_OIDS = frozenset({20, 21, 23, 700, 701, 1700})  # int8, int2, int4, float4, float8, numeric
 PARSER_WORDS = ("sqlglot", "<class", "exp.", "ParseError", "Token")
 MARGINS = re.compile(r"95% margins of error[^:]*:\s*(?P<list>.*)$")
@@ -175,7 +178,20 @@ def test_the_corpus_covers_the_tools():
 
 
 @pytest.fixture(scope="module")
-def aggregates_proxy(pg, health_db, health_policy) -> Iterator[RunningProxy]:
+def ledger_db(pg) -> Iterator[str]:
+    """A database of its own for the corpus's privacy budget ledger: the corpus spends
+    thousands of epsilon, which in `health`'s ledger would count against the analyst
+    role's and the dataset's budgets of the tests that run after it."""
+    pg.execute(f"DROP DATABASE IF EXISTS {LEDGER_DB} WITH (FORCE)")
+    pg.execute(f"CREATE DATABASE {LEDGER_DB}")
+    assert run_setup(pg.admin_dsn(LEDGER_DB), key_env=None, key_file=None, rotate_key=False, grant_to=[],
+                     out=io.StringIO()) == 0
+    yield pg.admin_dsn(LEDGER_DB)
+    pg.execute(f"DROP DATABASE IF EXISTS {LEDGER_DB} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def aggregates_proxy(pg, health_db, health_policy, ledger_db) -> Iterator[RunningProxy]:
     """The analyst's pgshroud: the `guarded` one (healthcare policy in front of `health`)
     with what private answers need and `guarded` lacks, a privacy budget ledger, and a
     budget no run of the corpus exhausts, at EPSILON per query."""
@@ -186,7 +202,7 @@ def aggregates_proxy(pg, health_db, health_policy) -> Iterator[RunningProxy]:
     )
     catalog = asyncio.run(read_catalog(health_db))
     upstream = make_conninfo(pg.dsn(), sslmode="disable")
-    ledger = PostgresLedger(health_db, policy)
+    ledger = PostgresLedger(ledger_db, policy)
     proxy = RunningProxy(SessionContext(proxy_config(upstream), plan, ledger=ledger, policy=policy,
                                         catalog=lambda: catalog))
     yield proxy

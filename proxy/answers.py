@@ -47,10 +47,19 @@ def result_formats(requested: Sequence[int], columns: int) -> tuple[int, ...]:
     return tuple(requested)
 
 
-def check_formats(columns: Sequence[Column], formats: Sequence[int]) -> None:
+# Binary dates and timestamps are encoded from PostgreSQL's text, which they
+# can read only in DateStyle ISO (proxy/datetimes.py).
+_DATESTYLE_TYPES = frozenset({1082, 1114, 1184})
+
+
+def check_formats(columns: Sequence[Column], formats: Sequence[int], date_style: str = "ISO") -> None:
+    """Refuse, before anything runs, result formats pgshroud cannot encode."""
     for column, fmt in zip(columns, formats):
         if fmt == BINARY and column.type_oid not in BINARY_TYPES:
             raise UnsupportedFormat(f"binary format is not available for column {column.name!r} of type OID {column.type_oid}")
+        if fmt == BINARY and column.type_oid in _DATESTYLE_TYPES and not date_style.startswith("ISO"):
+            raise UnsupportedFormat(f"binary format of column {column.name!r} needs DateStyle ISO, and this "
+                                    f"session's is {date_style}")
 
 
 def row_description(columns: Sequence[Column], formats: Sequence[int]) -> bytes:

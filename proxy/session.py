@@ -1041,7 +1041,7 @@ class Session:
         columns = _columns(info.plan)
         try:
             formats = result_formats(bind.result_formats, len(columns))
-            check_formats(columns, formats)
+            check_formats(columns, formats, self._answer_settings.get("DateStyle", "ISO"))
         except UnsupportedFormat as exc:
             return self._refuse_extended(r.ENDS_BIND, "0A000", str(exc))
         key = None

@@ -14,12 +14,14 @@ and the last answer's cost on demand.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 
+import asyncpg
 import psycopg
 import pytest
 
-from tests.test_private_clients import analyst_dsn, charges, private_proxy  # noqa: F401 (fixture)
+from tests.test_private_clients import analyst_dsn, analyst_url, charges, private_proxy  # noqa: F401 (fixture)
 from tests.test_session_privacy import FakePlanner, MemoryLedger
 
 GROUPED = "SELECT department, count(*) AS n FROM visits GROUP BY department ORDER BY department"
@@ -164,3 +166,25 @@ def test_sql_postgresql_refuses_to_parse_is_relayed_and_not_charged(checked):
     conn.rollback()
     assert conn.execute("release SELECT g FROM generate_series(1, 3) g").fetchall() == [(1001,), (1002,), (1003,)]
     assert len(ledger.charges) == 1
+
+
+def test_binary_dates_under_another_datestyle_are_refused_before_the_charge(private_proxy, raw_health):  # noqa: F811
+    """asyncpg reads results in binary, which pgshroud encodes from
+    PostgreSQL's ISO text: under another DateStyle the Bind is refused, uncharged."""
+
+    async def run() -> tuple[str, int]:
+        conn = await asyncpg.connect(analyst_url(private_proxy))
+        try:
+            await conn.execute("SET DateStyle = 'German'")
+            with pytest.raises(asyncpg.PostgresError) as caught:
+                await conn.fetch("SELECT current_date AS today, count(*) FROM visits")
+            await conn.execute("SET DateStyle = 'ISO, MDY'")
+            rows = await conn.fetch("SELECT current_date AS today, count(*) FROM visits")
+            return caught.value.sqlstate, len(rows)
+        finally:
+            await conn.close()
+
+    before = charges(raw_health)
+    sqlstate, rows = asyncio.run(run())
+    assert sqlstate == "0A000" and rows == 1
+    assert charges(raw_health) == before + 1

@@ -209,8 +209,10 @@ _LEDGER_DDL = [
     epsilon numeric NOT NULL CHECK (epsilon >= 0 AND epsilon <> 'NaN'),
     delta numeric NOT NULL CHECK (delta >= 0 AND delta <= 1),
     note text,
-    -- A charge names its user (and the role it counted against, if any); a
-    -- grant or reset names a user, or a role, or neither (the dataset).
+    -- A charge names its user (and the role it counted against, if any), or
+    -- the user '' (no PostgreSQL user has that name) for the shared account of
+    -- a role whose users share answers; a grant or reset names a user, or a
+    -- role, or neither (the dataset).
     CHECK (CASE WHEN kind = 'charge' THEN user_name IS NOT NULL ELSE user_name IS NULL OR role_name IS NULL END),
     CHECK (kind <> 'reset' OR (epsilon = 0 AND delta = 0))
 )""",

@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--answer-cache-seconds", type=float, default=300.0, metavar="N",
                        help="repeat a released private answer, at no new privacy cost, to a user who asks the same "
                             "query again (same text, literals, bind values, epsilon and delta) within N seconds; "
-                            "answers are kept per user, in memory; 0 switches it off (default: 300)")
+                            "answers are kept per user (per role for a role with share_answers), in memory; a "
+                            "policy's answers.reuse_for sets the time instead; 0 switches the cache off whatever "
+                            "the policy says (default: 300)")
     serve.add_argument("--max-statement-length", type=int, default=256 * 1024, metavar="CHARS",
                        help="longest statement text pgshroud analyses for roles that do not see raw data; longer "
                             "ones are refused with SQLSTATE 54000 (default: 262144)")

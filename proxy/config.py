@@ -161,7 +161,8 @@ class ServerConfig:
     startup_timeout: float = 60.0
     drain_timeout: float = 60.0
     # How long a released private answer is repeated, at no new cost, to the
-    # user who asks for it again (proxy/answer_cache.py); 0 switches it off.
+    # user who asks for it again (proxy/answer_cache.py), unless the policy's
+    # answers.reuse_for says; 0 switches the cache off.
     answer_cache_seconds: float = 300.0
     # Set when pgshroud checks clients' passwords itself (--auth-file,
     # --auth-query); None: PostgreSQL checks them, relayed.

@@ -1215,8 +1215,13 @@ def _output_name(item: exp.Expression, written: str | None = None) -> str:
     node = item
     while isinstance(node, exp.Paren):
         node = node.this
-    if written is not None and written != "cast" and isinstance(node, (exp.Func, exp.Case, exp.Filter, exp.WithinGroup)):
-        return written
+    named = (exp.Func, exp.Case, exp.Filter, exp.WithinGroup)
+    if written is not None and written != "cast" and isinstance(node, named):
+        inner = node
+        while isinstance(inner, (exp.Cast, exp.Paren)):  # a cast is named after what it casts
+            inner = inner.this
+        if isinstance(inner, named):
+            return written
     if isinstance(node, exp.Column):
         return node.name
     if isinstance(node, exp.Cast):
@@ -1277,6 +1282,7 @@ def written_function_names(tokens) -> list[str | None]:
     for item in items:
         while item and item[0].token_type in (TokenType.L_PAREN, TokenType.DISTINCT, TokenType.ALL):
             item = item[1:]
+        item = _cast_argument(item)
         if item and item[0].token_type == TokenType.CASE:
             names.append("case")
         elif len(item) > 1 and item[1].token_type == TokenType.L_PAREN:
@@ -1285,6 +1291,24 @@ def written_function_names(tokens) -> list[str | None]:
         else:
             names.append(None)
     return names
+
+
+def _cast_argument(item: list) -> list:
+    """CAST(f(...) AS type) is named f, as PostgreSQL names a cast after what
+    it casts: the tokens from f on when the argument is one call, else as given."""
+    cast = item and item[0].token_type == TokenType.VAR and item[0].text.upper() == "CAST"
+    if len(item) < 4 or not cast or item[1].token_type != TokenType.L_PAREN:
+        return item
+    rest = item[2:]
+    if len(rest) < 2 or rest[1].token_type != TokenType.L_PAREN:
+        return item
+    depth = 0
+    for position, token in enumerate(rest[1:], start=1):
+        depth += {TokenType.L_PAREN: 1, TokenType.R_PAREN: -1}.get(token.token_type, 0)
+        if depth == 0:
+            following = rest[position + 1] if position + 1 < len(rest) else None
+            return rest if following is not None and following.token_type == TokenType.ALIAS else item
+    return item
 
 
 def _sql_number(x: Fraction) -> str:

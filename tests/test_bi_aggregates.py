@@ -320,6 +320,9 @@ def near(noisy: Any, exact: Any, margin: float | None, scale: float) -> bool:
         return True
     if noisy is None:
         return False
+    if isinstance(exact, list):  # percentile_cont of an array of fractions, say
+        return (isinstance(noisy, list) and len(noisy) == len(exact)
+                and all(near(n, e, margin, scale) for n, e in zip(noisy, exact)))
     if not isinstance(exact, (int, float, Decimal)):
         return True  # a date or text aggregate: its type was compared
     noisy, exact = float(noisy), float(exact)
@@ -339,8 +342,10 @@ def empty(noisy: Any, margin: float | None) -> bool:
 
 
 def column_scale(rows: list[tuple], index: int) -> float:
-    values = [abs(float(row[index])) for row in rows if isinstance(row[index], (int, float, Decimal))]
-    return max(values, default=0.0)
+    values = [row[index] for row in rows]
+    numbers = [v for value in values for v in (value if isinstance(value, list) else [value])
+               if isinstance(v, (int, float, Decimal))]
+    return max((abs(float(v)) for v in numbers), default=0.0)
 
 
 def compare_private(query: AggregateQuery, got: Answer, exact: Answer) -> list[str]:

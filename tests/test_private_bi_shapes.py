@@ -422,3 +422,18 @@ def test_comparisons_of_a_text_key_follow_the_database_collation(collated, key, 
         cursor = conn.execute(sql)
         mine = [(c.name, c.type_code) for c in cursor.description], cursor.fetchall()
     assert mine == direct
+
+
+@pytest.mark.parametrize("sql", [
+    # Superset's and Metabase's ratios guard the divisor with NULLIF.
+    "SELECT count(*)::float / NULLIF(count(DISTINCT patient_id), 0) AS per_patient, NULLIF(count(*), 0) FROM visits",
+    # Django's joins USING the key name it unqualified: the one merged column.
+    "SELECT count(DISTINCT patient_id), count(*) FROM visits AS V LEFT JOIN patients AS Pat USING (patient_id) "
+    "WHERE patient_id > 5",
+    "SELECT CAST(extract(month FROM visit_date) AS integer), count(*) FROM visits GROUP BY 1 ORDER BY 1",
+])
+def test_more_tool_spellings_are_answered(bi_proxy, raw_health, sql):
+    direct_columns, direct_rows = described(raw_health, sql)
+    columns, rows = described(analyst_dsn(bi_proxy), sql, "SET pgshroud.epsilon = 2")
+    assert columns == direct_columns
+    assert len(rows) <= len(direct_rows) and rows

@@ -172,6 +172,7 @@ class PrivateAnalyser:
         self.nullable: set[str] = set()  # sources on the nullable side of a LEFT JOIN
         self.constants: list[q.Constant] = []
         self.key_tests: list[q.KeyTest] = []
+        self.merged: dict[str, set[str]] = {}  # column name -> aliases joined USING it
 
     # entry
 
@@ -517,6 +518,10 @@ class PrivateAnalyser:
         if from_ is None:
             raise PrivateRefusal("a private query reads a protected table")
         items = [from_.this] + [join.this for join in tree.args.get("joins") or []]
+        for join in tree.args.get("joins") or []:
+            for using in join.args.get("using") or []:
+                name = fold(using) if isinstance(using, exp.Identifier) else using.name
+                self.merged.setdefault(name, set()).add(_alias_of(join.this))
         for item in items:
             source = self._source(item)
             if source.alias in self.sources:
@@ -817,6 +822,9 @@ class PrivateAnalyser:
         owners = [s for s in self.sources.values() if name in s.columns]
         if not owners:
             raise ExpressionRefused(f'column "{name}" does not exist')
+        if len(owners) > 1 and all(o.alias in self.merged.get(name, ()) for o in owners[1:]):
+            # Joined USING (name): the one merged column, the left one's (RIGHT and FULL joins are refused).
+            return owners[0].alias, owners[0].columns[name]
         if len(owners) > 1:
             raise ExpressionRefused(f'column reference "{name}" is ambiguous')
         return owners[0].alias, owners[0].columns[name]
@@ -1011,6 +1019,8 @@ class PrivateAnalyser:
             return self._post_type(node.this)
         if isinstance(node, exp.Coalesce):
             return self._post_type(node.this)
+        if isinstance(node, exp.Nullif):
+            return t.nullif_type(self._post_type(node.this), self._post_type(node.expression))
         return "boolean"
 
     def _read_order(self, tree: exp.Select, outputs: list[q.Output], post=None) -> list[q.OrderItem]:
@@ -1130,7 +1140,7 @@ class PrivateAnalyser:
 
 
 POST_NODES = (exp.Var, exp.Literal, exp.Paren, exp.Neg, exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.Cast,
-              exp.Round, exp.Abs, exp.Floor, exp.Ceil, exp.Coalesce, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT,
+              exp.Round, exp.Abs, exp.Floor, exp.Ceil, exp.Coalesce, exp.Nullif, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT,
               exp.LTE, exp.And, exp.Or, exp.Not, exp.Is, exp.Null, exp.Boolean, exp.DataType)
 
 
@@ -1309,6 +1319,14 @@ def _cast_argument(item: list) -> list:
             following = rest[position + 1] if position + 1 < len(rest) else None
             return rest if following is not None and following.token_type == TokenType.ALIAS else item
     return item
+
+
+def _alias_of(item: exp.Expression) -> str:
+    """The name a FROM item goes by, folded as PostgreSQL folds it."""
+    alias = item.args.get("alias")
+    if isinstance(alias, exp.TableAlias) and isinstance(alias.this, exp.Identifier):
+        return fold(alias.this)
+    return fold(item.this) if isinstance(item, exp.Table) and isinstance(item.this, exp.Identifier) else item.alias_or_name
 
 
 def _sql_number(x: Fraction) -> str:

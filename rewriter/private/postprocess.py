@@ -131,6 +131,13 @@ def evaluate(node: exp.Expression, values: dict[str, Value]) -> Value:
             if value is not None:
                 return value
         return None
+    if isinstance(node, exp.Nullif):
+        value, other = evaluate(node.this, values), evaluate(node.expression, values)
+        if value is None or other is None:
+            return value
+        if isinstance(value, str) != isinstance(other, str):
+            value, other = _number(value), _number(other)
+        return None if value == other else value
     if isinstance(node, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)):
         left, right = evaluate(node.this, values), evaluate(node.expression, values)
         if left is None or right is None:

@@ -52,6 +52,7 @@ DATES = ["2024-01-01", "infinity", "-infinity", "4713-11-24 BC", "5874897-12-31"
 TIMESTAMPS = ["2024-01-01 10:00", "infinity", "4713-11-24 00:00 BC", "294276-12-31 23:59:59.999999", "garbage"]
 NUMBERS = ["0", "NaN", "Infinity", "-Infinity", "1e131071", "1e-16383", "99999999.99", "garbage"]
 TEXTS = ["Psychiatry", "", "\\", "%", "garbage"]
+PATTERNS = ["%card%", "Psych%", "abc\\", "\\\\", "a\\%", "%a" * 17, "%a" * 16, "%" * 40, "", "_"]
 UNITS = ["month", "MONTH", "week", "quarter", "microseconds", "century", "millennium", "garbage", ""]
 INTERVALS = ["1095 days", "-30 day", "1 year 2 months", "5999 years", "6001 years", "300000 years",
              "-178000000 years", "garbage"]
@@ -77,6 +78,11 @@ PARAMETERS = [
     # Django with server-side binding, SQLAlchemy's func.date_trunc: the unit is bound
     ("SELECT date_trunc($1, v.visit_date) AS m, count(*) FROM visits v GROUP BY 1", UNITS),
     ("SELECT date_trunc($1::varchar, r.seen) AS m, count(*) FROM readings r GROUP BY 1", UNITS),
+    # Django's icontains, SQLAlchemy's contains: a LIKE pattern bound as a parameter
+    ("SELECT count(*) FROM visits v WHERE upper(v.department::text) LIKE upper($1)", PATTERNS),
+    ("SELECT count(*) FROM visits v WHERE v.department LIKE '%' || $1 || '%'", PATTERNS),
+    ("SELECT count(*) FROM readings r WHERE r.label ILIKE $1", PATTERNS),
+    ("SELECT count(*) FROM readings r WHERE r.flag NOT LIKE $1::varchar", PATTERNS),
     # SQLAlchemy's timedelta: an interval bound as a parameter
     ("SELECT count(*) FROM visits v WHERE v.visit_date >= now() - $1::interval", INTERVALS),
     ("SELECT count(*) FROM readings r WHERE r.seen < localtimestamp + $1::interval", INTERVALS),
@@ -256,6 +262,8 @@ CLIENT_QUERIES = [
     ("SELECT count(*) FROM visits WHERE visit_date < date_trunc('month', now())", ()),
     ("SELECT count(*) FROM visits WHERE visit_date >= now() - %s::interval", ("36500 days",)),
     ("SELECT count(*) FROM visits WHERE visit_date >= TO_DATE('2000-01-01', 'YYYY-MM-DD')", ()),
+    # Django's icontains
+    ("SELECT count(*) FROM visits WHERE UPPER(department::text) LIKE UPPER(%s)", ("%care%",)),
 ]
 
 

@@ -30,11 +30,13 @@ the type its context asks for (`$1::date` is a date parameter), and
 PostgreSQL converts its value at Bind, before anything runs, so a value
 that is not a date fails for every statement alike, rows or none; a
 parameter bounds nothing, so arithmetic on it is refused like arithmetic
-on an unknown value, with two exceptions ORMs need, whose use would fail
+on an unknown value, with three exceptions ORMs need, whose use would fail
 for each row on some values: date_trunc's unit bound as a parameter
-(Django, SQLAlchemy) and an interval bound as one (SQLAlchemy's timedelta)
-are passed on only when they are a unit a private query may truncate to,
-or an interval of at most 6000 years, and read as NULL otherwise. (A type the client declares in Parse that differs
+(Django, SQLAlchemy), an interval bound as one (SQLAlchemy's timedelta)
+and a LIKE pattern built from one (Django's icontains) are passed on only
+when they are a unit a private query may truncate to, an interval of at
+most 6000 years, or a pattern that neither ends in an escape character
+nor has more than 16 runs of %, and read as NULL otherwise. (A type the client declares in Parse that differs
 from the one the context asks for would make PostgreSQL convert the value
 for each row: the session must not let one reach a private statement.)
 now(), current_date, current_timestamp, localtimestamp, statement_timestamp()
@@ -742,6 +744,10 @@ class RowExpressions:
         inner, facts = self._emit(node.this)
         if facts.type not in t.TEXTS and facts.type != "unknown":
             raise ExpressionRefused(f"LIKE needs text in a private query, got {facts.declared}")
+        if _bound_text(node.expression):
+            # A pattern bound as a parameter (Django's icontains, SQLAlchemy's contains): NULL
+            # when it would fail, as a literal pattern of that kind is refused.
+            return _rebuild(node, this=inner, expression=_guarded_pattern(node.expression)), self._boolean([facts])
         pattern = literal_string(node.expression)
         if pattern is None or _bad_like_pattern(pattern):
             raise ExpressionRefused("LIKE needs a literal pattern that does not end in an escape character")
@@ -1204,7 +1210,7 @@ MAX_TEXT_INTERVAL = 1_000_000 * 366 * DAY
 TRUNC_UNIT_SPELLINGS = frozenset("""microsecon us usec usecond useconds usecs millisecon ms msec msecond mseconds
     msecs s sec second seconds secs m min mins minute minutes h hour hours hr hrs d day days w week weeks mon mons
     month months qtr quarter y year years yr yrs dec decade decades decs microseconds milliseconds""".split())
-UTC_NAMES = frozenset({"UTC", "GMT", "ETC/UTC", "ETC/GMT", "ZULU", "UCT"})
+UTC_NAMES = frozenset({"UTC", "GMT", "ETC/UTC", "ETC/GMT"})
 # to_date/to_timestamp formats of literal dates (as sqlglot writes them back), and their layouts.
 DATE_LAYOUTS = {
     "YYYY-MM-DD": r"(\d{4})-(\d{2})-(\d{2})",
@@ -1250,6 +1256,36 @@ def _bounded_interval(cast: exp.Cast) -> exp.Expression:
     bound = exp.Interval(this=exp.Literal.string(PARAMETER_INTERVAL_BOUND))
     between = exp.Between(this=cast.copy(), low=exp.Neg(this=bound.copy()), high=bound)
     return exp.Case(ifs=[exp.If(this=between, true=cast.copy())])
+
+
+def _bound_text(node: exp.Expression) -> bool:
+    """Text computed from bind parameters and literals only, with at least one
+    parameter: '%' || $1 || '%', upper($1), $1::text."""
+    def plain(part: exp.Expression) -> bool:
+        if isinstance(part, exp.Paren):
+            return plain(part.this)
+        if isinstance(part, (exp.Parameter, exp.Literal)):
+            return isinstance(part, exp.Parameter) or part.is_string
+        if isinstance(part, exp.Cast):
+            target = t.cast_target(part.to)
+            return target is not None and target.name in t.TEXTS and not target.modifier and plain(part.this)
+        if isinstance(part, (exp.Upper, exp.Lower)):
+            return plain(part.this)
+        if isinstance(part, exp.DPipe):
+            return plain(part.this) and plain(part.expression)
+        return False
+    return plain(node) and any(isinstance(n, exp.Parameter) for n in node.walk())
+
+
+# A LIKE pattern fails when it ends in an odd number of backslashes (the
+# escape), and may exhaust the stack with more than MAX_LIKE_WILDCARDS runs of %.
+_BAD_PATTERN_SQL = (r"(^|[^\\])(\\\\)*\\$", f"(%+[^%]*){{{MAX_LIKE_WILDCARDS + 1}}}")
+
+
+def _guarded_pattern(pattern: exp.Expression) -> exp.Expression:
+    bad = exp.or_(*(exp.RegexpLike(this=exp.Paren(this=pattern.copy()), expression=exp.Literal.string(regex))
+                    for regex in _BAD_PATTERN_SQL))
+    return exp.Case(ifs=[exp.If(this=bad, true=exp.Null())], default=exp.Paren(this=pattern.copy()))
 
 
 def _constant_text(node: exp.Expression) -> str | None:

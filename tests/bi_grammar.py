@@ -78,6 +78,7 @@ class BiQuery:
     simple: bool = False  # sent with the simple query protocol (no bound values)
     cursor: Cursor | None = None
     prepared: bool = False  # a named prepared statement, as drivers make of repeated statements
+    binary: bool = False  # results in binary format (asyncpg, pgjdbc for some types, psycopg binary cursors)
 
     def show(self) -> str:
         text = self.sql if self.cursor is None else self.cursor.declare(self.sql)
@@ -252,6 +253,8 @@ def _date_key(draw: st.DrawFn, n: Names) -> tuple[str, str]:
         # Tableau's date parts
         (f"DATE_TRUNC( '{unit.upper()}', CAST({ref} AS DATE) )", f"t{unit[:2]}:{column}:ok"),
         (f"CAST(EXTRACT(YEAR FROM {ref}) AS INTEGER)", f"yr:{column}:ok"),
+        (f"to_char({ref}, 'Mon YYYY')", "month_name"),
+        (f"make_date(extract(year from {ref})::int, 1, 1)", "year_start"),
     ]
     if column == "birth_date":
         forms += [(f"date_part('year', age({ref}))", "age"), (f"extract(year from age(current_date, {ref}))::int",
@@ -377,10 +380,10 @@ def measure(draw: st.DrawFn, n: Names, p: Params) -> tuple[str, str]:
     numbers = columns_of(n, "number")
     with_unit = [t for t in n.tables if "patient_id" in COLUMNS[t]]
     kinds = ["count(*)", "count(1)", "count(col)", "count(distinct)", "sum(1)", "min/max(date)", "count filter",
-             "sum(case)"]
+             "sum(case)", "count(distinct key)", "per person"]
     if numbers:
         kinds += ["sum", "avg", "min/max", "percentile_cont", "stddev", "coalesce(sum)", "round(avg)",
-                  "avg(::float)", "sum filter"]
+                  "avg(::float)", "sum filter", "ratio", "spread"]
     kind = draw(st.sampled_from(kinds))
     n.tag(f"agg:{kind}")
     count = n.kw("count")
@@ -395,6 +398,16 @@ def measure(draw: st.DrawFn, n: Names, p: Params) -> tuple[str, str]:
         return f"{count}({n.col(table, column)})", "count"
     if kind == "count(distinct)":
         return f"{count}({n.kw('DISTINCT')} {n.col(draw(st.sampled_from(with_unit)), 'patient_id')})", "patients"
+    if kind == "count(distinct key)":
+        table, column = draw(st.sampled_from(columns_of(n, "text")))
+        return f"{count}({n.kw('DISTINCT')} {n.col(table, column)})", "distinct"
+    if kind == "per person":  # Metabase's and Looker's ratios of two aggregates
+        unit = n.col(draw(st.sampled_from(with_unit)), "patient_id")
+        return draw(st.sampled_from([
+            f"{count}(*)::float / NULLIF({count}({n.kw('DISTINCT')} {unit}), 0)",
+            f"CAST({count}(*) AS DOUBLE PRECISION) / {count}({n.kw('DISTINCT')} {unit})",
+            f"1.0 * {count}(*) / NULLIF({count}({n.kw('DISTINCT')} {unit}), 0)",
+        ])), "per_patient"
     if kind == "min/max(date)":
         table, column = draw(st.sampled_from(columns_of(n, "date")))
         fn = draw(st.sampled_from(["min", "max"]))
@@ -414,7 +427,14 @@ def measure(draw: st.DrawFn, n: Names, p: Params) -> tuple[str, str]:
         return f"{n.kw(fn)}({ref})", fn
     if kind == "percentile_cont":
         q = draw(st.sampled_from(["0.5", "0.9", "0.25"]))
-        return f"{n.kw('percentile_cont')}({q}) {n.kw('WITHIN GROUP')} ({n.kw('ORDER BY')} {ref})", "median"
+        fn = draw(st.sampled_from(["percentile_cont", "percentile_cont", "percentile_disc"]))
+        return f"{n.kw(fn)}({q}) {n.kw('WITHIN GROUP')} ({n.kw('ORDER BY')} {ref})", "median"
+    if kind == "ratio":
+        return draw(st.sampled_from([f"{n.kw('sum')}({ref}) / NULLIF({count}(*), 0)",
+                                     f"{n.kw('sum')}({ref}) / {count}(*)",
+                                     f"{n.kw('avg')}({ref})::numeric(10,2)"])), "ratio"
+    if kind == "spread":
+        return f"{n.kw('max')}({ref}) - {n.kw('min')}({ref})", "spread"
     if kind == "coalesce(sum)":
         return f"{n.kw('COALESCE')}({n.kw('sum')}({ref}), 0)", "total"
     if kind == "round(avg)":
@@ -574,7 +594,11 @@ def wrapped(draw: st.DrawFn, n: Names, p: Params, inner: Aggregate) -> str:
     arithmetic = draw(st.sampled_from([f'"t0"."{measure}" * 100.0 / 7 AS "share"',
                                        f'CAST("t0"."{measure}" AS double precision) AS "value"',
                                        f'round("t0"."{measure}"::numeric, 1) AS "rounded"']))
-    return f'SELECT {", ".join([*keys, arithmetic])} FROM ({inner.sql}) "t0" WHERE "t0"."{measure}" IS NOT NULL'
+    page = draw(st.sampled_from(["", " LIMIT 5", " OFFSET 1", " FETCH FIRST 3 ROWS ONLY"]))
+    if draw(st.booleans()):
+        page = f" LIMIT {p.add(5)} OFFSET {p.add(1)}"
+    n.tag(f"outer page:{page.split()[0] if page else 'none'}")
+    return f'SELECT {", ".join([*keys, arithmetic])} FROM ({inner.sql}) "t0" WHERE "t0"."{measure}" IS NOT NULL{page}'
 
 
 CURSORS = (
@@ -599,6 +623,9 @@ def bi_queries(draw: st.DrawFn) -> BiQuery:
     wrap = draw(st.integers(0, 3)) == 0
     inner = aggregate(draw, n, p, named=wrap)
     sql = wrapped(draw, n, p, inner) if wrap else inner.sql
+    if wrap and draw(st.integers(0, 4)) == 0:  # Power BI folds one step onto another
+        n.tag("wrapper:twice")
+        sql = f'select * from ({sql}) "_1" limit 1000001'
     cursor = draw(st.sampled_from(CURSORS)) if draw(st.integers(0, 5)) == 0 else None
     if cursor is not None:
         n.tag("cursor")
@@ -606,8 +633,8 @@ def bi_queries(draw: st.DrawFn) -> BiQuery:
         n.tag("bound values")
     simple = not p.values and cursor is None and draw(st.booleans())
     prepared = not simple and cursor is None and draw(st.integers(0, 4)) == 0
-    if simple:
-        n.tag("simple protocol")
-    if prepared:
-        n.tag("prepared")
-    return BiQuery(sql, tuple(p.values), tuple(n.tags), simple, cursor, prepared)
+    binary = not simple and cursor is None and draw(st.integers(0, 4)) == 0
+    for flag, tag in ((simple, "simple protocol"), (prepared, "prepared"), (binary, "binary results")):
+        if flag:
+            n.tag(tag)
+    return BiQuery(sql, tuple(p.values), tuple(n.tags), simple, cursor, prepared, binary)

@@ -131,7 +131,8 @@ def execute(conn: psycopg.Connection, query: BiQuery) -> Outcome:
     try:
         with cursor:
             if query.cursor is None:
-                cursor.execute(query.sql, query.params or None, prepare=query.prepared or None)
+                cursor.execute(query.sql, query.params or None, prepare=query.prepared or None,
+                               binary=query.binary or None)
                 columns = _columns(cursor)
                 cursor.fetchall()
                 return Outcome(columns)
@@ -244,6 +245,12 @@ _INTERNAL = re.compile(
     + r"|object has no attribute)\b|\bexp\.")
 
 
+# PostgreSQL's own analysis errors: a refusal that states one about a
+# statement PostgreSQL accepted has read the statement otherwise than PostgreSQL.
+_FALSE_ERRORS = re.compile(r"is ambiguous|does not exist|must appear in (?:the )?GROUP BY|"
+                           r"aggregate functions are not allowed|syntax error")
+
+
 def names_internals(outcome: Outcome) -> str | None:
     match = _INTERNAL.search(f"{outcome.message} {outcome.hint}")
     return match.group(0) if match else None
@@ -293,6 +300,9 @@ def _failure_kind(shrouded: Outcome) -> str | None:
         return f"refused with SQLSTATE {shrouded.sqlstate}"
     if names_internals(shrouded):
         return f"the refusal names parser internals ({names_internals(shrouded)})"
+    claimed = _FALSE_ERRORS.search(shrouded.message)
+    if claimed:
+        return f"the refusal states an error PostgreSQL does not raise ({claimed.group(0)})"
     if not shrouded.message:
         return "refused without a message"
     return None
@@ -307,6 +317,7 @@ class Tally:
     counts: Counter[str] = field(default_factory=Counter)
     shapes: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     rejected: list[str] = field(default_factory=list)  # statements PostgreSQL itself rejects (a grammar slip)
+    refusals: dict[str, str] = field(default_factory=dict)  # one statement per refusal reason
 
     def record(self, query: BiQuery, direct: Outcome, shrouded: Outcome, charges: int) -> None:
         if direct.failed:
@@ -324,6 +335,7 @@ class Tally:
             self.outcomes[f"VIOLATION: {kinds[0]}"] += 1
         elif shrouded.failed:
             self.outcomes[reason(shrouded)] += 1
+            self.refusals.setdefault(reason(shrouded), query.show())
         else:
             self.outcomes["answered" if charges else "answered, not charged"] += 1
         verdict = "violation" if kinds else "refused" if shrouded.failed else "answered"
@@ -346,6 +358,8 @@ class Tally:
         lines.append("\nshapes by share of violations (answered / refused / violations):")
         for tag, verdicts in sorted(self.shapes.items(), key=lambda kv: -kv[1]["violation"] / sum(kv[1].values())):
             lines.append(f"  {tag:32s} {verdicts['answered']:5d} {verdicts['refused']:5d} {verdicts['violation']:5d}")
+        lines.append("\nrefusals, one statement each:")
+        lines += [f"  {why[:90]}\n    {example}" for why, example in self.refusals.items()]
         if self.rejected:
             lines.append("\nrejected by PostgreSQL directly, e.g.:")
             lines += [f"  - {example}" for example in self.rejected]

@@ -970,6 +970,10 @@ class PrivateAnalyser:
             if not list(node.find_all(exp.Column)):
                 # A constant: literals are evaluated here, anything else upstream.
                 return self._constant(node) if _needs_upstream(node) else node.copy()
+            if not isinstance(node, (exp.Column, *KEY_CONDITIONS)) and self._of_keys(node):
+                # A function of group keys (CAST(date_trunc('month', d) AS date) grouped by
+                # date_trunc('month', d)): one more key, which groups no differently.
+                return exp.var(f"key{self._add_key(node)}")
             if isinstance(node, exp.Column) or not isinstance(node, KEY_CONDITIONS):
                 raise PrivateRefusal(
                     f"{node.sql('postgres')[:80]} in {where} must appear in GROUP BY or be used in an aggregate"
@@ -993,6 +997,17 @@ class PrivateAnalyser:
             raise PrivateRefusal(f"{node.key.upper()} cannot be applied to a private aggregate in {where}",
                                  hint="Use arithmetic, round, casts, comparisons or coalesce on aggregates.")
         return copy
+
+    def _of_keys(self, node: exp.Expression) -> bool:
+        """Whether every column `node` reads lies inside one of its subtrees that is a group key."""
+        keys = {self._canonical(k) for k in self.key_nodes}
+        for column in node.find_all(exp.Column):
+            each: exp.Expression | None = column
+            while each is not None and each is not node and self._canonical(each) not in keys:
+                each = each.parent
+            if each is None or each is node:
+                return False
+        return True
 
     def _post_type(self, node: exp.Expression) -> str:
         if isinstance(node, exp.Var):

@@ -885,7 +885,10 @@ class PrivateAnalyser:
                 raise PrivateRefusal("GROUP BY cannot name an aggregate")
             self._add_key(node)
 
-    def _add_key(self, node: exp.Expression) -> int:
+    def _add_key(self, node: exp.Expression, derived: bool = False) -> int:
+        """`derived`: a function of other keys, whose domain is never public:
+        public domains combine as a product, which would pair each value of
+        the keys with every value of their function."""
         canonical = self._canonical(node)
         for index, existing in enumerate(self.key_nodes):
             if self._canonical(existing) == canonical:
@@ -898,8 +901,9 @@ class PrivateAnalyser:
         domain_sql = None
         if isinstance(node, exp.Column):
             domain_sql = self._resolve(node).domain_sql
-        self.keys.append(q.Key(self.rows.safe_sql(node), type_name, self._domain(node), node.sql("postgres"),
-                               domain_sql))
+        domain = None if derived else self._domain(node)
+        self.keys.append(q.Key(self.rows.safe_sql(node), type_name, domain, node.sql("postgres"),
+                               None if derived else domain_sql))
         return len(self.keys) - 1
 
     def _domain(self, node: exp.Expression) -> tuple[str | None, ...] | None:
@@ -973,7 +977,7 @@ class PrivateAnalyser:
             if not isinstance(node, (exp.Column, *KEY_CONDITIONS)) and self._of_keys(node):
                 # A function of group keys (CAST(date_trunc('month', d) AS date) grouped by
                 # date_trunc('month', d)): one more key, which groups no differently.
-                return exp.var(f"key{self._add_key(node)}")
+                return exp.var(f"key{self._add_key(node, derived=True)}")
             if isinstance(node, exp.Column) or not isinstance(node, KEY_CONDITIONS):
                 raise PrivateRefusal(
                     f"{node.sql('postgres')[:80]} in {where} must appear in GROUP BY or be used in an aggregate"

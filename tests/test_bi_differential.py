@@ -11,19 +11,29 @@ as the raw admin straight on PostgreSQL and as a user of the aggregate role
 through pgshroud with the demo policy and a real ledger. Whenever
 PostgreSQL accepts the statement, pgshroud must:
 
-- answer it, with the direct answer's column names, column count and types;
+- answer it, with the direct answer's column names, column count and types,
+  in values the client can read as those types (text and binary results);
 - or refuse it when it plans it, with a SQLSTATE other than 22000, XX000 or
-  08xxx and a message that names no parser internals;
+  08xxx and a message that names no parser internals and states no
+  analysis error PostgreSQL did not raise (an ambiguous column, a column
+  that must appear in GROUP BY);
 - never fail in PostgreSQL's parse or analysis of the SQL it built (the
   withheld "private aggregate failed upstream" error, or an error from
-  PostgreSQL itself that the direct statement did not get);
-- never end the connection or send FATAL;
-- never charge the budget for a statement that failed.
+  PostgreSQL itself, told by its source location, that the direct statement
+  did not get);
+- never end the connection or send FATAL, and answer within 30 s;
+- never charge the budget for a statement that failed (the ledger's rows of
+  the test's user, counted before and after each statement); a cursor is
+  charged at its DECLARE and read by FETCH without failing.
 
-The outcomes are counted (answered, refused by reason) and printed
+Statements go as tools send them: extended protocol with bound values,
+simple Query, named prepared statements, binary results, DECLARE/FETCH in
+a transaction and psycopg's named cursors. The outcomes are counted
+(answered, refused by reason, with one statement per reason) and printed
 (`pytest -s` shows them, with the shapes that fail most); the test fails on
 any violation and lists the first few statements of each kind with their
-errors. Derandomized, so CI sees the same statements every run.
+errors. Derandomized, so CI sees the same statements every run;
+PGSHROUD_BI_DIFFERENTIAL_EXAMPLES sets how many (2000, about two minutes).
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import dataclasses
 import io
 import os
 import re
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -58,6 +69,7 @@ USER = "bi_differential"  # of the aggregate role; its own ledger rows
 PATIENTS = 150
 EXAMPLES = int(os.environ.get("PGSHROUD_BI_DIFFERENTIAL_EXAMPLES", "2000"))
 SHOWN = 3  # offending statements listed per kind of violation
+STATEMENT_SECONDS = 30
 
 
 # ------------------------------------------------------------------ the setup
@@ -211,7 +223,13 @@ class Side:
         return conn
 
     def run(self, query: BiQuery) -> Outcome:
-        outcome = execute(self.conn, query)
+        # A statement still running after STATEMENT_SECONDS is cancelled, so that a hang fails the test, not CI.
+        watchdog = threading.Timer(STATEMENT_SECONDS, self.conn.cancel_safe)
+        watchdog.start()
+        try:
+            outcome = execute(self.conn, query)
+        finally:
+            watchdog.cancel()
         if outcome.failed and not outcome.closed:
             outcome.closed = not self._usable()
         if outcome.closed:
@@ -292,6 +310,8 @@ def _failure_kind(shrouded: Outcome) -> str | None:
         return "the answer does not decode as the types it describes (the client fails)"
     if shrouded.step not in ("", "DECLARE"):
         return f"a cursor's {shrouded.step} failed after its DECLARE was answered ({shrouded.sqlstate})"
+    if shrouded.sqlstate == "57014":
+        return f"no answer within {STATEMENT_SECONDS} s (cancelled)"
     if shrouded.sqlstate == "22000" and "failed upstream" in shrouded.message:
         return "the SQL pgshroud built failed upstream (withheld 22000)"
     if shrouded.from_postgres:

@@ -443,11 +443,12 @@ def test_more_tool_spellings_are_answered(bi_proxy, raw_health, sql):
     assert len(rows) <= len(direct_rows)  # small groups may not pass partition selection
 
 
-def test_a_function_of_a_public_key_pairs_each_key_with_its_own_value(bi_proxy):
+@pytest.mark.parametrize("group_by", ["department", "1, 2"])
+def test_a_function_of_a_public_key_pairs_each_key_with_its_own_value(bi_proxy, group_by):
     """A CASE of literals has a public domain of its own, but as a function of
     another key it must not be paired with every value of that key."""
     sql = ("SELECT department, CASE WHEN department = 'Surgery' THEN 'a' ELSE 'b' END AS c, count(*) "
-           "FROM visits GROUP BY department ORDER BY 1")
+           f"FROM visits GROUP BY {group_by} ORDER BY 1")
     _, rows = described(analyst_dsn(bi_proxy), sql, "SET pgshroud.epsilon = 2")
     assert len({department for department, _, _ in rows}) == len(rows)
     assert all(c == ("a" if department == "Surgery" else "b") for department, c, _ in rows)

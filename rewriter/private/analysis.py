@@ -884,6 +884,12 @@ class PrivateAnalyser:
             if any(isinstance(n, AGGREGATE_CLASSES) for n in node.walk()):
                 raise PrivateRefusal("GROUP BY cannot name an aggregate")
             self._add_key(node)
+        for index, node in enumerate(self.key_nodes):
+            others = [k for k in self.key_nodes if k is not node]
+            if others and list(node.find_all(exp.Column)) and self._of_keys(node, others):
+                # GROUP BY department, CASE WHEN department = ... END: the CASE
+                # follows department, so its domain must not multiply department's.
+                self.keys[index] = replace(self.keys[index], domain=None, domain_sql=None)
 
     def _add_key(self, node: exp.Expression, derived: bool = False) -> int:
         """`derived`: a function of other keys, whose domain is never public:
@@ -1002,9 +1008,10 @@ class PrivateAnalyser:
                                  hint="Use arithmetic, round, casts, comparisons or coalesce on aggregates.")
         return copy
 
-    def _of_keys(self, node: exp.Expression) -> bool:
-        """Whether every column `node` reads lies inside one of its subtrees that is a group key."""
-        keys = {self._canonical(k) for k in self.key_nodes}
+    def _of_keys(self, node: exp.Expression, among: list[exp.Expression] | None = None) -> bool:
+        """Whether every column `node` reads lies inside one of its subtrees
+        that is a group key (of `among`, by default all of them)."""
+        keys = {self._canonical(k) for k in (self.key_nodes if among is None else among)}
         for column in node.find_all(exp.Column):
             each: exp.Expression | None = column
             while each is not None and each is not node and self._canonical(each) not in keys:

@@ -95,6 +95,9 @@ class AggregateQuery:
     keys: tuple[str, ...] | None = None  # output columns naming a group; default: the non-numeric ones
     ranked: bool = False  # a top-N of noisy values: a released group may rank just outside the exact top N
     domain_groups: bool = True  # groups of a public domain may be released though no row has them
+    # Columns whose noise no notice reports and can exceed their value (a deviation near zero):
+    # released values must lie in the range the policy's bounds allow, instead of near the exact.
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     charged: bool = True  # an analyst's answer costs budget (a zero-row probe does not)
     protocol: str = "extended"  # as JDBC, Npgsql, pgx and psycopg 3 send it; "simple": as psycopg2 and node-postgres do
     before: list[str] = field(default_factory=list)  # statements sent first (BEGIN)
@@ -147,6 +150,9 @@ def apply_header(query: AggregateQuery, key: str, value: str, path: Path) -> Non
         if value not in ("direct", "domain"):
             raise ValueError(f"{path}: groups: expected 'direct' or 'domain', got {value!r}")
         query.domain_groups = value == "domain"
+    elif key == "range":
+        column, low, high = value.rsplit(" ", 2)
+        query.ranges[column.strip()] = (float(low), float(high))
     elif key == "charged":
         query.charged = value != "no"
     elif key == "protocol":
@@ -378,6 +384,11 @@ def compare_private(query: AggregateQuery, got: Answer, exact: Answer) -> list[s
             continue
         for i in values:
             margin = found.get(got.names[i])
+            if got.names[i] in query.ranges:
+                low, high = query.ranges[got.names[i]]
+                if row[i] is None or not low <= float(row[i]) <= high:
+                    problems.append(f"{got.names[i]} of group {key!r}: released {row[i]!r}, outside [{low}, {high}]")
+                continue
             if not near(row[i], direct[i], margin, column_scale(exact.rows, i) if margin is None else 0.0):
                 misses[i].append(f"{got.names[i]} of group {key!r}: released {row[i]!r}, exactly {direct[i]!r} "
                                  f"(margin {margin})")

@@ -1,6 +1,7 @@
 -- Metabase: Standard deviation of Cost by Department (:stddev is STDDEV_POP)
 -- source: metabase/metabase src/metabase/driver/sql/query_processor.clj (sql.qp/->honeysql [:sql :stddev] -> :stddev_pop)
 -- expect: answered
+-- range: stddev 0 2500
 
 SELECT
   "public"."visits"."department" AS "department",

@@ -154,6 +154,10 @@ YEAR_FIELDS = {"year": 1, "isoyear": 1, "decade": 10, "century": 100, "millenniu
 AVERAGE_YEAR = Fraction(3652425, 10000) * DAY  # of the Gregorian calendar
 # The first and last day PostgreSQL's dates hold, 4713 BC and 5874897 AD.
 DATE_FIRST, DATE_LAST = _epoch(-4712, 11, 24), _epoch(5874898)
+# The parser reads date_part(f, x) as EXTRACT(f FROM x), which PostgreSQL types
+# numeric where date_part is double precision; a parser that keeps them apart
+# marks date_part's node with this key in its meta.
+DATE_PART_MARK = "date_part"
 # now(), current_timestamp, current_date, localtimestamp: one value per statement.
 ROW_INDEPENDENT_TIMES = (exp.CurrentTimestamp, exp.CurrentDate, exp.Localtimestamp)
 # Functions sqlglot does not model, by the name PostgreSQL resolves: the method that checks each.
@@ -1007,9 +1011,21 @@ class RowExpressions:
         low, high = _field_bounds(field, facts)
         # Infinite dates and timestamps give infinite years and epochs, and NULL for cyclic fields.
         growing = field not in CYCLIC_FIELDS and facts.declared != "interval"
-        return _rebuild(node, expression=inner), Facts(
-            "numeric", "numeric", low, high, scale, neg_inf=growing and facts.neg_inf,
-            pos_inf=growing and facts.pos_inf, nullable=True)
+        result = Facts("numeric", "numeric", low, high, scale, neg_inf=growing and facts.neg_inf,
+                       pos_inf=growing and facts.pos_inf, nullable=True)
+        if node.meta.get(DATE_PART_MARK):
+            # date_part() is extract() in double precision: the same values, rounded to 15 digits;
+            # it has no form for dates, which PostgreSQL converts to timestamps with time zone.
+            if facts.type == "date" and not facts.within:
+                raise ExpressionRefused(
+                    f"date_part() converts {_short(node.expression)} to a timestamp with time zone, which fails "
+                    f"for dates beyond the timestamp range; write extract({field} FROM ...) instead"
+                )
+            kind = "double precision"
+            return (exp.Anonymous(this="date_part", expressions=[exp.Literal.string(field), inner]),
+                    replace(_float_as_numeric(replace(result, type=kind)), declared=kind, type=kind,
+                            scale=t.FLOAT_SCALE[kind]))
+        return _rebuild(node, expression=inner), result
 
     # functions of dates and times
 

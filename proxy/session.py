@@ -817,6 +817,17 @@ class Session:
         value = budget_notes.budget_value(self.user, standings, period)
         return Local(replace(plan.answer, rows=((value,),)), plan.setting)
 
+    def _current(self, plan: Local | Release) -> Local | Release:
+        """A prepared FETCH as of now: the cursor it reads may have been
+        declared again, with other columns, since it was prepared (Tableau
+        and psqlODBC repeat one FETCH text, which drivers then prepare)."""
+        if not isinstance(plan, _CursorRead) or plan.step is None or plan.step.move:
+            return plan
+        held = self._cursors.get(plan.cursor)
+        if held is None or held.answer.columns == plan.answer.columns:
+            return plan
+        return replace(plan, answer=replace(plan.answer, columns=held.answer.columns))
+
     def _read_cursor(self, plan: _CursorRead) -> LocalAnswer | None:
         """FETCH, MOVE or CLOSE of a held cursor, carried out when
         PostgreSQL's answer to its placeholder arrives, so in its turn
@@ -1038,7 +1049,8 @@ class Session:
                 return self._refuse_extended(r.ENDS_BIND, replanned.sqlstate, replanned.message, replanned.hint)
             info = replanned
         bind = Bind.decode(payload)
-        columns = _columns(info.plan)
+        plan = self._current(info.plan)
+        columns = _columns(plan)
         try:
             formats = result_formats(bind.result_formats, len(columns))
             check_formats(columns, formats, self._answer_settings.get("DateStyle", "ISO"))
@@ -1056,7 +1068,7 @@ class Session:
                 self._block(self._bind_repeat(bind, cached, formats, info.sql, info.plan.cursor))
                 return b""
         upstream = self._fresh_name("portal") if info.upstream is not None else None
-        self._portals[portal] = _Statement(info.plan, formats, sql=info.sql, cache_key=key, upstream=upstream)
+        self._portals[portal] = _Statement(plan, formats, sql=info.sql, cache_key=key, upstream=upstream)
         self._expect(r.ENDS_BIND)
         # PostgreSQL's rows for pgshroud's own answers are read as text.
         return Bind(upstream or self._up(bind.portal), info.upstream or self._up(bind.statement),
@@ -1125,7 +1137,7 @@ class Session:
         if info is None or type(info.plan) is Passthrough:
             self._expect(r.ENDS_DESCRIBE)
             return None
-        columns = _columns(info.plan)
+        columns = _columns(self._current(info.plan))
         formats = info.formats or (0,) * len(columns)
         self._expect(r.ENDS_DESCRIBE, action=r.describe_replacement(columns, formats))
         return None if info.upstream is None else Describe(describe.kind, info.upstream).encode()

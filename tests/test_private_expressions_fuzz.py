@@ -480,7 +480,8 @@ def single_steps(columns: Columns) -> list[str]:
                   f"{x} < TO_TIMESTAMP('2026-01-01 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US')"]
         steps += [f"make_date(CAST(extract(year FROM {x}) AS integer), 1, 1) IS NULL",
                   f"make_date(CAST(least(greatest(extract(year FROM {x}), 1), 9999) AS integer), "
-                  f"CAST(extract(month FROM {x}) AS integer), least(CAST(extract(day FROM {x}) AS integer), 28)) IS NULL"]
+                  f"CAST(extract(month FROM {x}) AS integer), "
+                  f"least(CAST(extract(day FROM {x}) AS integer), 28)) IS NULL"]
     return steps
 
 

@@ -635,9 +635,10 @@ class RowExpressions:
         if moved is None or not moved.within:
             raise ExpressionRefused(
                 f"date arithmetic such as {_short(node)} could leave the range of dates and timestamps, and the "
-                "error would reveal such a row; a private query may move now(), current_date, literal dates and dates of protected "
-                "tables by intervals written as literals (interval '30 days') or whole days, where the result stays between 4700 BC and 294000 AD: compute other dates in the client "
-                "and compare with them"
+                "error would reveal such a row; a private query may move now(), current_date, literal dates and "
+                "dates of protected tables by intervals written as literals (interval '30 days') or whole days, "
+                "where the result stays between 4700 BC and 294000 AD: compute other dates in the client and "
+                "compare with them"
             )
         emitted = _rebuild(node, this=left[0], expression=right[0])
         return emitted, moved

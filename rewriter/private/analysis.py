@@ -245,9 +245,18 @@ class PrivateAnalyser:
             select = self.ctes[fold(item.this)].copy()
         else:
             return None
-        aggregates = select.args.get("group") is not None or any(
-            isinstance(n, AGGREGATE_CLASSES) for each in select.expressions for n in each.walk())
-        return (select, alias) if aggregates or self._aggregate_inside(select) is not None else None
+        return (select, alias) if self._aggregates(select) else None
+
+    def _aggregates(self, select: exp.Select) -> bool:
+        """Whether a query aggregates, itself or in the query it wraps (with its own CTEs)."""
+        if select.args.get("group") is not None or any(
+                isinstance(n, AGGREGATE_CLASSES) for each in select.expressions for n in each.walk()):
+            return True
+        probe = PrivateAnalyser(self.policy, self.role, self.catalog, self.user)
+        probe.ctes = dict(self.ctes)
+        copy = select.copy()
+        probe._read_ctes(copy)
+        return probe._aggregate_inside(copy) is not None
 
     def _renamed(self, tree: exp.Select, outputs: tuple[q.Output, ...]) -> tuple[q.Output, ...]:
         """The aggregate's columns under the names its alias gives them: AS t(a, b)."""

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Callable
 
 from proxy.answers import data_row_frames, notices, row_description, simple_query_answer
-from proxy.codec.messages import CommandComplete, DataRow, ErrorResponse, PortalSuspended
+from proxy.codec.messages import CommandComplete, DataRow, ErrorResponse, ParameterDescription, PortalSuspended
 from rewriter.plans import Column, LocalAnswer, PrivacySetting, RawResult
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ ERROR = ord("E")
 NOTICE, PARAMETER_STATUS, NOTIFICATION = ord("N"), ord("S"), ord("A")
 ASYNC = frozenset((NOTICE, PARAMETER_STATUS, NOTIFICATION))
 DATA_ROW, COMMAND_COMPLETE, READY = ord("D"), ord("C"), ord("Z")
+PARAMETER_DESCRIPTION = ord("t")
 PORTAL_SUSPENDED = PortalSuspended().encode()
 
 # What ends each kind of unit (protocol docs, "Message Flow").
@@ -304,6 +305,28 @@ class UpstreamCheck(Action):
     def abandon(self) -> None:
         if not self.outcome.done():
             self.outcome.cancel()
+
+
+class ParameterTypes(Action):
+    """pgshroud's own Describe of a private statement it prepared: the
+    parameter types PostgreSQL inferred go to `types`; nothing reaches the
+    client."""
+
+    __slots__ = ("types",)
+
+    def __init__(self, types: "asyncio.Future[tuple[int, ...]]") -> None:
+        self.types = types
+
+    def frame(self, kind: int, frame: bytes) -> bytes:
+        if kind in ASYNC:
+            return frame
+        if kind == PARAMETER_DESCRIPTION and not self.types.done():
+            self.types.set_result(ParameterDescription.decode(frame[5:]).type_oids)
+        return b""
+
+    def abandon(self) -> None:
+        if not self.types.done():
+            self.types.cancel()
 
 
 class Settle(Action):

@@ -41,6 +41,7 @@ from proxy.answers import UnsupportedFormat, check_formats, result_formats, row_
 from proxy.codec.messages import (
     Bind, Close, Describe, ErrorResponse, Execute, FunctionCall, ParameterStatus, Parse, Query,
 )
+from proxy.codec.binary_text import NoTextForm, text_form
 from proxy.codec.errors import ProtocolViolation
 from proxy.config import ServerConfig
 from proxy.cursors import HeldCursor, HeldCursors
@@ -139,7 +140,7 @@ class _Statement:
     leave one under a name the session no longer counts as private.
     """
 
-    __slots__ = ("plan", "formats", "sql", "privacy", "answer", "param_types", "cache_key", "upstream")
+    __slots__ = ("plan", "formats", "sql", "privacy", "answer", "param_types", "cache_key", "upstream", "inferred")
 
     def __init__(
         self,
@@ -159,6 +160,8 @@ class _Statement:
         self.param_types = param_types
         self.cache_key = cache_key
         self.answer: r.PortalAnswer | None = None
+        # A private statement's parameter types as PostgreSQL infers them (see _on_parse).
+        self.inferred: asyncio.Future[tuple[int, ...]] | None = None
 
 
 class SessionContext:
@@ -213,6 +216,7 @@ class Session:
         # Plans made on a worker thread for the message being handled, by _plan_key.
         self._preplanned: dict[tuple, list[Plan]] = {}
         self._then: Awaitable[bytes] | None = None  # see _block
+        self._settled_waiter: asyncio.Future[None] | None = None  # see _upstream_settled
         self._finalizing = False  # a private answer is being built on a worker thread
         self._fresh = itertools.count(1)  # numbers the upstream names of private statements and portals
         self.plan_context = self._fresh_context()
@@ -1019,9 +1023,19 @@ class Session:
                                                       param_types=parse.param_types)
             return Parse(name, PLACEHOLDER_SQL, ()).encode()
         upstream = self._fresh_name("statement")
-        self._statements[parse.name] = _Statement(plan, sql=parse.sql, privacy=self._planned_privacy,
-                                                  param_types=parse.param_types, upstream=upstream)
-        return Parse(upstream, plan.sql, parse.param_types).encode()
+        info = self._statements[parse.name] = _Statement(plan, sql=parse.sql, privacy=self._planned_privacy,
+                                                         param_types=parse.param_types, upstream=upstream)
+        # A private statement's parameters go upstream untyped, so PostgreSQL
+        # converts each value once, at Bind, to the type the query gives it: a
+        # value declared text and cast in the query would be converted row by
+        # row, and fail only where a row reaches the cast. The types it infers
+        # are read back, to check binary values declared as another type.
+        if not any(parse.param_types):
+            return Parse(upstream, plan.sql, ()).encode()
+        info.inferred = asyncio.get_running_loop().create_future()
+        self._expect(r.ENDS_DESCRIBE, action=r.ParameterTypes(info.inferred))
+        # Flush: PostgreSQL sends the types now, not at the client's Sync, which a Bind may wait for.
+        return Parse(upstream, plan.sql, ()).encode() + Describe(b"S", upstream).encode() + FLUSH_FRAME
 
     def _on_bind(self, payload: bytes) -> bytes | None:
         portal, statement = _two_names(payload)
@@ -1049,6 +1063,17 @@ class Session:
                 return self._refuse_extended(r.ENDS_BIND, replanned.sqlstate, replanned.message, replanned.hint)
             info = replanned
         bind = Bind.decode(payload)
+        if info.inferred is not None and _declared_binary(bind, info.param_types):
+            if not info.inferred.done():
+                self._block(self._bind_when_typed(payload, info.inferred))
+                return b""
+            try:
+                bind = _as_inferred(bind, info.param_types, info.inferred)
+            except NoTextForm as exc:
+                return self._refuse_extended(
+                    r.ENDS_BIND, "42804", f"pgshroud cannot read {exc}, which the private query reads as another "
+                    "type", hint="Send the value in text format, or leave its type unspecified (PostgreSQL then "
+                    "infers it from the query).")
         plan = self._current(info.plan)
         columns = _columns(plan)
         try:
@@ -1073,6 +1098,20 @@ class Session:
         # PostgreSQL's rows for pgshroud's own answers are read as text.
         return Bind(upstream or self._up(bind.portal), info.upstream or self._up(bind.statement),
                     bind.param_formats, bind.params, ()).encode()
+
+    async def _bind_when_typed(self, payload: bytes, inferred: asyncio.Future[tuple[int, ...]]) -> bytes:
+        """A Bind with binary values of declared types, once PostgreSQL has
+        said which types the private statement reads them as."""
+        try:
+            await asyncio.shield(inferred)
+        except asyncio.CancelledError:
+            pass  # its Parse failed: PostgreSQL skips the Bind too
+        out = self._on_bind(payload)
+        then, self._then = self._then, None
+        if then is not None:
+            return await then
+        return _renamed_frame(B, b"B" + _LENGTH_PACK(len(payload) + 4) + payload, 0, len(payload) + 5) \
+            if out is None else out
 
     def _recheck(self, name: str, prepared: _Prepared) -> Refuse | None:
         """A statement prepared before the catalog snapshot changed (a schema
@@ -1200,6 +1239,9 @@ class Session:
         return Execute(self._up(execute.portal), execute.max_rows).encode()
 
     async def _charge_then_execute(self, plan: Release, execute: Execute, info: _Statement) -> bytes:
+        await self._upstream_settled()
+        if self._upstream_skipping:
+            return b""  # its Bind (or a message before it) failed: PostgreSQL skips it, and nothing is charged
         if _outside_transaction(plan, self._transaction_status, alone=True):
             if self._watched:
                 self._decided("execute", info.sql, (CURSOR_OUTSIDE_TRANSACTION,))
@@ -1231,6 +1273,16 @@ class Session:
         # would run the aggregate, and its noise, more than once. Later
         # Executes of the portal take the next rows of its answer.
         return Execute(info.upstream or self._up(execute.portal), 0).encode()
+
+    async def _upstream_settled(self) -> None:
+        """Wait until PostgreSQL has answered every message sent so far (a
+        Flush makes it answer now): whether a private Execute's Bind failed,
+        say on a value its type cannot read, is known before the charge."""
+        if not self._pending:
+            return
+        self._settled_waiter = asyncio.get_running_loop().create_future()
+        self.upstream.write(FLUSH_FRAME)
+        await self._settled_waiter
 
     def _refuse_extended(self, ends: frozenset[int], sqlstate: str, message: str, hint: str | None = None) -> bytes:
         """Refuse inside the extended protocol: both sides skip to Sync."""
@@ -1377,6 +1429,9 @@ class Session:
             pos = end
         if run < pos:
             out.append(data if run == 0 and pos == n else data[run:pos])
+        if self._settled_waiter is not None and not pending:
+            waiter, self._settled_waiter = self._settled_waiter, None
+            waiter.set_result(None)
         if pos < n:
             self._upstream_rest = data[pos:]
         if out:
@@ -1504,6 +1559,28 @@ class _Charged(NamedTuple):
     overlapping: float | None = None  # answer_cache.Claim.overlapping
 
 
+def _declared_binary(bind: Bind, declared: tuple[int, ...]) -> bool:
+    """Some value of the Bind is binary, of a type the client declared."""
+    return any(bind.param_format(i) == 1 and i < len(declared) and declared[i] for i in range(len(bind.params)))
+
+
+def _as_inferred(bind: Bind, declared: tuple[int, ...], inferred: asyncio.Future[tuple[int, ...]]) -> Bind:
+    """The Bind with each binary value whose declared type is not the one
+    PostgreSQL infers for the private statement sent as text instead, for
+    PostgreSQL to convert at Bind (raises NoTextForm for one it cannot)."""
+    types = inferred.result() if not inferred.cancelled() else ()
+    formats = [bind.param_format(i) for i in range(len(bind.params))]
+    params = list(bind.params)
+    for i, value in enumerate(params):
+        if formats[i] != 1 or i >= len(declared) or not declared[i] or i >= len(types) or declared[i] == types[i]:
+            continue
+        formats[i] = 0
+        params[i] = None if value is None else text_form(declared[i], value)
+    if params == list(bind.params):
+        return bind
+    return replace(bind, param_formats=tuple(formats), params=tuple(params))
+
+
 def _two_names(payload: bytes) -> tuple[str, str]:
     first = payload.find(b"\0")
     second = payload.find(b"\0", first + 1) if first >= 0 else -1
@@ -1612,6 +1689,7 @@ def _withheld_error(frame: bytes) -> bytes:
 CURSOR_OUTSIDE_TRANSACTION = Refuse("25P01", "DECLARE CURSOR can only be used in transaction blocks",
                                     hint="Run BEGIN first, or declare the cursor WITH HOLD.")
 SYNC_FRAME = b"S\x00\x00\x00\x04"
+FLUSH_FRAME = b"H\x00\x00\x00\x04"
 
 WITHHELD_ERROR = r.error_bytes(
     "22000", "the private aggregate failed upstream; its error is withheld because it could depend on protected data"

@@ -3,8 +3,13 @@
 The analyst's SELECT is read as: sources (protected tables joined on the
 privacy unit, public tables), a WHERE over rows, GROUP BY keys, aggregates,
 and what happens after aggregation (select-list arithmetic, HAVING, ORDER
-BY, LIMIT), which pgshroud evaluates on the noisy values. Anything outside
-that shape is refused with the reason and what to write instead.
+BY, LIMIT), which pgshroud evaluates on the noisy values. Outer queries
+around the aggregate (as Power BI, Superset and Tableau write them) are more
+of the same: stages of WHERE, ORDER BY and LIMIT over the released rows.
+Values that read no row (now(), literals, LIMIT $1) are computed by
+PostgreSQL once beside the aggregates, and so are the ranks and order
+comparisons of text keys, which follow the keys' collation. Anything
+outside that shape is refused with the reason and what to write instead.
 """
 
 from __future__ import annotations

@@ -22,11 +22,26 @@ class _Tokenizer(Postgres.Tokenizer):
     COMMANDS: set = set()
 
 
+# sqlglot reads date_part(f, x) as EXTRACT(f FROM x), which PostgreSQL types
+# numeric where date_part is double precision: the parser marks date_part's
+# node with this key in its meta, so that its type can be told.
+DATE_PART_MARK = "date_part"
+
+
+def _marked_date_part(parser: "_Parser") -> exp.Expression:
+    node = Postgres.Parser.FUNCTION_PARSERS["DATE_PART"](parser)
+    node.meta[DATE_PART_MARK] = True
+    return node
+
+
 class _Parser(Postgres.Parser):
     """sqlglot's postgres parser, reading arrays of object identifier types
     (`x::regtype[]` in pgcli's function list, `CAST(x AS oid[])`) as the
     array types PostgreSQL reads them as: sqlglot takes regtype, oid,
-    regclass, ... for types that cannot be followed by brackets."""
+    regclass, ... for types that cannot be followed by brackets. It marks
+    date_part apart from extract (DATE_PART_MARK)."""
+
+    FUNCTION_PARSERS = {**Postgres.Parser.FUNCTION_PARSERS, "DATE_PART": _marked_date_part}
 
     def _parse_types(self, *args, **kwargs):
         this = super()._parse_types(*args, **kwargs)

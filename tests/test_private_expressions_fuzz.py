@@ -38,7 +38,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import sqlglot
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -50,6 +49,7 @@ from proxy.setup_command import run_setup
 from rewriter import PlanContext, plan
 from rewriter.plans import Release
 from rewriter.private.analysis import PrivateAnalyser
+from rewriter.statements import parse_statement, split_statements
 
 REPO = Path(__file__).resolve().parent.parent
 SESSION = {"epsilon": "1", "delta": "1e-6"}
@@ -541,7 +541,7 @@ def check_steps(fuzz: Fuzz, source: str, steps: list[str], zoned: list[str]) -> 
             failures.append(found)
             continue
         analyser = PrivateAnalyser(fuzz.context.policy, fuzz.context.role, fuzz.context.catalog, "analyst")
-        analyser.analyse(sqlglot.parse_one(query, read="postgres"))
+        analyser.analyse(parse_statement(split_statements(query)[0]))
         facts = analyser.rows.facts_of(analyser.key_nodes[0])
         try:
             declared = _described(fuzz.empty, f"SELECT {expression} FROM {source}")

@@ -33,11 +33,9 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from sqlglot.parsers.postgres import PostgresParser
 
 from rewriter import plan
 from rewriter.plans import Refuse, Release
-from rewriter.private.expressions import DATE_PART_MARK
 from tests.test_leaks_private_errors import REFUSED, analyst, outcome, patients  # noqa: F401  (fixtures)
 from tests.test_private_expressions_fuzz import FIELDS, check_steps, fuzz, run_everywhere  # noqa: F401  (a fixture)
 
@@ -337,22 +335,8 @@ def test_a_row_value_that_cannot_fail_answers_for_everyone(condition, analyst, p
 
 # -- date_part ------------------------------------------------------------------
 
-@pytest.fixture
-def date_part_marked(monkeypatch):
-    """A parser that keeps date_part apart from extract, as the checker needs
-    to give it PostgreSQL's type (double precision, where extract is numeric)."""
-    original = PostgresParser.FUNCTION_PARSERS["DATE_PART"]
-
-    def marked(parser):
-        node = original(parser)
-        node.meta[DATE_PART_MARK] = True
-        return node
-
-    monkeypatch.setitem(PostgresParser.FUNCTION_PARSERS, "DATE_PART", marked)
-
-
 @pytest.mark.parametrize("source", ["readings r", "readings r JOIN calendar c ON c.day = r.day"])
-def test_date_part_has_postgresqls_type_and_never_fails(source, fuzz, date_part_marked):  # noqa: F811
+def test_date_part_has_postgresqls_type_and_never_fails(source, fuzz):  # noqa: F811
     columns = ["r.day", "r.seen"] + (["c.until", "c.stamp", "c.moment"] if "calendar" in source else [])
     steps = [f"date_part('{f}', {x}) IS NULL" for f in FIELDS for x in columns]
     steps += [f"CAST(date_part('{f}', {x}) AS {kind}) IS NULL" for f in ("year", "month", "epoch", "dow")

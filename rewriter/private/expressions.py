@@ -65,6 +65,7 @@ from typing import Callable
 from sqlglot import exp
 
 from rewriter.private import types as t
+from rewriter.statements import DATE_PART_MARK
 
 
 class ExpressionRefused(ValueError):
@@ -154,10 +155,6 @@ YEAR_FIELDS = {"year": 1, "isoyear": 1, "decade": 10, "century": 100, "millenniu
 AVERAGE_YEAR = Fraction(3652425, 10000) * DAY  # of the Gregorian calendar
 # The first and last day PostgreSQL's dates hold, 4713 BC and 5874897 AD.
 DATE_FIRST, DATE_LAST = _epoch(-4712, 11, 24), _epoch(5874898)
-# The parser reads date_part(f, x) as EXTRACT(f FROM x), which PostgreSQL types
-# numeric where date_part is double precision; a parser that keeps them apart
-# marks date_part's node with this key in its meta.
-DATE_PART_MARK = "date_part"
 # now(), current_timestamp, current_date, localtimestamp: one value per statement.
 ROW_INDEPENDENT_TIMES = (exp.CurrentTimestamp, exp.CurrentDate, exp.Localtimestamp)
 # Functions sqlglot does not model, by the name PostgreSQL resolves: the method that checks each.

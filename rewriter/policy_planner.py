@@ -450,7 +450,7 @@ class QueryAnalyser:
             return None
         tree = self._tree
         row_level = _row_level(tree)
-        if probes and row_level and _returns_no_row(tree):
+        if probes and _returns_no_row(tree, row_level):
             return self._probe_plan(text)
         private = plan_private(tree, self.policy, self.role, self.catalog, self.user, self.privacy,
                                statement.tokens)
@@ -541,14 +541,17 @@ def _row_level(tree: exp.Expression) -> bool:
     return True
 
 
-def _returns_no_row(tree: exp.Select) -> bool:
+def _returns_no_row(tree: exp.Select, row_level: bool) -> bool:
     """LIMIT 0 (or FETCH FIRST 0 ROWS) with a literal, or a WHERE that is
-    false by its literals alone."""
+    false by its literals alone where that leaves no row: not for an
+    aggregate without GROUP BY, which returns its one row over no rows."""
     limit = tree.args.get("limit")
     count = limit.args.get("count") if isinstance(limit, exp.Fetch) else (
         limit.expression if isinstance(limit, exp.Limit) else None)
     if _literal_value(count) == ("number", 0):
         return True
+    if not (row_level or tree.args.get("group") or tree.args.get("distinct")):
+        return False
     where = tree.args.get("where")
     return isinstance(where, exp.Where) and _literal_truth(where.this) is False
 

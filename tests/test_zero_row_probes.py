@@ -47,6 +47,11 @@ PROBES = [
     # An expression that would fail on the first row it met: no row is met.
     "SELECT 1 / (length_of_stay - length_of_stay) AS boom, ssn::integer AS not_a_number FROM visits "
     "JOIN patients USING (patient_id) WHERE false",
+    # Aggregates that return no row: a LIMIT 0 (Metabase's metadata run of a native question), or
+    # groups over no row.
+    "SELECT department, count(*) AS visits, avg(cost) AS avg_cost FROM visits GROUP BY department LIMIT 0",
+    "SELECT count(*) FROM visits LIMIT 0",
+    "SELECT department, sum(cost) FROM visits WHERE 1 = 0 GROUP BY department",
 ]
 
 
@@ -135,6 +140,14 @@ def test_a_charged_aggregate_moves_the_budget(ledgered):
     with psycopg.connect(analyst(ledgered), autocommit=True) as conn:
         before = budget(conn)
         conn.execute("SELECT count(*) FROM visits").fetchall()
+        assert budget(conn) != before
+
+
+def test_an_aggregate_without_groups_over_no_row_is_answered_privately(ledgered):
+    """It returns one row (count 0) in PostgreSQL, so it is no probe: a private answer, charged."""
+    with psycopg.connect(analyst(ledgered), autocommit=True) as conn:
+        before = budget(conn)
+        assert len(conn.execute("SELECT count(*) FROM visits WHERE 1 = 0").fetchall()) == 1
         assert budget(conn) != before
 
 

@@ -31,7 +31,7 @@ SYNTAX_WORDS = frozenset(
     xmlconcat xmlroot xmlpi xmlexists xmlagg xmltable columns passing json_object json_array json_objectagg
     json_arrayagg json_exists json_query json_value json_table json_scalar json_serialize json
     varchar char character nchar numeric decimal dec timestamp time bit varbit float double precision
-    current_time current_timestamp localtime localtimestamp normalize""".split()
+    current_time current_timestamp localtime localtimestamp normalize having to""".split()
 )
 
 # Immutable or stable, yet they read relations, files or other sessions'
@@ -92,6 +92,8 @@ def called_functions(tokens: tuple[Token, ...], alias_starts: frozenset[int] = f
             continue
         if i >= 2 and tokens[i - 2].text.lower() == "as":
             continue  # an alias's column list: AS t(a, b)
+        if name == "materialized" and i >= 2 and tokens[i - 2].text.lower() in ("as", "not"):
+            continue  # WITH q AS [NOT] MATERIALIZED (...)
         schema = None
         if i >= 3 and tokens[i - 2].token_type == TokenType.DOT:
             schema = _fold(tokens[i - 3])

@@ -30,7 +30,7 @@ from proxy.catalog import read_catalog
 from proxy.session import SessionContext
 from rewriter import PlanContext, plan
 from rewriter.catalog import Cast, Catalog, CatalogType, Operator
-from rewriter.functions import FunctionRefused, check_functions, operator_runs
+from rewriter.functions import FunctionRefused, called_functions, check_functions, operator_runs
 from rewriter.plans import Refuse
 from rewriter.statements import split_statements
 from tests.fix_proxy import RunningProxy, proxy_config
@@ -388,3 +388,14 @@ def test_the_planner_refuses_with_42501():
                           catalog=WITH_OPERATORS)
     (result,) = plan("select 1 -> 0", context)
     assert isinstance(result, Refuse) and result.sqlstate == POLICY_STATE
+
+
+def test_keywords_before_a_parenthesis_are_no_calls_and_user_functions_still_are():
+    """Looker writes HAVING (COUNT(*)) > 100; CTEs say AS [NOT] MATERIALIZED (...):
+    neither is a call. materialized is not reserved in PostgreSQL, so a
+    function of that name is checked as any other."""
+    calls = [name for _, name in called_functions(_tokens("SELECT a FROM t GROUP BY a HAVING (COUNT(*)) > 100"))]
+    assert calls == ["count"]
+    assert called_functions(_tokens("WITH q AS MATERIALIZED (SELECT 1) SELECT * FROM q")) == []
+    assert called_functions(_tokens("WITH q AS NOT MATERIALIZED (SELECT 1) SELECT * FROM q")) == []
+    assert called_functions(_tokens("SELECT materialized(1)")) == [(None, "materialized")]

@@ -9,7 +9,7 @@ or driver commonly sets is allowed; the rest is refused.
 
 from __future__ import annotations
 
-from sqlglot.tokens import TokenType
+from sqlglot.tokens import Token, TokenType
 
 from rewriter.statements import Statement
 
@@ -56,6 +56,9 @@ def check_setting(name: str, value: str | None) -> None:
     name = name.lower()
     if name.startswith("pgshroud."):
         return
+    if name == "search_path":
+        raise SettingRefused('search_path cannot be changed through pgshroud: it resolves names with search_path '
+                             'public (SET search_path = public is allowed); qualify names with their schema instead')
     if name not in ALLOWED_SETTINGS:
         raise SettingRefused(f'setting "{name}" cannot be changed through pgshroud')
     if name == "client_encoding" and value is not None and _encoding_name(value) not in SAFE_ENCODINGS:
@@ -91,7 +94,22 @@ def check_set(statement: Statement, *, pinned: frozenset[str] = frozenset()) -> 
     separator = next((i for i, w in enumerate(lowered) if w in ("to", "=")), len(lowered))
     name = "".join(lowered[:separator])
     _check_pinned(name, pinned)
+    if name == "search_path" and _pinned_search_path(statement.tokens[len(statement.tokens) - len(words) + separator + 1:]):
+        return
     check_setting(name, words[separator + 1] if separator + 1 < len(words) else None)
+
+
+def _pinned_search_path(value: tuple[Token, ...]) -> bool:
+    """The value is the search_path pgshroud pins and resolves names with
+    (rewriter/catalog.py): `public`, `"public"`, `'public'` or DEFAULT (the
+    pinned one), so setting it changes nothing (Superset's SQL Lab sets the
+    selected schema before each query)."""
+    if len(value) != 1:
+        return False
+    token = value[0]
+    if token.token_type in (TokenType.IDENTIFIER, TokenType.STRING):
+        return token.text == "public"
+    return token.text.lower() in ("public", "default")
 
 
 def _check_pinned(name: str, pinned: frozenset[str]) -> None:
@@ -160,6 +178,8 @@ def check_reset(statement: Statement) -> None:
     name = "".join(rest)
     if name in ("role", "sessionauthorization", "session_authorization"):
         raise SettingRefused(f"RESET {name.upper()} is not allowed through pgshroud")
+    if name == "search_path":
+        return  # back to the path pgshroud pinned at startup
     check_setting(name, None)
 
 

@@ -346,6 +346,9 @@ CASES: list[Case] = [
          refused("select set_config('search_path', 'pgshroud, public', false)"), ok("select ssn from patients")),
     case("set-config-quoted", IDENTITY, refused("select pg_catalog.\"set_config\"('role', 'admin', false)")),
     case("set-search-path", IDENTITY, refused("SET search_path = pg_temp, public")),
+    # The path pgshroud pins, and resolves names with, may be set again (Superset's SQL Lab does).
+    case("set-search-path-pinned", IDENTITY, ok('set search_path = "public"'), ok("SET search_path TO DEFAULT"),
+         ok("RESET search_path"), refused("SET search_path = pgshroud")),
     case("set-local-search-path", IDENTITY, ok("begin"), refused("SET LOCAL search_path TO pgshroud"),
          ok("rollback")),
     case("set-role", IDENTITY, refused("SET ROLE admin")),

@@ -245,6 +245,7 @@ def test_sqlalchemy_limit_binds_a_parameter(bi_proxy):
     ("SELECT v.a, count(*) FROM visits AS v(a) GROUP BY 1", "column aliases in FROM"),
     ("SELECT count(*) FROM visits LIMIT -1", "LIMIT takes a non-negative integer"),
     ("SELECT count(*) FROM visits LIMIT $1::text", "the argument of LIMIT must be a number"),
+    ("SELECT max(visit_date), count(*) FROM visits", "count by date_trunc('month', ...)"),
 ])
 def test_refusals_say_why(health_policy, health_catalog, sql, reason):
     context = PlanContext(user="analyst", policy=health_policy, role=health_policy.role_for("analyst"),

@@ -718,7 +718,12 @@ class PrivateAnalyser:
         argument = node.this
         argument_type = self._row_check(argument, label)
         if not t.is_number(argument_type):
-            raise PrivateRefusal(f"{label} needs a numeric argument in a private query, got {argument_type}")
+            hint = None
+            if argument_type in t.TIMES:
+                hint = ("The earliest or latest date is one person's value, which pgshroud does not release: count "
+                        "by date_trunc('month', ...) to see where the dates lie.")
+            raise PrivateRefusal(f"{label} needs a numeric argument in a private query, got {argument_type}",
+                                 hint=hint)
         low, high = self.rows.bounds_of(argument)
         if low is None or high is None:
             raise PrivateRefusal(f"{label} needs bounds on its argument, and pgshroud cannot derive them",
@@ -1134,7 +1139,12 @@ class PrivateAnalyser:
             raise PrivateRefusal("aggregates cannot be nested")
         argument_type = self._row_check(argument, label)
         if not t.is_number(argument_type):
-            raise PrivateRefusal(f"{label} needs a numeric argument in a private query, got {argument_type}")
+            hint = None
+            if argument_type in t.TIMES:
+                hint = ("The earliest or latest date is one person's value, which pgshroud does not release: count "
+                        "by date_trunc('month', ...) to see where the dates lie.")
+            raise PrivateRefusal(f"{label} needs a numeric argument in a private query, got {argument_type}",
+                                 hint=hint)
         low, high = self.rows.bounds_of(argument)
         if low is None or high is None:
             raise PrivateRefusal(

@@ -57,7 +57,8 @@ def check_setting(name: str, value: str | None) -> None:
     if name.startswith("pgshroud."):
         return
     if name == "search_path":
-        raise SettingRefused('search_path cannot be changed through pgshroud: it resolves names with search_path '
+        raise SettingRefused('setting "search_path" cannot be changed through pgshroud: it resolves names with '
+                             'search_path '
                              'public (SET search_path = public is allowed); qualify names with their schema instead')
     if name not in ALLOWED_SETTINGS:
         raise SettingRefused(f'setting "{name}" cannot be changed through pgshroud')

@@ -7,6 +7,7 @@ for every session it rewrites), so token offsets index the original text.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from sqlglot import exp
@@ -26,6 +27,8 @@ class _Tokenizer(Postgres.Tokenizer):
 # numeric where date_part is double precision: the parser marks date_part's
 # node with this key in its meta, so that its type can be told.
 DATE_PART_MARK = "date_part"
+# An interval string of one `n unit` part, which sqlglot reads without loss.
+_ONE_INTERVAL_PART = re.compile(r"\s*[+-]?\d+(?:\.\d+)?\s*[a-z]+\s*", re.IGNORECASE)
 
 
 def _marked_date_part(parser: "_Parser") -> exp.Expression:
@@ -42,6 +45,16 @@ class _Parser(Postgres.Parser):
     date_part apart from extract (DATE_PART_MARK)."""
 
     FUNCTION_PARSERS = {**Postgres.Parser.FUNCTION_PARSERS, "DATE_PART": _marked_date_part}
+
+    def _parse_interval_span(self, this, parse_function_unit: bool = True):
+        """`interval '1 day 02:00'`, `'3 days ago'`, `'P1DT2H'`: kept as
+        written. sqlglot keeps only the string's first `n unit` and drops the
+        rest ('1 day 02:00' would reach PostgreSQL as '1 DAY')."""
+        if this is None or not this.is_string or _ONE_INTERVAL_PART.fullmatch(this.name):
+            return super()._parse_interval_span(this, parse_function_unit=parse_function_unit)
+        if self._curr is not None and self._curr.text.upper() in self.dialect.VALID_INTERVAL_UNITS:
+            self.raise_error("an interval literal with units of its own cannot also take a field qualifier")
+        return self.expression(exp.Interval(this=this))
 
     def _parse_types(self, *args, **kwargs):
         this = super()._parse_types(*args, **kwargs)

@@ -30,6 +30,7 @@ import struct
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from time import perf_counter
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Awaitable, Callable, Mapping, NamedTuple, Protocol, Sequence
@@ -1074,6 +1075,10 @@ class Session:
                     r.ENDS_BIND, "42804", f"pgshroud cannot read {exc}, which the private query reads as another "
                     "type", hint="Send the value in text format, or leave its type unspecified (PostgreSQL then "
                     "infers it from the query).")
+        if isinstance(info.plan, Release):
+            negative = _negative_bound(bind, info.plan, info.param_types)
+            if negative is not None:
+                return self._refuse_extended(r.ENDS_BIND, *negative)
         plan = self._current(info.plan)
         columns = _columns(plan)
         try:
@@ -1559,6 +1564,30 @@ class _Charged(NamedTuple):
     overlapping: float | None = None  # answer_cache.Claim.overlapping
 
 
+def _negative_bound(bind: Bind, plan: Release, declared: tuple[int, ...]) -> tuple[str, str] | None:
+    """PostgreSQL's error for a negative LIMIT or OFFSET bound as a
+    parameter, found at Bind so that it is refused before the charge (the
+    bounded SQL would fail on it only after)."""
+    for number, clause in getattr(plan.spec, "bound_parameters", ()):
+        index = number - 1
+        if index >= len(bind.params) or bind.params[index] is None:
+            continue
+        value = bind.params[index]
+        try:
+            if bind.param_format(index) == 1:
+                # Of the type declared, else the integer its length tells (the bounded SQL reads an integer).
+                type_oid = (declared[index] if index < len(declared) and declared[index]
+                            else _INTEGER_BY_LENGTH.get(len(value), 0))
+                value = text_form(type_oid, value)
+            negative = Decimal(value.decode()) < 0
+        except (NoTextForm, ArithmeticError, ValueError):
+            continue  # PostgreSQL refuses it at Bind, where it reads it
+        if negative:
+            word = clause.upper()
+            return ("2201W" if word == "LIMIT" else "2201X"), f"{word} must not be negative"
+    return None
+
+
 def _declared_binary(bind: Bind, declared: tuple[int, ...]) -> bool:
     """Some value of the Bind is binary, of a type the client declared."""
     return any(bind.param_format(i) == 1 and i < len(declared) and declared[i] for i in range(len(bind.params)))
@@ -1690,6 +1719,7 @@ CURSOR_OUTSIDE_TRANSACTION = Refuse("25P01", "DECLARE CURSOR can only be used in
                                     hint="Run BEGIN first, or declare the cursor WITH HOLD.")
 SYNC_FRAME = b"S\x00\x00\x00\x04"
 FLUSH_FRAME = b"H\x00\x00\x00\x04"
+_INTEGER_BY_LENGTH = {2: 21, 4: 23, 8: 20}  # int2, int4, int8 in binary
 
 WITHHELD_ERROR = r.error_bytes(
     "22000", "the private aggregate failed upstream; its error is withheld because it could depend on protected data"

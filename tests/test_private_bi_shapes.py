@@ -455,3 +455,28 @@ def test_a_function_of_a_public_key_pairs_each_key_with_its_own_value(bi_proxy, 
     _, rows = described(analyst_dsn(bi_proxy), sql, "SET pgshroud.epsilon = 2")
     assert len({department for department, _, _ in rows}) == len(rows)
     assert all(c == ("a" if department == "Surgery" else "b") for department, c, _ in rows)
+
+
+@pytest.mark.parametrize("condition, params", [
+    ("department IN (%s::varchar, %s::varchar)", ["Surgery", "Cardiology"]),
+    ("department IN ('Surgery', 'Cardiology', 'No Such Department')", []),
+    ("department = %s", ["Surgery"]),
+    ("department <> 'Surgery' AND department NOT IN (%s)", ["Cardiology"]),
+    ("department IS NULL", []),
+    ("department IS NOT NULL AND cost > 100", []),
+    ("sex = 'F' AND department = 'Neurology'", []),
+])
+def test_conditions_on_a_public_key_narrow_its_released_groups(bi_proxy, raw_health, condition, params):
+    """A public key's groups are those of its domain that pass the WHERE's
+    conditions on the key, as PostgreSQL forms no other group: evaluated
+    upstream on the public values, with the Bind's values."""
+    sql = f"SELECT department, sex, count(*) FROM visits JOIN patients USING (patient_id) WHERE {condition} " \
+          "GROUP BY 1, 2 ORDER BY 1, 2"
+    with psycopg.connect(raw_health, autocommit=True) as conn:
+        direct = {r[0] for r in conn.execute(sql, params or None, prepare=True).fetchall()}
+    with psycopg.connect(analyst_dsn(bi_proxy), autocommit=True) as conn:
+        conn.execute("SET pgshroud.epsilon = 2")
+        released = {r[0] for r in conn.execute(sql, params or None, prepare=True).fetchall()}
+    # Public keys: every department that passes is released (paired with each sex, some pairs empty).
+    assert released == direct
+

@@ -201,6 +201,7 @@ class PrivateAnalyser:
             )
         unit_sql = self._read_relations(tree)
         self._read_keys(tree)
+        self._narrow_domains(tree)
         outputs = self._read_outputs(tree)
         having = tree.args.get("having")
         having_expression = self._collated(self._post(having.this, "HAVING")) if having is not None else None
@@ -931,6 +932,55 @@ class PrivateAnalyser:
                                None if derived else domain_sql))
         return len(self.keys) - 1
 
+    def _narrow_domains(self, tree: exp.Select) -> None:
+        """A public key's domain filtered by the WHERE's conditions on that
+        key alone against row-independent values (department IN ($1, 'b'),
+        <>, NOT IN, IS [NOT] NULL): PostgreSQL forms no group whose key fails
+        them, so neither may the release. The condition runs upstream on each
+        public value (bind values are known only there), never on a row."""
+        where = tree.args.get("where")
+        if where is None:
+            return
+        for condition in _conjuncts(where.this):
+            index = self._key_condition(condition)
+            if index is None:
+                continue
+            key = self.keys[index]
+            domain_sql = key.domain_sql
+            if domain_sql is None:
+                continue
+            test = self.rows.safe_node(condition)
+            for column in list(test.find_all(exp.Column)):
+                column.replace(exp.column("v", table="d", quoted=True))
+            narrowed = f'SELECT "d"."v" FROM ({domain_sql}) AS "d"("v") WHERE {test.sql("postgres")}'
+            self.keys[index] = replace(key, domain_sql=narrowed)
+
+    def _key_condition(self, condition: exp.Expression) -> int | None:
+        """The public column key a condition tests against row-independent
+        values only, or None."""
+        node = condition.this if isinstance(condition, exp.Not) else condition
+        if isinstance(node, exp.Paren):
+            node = node.this
+        if isinstance(node, (exp.EQ, exp.NEQ)):
+            sides = [node.this, node.expression]
+            columns = [s for s in sides if isinstance(s, exp.Column)]
+            others = [s for s in sides if not isinstance(s, exp.Column)]
+        elif isinstance(node, exp.In) and not node.args.get("query") and not node.args.get("unnest"):
+            columns, others = [node.this], list(node.expressions)
+        elif isinstance(node, exp.Is) and isinstance(node.expression, exp.Null):
+            columns, others = [node.this], []
+        else:
+            return None
+        if len(columns) != 1 or not isinstance(columns[0], exp.Column) or not all(map(_row_independent, others)):
+            return None
+        if isinstance(condition, exp.Not) and not isinstance(node, (exp.In, exp.Is)):
+            return None
+        canonical = self._canonical(columns[0])
+        for index, existing in enumerate(self.key_nodes):
+            if isinstance(existing, exp.Column) and self._canonical(existing) == canonical:
+                return index
+        return None
+
     def _domain(self, node: exp.Expression) -> tuple[str | None, ...] | None:
         """The values a key can take, when they are public: a column's
         declared public domain, or the literal results of a CASE."""
@@ -1396,6 +1446,15 @@ def _inside_from_subquery(node: exp.Expression, tree: exp.Select) -> bool:
             return True
         parent = parent.parent
     return False
+
+
+_ROW_INDEPENDENT = (exp.Literal, exp.Parameter, exp.Null, exp.Boolean, exp.Cast, exp.Paren, exp.Neg,
+                    exp.DataType, exp.DataTypeParam, exp.Identifier)
+
+
+def _row_independent(node: exp.Expression) -> bool:
+    """A literal or bind value, cast or not: the same for every row."""
+    return all(isinstance(n, _ROW_INDEPENDENT) for n in node.walk())
 
 
 def _conjuncts(node: exp.Expression) -> list[exp.Expression]:

@@ -480,3 +480,33 @@ def test_conditions_on_a_public_key_narrow_its_released_groups(bi_proxy, raw_hea
     # Public keys: every department that passes is released (paired with each sex, some pairs empty).
     assert released == direct
 
+
+def test_a_subquery_offset_is_answered_only_when_it_skips_nothing(bi_proxy, health_policy, health_catalog):
+    """Prisma aggregates over (SELECT ... OFFSET $1) AS "sub" and binds 0: an
+    OFFSET that skips no row is dropped; any other would skip rows chosen by
+    other people's rows, so a literal is refused and a bound value fails."""
+    sql = ('SELECT count(*) AS n, sum("cost") AS s FROM (SELECT "public"."visits"."cost" FROM "public"."visits" '
+           'WHERE "public"."visits"."department" = $1 OFFSET $2) AS "sub"')
+    context = PlanContext(user="analyst", policy=health_policy, role=health_policy.role_for("analyst"),
+                          catalog=health_catalog, privacy={})
+    (release,) = plan(sql, context)
+    assert isinstance(release, Release) and release.spec.bound_parameters == ((2, "zero_offset"),)
+    (refused,) = plan(sql.replace("$2", "2"), context)
+    assert isinstance(refused, Refuse) and "OFFSET 0" in refused.message and refused.hint
+
+    async def run():
+        conn = await asyncpg.connect(f"postgresql://analyst:analyst@{bi_proxy.host}:{bi_proxy.port}/health"
+                                     "?sslmode=disable")
+        try:
+            await conn.execute("SET pgshroud.epsilon = 2")
+            statement = await conn.prepare(sql)
+            answered = [await statement.fetch("Surgery", value) for value in (0, None)]
+            with pytest.raises(asyncpg.PostgresError):
+                await statement.fetch("Surgery", 3)
+            return answered
+        finally:
+            await conn.close()
+
+    answered = asyncio.run(run())
+    assert all(len(rows) == 1 and rows[0]["n"] >= 0 for rows in answered)
+

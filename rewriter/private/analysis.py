@@ -618,7 +618,40 @@ class PrivateAnalyser:
     def _derived(self, select: exp.Select, alias: str) -> Source:
         inner = PrivateAnalyser(self.policy, self.role, self.catalog, self.user)
         inner.ctes = dict(self.ctes)
-        return inner.derive(select, alias)
+        source = inner.derive(select, alias)
+        for constant in inner.constants:  # checks of its OFFSET $n, made with the query's own constants
+            if constant not in self.constants:
+                self.constants.append(constant)
+        return source
+
+    def _zero_offset(self, select: exp.Select, what: str) -> bool:
+        """A row-level subquery's OFFSET that skips no row (Prisma writes
+        OFFSET $1 and binds 0), dropped from the bounded SQL: any other
+        OFFSET skips rows that depend on other people's rows. A literal must
+        be 0 or NULL; a bind parameter is checked at Bind (a constant with
+        the check "zero_offset"), and its value checked upstream again."""
+        if select.args.get("order") or select.args.get("limit") or select.args.get("group"):
+            return False
+        node = select.args["offset"].expression
+        source = node
+        while isinstance(source, (exp.Paren, exp.Cast)):
+            if isinstance(source, exp.Cast):
+                target = t.cast_target(source.to)
+                if target is None or target.name not in t.NUMBERS:
+                    return False
+            source = source.this
+        if isinstance(source, exp.Parameter) and isinstance(source.this, exp.Literal):
+            number = literal_number(source.this)
+            constant = q.Constant(f"CAST(({node.sql('postgres')}) AS bigint)", "bigint", "zero_offset",
+                                  int(number) if number is not None else None)
+            if constant not in self.constants:
+                self.constants.append(constant)
+            return True
+        if isinstance(node, exp.Null) or literal_number(node) == 0:
+            return True
+        raise PrivateRefusal(f"OFFSET {node.sql('postgres')[:40]} in {what} skips rows, which depends on other "
+                             "people's rows, so a private query takes only OFFSET 0 there",
+                             hint="Remove the OFFSET, or write OFFSET 0.")
 
     # subqueries and CTEs in FROM
 
@@ -632,7 +665,7 @@ class PrivateAnalyser:
         what = f'the subquery "{alias}"'
         self._check_shape(select, what)
         for clause in ("order", "limit", "offset", "having"):
-            if select.args.get(clause):
+            if select.args.get(clause) and not (clause == "offset" and self._zero_offset(select, what)):
                 raise PrivateRefusal(f"{clause.upper()} is not supported in {what} of a private query")
         unit_sql = self._read_relations(select)
         protected = [s for s in self.sources.values() if s.protected]

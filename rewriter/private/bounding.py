@@ -313,7 +313,14 @@ def extra_columns(query: q.PrivateQuery) -> str:
     values = [f'{c.sql} AS "c{i}"' for i, c in enumerate(query.constants)]
     checks = {"limit": "", "offset": ""}
     for i, constant in enumerate(query.constants):
-        if constant.check is not None:
+        if constant.check == "zero_offset":
+            # A subquery's OFFSET that must skip nothing: a negative one fails
+            # as PostgreSQL's own, any other but 0 with a cast of its text
+            # (not a literal, which PostgreSQL would fold and fail on always).
+            checks["offset"] += (f" WHEN {constant.sql} < 0 THEN {constant.sql} WHEN {constant.sql} <> 0 THEN "
+                                 f"CAST(('OFFSET of a subquery must be 0 in a private query, not ' || "
+                                 f"{constant.sql}) AS bigint)")
+        elif constant.check is not None:
             checks[constant.check] += f" WHEN {constant.sql} < 0 THEN {constant.sql}"
     listed = ", ".join(values)
     one = f'(SELECT {listed}) AS "v"'

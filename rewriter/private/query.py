@@ -77,7 +77,9 @@ class Constant:
     that the session's TimeZone and the Bind's values hold and its text and
     type are PostgreSQL's. Post-processing reads it as the variable
     `const{i}`. `check`: "limit" or "offset" when it is one, so that a
-    negative value fails as PostgreSQL's own LIMIT would."""
+    negative value fails as PostgreSQL's own LIMIT would; "zero_offset" for
+    a subquery's OFFSET $n, which must be 0 (or NULL), as any other skips
+    rows that depend on other people's rows."""
 
     sql: str
     type_name: str

@@ -126,10 +126,12 @@ class PrivateRelease:
 
     @property
     def bound_parameters(self) -> tuple[tuple[int, str], ...]:
-        """(n, "limit" or "offset") for each bind parameter $n that is a LIMIT
-        or OFFSET: the session may refuse a negative value at Bind, before
-        the charge, as PostgreSQL would (2201W, 2201X). Unchecked, the
-        bounded SQL fails on it upstream, after the charge."""
+        """(n, check) for each bind parameter $n that is a LIMIT ("limit"),
+        an OFFSET ("offset") or a subquery's OFFSET that must be 0
+        ("zero_offset"): the session refuses a negative value at Bind, before
+        the charge, as PostgreSQL would (2201W, 2201X), and a "zero_offset"
+        other than 0 or NULL. Unchecked, the bounded SQL fails on it
+        upstream, after the charge (on the value alone, never on a row)."""
         return tuple((c.parameter, c.check) for c in self.query.constants
                      if c.check is not None and c.parameter is not None)
 

@@ -510,3 +510,20 @@ def test_a_subquery_offset_is_answered_only_when_it_skips_nothing(bi_proxy, heal
     answered = asyncio.run(run())
     assert all(len(rows) == 1 and rows[0]["n"] >= 0 for rows in answered)
 
+
+def test_a_group_by_without_aggregates_releases_keys_that_pass_selection(bi_proxy, raw_health, health_policy,
+                                                                           health_catalog):
+    """Metabase's field values scan: the keys that have rows, each released
+    only through partition selection, never because a public domain lists it."""
+    sql = 'SELECT "public"."visits"."department" AS "department" FROM "public"."visits" ' \
+          'GROUP BY "public"."visits"."department" ORDER BY "public"."visits"."department" ASC LIMIT 5000'
+    context = PlanContext(user="analyst", policy=health_policy, role=health_policy.role_for("analyst"),
+                          catalog=health_catalog, privacy={"delta": "1e-6"})
+    (release,) = plan(sql, context)
+    assert isinstance(release, Release) and release.spec.cost.delta > 0 and release.spec.cost.epsilon > 0
+    direct_columns, direct_rows = described(raw_health, sql)
+    columns, rows = described(analyst_dsn(bi_proxy), sql, "SET pgshroud.epsilon = 2")
+    assert columns == direct_columns and set(rows) <= set(direct_rows) and rows == sorted(rows)
+    # No row has such a cost: a public domain would still list every department.
+    _, none = described(analyst_dsn(bi_proxy), "SELECT department FROM visits WHERE cost > 1e12 GROUP BY 1")
+    assert none == []

@@ -193,7 +193,8 @@ class PrivateAnalyser:
         if inner is not None:
             return self._wrap(tree, *inner)
         self._check_shape(tree, "a private query")
-        if not any(isinstance(n, AGGREGATE_CLASSES) for item in tree.expressions for n in item.walk()):
+        keys_only = not any(isinstance(n, AGGREGATE_CLASSES) for item in tree.expressions for n in item.walk())
+        if keys_only and tree.args.get("group") is None:
             raise PrivateRefusal(
                 f'role "{self.role.name}" reads protected tables only through differentially private '
                 "aggregates: row-level results are not released",
@@ -201,6 +202,8 @@ class PrivateAnalyser:
             )
         unit_sql = self._read_relations(tree)
         self._read_keys(tree)
+        if keys_only:
+            self._keys_by_selection()
         self._narrow_domains(tree)
         outputs = self._read_outputs(tree)
         having = tree.args.get("having")
@@ -964,6 +967,14 @@ class PrivateAnalyser:
         self.keys.append(q.Key(self.rows.safe_sql(node), type_name, domain, node.sql("postgres"),
                                None if derived else domain_sql))
         return len(self.keys) - 1
+
+    def _keys_by_selection(self) -> None:
+        """A GROUP BY without aggregates (Metabase's field values scan) asks
+        which keys have rows: a key is released only when it passes partition
+        selection (a noisy count of people over the threshold, charged like
+        a count), never because a public domain lists it, as that would
+        release every listed value whether or not any row has it."""
+        self.keys = [replace(key, domain=None, domain_sql=None) for key in self.keys]
 
     def _narrow_domains(self, tree: exp.Select) -> None:
         """A public key's domain filtered by the WHERE's conditions on that

@@ -435,6 +435,9 @@ def test_comparisons_of_a_text_key_follow_the_database_collation(collated, key, 
     "SELECT CAST(date_trunc('month', visit_date) AS date) AS month, count(*) FROM visits "
     "GROUP BY date_trunc('month', visit_date) ORDER BY 1",
     "SELECT lower(department) AS d, count(*) FROM visits GROUP BY department ORDER BY lower(department)",
+    # Looker groups by its dimension in parentheses and formats it with to_char.
+    "SELECT to_char(date_trunc('month', visits.visit_date), 'YYYY-MM') AS m, coalesce(sum(visits.cost), 0) AS c "
+    "FROM public.visits AS visits GROUP BY (date_trunc('month', visits.visit_date)) ORDER BY 1 DESC LIMIT 500",
     # Grafana and Superset wrap a query that has a WITH of its own.
     'SELECT * FROM (WITH "q" AS (SELECT department, count(*) AS n FROM visits GROUP BY 1 ORDER BY 1) '
     'SELECT * FROM "q" ORDER BY 1) "_1" LIMIT 1000001',
@@ -527,3 +530,4 @@ def test_a_group_by_without_aggregates_releases_keys_that_pass_selection(bi_prox
     # No row has such a cost: a public domain would still list every department.
     _, none = described(analyst_dsn(bi_proxy), "SELECT department FROM visits WHERE cost > 1e12 GROUP BY 1")
     assert none == []
+

@@ -927,6 +927,8 @@ class PrivateAnalyser:
                                  hint="Run one query per grouping.")
         selected = tree.expressions
         for item in group.expressions:
+            while isinstance(item, exp.Paren):  # GROUP BY (date_trunc(...)), as Looker writes it, groups by the same
+                item = item.this
             node = item
             number = literal_number(item)
             if number is not None:

@@ -1564,10 +1564,10 @@ class _Charged(NamedTuple):
     overlapping: float | None = None  # answer_cache.Claim.overlapping
 
 
-def _negative_bound(bind: Bind, plan: Release, declared: tuple[int, ...]) -> tuple[str, str] | None:
-    """PostgreSQL's error for a negative LIMIT or OFFSET bound as a
-    parameter, found at Bind so that it is refused before the charge (the
-    bounded SQL would fail on it only after)."""
+def _negative_bound(bind: Bind, plan: Release, declared: tuple[int, ...]) -> tuple[str, str, str | None] | None:
+    """The error for a LIMIT or OFFSET bound as a parameter that the bounded
+    SQL would fail on only after the charge, found at Bind: a negative one
+    (PostgreSQL's own error), or a subquery's OFFSET that is not 0."""
     for number, clause in getattr(plan.spec, "bound_parameters", ()):
         index = number - 1
         if index >= len(bind.params) or bind.params[index] is None:
@@ -1582,9 +1582,14 @@ def _negative_bound(bind: Bind, plan: Release, declared: tuple[int, ...]) -> tup
             negative = Decimal(value.decode()) < 0
         except (NoTextForm, ArithmeticError, ValueError):
             continue  # PostgreSQL refuses it at Bind, where it reads it
+        if clause == "zero_offset":
+            if not negative and Decimal(value.decode()) == 0:
+                continue
+            return ("42501", "the OFFSET of a subquery over protected rows must be 0: the rows it would skip "
+                    "depend on other people's rows", "Bind 0, or leave the OFFSET out.")
         if negative:
             word = clause.upper()
-            return ("2201W" if word == "LIMIT" else "2201X"), f"{word} must not be negative"
+            return ("2201W" if word == "LIMIT" else "2201X"), f"{word} must not be negative", None
     return None
 
 

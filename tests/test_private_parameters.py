@@ -81,3 +81,20 @@ def test_binary_text_forms_are_postgresqls(raw_health):
             text = text_form(oid, raw).decode()
             same = conn.execute(f"SELECT %s::{name} = %s::{name}", (text, value)).fetchone()[0]
             assert same, (name, text)
+
+
+def test_a_subquery_offset_other_than_zero_is_refused_at_bind(private_proxy, raw_health):  # noqa: F811
+    """Prisma aggregates over (SELECT ... OFFSET $1) AS "sub", binding 0; any
+    other value would skip rows chosen by other people's rows."""
+    sql = 'SELECT count(*) AS "_count._all" FROM (SELECT "public"."visits"."visit_id" FROM "public"."visits" ' \
+          'WHERE 1=1 OFFSET %s) AS "sub"'
+    before = charges(raw_health)
+    with psycopg.connect(analyst_dsn(private_proxy), autocommit=True) as conn:
+        assert conn.execute(sql, (0,)).fetchone()[0] >= 0
+        with pytest.raises(psycopg.Error) as caught:
+            conn.execute(sql, (5,)).fetchall()
+        assert caught.value.sqlstate == "42501" and "must be 0" in str(caught.value)
+        with pytest.raises(psycopg.Error) as caught:
+            conn.execute("SELECT count(*) FROM visits LIMIT %s", (-1,)).fetchall()
+        assert caught.value.sqlstate == "2201W"
+    assert charges(raw_health) == before + 1

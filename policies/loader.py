@@ -9,6 +9,7 @@ any, `PolicyErrors` lists them all in file order. The format is described in
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import importlib
 import math
@@ -812,7 +813,11 @@ class _Builder:
                 role_mask = self.mask(value, sub)
                 if known is not None and role_mask is not None:
                     role_masks[known] = role_mask
-        bounds = self.bounds(fields["bounds"][1], f"{key}.bounds") if "bounds" in fields else None
+        bounds = date_bounds = None
+        if "bounds" in fields and _date_pair(fields["bounds"][1]):
+            date_bounds = self.date_bounds(fields["bounds"][1], f"{key}.bounds")
+        elif "bounds" in fields:
+            bounds = self.bounds(fields["bounds"][1], f"{key}.bounds")
         public_domain = public_domain_table = None
         if "public_domain" in fields:
             domain_node = fields["public_domain"][1]
@@ -822,7 +827,7 @@ class _Builder:
                 public_domain = self.public_domain(domain_node, f"{key}.public_domain")
         if mask is None:
             return None
-        return ColumnPolicy(name, mask, role_masks, bounds, public_domain, public_domain_table)
+        return ColumnPolicy(name, mask, role_masks, bounds, public_domain, public_domain_table, date_bounds)
 
     def mask(self, node: Node, key: str) -> MaskSpec | None:
         """`kind`, or `{kind: {params}}`."""
@@ -870,6 +875,21 @@ class _Builder:
             self.error(node, key, what, f"[{low:g}, {high:g}]")
             return None
         return (low, high)
+
+    def date_bounds(self, node: SequenceNode, key: str) -> tuple[datetime.date, datetime.date] | None:
+        """[low, high] of a date column: two dates written YYYY-MM-DD, low before high."""
+        what = "[low, high]: two dates written YYYY-MM-DD (years 1 to 9999), low before high"
+        dates = []
+        for i, item in enumerate(node.value):
+            try:
+                dates.append(datetime.date.fromisoformat(item.value))
+            except ValueError:
+                self.error(item, f"{key}[{i}]", what, _show(item))
+                return None
+        if not dates[0] < dates[1]:
+            self.error(node, key, what, f"[{dates[0]}, {dates[1]}]")
+            return None
+        return dates[0], dates[1]
 
     def public_domain(self, node: Node, key: str) -> tuple[str, ...] | None:
         items = self.sequence(node, key, "values")
@@ -1092,3 +1112,13 @@ class _Builder:
             if known is not None:
                 roles.add(known)
         return AuthenticationPolicy(frozenset(roles))
+
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _date_pair(node: Node) -> bool:
+    """bounds written as two dates, or as one date beside anything: read as dates, so that the error names them."""
+    return (isinstance(node, SequenceNode) and len(node.value) == 2
+            and any(isinstance(n, ScalarNode) and _DATE.fullmatch(n.value) for n in node.value)
+            and all(isinstance(n, ScalarNode) for n in node.value))

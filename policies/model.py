@@ -7,6 +7,7 @@ lower case), tables qualified with their schema (`public` unless given).
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Mapping
@@ -39,6 +40,9 @@ class ColumnPolicy:
     # a list, or the values of a public table's column ("schema.table.column").
     public_domain: tuple[str, ...] | None = None
     public_domain_table: str | None = None
+    # Differential privacy for a date column: its values are clamped into
+    # these dates (bounds: [2015-01-01, 2025-12-31]), for min, max and percentile_disc.
+    date_bounds: tuple[datetime.date, datetime.date] | None = None
 
     def mask_for(self, role: str) -> MaskSpec:
         return self.role_masks.get(role, self.mask)

@@ -24,7 +24,8 @@ import pytest
 import sqlalchemy as sa
 from psycopg.conninfo import make_conninfo
 
-from policies.loader import load_policy
+from policies.errors import PolicyErrors
+from policies.loader import load_policy, loads_policy
 from policies.model import Budgets, EpsilonDelta
 from proxy.catalog import read_catalog
 from proxy.ledger import PostgresLedger
@@ -244,7 +245,8 @@ def test_sqlalchemy_limit_binds_a_parameter(bi_proxy):
     ("SELECT v.a, count(*) FROM visits AS v(a) GROUP BY 1", "column aliases in FROM"),
     ("SELECT count(*) FROM visits LIMIT -1", "LIMIT takes a non-negative integer"),
     ("SELECT count(*) FROM visits LIMIT $1::text", "the argument of LIMIT must be a number"),
-    ("SELECT max(visit_date), count(*) FROM visits", "count by date_trunc('month', ...)"),
+    ("SELECT max(birth_date), count(*) FROM patients", "Add bounds: [<first date>, <last date>]"),
+    ("SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY visit_date) FROM visits", "needs a numeric argument"),
 ])
 def test_refusals_say_why(health_policy, health_catalog, sql, reason):
     context = PlanContext(user="analyst", policy=health_policy, role=health_policy.role_for("analyst"),
@@ -531,3 +533,55 @@ def test_a_group_by_without_aggregates_releases_keys_that_pass_selection(bi_prox
     _, none = described(analyst_dsn(bi_proxy), "SELECT department FROM visits WHERE cost > 1e12 GROUP BY 1")
     assert none == []
 
+
+def test_min_and_max_of_a_date_are_private_quantiles_typed_date(bi_proxy, raw_health, health_policy):
+    """Django's date range for a date picker: min and max of a date with
+    bounds in the policy are the 1st and 99th percentiles of its day number,
+    typed date as PostgreSQL types min(date)."""
+    sql = 'SELECT MAX("visits"."visit_date") AS "hi", MIN("visits"."visit_date") AS "lo", ' \
+          'percentile_disc(0.5) WITHIN GROUP (ORDER BY visit_date) AS "mid" FROM "visits"'
+    direct_columns, [(high, low, _)] = described(raw_health, sql)
+    columns, [(private_high, private_low, private_middle)] = described(analyst_dsn(bi_proxy), sql,
+                                                                        "SET pgshroud.epsilon = 2")
+    assert columns == direct_columns and direct_columns[0][1] == 1082
+    first, last = next(t for n, t in health_policy.protected_tables.items() if n.endswith("visits")).columns["visit_date"].date_bounds
+    assert all(isinstance(d, datetime.date) and first <= d <= last
+               for d in (private_high, private_low, private_middle))
+    # Within a fifth of the policy's range of the exact values (the median, a small group's, is mostly noise).
+    slack = (last - first) / 5
+    assert abs(private_high - high) <= slack and abs(private_low - low) <= slack
+
+
+@pytest.mark.parametrize("bounds, problem", [
+    ("[2020-01-01, 2019-12-31]", "low before high"),
+    ("[2020-01-01, 2020-13-01]", "two dates written YYYY-MM-DD"),
+    ("[2020-01-01, 5]", "two dates written YYYY-MM-DD"),
+])
+def test_date_bounds_in_a_policy_are_checked(bounds, problem):
+    text = f"""version: 1
+roles:
+  analyst: {{access: aggregate}}
+protected_tables:
+  visits:
+    privacy_unit: patient_id
+    columns:
+      visit_date: {{mask: none, bounds: {bounds}}}
+"""
+    with pytest.raises(PolicyErrors) as raised:
+        loads_policy(text)
+    message = str(raised.value)
+    assert problem in message and "visit_date.bounds" in message and "<string>:8:" in message, message
+
+
+def test_date_bounds_load_as_dates():
+    policy = loads_policy("""version: 1
+roles:
+  analyst: {access: aggregate}
+protected_tables:
+  visits:
+    privacy_unit: patient_id
+    columns:
+      visit_date: {mask: none, bounds: [2015-01-01, 2025-12-31]}
+""")
+    column = next(t for n, t in policy.protected_tables.items() if n.endswith("visits")).columns["visit_date"]
+    assert column.date_bounds == (datetime.date(2015, 1, 1), datetime.date(2025, 12, 31)) and column.bounds is None

@@ -145,8 +145,12 @@ def _column_info(table: ProtectedTable | None, relation: Relation, role: str) ->
             domain_sql = _distinct_values(schema, other, column)
         # Read through aggregate_view: tamed, but for the unit, which is read as stored.
         facts = column_facts("text" if kind == "text" else format_type, tamed=not unit)
+        day_bounds = None
+        if raw and policy is not None and policy.date_bounds is not None and kind == "date":
+            day_bounds = (Fraction((policy.date_bounds[0] - q.DAY_ZERO).days),
+                          Fraction((policy.date_bounds[1] - q.DAY_ZERO).days))
         infos[name] = ColumnInfo(kind, bounds, domain, domain_sql, protected=True, unit=unit,
-                                 not_null=name in relation.not_null, facts=facts)
+                                 not_null=name in relation.not_null, facts=facts, day_bounds=day_bounds)
     return infos
 
 
@@ -1234,6 +1238,8 @@ class PrivateAnalyser:
         if any(isinstance(n, AGGREGATE_CLASSES) for n in argument.walk()):
             raise PrivateRefusal("aggregates cannot be nested")
         argument_type = self._row_check(argument, label)
+        if argument_type == "date" and kind in (q.MIN, q.MAX, q.QUANTILE_DISC):
+            return self._date_quantile(kind, quantile, argument, condition, label)
         if not t.is_number(argument_type):
             hint = None
             if argument_type in t.TIMES:
@@ -1253,6 +1259,28 @@ class PrivateAnalyser:
         output = _output_type(kind, argument_type)
         never_null = condition is None and isinstance(argument, exp.Column) and self._never_null(argument)
         return q.Aggregate(kind, argument_sql, (low, high), output, quantile, label, never_null)
+
+    def _date_quantile(self, kind: str, quantile: Fraction | None, argument: exp.Expression,
+                       condition: exp.Expression | None, label: str) -> q.Aggregate:
+        """min, max or percentile_disc of a date column with bounds in the
+        policy: a private quantile of its day number (days since 2000-01-01,
+        which the tamed date always has), released as a date."""
+        column = argument
+        while isinstance(column, exp.Paren):
+            column = column.this
+        day_bounds = self._resolve(column).day_bounds if isinstance(column, exp.Column) else None
+        if day_bounds is None:
+            owner = self._owner(column) if isinstance(column, exp.Column) else None
+            name = f"{self.sources[owner[0]].label}.{column.name}" if owner is not None else "the date column"
+            raise PrivateRefusal(
+                f"{label} needs bounds on its date, and the policy declares none",
+                hint=f"Add bounds: [<first date>, <last date>] (YYYY-MM-DD) for {name} to the policy, or count "
+                     "by date_trunc('month', ...) to see where the dates lie.")
+        days = f"({self.rows.safe_sql(argument)} - DATE '{q.DAY_ZERO.isoformat()}')"
+        if condition is not None:
+            days = f"CASE WHEN {self.rows.safe_sql(condition)} THEN {days} END"
+        never_null = condition is None and isinstance(column, exp.Column) and self._never_null(column)
+        return q.Aggregate(kind, days, day_bounds, "date", quantile, label, never_null)
 
     def _count(self, node: exp.Count, condition: exp.Expression | None, label: str) -> q.Aggregate:
         argument = node.this

@@ -113,6 +113,7 @@ class ColumnInfo:
     unit: bool = False  # the privacy unit
     not_null: bool = False  # declared NOT NULL (so count(col) = count(*))
     facts: Facts | None = None  # what its values can be; None: any value of type_name
+    day_bounds: tuple[Fraction, Fraction] | None = None  # a date column's policy bounds, as days since 2000-01-01
 
 
 Bound = Fraction | None  # None: unbounded on that side

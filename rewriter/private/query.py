@@ -4,6 +4,7 @@ expressions."""
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -21,6 +22,8 @@ QUANTILE_CONT, QUANTILE_DISC = "percentile_cont", "percentile_disc"
 MIN, MAX = "min", "max"
 VARIANCES = (VAR_POP, VAR_SAMP, STDDEV_POP, STDDEV_SAMP)
 QUANTILES = (QUANTILE_CONT, QUANTILE_DISC, MIN, MAX)
+# Quantiles of a date are of its day number: days since this date (PostgreSQL's epoch).
+DAY_ZERO = datetime.date(2000, 1, 1)
 # MIN and MAX are answered as these private quantiles.
 EXTREME_QUANTILES = {MIN: Fraction(1, 100), MAX: Fraction(99, 100)}
 

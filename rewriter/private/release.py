@@ -18,6 +18,7 @@ arithmetic, HAVING, ORDER BY, LIMIT) is post-processing and costs nothing.
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import math
 import secrets
@@ -340,7 +341,10 @@ class PrivateRelease:
                 # In decimals: a double overflows on the variance of wide bounds (1e600).
                 return Fraction(_ROOT.sqrt(_ROOT.divide(Decimal(variance.numerator), Decimal(variance.denominator))))
             return variance
-        return _quantile(parts[0], aggregate.quantile or Fraction(1, 2), low, high)
+        value = _quantile(parts[0], aggregate.quantile or Fraction(1, 2), low, high)
+        if aggregate.output_type == "date":  # a day number, within the policy's dates
+            return q.DAY_ZERO + datetime.timedelta(days=math.floor(value))
+        return value
 
     def _output(self, output: q.Output, key_text: tuple, values: dict, constants: tuple) -> str | None:
         node = output.expression

@@ -585,3 +585,40 @@ protected_tables:
 """)
     column = next(t for n, t in policy.protected_tables.items() if n.endswith("visits")).columns["visit_date"]
     assert column.date_bounds == (datetime.date(2015, 1, 1), datetime.date(2025, 12, 31)) and column.bounds is None
+
+
+@pytest.mark.parametrize("frame", ["", " ROWS UNBOUNDED PRECEDING", " RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW",
+                                   " ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"])
+def test_running_totals_over_released_groups(bi_proxy, raw_health, frame):
+    """Metabase's cumulative sum and count: SUM(<aggregate>) OVER (ORDER BY
+    <group keys>) is a running total of the released values in key order,
+    typed as PostgreSQL types it, computed before ORDER BY and LIMIT."""
+    sql = ("SELECT CAST(date_trunc('year', visit_date) AS date) AS y, count(*) AS n, sum(cost) AS s, "
+           f"SUM(COUNT(*)) OVER (ORDER BY CAST(date_trunc('year', visit_date) AS date){frame}) AS cn, "
+           f"SUM(SUM(cost)) OVER (ORDER BY CAST(date_trunc('year', visit_date) AS date) DESC{frame}) AS cs "
+           "FROM visits GROUP BY CAST(date_trunc('year', visit_date) AS date) ORDER BY 1 LIMIT 6")
+    direct_columns, direct_rows = described(raw_health, sql)
+    columns, rows = described(analyst_dsn(bi_proxy), sql, "SET pgshroud.epsilon = 2")
+    # Years pass partition selection or not; the running totals are over the released ones.
+    assert columns == direct_columns and len(direct_rows) == 6 and 0 < len(rows) <= 6
+    running = 0
+    for _, n, _, cn, _ in rows:
+        running += n
+        assert cn == running
+    # The descending total of the first year (in ascending order) is every year's sum, LIMIT or not.
+    everything = described(analyst_dsn(bi_proxy), sql.replace(" LIMIT 6", ""), "SET pgshroud.epsilon = 2")[1]
+    assert everything and everything[-1][4] == everything[-1][2]
+
+
+@pytest.mark.parametrize("window", [
+    "SUM(SUM(cost)) OVER (PARTITION BY department ORDER BY department)",
+    "SUM(SUM(cost)) OVER (ORDER BY department ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)",
+    "AVG(SUM(cost)) OVER (ORDER BY department)",
+    "SUM(SUM(cost)) OVER (ORDER BY sum(cost))",
+    "SUM(SUM(cost)) OVER (ORDER BY department) + 1",
+])
+def test_other_windows_are_refused(health_policy, health_catalog, window):
+    context = PlanContext(user="analyst", policy=health_policy, role=health_policy.role_for("analyst"),
+                          catalog=health_catalog, privacy={})
+    (only,) = plan(f"SELECT department, {window} FROM visits GROUP BY 1", context)
+    assert isinstance(only, Refuse) and only.hint, only

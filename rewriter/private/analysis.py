@@ -182,6 +182,7 @@ class PrivateAnalyser:
         self.constants: list[q.Constant] = []
         self.key_tests: list[q.KeyTest] = []
         self.merged: dict[str, set[str]] = {}  # column name -> aliases joined USING it
+        self.running: list[q.Running] = []
 
     # entry
 
@@ -234,6 +235,7 @@ class PrivateAnalyser:
             notices=tuple(self.notices),
             constants=tuple(self.constants),
             key_tests=tuple(self.key_tests),
+            running=tuple(self.running),
         )
 
     # outer queries over a private aggregate
@@ -516,7 +518,7 @@ class PrivateAnalyser:
             if tree.args.get(unsupported):
                 raise PrivateRefusal(f"{clause} is not supported in {what}")
         for node in tree.walk():
-            if isinstance(node, exp.Window):
+            if isinstance(node, exp.Window) and not (_select_item(node, tree) and _running_shape(node)):
                 raise PrivateRefusal("window functions cannot be used over protected rows",
                                      hint="Aggregate first; pgshroud answers aggregates with noise.")
             nested = isinstance(node, (exp.Exists, exp.Subquery)) or (isinstance(node, exp.Select) and node is not tree)
@@ -1087,6 +1089,8 @@ class PrivateAnalyser:
         the nodes that contain an aggregate, and `sizes` their node counts,
         found once for the whole tree (asked again at every level, nested
         arithmetic planned in quadratic time)."""
+        if isinstance(node, exp.Window):
+            return self._running_total(node)
         if holders is None or sizes is None:
             holders, sizes = _aggregate_holders(node), _sizes(node)
         if id(node) not in holders:
@@ -1127,6 +1131,45 @@ class PrivateAnalyser:
                                  hint="Use arithmetic, round, casts, comparisons or coalesce on aggregates.")
         return copy
 
+    def _running_total(self, node: exp.Window) -> exp.Var:
+        """SUM(<aggregates>) OVER (ORDER BY <group keys>) with the default
+        frame or [ROWS | RANGE] [BETWEEN] UNBOUNDED PRECEDING [AND CURRENT
+        ROW]: a running total of released values in key order, computed on
+        the released groups (after HAVING, before ORDER BY and LIMIT, as
+        PostgreSQL evaluates windows)."""
+        label = node.sql("postgres")[:80]
+        function, order = node.this, node.args.get("order")
+        hint = "Write SUM(SUM(x)) OVER (ORDER BY <group key>) or SUM(COUNT(*)) OVER (ORDER BY <group key>)."
+        if not _running_shape(node):
+            raise PrivateRefusal("window functions cannot be used over protected rows, but for running totals of "
+                                 f"aggregates: {label}", hint=hint)
+        spec, peers = node.args.get("spec"), True
+        if spec is not None:
+            kind = str(spec.args.get("kind") or "").upper()
+            start, start_side = str(spec.args.get("start") or "").upper(), str(spec.args.get("start_side") or "").upper()
+            end, end_side = spec.args.get("end"), spec.args.get("end_side")
+            if kind not in ("ROWS", "RANGE") or (start, start_side) != ("UNBOUNDED", "PRECEDING") \
+                    or (end is not None and (str(end).upper() != "CURRENT ROW" or end_side)) \
+                    or spec.args.get("exclude"):
+                raise PrivateRefusal(f"{label}: a running total's frame is UNBOUNDED PRECEDING to CURRENT ROW "
+                                     "in a private query", hint=hint)
+            peers = kind == "RANGE"
+        items = []
+        for ordered in order.expressions:
+            expression = self._post(ordered.this, "a window's ORDER BY")
+            if not (isinstance(expression, exp.Var) and expression.name.startswith("key")):
+                raise PrivateRefusal(f"{label}: a running total is ordered by group keys in a private query",
+                                     hint=hint)
+            items.append(q.OrderItem(expression, bool(ordered.args.get("desc")),
+                                     bool(ordered.args.get("nulls_first"))))
+        argument = self._post(function.this, "a window function")
+        argument_type = self._post_type(argument)
+        if not t.is_number(argument_type):
+            raise PrivateRefusal(f"{label}: a running total needs a number, got {argument_type}", hint=hint)
+        running = q.Running(argument, tuple(items), peers, t.sum_type(argument_type))
+        self.running.append(running)
+        return exp.var(f"run{len(self.running) - 1}")
+
     def _of_keys(self, node: exp.Expression, among: list[exp.Expression] | None = None) -> bool:
         """Whether every column `node` reads lies inside one of its subtrees
         that is a group key (of `among`, by default all of them)."""
@@ -1145,6 +1188,8 @@ class PrivateAnalyser:
                 return self.constants[int(node.name[5:])].type_name
             if node.name.startswith("test"):
                 return "boolean"
+            if node.name.startswith("run"):
+                return self.running[int(node.name[3:])].type_name
             index = int(node.name[3:])
             return self.aggregates[index].output_type if node.name.startswith("agg") else self.keys[index].type_name
         if isinstance(node, exp.Literal):
@@ -1529,6 +1574,21 @@ _ROW_INDEPENDENT = (exp.Literal, exp.Parameter, exp.Null, exp.Boolean, exp.Cast,
 def _row_independent(node: exp.Expression) -> bool:
     """A literal or bind value, cast or not: the same for every row."""
     return all(isinstance(n, _ROW_INDEPENDENT) for n in node.walk())
+
+
+def _running_shape(node: exp.Window) -> bool:
+    """SUM(<expression of aggregates>) OVER (ORDER BY ...), without PARTITION BY:
+    the window a running total is (its ORDER BY and frame checked after)."""
+    function, order = node.this, node.args.get("order")
+    return (isinstance(function, exp.Sum) and not isinstance(function.this, exp.Distinct)
+            and not node.args.get("partition_by") and order is not None and bool(order.expressions)
+            and any(isinstance(n, AGGREGATE_CLASSES) for n in function.this.walk()))
+
+
+def _select_item(node: exp.Expression, tree: exp.Select) -> bool:
+    """The node is a select-list item of `tree`, aliased or not."""
+    item = node.parent if isinstance(node.parent, exp.Alias) else node
+    return item.parent is tree and item.arg_key == "expressions"
 
 
 def _conjuncts(node: exp.Expression) -> list[exp.Expression]:

@@ -101,6 +101,20 @@ class KeyTest:
     literal: str  # SQL
 
 
+@dataclass(frozen=True)
+class Running:
+    """SUM(<aggregate expression>) OVER (ORDER BY <group keys> [frame]), as
+    Metabase writes cumulative sums and counts: a running total over the
+    released groups, computed on them and read as the variable `run{i}`.
+    `peers`: a RANGE frame (the default), where groups equal in the ORDER BY
+    share the total that includes them all; ROWS adds one group at a time."""
+
+    expression: exp.Expression  # over keys and aggregates, as Output
+    order: tuple[OrderItem, ...]
+    peers: bool
+    type_name: str
+
+
 # What a LIMIT or OFFSET is: a literal, or the name of a Constant (`const{i}`).
 Bound = int | str | None
 
@@ -137,12 +151,14 @@ class PrivateQuery:
     outer: tuple[Stage, ...] = ()  # outer queries, innermost first
     constants: tuple[Constant, ...] = ()
     key_tests: tuple[KeyTest, ...] = ()
+    running: tuple[Running, ...] = ()  # running totals over the released groups
 
     @property
     def ranked_keys(self) -> tuple[int, ...]:
         """The text keys some ORDER BY sorts by: PostgreSQL ranks their values
         under their collation, since Python's order of strings is not it."""
         orders = list(self.order) + [item for stage in self.outer for item in stage.order]
+        orders += [item for running in self.running for item in running.order]
         named = {item.expression.name for item in orders if isinstance(item.expression, exp.Var)}
         return tuple(i for i, key in enumerate(self.keys) if f"key{i}" in named and key.type_name in TEXT_TYPES)
 

@@ -172,6 +172,7 @@ class PrivateRelease:
             if query.having is not None and evaluate(query.having, values) is not True:
                 continue
             rows.append((key_text, values, kept))
+        self._running(rows)
         rows = self._stage(rows, None, query.order, query.limit, query.offset, values_of_constants)
         for stage in query.outer:
             rows = self._stage(rows, stage.where, stage.order, stage.limit, stage.offset, values_of_constants)
@@ -216,6 +217,30 @@ class PrivateRelease:
         rows = sort_rows(rows, tuple(self._by_rank(item) for item in order))
         start, count = (_bound(b, constants) for b in (offset, limit))
         return rows[start or 0 : None if count is None else (start or 0) + count]
+
+    def _running(self, rows: list) -> None:
+        """Each running total (SUM(...) OVER (ORDER BY keys)) over the released
+        groups, in the window's order: with RANGE, groups equal in it (peers)
+        share the total that includes them all. NULLs add nothing; a total
+        of nothing but NULLs is NULL, as SUM's."""
+        for index, running in enumerate(self.query.running):
+            order = tuple(self._by_rank(item) for item in running.order)
+            ordered = sort_rows(rows, order)
+            total = None
+            position = 0
+            while position < len(ordered):
+                end = position + 1
+                if running.peers:
+                    here = [evaluate(item.expression, ordered[position][1]) for item in order]
+                    while end < len(ordered) and [evaluate(item.expression, ordered[end][1]) for item in order] == here:
+                        end += 1
+                for _, values, _ in ordered[position:end]:
+                    value = evaluate(running.expression, values)
+                    if value is not None:
+                        total = value if total is None else total + value
+                for _, values, _ in ordered[position:end]:
+                    values[f"run{index}"] = total
+                position = end
 
     def _by_rank(self, item: q.OrderItem) -> q.OrderItem:
         node = item.expression

@@ -470,6 +470,7 @@ def test_a_function_of_a_public_key_pairs_each_key_with_its_own_value(bi_proxy, 
     ("department IS NULL", []),
     ("department IS NOT NULL AND cost > 100", []),
     ("sex = 'F' AND department = 'Neurology'", []),
+    ("(department = 'Surgery' OR department = %s OR department IS NULL) AND sex = 'M'", ["Oncology"]),
 ])
 def test_conditions_on_a_public_key_narrow_its_released_groups(bi_proxy, raw_health, condition, params):
     """A public key's groups are those of its domain that pass the WHERE's

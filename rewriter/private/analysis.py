@@ -8,7 +8,11 @@ around the aggregate (as Power BI, Superset and Tableau write them) are more
 of the same: stages of WHERE, ORDER BY and LIMIT over the released rows.
 Values that read no row (now(), literals, LIMIT $1) are computed by
 PostgreSQL once beside the aggregates, and so are the ranks and order
-comparisons of text keys, which follow the keys' collation. Anything
+comparisons of text keys, which follow the keys' collation, and a public
+key's domain narrowed by the WHERE's conditions on that key alone. Running
+totals (SUM(SUM(x)) OVER (ORDER BY keys)) are computed on released groups; a
+GROUP BY without aggregates releases keys through partition selection only;
+a row-level subquery's OFFSET is accepted only when it is 0. Anything
 outside that shape is refused with the reason and what to write instead.
 """
 
@@ -1009,7 +1013,13 @@ class PrivateAnalyser:
 
     def _key_condition(self, condition: exp.Expression) -> int | None:
         """The public column key a condition tests against row-independent
-        values only, or None."""
+        values only, or None. An OR of such tests of one key is one too
+        (Metabase writes (department = 'a' OR department = 'b'))."""
+        while isinstance(condition, exp.Paren):
+            condition = condition.this
+        if isinstance(condition, exp.Or):
+            sides = {self._key_condition(condition.this), self._key_condition(condition.expression)}
+            return sides.pop() if len(sides) == 1 else None
         node = condition.this if isinstance(condition, exp.Not) else condition
         if isinstance(node, exp.Paren):
             node = node.this

@@ -111,6 +111,9 @@ class PrivateRelease:
         selection = None
         if selection_needed and self.delta == 0:
             private_keys = ", ".join(k.label for k in query.keys if not k.public)
+            if not query.aggregates:
+                raise ValueError(f"the keys of a GROUP BY without aggregates ({private_keys}) are released only "
+                                 "when they pass partition selection, which spends delta: SET pgshroud.delta above 0")
             raise ValueError(f"the group keys {private_keys} have no public domain, so their groups pass partition "
                              "selection, which spends delta: SET pgshroud.delta above 0, or group by keys whose "
                              "values the policy declares public")

@@ -764,6 +764,12 @@ class PrivateAnalyser:
                                  hint="Per person, use count, sum, avg, min or max.")
         argument = node.this
         argument_type = self._row_check(argument, label)
+        if argument_type in t.TIMES and isinstance(node, (exp.Min, exp.Max)):
+            # One person's first or last date, a value of their own rows (Tableau's FIXED level of
+            # detail): a row value of that person's, which only noisy aggregates outside release.
+            function = "min" if isinstance(node, exp.Min) else "max"
+            return f"{function}({self.rows.safe_sql(argument)})", ColumnInfo(
+                argument_type, None, None, protected=True, facts=self.rows.facts_of(argument))
         if not t.is_number(argument_type):
             hint = None
             if argument_type in t.TIMES:
@@ -864,7 +870,9 @@ class PrivateAnalyser:
     def _unit_equalities(self, condition: exp.Expression) -> list[tuple[str, str]]:
         pairs = []
         for conjunct in _conjuncts(condition):
-            if isinstance(conjunct, exp.EQ) and all(isinstance(s, exp.Column) for s in (conjunct.this, conjunct.expression)):
+            # IS NOT DISTINCT FROM (Tableau's joins) equals = on units: rows whose unit is NULL are left out.
+            if isinstance(conjunct, (exp.EQ, exp.NullSafeEQ)) \
+                    and all(isinstance(s, exp.Column) for s in (conjunct.this, conjunct.expression)):
                 left, right = self._owner(conjunct.this), self._owner(conjunct.expression)
                 if left and right and left[1].unit and right[1].unit and left[0] != right[0]:
                     pairs.append((left[0], right[0]))

@@ -8,9 +8,23 @@ PostgreSQL, and states what pgshroud should do instead.
 
 from __future__ import annotations
 
+import threading
+import time
+
 import psycopg
 import pytest
 
+import asyncio
+import dataclasses
+
+from psycopg.conninfo import make_conninfo
+
+from policies.model import Budgets, EpsilonDelta
+from proxy.catalog import read_catalog
+from proxy.ledger import PostgresLedger
+from proxy.session import SessionContext
+from rewriter import plan
+from tests.fix_proxy import RunningProxy, proxy_config
 from tests.test_private_clients import analyst_dsn, charges, private_proxy  # noqa: F401 (fixture)
 
 SMALLINT_MAX = 32767
@@ -105,3 +119,83 @@ def test_integer_arithmetic_postgresql_refuses_is_not_answered(private_proxy, ra
         with pytest.raises(psycopg.Error):
             conn.execute(sql).fetchall()
     assert charges(raw_health) == before
+
+
+def _hold_a_claim(proxy, sql: str) -> psycopg.Connection:
+    """A session that sends a private statement's Parse/Bind/Describe/Execute
+    and then neither Sync nor Flush, as a pipelining client may while it
+    queues more work: the statement claims its answer cache key and keeps it."""
+    holder = _connect(proxy)
+    holder.pgconn.enter_pipeline_mode()
+    holder.pgconn.send_query_params(sql.encode(), None)
+    holder.pgconn.flush()
+    time.sleep(1)
+    return holder
+
+
+def _run_in_thread(conn: psycopg.Connection, sql: str) -> tuple[threading.Thread, dict]:
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["rows"] = conn.execute(sql).fetchall()
+        except psycopg.Error as error:
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+@pytest.fixture(scope="module")
+def cached_proxy(pg, health_db, health_policy):
+    """pgshroud as `serve` runs it by default: the answer cache on (300 s), so
+    private statements claim their answer key before the charge."""
+    policy = dataclasses.replace(health_policy, budgets=Budgets(per_user=EpsilonDelta(10_000, 1.0)))
+    catalog = asyncio.run(read_catalog(health_db))
+    config = proxy_config(make_conninfo(pg.dsn(), sslmode="disable"), answer_cache_seconds=300)
+    shared = SessionContext(config, plan, ledger=PostgresLedger(health_db, policy), policy=policy,
+                            catalog=lambda: catalog)
+    proxy = RunningProxy(shared)
+    yield proxy
+    proxy.stop()
+
+
+CLAIMED = "SELECT department, count(*) FROM visits WHERE patient_id = %d GROUP BY department"
+
+
+def test_an_unsynced_execute_does_not_freeze_another_session_of_the_user(cached_proxy):
+    """Another session of the same user (or, where the policy shares answers,
+    of any user of the role) that sends the same statement waits for the
+    holder's release for as long as the holder withholds its Sync: a dashboard
+    query is predictable, so one client can freeze its colleagues' refreshes.
+    Measured on the demo: 15 s and more, until the holder synced."""
+    sql = CLAIMED % 81
+    holder = _hold_a_claim(cached_proxy, sql)
+    try:
+        with _connect(cached_proxy) as waiter:
+            thread, outcome = _run_in_thread(waiter, sql)
+            thread.join(5)
+            assert "rows" in outcome, outcome or "the second session still waits for the first one's claim after 5 s"
+    finally:
+        holder.pgconn.pipeline_sync()
+        holder.pgconn.flush()
+        holder.close()
+
+
+def test_a_session_waiting_for_a_claim_can_be_cancelled(cached_proxy):
+    """A CancelRequest for the waiting session does not end its wait (it still
+    waited 5 s after the cancel on the demo); PostgreSQL would end it with 57014."""
+    sql = CLAIMED % 82
+    holder = _hold_a_claim(cached_proxy, sql)
+    try:
+        with _connect(cached_proxy) as waiter:
+            thread, outcome = _run_in_thread(waiter, sql)
+            thread.join(1)
+            waiter.cancel_safe(timeout=3)
+            thread.join(3)
+            assert outcome, "the cancelled session still waits 3 s after its CancelRequest"
+    finally:
+        holder.pgconn.pipeline_sync()
+        holder.pgconn.flush()
+        holder.close()

@@ -62,6 +62,27 @@ def check_formats(columns: Sequence[Column], formats: Sequence[int], date_style:
                                     f"session's is {date_style}")
 
 
+_INTEGER_RANGES = {21: ("smallint", 2**15), 23: ("integer", 2**31), 20: ("bigint", 2**63)}
+
+
+def out_of_range(answer: LocalAnswer) -> str | None:
+    """PostgreSQL's error for an integer column value its type cannot hold
+    (an outer query's arithmetic on noisy values), or None."""
+    for index, column in enumerate(answer.columns):
+        kind = _INTEGER_RANGES.get(column.type_oid)
+        if kind is None:
+            continue
+        name, limit = kind
+        for row in answer.rows:
+            value = row[index]
+            try:
+                if value is not None and not -limit <= int(value) < limit:
+                    return f"{name} out of range"
+            except ValueError:
+                continue
+    return None
+
+
 def row_description(columns: Sequence[Column], formats: Sequence[int]) -> bytes:
     if not columns:
         return NoData().encode()

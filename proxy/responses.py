@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Callable
 
-from proxy.answers import data_row_frames, notices, row_description, simple_query_answer
+from proxy.answers import data_row_frames, notices, out_of_range, row_description, simple_query_answer
 from proxy.codec.messages import CommandComplete, DataRow, ErrorResponse, ParameterDescription, PortalSuspended
 from rewriter.plans import Column, LocalAnswer, PrivacySetting, RawResult
 
@@ -256,6 +256,9 @@ class Transform(Action):
             if isinstance(answer, BaseException):
                 raise answer
             assert answer is not None
+            problem = out_of_range(answer)  # of released values only: post-processing, as PostgreSQL fails
+            if problem is not None:
+                return error_bytes("22003", problem)
             portal = self.portal if self.portal is not None else PortalAnswer()
             portal.fill(answer, self.formats)
             head = portal.take_notices()

@@ -218,6 +218,7 @@ class Session:
         self._preplanned: dict[tuple, list[Plan]] = {}
         self._then: Awaitable[bytes] | None = None  # see _block
         self._settled_waiter: asyncio.Future[None] | None = None  # see _upstream_settled
+        self._claim_wait: asyncio.Future | None = None  # see _claim
         self._finalizing = False  # a private answer is being built on a worker thread
         self._fresh = itertools.count(1)  # numbers the upstream names of private statements and portals
         self.plan_context = self._fresh_context()
@@ -287,6 +288,10 @@ class Session:
     def cancel_upstream(self) -> asyncio.Future[None] | None:
         """Send a cancel upstream; the returned task ends once PostgreSQL
         has taken it (it closes the cancel connection after signalling)."""
+        waiting = self._claim_wait
+        if waiting is not None and not waiting.done():
+            self._claim_wait = None  # tells _claim the wait was cancelled
+            waiting.cancel()
         if self.upstream_key is None:
             return None
         key = self.upstream_key
@@ -707,6 +712,9 @@ class Session:
                 statement = (sql, index, (), (), (), (0,) * len(plan.spec.columns))
                 key = self._answer_key(statement, plan, privacy)
                 cached = await self._claim(key)
+                if isinstance(cached, Refuse):
+                    decided.append(cached)
+                    break
                 if isinstance(cached, CachedAnswer):
                     if _outside_transaction(plan, self._transaction_status, alone=len(plans) == 1):
                         decided.append(CURSOR_OUTSIDE_TRANSACTION)
@@ -871,12 +879,25 @@ class Session:
                                policy=context.policy, catalog=context.catalog, privacy=privacy,
                                cost=plan.spec.cost, statement=statement, settings=self._answer_settings)
 
-    async def _claim(self, key: AnswerKey | None) -> CachedAnswer | Claim | None:
-        """The kept answer (after a release of the same key in flight, if any), or the claim to release it."""
+    async def _claim(self, key: AnswerKey | None) -> CachedAnswer | Claim | Refuse | None:
+        """The kept answer (after a release of the same key in flight, if any),
+        or the claim to release it. Another session's release is waited for
+        CLAIM_WAIT_SECONDS at most (None: release without a claim), so that no
+        client stalls another; a cancel request ends the wait (Refuse)."""
         answers = self.shared.answers
         if key is None or answers is None:
             return None
-        return await answers.claim(key)
+        waiting = self._claim_wait = asyncio.ensure_future(answers.claim(key))
+        try:
+            return await asyncio.wait_for(waiting, CLAIM_WAIT_SECONDS)
+        except TimeoutError:
+            return None
+        except asyncio.CancelledError:
+            if self._claim_wait is None:  # cancel_upstream ended the wait
+                return QUERY_CANCELED
+            raise
+        finally:
+            self._claim_wait = None
 
     def _abandon(self, key: AnswerKey | None) -> None:
         if key is not None and self.shared.answers is not None:
@@ -1253,6 +1274,8 @@ class Session:
             refusal = CURSOR_OUTSIDE_TRANSACTION
             return self._refuse_extended(r.ENDS_EXECUTE, refusal.sqlstate, refusal.message, refusal.hint)
         found = await self._claim(info.cache_key) if plan.cursor is None else None
+        if isinstance(found, Refuse):
+            return self._refuse_extended(r.ENDS_EXECUTE, found.sqlstate, found.message, found.hint)
         if isinstance(found, CachedAnswer):
             # Released for another session while this one waited: that answer. The
             # Execute still goes upstream, to keep PostgreSQL's answers in order,
@@ -1276,8 +1299,10 @@ class Session:
             charged=_Charged(info.cache_key, standings, found.overlapping if isinstance(found, Claim) else None)))
         # A release runs once, whole: fetching it from PostgreSQL in pieces
         # would run the aggregate, and its noise, more than once. Later
-        # Executes of the portal take the next rows of its answer.
-        return Execute(info.upstream or self._up(execute.portal), 0).encode()
+        # Executes of the portal take the next rows of its answer. Flush: the
+        # answer is released (and its claim ended) without waiting for a Sync
+        # the client may hold back while other sessions wait for the answer.
+        return Execute(info.upstream or self._up(execute.portal), 0).encode() + FLUSH_FRAME
 
     async def _upstream_settled(self) -> None:
         """Wait until PostgreSQL has answered every message sent so far (a
@@ -1720,6 +1745,9 @@ def _withheld_error(frame: bytes) -> bytes:
     return WITHHELD_ERROR
 
 
+QUERY_CANCELED = Refuse("57014", "canceling statement due to user request")
+# How long a private statement waits for another session's release of the same answer.
+CLAIM_WAIT_SECONDS = 2.0
 CURSOR_OUTSIDE_TRANSACTION = Refuse("25P01", "DECLARE CURSOR can only be used in transaction blocks",
                                     hint="Run BEGIN first, or declare the cursor WITH HOLD.")
 SYNC_FRAME = b"S\x00\x00\x00\x04"

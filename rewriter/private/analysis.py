@@ -396,7 +396,7 @@ class PrivateAnalyser:
         rewritten = node.copy().transform(substitute)
         for each in rewritten.walk():
             if not isinstance(each, POST_NODES):
-                raise PrivateRefusal(f"{each.key.upper()} cannot be applied to the columns of a private aggregate "
+                raise PrivateRefusal(f"{_quoted(each)} cannot be applied to the columns of a private aggregate "
                                      f"in {where}",
                                      hint="Use arithmetic, round, casts, comparisons or coalesce on aggregates.")
         return rewritten
@@ -1145,7 +1145,7 @@ class PrivateAnalyser:
                 arguments[key] = value
         copy = node.__class__(**arguments)
         if not isinstance(copy, POST_NODES):
-            raise PrivateRefusal(f"{node.key.upper()} cannot be applied to a private aggregate in {where}",
+            raise PrivateRefusal(f"{_quoted(node)} cannot be applied to a private aggregate in {where}",
                                  hint="Use arithmetic, round, casts, comparisons or coalesce on aggregates.")
         return copy
 
@@ -1495,6 +1495,16 @@ def _output_name(item: exp.Expression, written: str | None = None) -> str:
     if isinstance(node, exp.Anonymous):
         return node.name.lower()
     return "?column?"
+
+
+def _quoted(node: exp.Expression) -> str:
+    """A refused function or construct by its SQL name (generate_series;
+    power for c ^ 2; window, subquery), never the parser's class name."""
+    if not isinstance(node, exp.Func):
+        return node.key
+    # The name the SQL is written with (sqlglot's own names, like
+    # exploding_generate_series, are not PostgreSQL's).
+    return node.sql("postgres").split("(", 1)[0].strip().lower() or node.key
 
 
 def written_function_names(tokens) -> list[str | None]:

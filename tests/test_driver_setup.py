@@ -226,6 +226,7 @@ def ledgered(pg, health_db, health_policy):
 
     from psycopg.conninfo import make_conninfo
 
+    from policies.model import Budgets, EpsilonDelta
     from proxy.catalog import read_catalog
     from proxy.ledger import PostgresLedger
     from proxy.session import SessionContext
@@ -235,7 +236,8 @@ def ledgered(pg, health_db, health_policy):
     pg.execute(f"DROP ROLE IF EXISTS {BINARY_READER}")
     pg.execute(f"CREATE ROLE {BINARY_READER} LOGIN PASSWORD '{BINARY_READER}' IN ROLE analyst")
     role = health_policy.roles["analyst"]
-    policy = dataclasses.replace(health_policy, roles={
+    # Budgets of their own: other tests charge the analyst role in the same ledger.
+    policy = dataclasses.replace(health_policy, budgets=Budgets(per_user=EpsilonDelta(10_000, 1.0)), roles={
         **health_policy.roles, "analyst": dataclasses.replace(role, users=(*role.users, BINARY_READER))})
     catalog = asyncio.run(read_catalog(health_db))
     shared = SessionContext(proxy_config(make_conninfo(pg.dsn(), sslmode="disable")), plan,

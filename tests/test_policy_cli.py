@@ -276,6 +276,8 @@ def test_explain_shows_a_refusal_and_its_reason(upstream):
         "statement 1: Refuse",
         "  sqlstate: 42501",
         '  message: function "pg_sleep" is volatile (it can change state or time a query) and is not allowed',
+        "  hint: Write the query without it, or ask the privacy officer to name it in the policy's "
+        "allow_functions.",
     ]
 
 

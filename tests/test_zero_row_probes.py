@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from policies.model import Budgets, EpsilonDelta
 from proxy.catalog import read_catalog
 from proxy.ledger import PostgresLedger
 from proxy.session import SessionContext
@@ -69,7 +70,8 @@ def ledgered(pg, health_db, health_policy, health_catalog):
     pg.execute(f"DROP ROLE IF EXISTS {PROBER}")
     pg.execute(f"CREATE ROLE {PROBER} LOGIN PASSWORD '{PROBER}' IN ROLE analyst")
     role = health_policy.roles["analyst"]
-    policy = dataclasses.replace(health_policy, roles={
+    # Budgets of their own: other tests charge the analyst role in the same ledger.
+    policy = dataclasses.replace(health_policy, budgets=Budgets(per_user=EpsilonDelta(10_000, 1.0)), roles={
         **health_policy.roles, "analyst": dataclasses.replace(role, users=(*role.users, PROBER))})
     shared = SessionContext(proxy_config(make_conninfo(pg.dsn(), sslmode="disable")), plan,
                             ledger=PostgresLedger(health_db, policy), policy=policy, catalog=lambda: health_catalog)

@@ -679,7 +679,11 @@ class PrivateAnalyser:
         self._check_shape(select, what)
         for clause in ("order", "limit", "offset", "having"):
             if select.args.get(clause) and not (clause == "offset" and self._zero_offset(select, what)):
-                raise PrivateRefusal(f"{clause.upper()} is not supported in {what} of a private query")
+                raise PrivateRefusal(
+                    f"{clause.upper()} is not supported in {what} of a private query",
+                    hint="A top-N filter (a join with a subquery that orders and limits an aggregate) takes two "
+                    "queries: first the top keys (ORDER BY ... LIMIT n), then the aggregate with WHERE key IN "
+                    "(...)." if clause in ("order", "limit") else None)
         unit_sql = self._read_relations(select)
         protected = [s for s in self.sources.values() if s.protected]
         max_groups = max(s.max_groups for s in protected)
@@ -1276,7 +1280,11 @@ class PrivateAnalyser:
                 raise PrivateRefusal(f"{label} is not supported in a private query")
             quantile = literal_number(function.this)
             if quantile is None or not 0 <= quantile <= 1:
-                raise PrivateRefusal("percentile_cont/percentile_disc take one literal fraction between 0 and 1")
+                raise PrivateRefusal(
+                    "percentile_cont/percentile_disc take one literal fraction between 0 and 1",
+                    hint="Write the fraction as a literal, one percentile per column (percentile_cont(0.25) ..., "
+                    "percentile_cont(0.75) ...); pgshroud plans the noise before the Bind, so it cannot be a "
+                    "bound parameter (SQLAlchemy: literal_column('0.5')).")
             kind = q.QUANTILE_CONT if isinstance(function, exp.PercentileCont) else q.QUANTILE_DISC
             argument = order.expressions[0].this
         elif isinstance(node, exp.Median):
@@ -1286,7 +1294,11 @@ class PrivateAnalyser:
         elif type(node) in KINDS:
             kind, argument = KINDS[type(node)], node.this
             if isinstance(argument, exp.Distinct):
-                raise PrivateRefusal(f"{node.key.upper()}(DISTINCT ...) is not supported in a private query")
+                raise PrivateRefusal(
+                    f"{node.key.upper()}(DISTINCT ...) is not supported in a private query",
+                    hint="A distinct value counts once however many people hold it, so no bound per person "
+                    "holds; aggregate per person first (a subquery grouped by the privacy unit), or drop "
+                    "DISTINCT (Looker's symmetric aggregates over a join: model the measure on its own table).")
         else:
             raise PrivateRefusal(
                 f"the aggregate {label[:60]} is not answered privately",

@@ -1,6 +1,7 @@
 -- Looker: Patients Average Age by Visits Department in an Explore of patients joined one_to_many to visits: a measure of the "one" side across a fan-out, written as a symmetric aggregate (SUM DISTINCT of the value shifted by an md5 of the primary key, over a distinct count)
 -- source: https://cloud.google.com/looker/docs/best-practices/understanding-symmetric-aggregates (the PostgreSQL form of a symmetric average)
--- expect: answered
+-- expect: refused 42501 DISTINCT
+-- note: refused by design: a distinct value counts once however many people hold it, so no per-person bound holds (the hint says to model the measure on its own table)
 
 SELECT
     visits.department  AS "visits.department",

@@ -1,6 +1,7 @@
 -- pandas: the quartiles of cost by department for a box plot, in one query (percentile_cont of an array of fractions)
 -- source: pandas-dev/pandas pandas/io/sql.py (read_sql_query); https://www.postgresql.org/docs/current/functions-aggregate.html (percentile_cont(fractions double precision[]))
--- expect: answered
+-- expect: refused 42501 literal fraction
+-- note: refused by design: an array of fractions is several releases in one value; the hint says to write one percentile per column
 -- keys: department
 -- protocol: simple
 

@@ -1,7 +1,7 @@
 -- Superset: time series limited to the top 5 departments ("series limit"): an inner aggregate joined back
 -- source: apache/superset superset/models/helpers.py (get_sqla_query) (series limit subquery "series_limit", columns suffixed "__", metric "mme_inner__")
--- expect: answered
--- ranked: yes
+-- expect: refused 42501 ORDER
+-- note: refused by design: a top-N join is two releases in one statement; the hint says to ask for the top keys first, then filter with IN
 -- protocol: simple
 
 SELECT DATE_TRUNC('year', visit_date) AS visit_date, department AS department, COUNT(*) AS count 

@@ -105,21 +105,21 @@ def test_refusals_of_outer_functions_name_them_as_written(private_proxy, sql, wr
     assert written in message.lower(), message
 
 
-def test_integer_arithmetic_postgresql_refuses_is_not_answered(private_proxy, raw_health):
+def test_integer_arithmetic_runs_in_numeric_and_cannot_fail_on_a_row(private_proxy, raw_health):
     """(current_date - birth_date) * 100000 overflows integer for everyone born
-    more than 58 years ago: PostgreSQL raises 22003 for the statement, while
-    pgshroud computes it in numeric and answers (and charges). PostgreSQL's
-    reading of a statement is the truth: a statement it cannot run should be
-    refused before the charge, not answered with another meaning."""
+    more than 58 years ago: PostgreSQL raises 22003 for the statement. pgshroud
+    runs a private query's row arithmetic in numeric by design (README,
+    "Differential privacy for aggregate roles"), so that no error can tell
+    whether some row holds an extreme value: it answers, and charges, where
+    PostgreSQL would fail on the data. This pins that documented deviation."""
     sql = "SELECT count(*) FROM patients WHERE (current_date - birth_date) * 100000 > 0"
     with psycopg.connect(raw_health) as direct:
         with pytest.raises(psycopg.errors.NumericValueOutOfRange):
             direct.execute(sql)
     before = charges(raw_health)
     with _connect(private_proxy) as conn:
-        with pytest.raises(psycopg.Error):
-            conn.execute(sql).fetchall()
-    assert charges(raw_health) == before
+        assert conn.execute(sql).fetchone()[0] >= 0
+    assert charges(raw_health) == before + 1
 
 
 def _hold_a_claim(proxy, sql: str) -> psycopg.Connection:

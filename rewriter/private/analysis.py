@@ -774,13 +774,7 @@ class PrivateAnalyser:
             function = "min" if isinstance(node, exp.Min) else "max"
             return f"{function}({self.rows.safe_sql(argument)})", ColumnInfo(
                 argument_type, None, None, protected=True, facts=self.rows.facts_of(argument))
-        if not t.is_number(argument_type):
-            hint = None
-            if argument_type in t.TIMES:
-                hint = ("The earliest or latest date is one person's value, which pgshroud does not release: count "
-                        "by date_trunc('month', ...) to see where the dates lie.")
-            raise PrivateRefusal(f"{label} needs a numeric argument in a private query, got {argument_type}",
-                                 hint=hint)
+        _require_number(label, argument_type)
         low, high = self.rows.bounds_of(argument)
         if low is None or high is None:
             raise PrivateRefusal(f"{label} needs bounds on its argument, and pgshroud cannot derive them",
@@ -1315,13 +1309,7 @@ class PrivateAnalyser:
         argument_type = self._row_check(argument, label)
         if argument_type == "date" and kind in (q.MIN, q.MAX, q.QUANTILE_DISC):
             return self._date_quantile(kind, quantile, argument, condition, label)
-        if not t.is_number(argument_type):
-            hint = None
-            if argument_type in t.TIMES:
-                hint = ("The earliest or latest date is one person's value, which pgshroud does not release: count "
-                        "by date_trunc('month', ...) to see where the dates lie.")
-            raise PrivateRefusal(f"{label} needs a numeric argument in a private query, got {argument_type}",
-                                 hint=hint)
+        _require_number(label, argument_type)
         low, high = self.rows.bounds_of(argument)
         if low is None or high is None:
             raise PrivateRefusal(
@@ -1507,6 +1495,19 @@ def _output_name(item: exp.Expression, written: str | None = None) -> str:
     if isinstance(node, exp.Anonymous):
         return node.name.lower()
     return "?column?"
+
+
+def _require_number(label: str, argument_type: str) -> None:
+    """Refuse an aggregate of a value that is not a number (min, max and
+    percentile_disc of a date are answered apart, _date_quantile)."""
+    if t.is_number(argument_type):
+        return
+    hint = None
+    if argument_type in t.TIMES:
+        hint = ("A timestamp's earliest or latest value is one person's, which pgshroud does not release: count by "
+                "date_trunc('month', ...) to see where they lie (min and max of a date with bounds in the policy "
+                "are answered).")
+    raise PrivateRefusal(f"{label} needs a numeric argument in a private query, got {argument_type}", hint=hint)
 
 
 def _quoted(node: exp.Expression) -> str:

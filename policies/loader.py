@@ -20,8 +20,8 @@ from typing import Any, Callable, Iterable, Sequence
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from policies.errors import PolicyError, PolicyErrors
-from policies.model import (
+from pgshroud.policies.errors import PolicyError, PolicyErrors
+from pgshroud.policies.model import (
     Access,
     AnswerReuse,
     AuthenticationPolicy,
@@ -154,9 +154,9 @@ def _masks_module() -> Any:
     # Imported late: the loader works (with MASK_KINDS and no parameter
     # checks) while policies.masks does not exist yet.
     try:
-        return importlib.import_module("policies.masks")
+        return importlib.import_module("pgshroud.policies.masks")
     except ModuleNotFoundError as exc:
-        if exc.name != "policies.masks":
+        if exc.name != "pgshroud.policies.masks":
             raise
         return None
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any, Callable, Mapping
 
-from policies.model import MaskSpec
+from pgshroud.policies.model import MaskSpec
 
 SCHEMA = "pgshroud"
 

@@ -1,6 +1,6 @@
 """What the masks need inside PostgreSQL: the `pgshroud` schema.
 
-`pgshroud setup` (proxy/setup_command.py) runs these statements in one
+`pgshroud setup` (proxy/commands/setup.py) runs these statements in one
 transaction, in each database pgshroud masks, as the role that is to own the
 schema. They are idempotent: a second run changes nothing, and keeps the key.
 
@@ -9,7 +9,7 @@ The schema holds
   HMAC pads. Only the schema's owner (and superusers) can read it.
 - `pgshroud.dictionary` and `pgshroud.dictionary_size`: the names and cities
   the fake masks choose from, loaded from this package's `data/*.txt`.
-- `pgshroud.budget_ledger`, the privacy budget ledger (proxy/ledger.py):
+- `pgshroud.budget_ledger`, the privacy budget ledger (proxy/budget/ledger.py):
   append-only rows of kind 'charge' (a private answer's cost, with the user
   and the role it was charged to), 'grant' (budget added to a user, a role
   or the dataset) and 'reset' (that scope's earlier rows no longer count).
@@ -28,7 +28,7 @@ The schema holds
   `pgshroud.catalog_version` and sends its value on the channel
   `pgshroud_catalog` at every schema change outside temporary schemas, so
   that pgshroud reads its catalog snapshot again as soon as the change
-  commits (proxy/catalog.py). Without them it does so only on an interval.
+  commits (proxy/ops/catalog.py). Without them it does so only on an interval.
 - the functions the keyed masks call (see policies/masks.py), all taking the
   value as text and a salt:
     pseudonym_text(value, salt, hex_digits) -> text 'p_' || hex digits
@@ -137,7 +137,7 @@ def _literal(text: str) -> str:
 def dictionaries() -> dict[str, list[str]]:
     """The fake masks' dictionaries shipped in data/: name -> entries, in order."""
     found: dict[str, list[str]] = {}
-    for entry in sorted(resources.files("policies").joinpath("data").iterdir(), key=lambda e: e.name):
+    for entry in sorted(resources.files("pgshroud.policies").joinpath("data").iterdir(), key=lambda e: e.name):
         if not entry.name.endswith(".txt"):
             continue
         values: list[str] = []

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+if __name__ != "pgshroud.rewriter":
+    raise ImportError(f"pgshroud's rewriter package is imported as pgshroud.rewriter, not as {__name__}")
+
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol
 
-from policies.model import Policy, Role
-from rewriter.catalog import Catalog
-from rewriter.policy_planner import QueryAnalyser
-from rewriter.plans import (
+from pgshroud.policies.model import Policy, Role
+from pgshroud.rewriter.catalog import Catalog
+from pgshroud.rewriter.policy_planner import QueryAnalyser
+from pgshroud.rewriter.plans import (
     Column,
     Cost,
     Local,

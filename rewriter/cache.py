@@ -20,7 +20,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from rewriter.plans import Passthrough, Plan, Refuse, Rewrite
+from pgshroud.rewriter.plans import Passthrough, Plan, Refuse, Rewrite
 
 # Everything that is not a plain literal, a word or punctuation makes the
 # text uncacheable: - and / (comments), $ (dollar quotes, parameters),
@@ -64,7 +64,7 @@ class PlanCache:
     """Least-recently-used templates per role, valid for one policy and one
     catalog snapshot (compared by identity, so a reload or a refreshed
     catalog never serves an old plan). Long statements are planned on
-    worker threads (proxy/session.py), so the entries are locked."""
+    worker threads (proxy/session/driver.py), so the entries are locked."""
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size

@@ -1,7 +1,7 @@
 """A snapshot of the upstream catalog: the relations and functions the
 rewriter resolves names against, and the operators, types and casts through
 which a statement can run a function without calling it by name. Built by
-`proxy.catalog`; pure data here."""
+`pgshroud.proxy.ops.catalog`; pure data here."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from sqlglot.tokens import Token, TokenType
 
-from rewriter.catalog import PINNED_SEARCH_PATH, Catalog, Operator
+from pgshroud.rewriter.catalog import PINNED_SEARCH_PATH, Catalog, Operator
 
 # Words that take a parenthesis as SQL syntax rather than as a call.
 SYNTAX_WORDS = frozenset(

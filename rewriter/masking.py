@@ -9,10 +9,10 @@ keeps exactly the meaning the user gave it.
 
 from __future__ import annotations
 
-from policies.masks import mask_expression
-from policies.model import ProtectedTable
-from rewriter.catalog import Relation
-from rewriter.relations import RelationRef
+from pgshroud.policies.masks import mask_expression
+from pgshroud.policies.model import ProtectedTable
+from pgshroud.rewriter.catalog import Relation
+from pgshroud.rewriter.relations import RelationRef
 
 INNER_ALIAS = '"pgshroud_raw"'
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from sqlglot.tokens import Token, TokenType
 
-from rewriter.names import quoted_upstream_name, sql_name
-from rewriter.plans import CursorStep
-from rewriter.statements import Statement
+from pgshroud.rewriter.names import quoted_upstream_name, sql_name
+from pgshroud.rewriter.plans import CursorStep
+from pgshroud.rewriter.statements import Statement
 
 # FETCH and MOVE: what may stand between the command and the cursor's name.
 _DIRECTION_WORDS = frozenset(

@@ -49,7 +49,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Union
 
-from rewriter.mechanisms import (
+from pgshroud.rewriter.mechanisms import (
     SYSTEM_RNG,
     smallest_satisfying,
     DiscreteGaussian,

@@ -176,7 +176,7 @@ class SessionRead(Enum):
     and completes the answer before sending it."""
 
     # SHOW pgshroud.budget: the answer's one text column gets one row, where
-    # the user's budgets stand now (proxy/budget_notes.py words it).
+    # the user's budgets stand now (proxy/session/budget_notes.py words it).
     BUDGET = "budget"
     # SHOW pgshroud.last_answer: what the session's last private answer cost,
     # and its margins, for clients that drop notices.

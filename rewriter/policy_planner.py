@@ -19,22 +19,22 @@ from typing import Mapping
 from sqlglot import exp
 from sqlglot.tokens import TokenType
 
-from policies.model import Access, Policy, Role
-from rewriter.catalog import SYSTEM_SCHEMAS, Catalog
-from rewriter.cache import PlanCache
-from rewriter.functions import FunctionRefused, check_functions
-from rewriter.named_commands import (
+from pgshroud.policies.model import Access, Policy, Role
+from pgshroud.rewriter.catalog import SYSTEM_SCHEMAS, Catalog
+from pgshroud.rewriter.cache import PlanCache
+from pgshroud.rewriter.functions import FunctionRefused, check_functions
+from pgshroud.rewriter.named_commands import (
     NamedCommandError, close_or_deallocate, declared_cursor, execute_arguments, fetch_or_move, fetch_step, renamed,
 )
-from rewriter.masking import INNER_ALIAS, masked_subquery, quote_ident, replacement_for, splice
-from rewriter.plans import Column, Cursor, Local, LocalAnswer, Passthrough, Plan, Refuse, Release, Rewrite
-from rewriter.private import plan_private
-from rewriter.private.settings import SettingError, set_plan, show_plan
-from rewriter.relations import RelationError, find_relations, fold
-from rewriter.settings import (
+from pgshroud.rewriter.masking import INNER_ALIAS, masked_subquery, quote_ident, replacement_for, splice
+from pgshroud.rewriter.plans import Column, Cursor, Local, LocalAnswer, Passthrough, Plan, Refuse, Release, Rewrite
+from pgshroud.rewriter.private import plan_private
+from pgshroud.rewriter.private.settings import SettingError, set_plan, show_plan
+from pgshroud.rewriter.relations import RelationError, find_relations, fold
+from pgshroud.rewriter.settings import (
     TIMING_SETTINGS, TIMING_SHAPERS, SettingRefused, check_reset, check_set, check_set_config, set_config_arguments,
 )
-from rewriter.statements import LexError, Statement, parse_statement, split_statements
+from pgshroud.rewriter.statements import LexError, Statement, parse_statement, split_statements
 
 POLICY = "42501"
 

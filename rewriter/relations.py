@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from rewriter.catalog import Catalog, Relation
+from pgshroud.rewriter.catalog import Catalog, Relation
 
 
 class RelationError(ValueError):

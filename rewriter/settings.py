@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sqlglot.tokens import Token, TokenType
 
-from rewriter.statements import Statement
+from pgshroud.rewriter.statements import Statement
 
 ALLOWED_SETTINGS = frozenset(
     """application_name datestyle timezone extra_float_digits intervalstyle statement_timeout lock_timeout
@@ -38,7 +38,7 @@ SAFE_ENCODINGS = frozenset(
 
 # Settings that turn a statement's running time into an error. Sessions
 # that get private answers have them pinned off at startup
-# (proxy/startup.py), and may not SET them.
+# (proxy/wire/startup.py), and may not SET them.
 TIMING_SETTINGS = frozenset({"statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"})
 # Settings that change how long a query runs, which such sessions may not
 # SET either: they would widen a difference one person makes in it.

@@ -47,10 +47,10 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from scipy import stats
 
-from policies.loader import loads_policy
-from policies.model import Policy
-from rewriter import PlanContext, plan
-from rewriter.plans import Cost, RawResult, Refuse, Release
+from pgshroud.policies.loader import loads_policy
+from pgshroud.policies.model import Policy
+from pgshroud.rewriter import PlanContext, plan
+from pgshroud.rewriter.plans import Cost, RawResult, Refuse, Release
 
 # --- the small audit database ---------------------------------------------
 
@@ -213,8 +213,8 @@ class CountingLedger:
 def start_audit_proxy(upstream_dsn: str, policy: Policy, catalog_dsn: str, ledger: CountingLedger):
     """pgshroud with the real planner, `policy` and `ledger`, in this process
     (so that a monkeypatch of the rewriter applies to it)."""
-    from proxy.catalog import read_catalog
-    from proxy.session import SessionContext
+    from pgshroud.proxy.ops.catalog import read_catalog
+    from pgshroud.proxy.session.driver import SessionContext
     from tests.fix_proxy import RunningProxy, proxy_config
 
     catalog = asyncio.run(read_catalog(catalog_dsn))

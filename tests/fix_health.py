@@ -11,12 +11,12 @@ from importlib import resources
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from policies.loader import load_policy
-from proxy.catalog import read_catalog
-from proxy.demo_data import load_demo_dataset
-from proxy.session import SessionContext
-from proxy.setup_command import run_setup
-from rewriter import plan
+from pgshroud.policies.loader import load_policy
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.proxy.commands.demo_data import load_demo_dataset
+from pgshroud.proxy.session.driver import SessionContext
+from pgshroud.proxy.commands.setup import run_setup
+from pgshroud.rewriter import plan
 from tests.fix_proxy import RunningProxy, proxy_config
 
 HEALTH_PATIENTS = 400
@@ -40,7 +40,7 @@ def health_db(pg) -> str:
 
 @pytest.fixture(scope="session")
 def health_policy():
-    with resources.as_file(resources.files("policies") / "examples" / "healthcare.yaml") as path:
+    with resources.as_file(resources.files("pgshroud.policies") / "examples" / "healthcare.yaml") as path:
         return load_policy(path)
 
 

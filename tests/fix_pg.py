@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from proxy.pgcluster import ThrowawayCluster
+from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
 
 AUTH_USERS: dict[str, str] = {
     "u_trust": "trust",

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from proxy.config import ServerConfig, UpstreamTarget
-from proxy.server import Server
-from proxy.session import Ledger, SessionContext
-from rewriter import Planner, plan
+from pgshroud.proxy.ops.config import ServerConfig, UpstreamTarget
+from pgshroud.proxy.wire.server import Server
+from pgshroud.proxy.session.driver import Ledger, SessionContext
+from pgshroud.rewriter import Planner, plan
 
 
 class RunningProxy:

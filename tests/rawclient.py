@@ -15,7 +15,7 @@ import struct
 import time
 from dataclasses import dataclass
 
-from proxy.codec.messages import (
+from pgshroud.proxy.codec.messages import (
     AuthenticationCleartextPassword,
     AuthenticationMD5Password,
     AuthenticationOk,

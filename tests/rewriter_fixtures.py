@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from policies.model import (
+from pgshroud.policies.model import (
     Access,
     ColumnPolicy,
     MaskSpec,
@@ -11,8 +11,8 @@ from policies.model import (
     ProtectedTable,
     Role,
 )
-from rewriter import PlanContext
-from rewriter.catalog import Catalog, Relation
+from pgshroud.rewriter import PlanContext
+from pgshroud.rewriter.catalog import Catalog, Relation
 
 PATIENT_COLUMNS = (
     ("patient_id", "integer"), ("name", "text"), ("ssn", "text"), ("birth_date", "date"), ("zip", "text"),

@@ -41,19 +41,19 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from policies.loader import loads_policy
-from policies.model import AnswerReuse, Budgets, EpsilonDelta, Policy
-from proxy import budget_notes
-from proxy.answer_cache import AnswerCache, CachedAnswer, Claim
-from proxy.budget_command import _print_show, _show, run_budget
-from proxy.catalog import read_catalog
-from proxy.config import ConfigError
-from proxy.ledger import SHARED_ACCOUNT, Activity, PostgresLedger
-from proxy.pgcluster import ThrowawayCluster
-from proxy.session import SessionContext
-from proxy.setup_command import run_setup
-from rewriter import plan
-from rewriter.plans import Column, Cost, LocalAnswer, Refuse
+from pgshroud.policies.loader import loads_policy
+from pgshroud.policies.model import AnswerReuse, Budgets, EpsilonDelta, Policy
+from pgshroud.proxy.session import budget_notes
+from pgshroud.proxy.budget.answer_cache import AnswerCache, CachedAnswer, Claim
+from pgshroud.proxy.commands.budget import _print_show, _show, run_budget
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.proxy.ops.config import ConfigError
+from pgshroud.proxy.budget.ledger import SHARED_ACCOUNT, Activity, PostgresLedger
+from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
+from pgshroud.proxy.session.driver import SessionContext
+from pgshroud.proxy.commands.setup import run_setup
+from pgshroud.rewriter import plan
+from pgshroud.rewriter.plans import Column, Cost, LocalAnswer, Refuse
 from tests.fix_proxy import RunningProxy, proxy_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -413,9 +413,9 @@ def test_a_release_paid_in_another_process_is_charged_again_and_says_so(db, poli
     assert ann.fingerprint == ben.fingerprint and len(ann.fingerprint) == 32
     elsewhere = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(f"""
-            from policies.loader import loads_policy
-            from proxy.answer_cache import AnswerCache
-            from rewriter.plans import Cost
+            from pgshroud.policies.loader import loads_policy
+            from pgshroud.proxy.budget.answer_cache import AnswerCache
+            from pgshroud.rewriter.plans import Cost
             policy = loads_policy({POLICY!r})
             print(AnswerCache(5).key(user="cat", role="team", policy=policy, catalog=object(),
                                      privacy={{"epsilon": "0.5"}}, cost=Cost(0.5), statement={STATEMENT!r}).fingerprint)
@@ -455,10 +455,10 @@ def test_a_release_paid_in_another_process_is_charged_again_and_says_so(db, poli
 
 _WORKER = textwrap.dedent("""
     import asyncio, sys
-    from policies.loader import loads_policy
-    from proxy.answer_cache import AnswerCache, CachedAnswer
-    from proxy.ledger import PostgresLedger
-    from rewriter.plans import Column, Cost, LocalAnswer
+    from pgshroud.policies.loader import loads_policy
+    from pgshroud.proxy.budget.answer_cache import AnswerCache, CachedAnswer
+    from pgshroud.proxy.budget.ledger import PostgresLedger
+    from pgshroud.rewriter.plans import Column, Cost, LocalAnswer
 
     policy = loads_policy(sys.stdin.read())
 

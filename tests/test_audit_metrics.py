@@ -1,4 +1,4 @@
-"""The audit log (proxy/audit.py) and the Prometheus endpoint (proxy/metrics.py).
+"""The audit log (proxy/ops/audit.py) and the Prometheus endpoint (proxy/ops/metrics.py).
 
 The fingerprint strips every kind of literal before hashing; a masked SSN
 written as a literal never reaches the log, in the simple or the extended
@@ -26,14 +26,14 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from policies.model import Budgets, EpsilonDelta
-from proxy.audit import AuditLog, Fingerprints, normalised_statements, scrub_reason
-from proxy.catalog import read_catalog
-from proxy.ledger import PostgresLedger
-from proxy.metrics import Histogram, Metrics, MetricsServer
-from proxy.session import SessionContext
-from rewriter import plan
-from rewriter.plans import Cost, Refuse
+from pgshroud.policies.model import Budgets, EpsilonDelta
+from pgshroud.proxy.ops.audit import AuditLog, Fingerprints, normalised_statements, scrub_reason
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.proxy.budget.ledger import PostgresLedger
+from pgshroud.proxy.ops.metrics import Histogram, Metrics, MetricsServer
+from pgshroud.proxy.session.driver import SessionContext
+from pgshroud.rewriter import plan
+from pgshroud.rewriter.plans import Cost, Refuse
 from tests.fix_proxy import RunningProxy, proxy_config
 from tests.test_cli_serve import Serve, free_port
 
@@ -297,7 +297,7 @@ def test_audit_log_drops_and_says_so_when_the_writer_falls_behind(tmp_path):
 
 
 def test_unwritable_audit_log_is_a_config_error(tmp_path):
-    from proxy.config import ConfigError
+    from pgshroud.proxy.ops.config import ConfigError
 
     with pytest.raises(ConfigError, match="--audit-log"):
         AuditLog(str(tmp_path / "missing" / "audit.jsonl"))

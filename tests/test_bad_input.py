@@ -17,7 +17,7 @@ import uuid
 import psycopg
 import pytest
 
-from proxy.codec.messages import DataRow, ErrorResponse, Query
+from pgshroud.proxy.codec.messages import DataRow, ErrorResponse, Query
 from tests.rawclient import RawClient, ServerClosed, error_fields
 
 MAX_MESSAGE_SIZE = 64 * 1024

@@ -36,12 +36,12 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from policies.model import Budgets, EpsilonDelta, PrivacyDefaults
-from proxy.catalog import read_catalog
-from proxy.ledger import PostgresLedger
-from proxy.session import SessionContext
-from proxy.setup_command import run_setup
-from rewriter import plan
+from pgshroud.policies.model import Budgets, EpsilonDelta, PrivacyDefaults
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.proxy.budget.ledger import PostgresLedger
+from pgshroud.proxy.session.driver import SessionContext
+from pgshroud.proxy.commands.setup import run_setup
+from pgshroud.rewriter import plan
 from tests.fix_proxy import RunningProxy, proxy_config
 
 pytestmark = pytest.mark.clients

@@ -51,11 +51,11 @@ from sqlalchemy import BigInteger, Date, Integer, Numeric, Text, create_engine, 
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import NullPool
 
-from policies.model import Budgets, EpsilonDelta
-from proxy.catalog import read_catalog
-from proxy.ledger import PostgresLedger
-from proxy.session import SessionContext
-from rewriter import plan
+from pgshroud.policies.model import Budgets, EpsilonDelta
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.proxy.budget.ledger import PostgresLedger
+from pgshroud.proxy.session.driver import SessionContext
+from pgshroud.rewriter import plan
 from tests.fix_proxy import RunningProxy, proxy_config
 from tests.test_clients_jvm_node import JDBC_JAR, NODE_DIR, node_modules  # noqa: F401
 

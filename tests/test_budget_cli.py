@@ -2,7 +2,7 @@
 
 A fresh database per test, set up by `pgshroud setup`; charges are made
 with the ledger as the session makes them, and the commands are run as an
-operator runs them (`python -m proxy.cli`, a separate process). Grants and
+operator runs them (`python -m pgshroud`, a separate process). Grants and
 resets are new ledger rows with who ran them; `show` agrees with what the
 next charge sees; bad input exits 2 with one clear line.
 """
@@ -19,11 +19,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from policies.loader import load_policy
-from proxy.budget_command import bar
-from proxy.ledger import PostgresLedger
-from proxy.setup_command import run_setup
-from rewriter.plans import Cost
+from pgshroud.policies.loader import load_policy
+from pgshroud.proxy.commands.budget import bar
+from pgshroud.proxy.budget.ledger import PostgresLedger
+from pgshroud.proxy.commands.setup import run_setup
+from pgshroud.rewriter.plans import Cost
 from tests.test_cli_serve import run_cli
 
 POLICY = """\

@@ -34,7 +34,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from proxy.ledger import show_number
+from pgshroud.proxy.budget.ledger import show_number
 from tests.test_cli_serve import REPO, cli_env, free_port
 
 HEALTHCARE = REPO / "policies" / "examples" / "healthcare.yaml"
@@ -48,12 +48,12 @@ LEFT_NOW = re.compile(r"privacy cost: epsilon 0\.1, delta 0; left now: epsilon (
 
 
 class Serve:
-    """`python -m proxy.cli serve` on a fixed port (so that it can be restarted there)."""
+    """`python -m pgshroud serve` on a fixed port (so that it can be restarted there)."""
 
     def __init__(self, port: int, upstream: str, policy: Path) -> None:
         self.port = port
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "--log-level", "info", "serve",
+            [sys.executable, "-m", "pgshroud.proxy.commands.cli", "--log-level", "info", "serve",
              "--listen", f"127.0.0.1:{port}", "--upstream", upstream, "--policy", str(policy),
              "--answer-cache-seconds", "0", "--drain-timeout", "5"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=REPO,

@@ -32,14 +32,14 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from policies.model import Budgets, EpsilonDelta
-from proxy.answer_cache import AnswerCache
-from proxy.budget_notes import budget_value, cost_notice, repeat_notice, with_notice
-from proxy.catalog import read_catalog
-from proxy.ledger import Budget, PostgresLedger, Standing
-from proxy.session import SessionContext
-from rewriter import plan
-from rewriter.plans import Column, Cost, LocalAnswer
+from pgshroud.policies.model import Budgets, EpsilonDelta
+from pgshroud.proxy.budget.answer_cache import AnswerCache
+from pgshroud.proxy.session.budget_notes import budget_value, cost_notice, repeat_notice, with_notice
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.proxy.budget.ledger import Budget, PostgresLedger, Standing
+from pgshroud.proxy.session.driver import SessionContext
+from pgshroud.rewriter import plan
+from pgshroud.rewriter.plans import Column, Cost, LocalAnswer
 from tests.fix_proxy import RunningProxy, proxy_config
 
 USERS = ("budgetee", "budgetee2")

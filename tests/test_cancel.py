@@ -26,8 +26,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from proxy.codec.messages import DataRow, ErrorResponse, Query
-from proxy.config import server_tls_context
+from pgshroud.proxy.codec.messages import DataRow, ErrorResponse, Query
+from pgshroud.proxy.ops.config import server_tls_context
 from tests.rawclient import RawClient, error_fields, send_cancel
 
 CANCELED = "canceling statement due to user request"

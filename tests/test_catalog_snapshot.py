@@ -6,8 +6,8 @@ import asyncio
 
 import psycopg
 
-from proxy.catalog import CatalogKeeper, asyncpg_arguments, read_catalog
-from rewriter.catalog import Catalog
+from pgshroud.proxy.ops.catalog import CatalogKeeper, asyncpg_arguments, read_catalog
+from pgshroud.rewriter.catalog import Catalog
 
 
 def test_snapshot_has_columns_types_and_function_volatility(health_db):

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from proxy.cli import build_parser
+from pgshroud.proxy.commands.cli import build_parser
 
 REPO = Path(__file__).resolve().parent.parent
 SERVE_FLAGS = ["--listen", "--upstream", "--policy", "--tls-cert", "--tls-key", "--max-connections",
@@ -36,7 +36,7 @@ def cli_env() -> dict[str, str]:
 
 
 def run_cli(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "proxy.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pgshroud.proxy.commands.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=cli_env(), cwd=REPO)
 
 
@@ -47,12 +47,12 @@ def free_port() -> int:
 
 
 class Serve:
-    """`python -m proxy.cli serve` in a subprocess, with its stderr collected."""
+    """`python -m pgshroud serve` in a subprocess, with its stderr collected."""
 
     def __init__(self, *args: str, log_level: str = "debug") -> None:
         self.port = free_port()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "--log-level", log_level, "serve",
+            [sys.executable, "-m", "pgshroud.proxy.commands.cli", "--log-level", log_level, "serve",
              "--listen", f"127.0.0.1:{self.port}", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=REPO,
         )

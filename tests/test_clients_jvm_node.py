@@ -118,7 +118,7 @@ def file_lock(path: Path):
 
 
 def pg_bindir() -> Path:
-    from proxy.pgcluster import find_pg_bindir
+    from pgshroud.proxy.commands.pgcluster import find_pg_bindir
 
     return Path(find_pg_bindir())
 

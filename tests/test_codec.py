@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.codec import messages as m
-from proxy.codec.errors import ProtocolViolation
-from proxy.codec.framing import (
+from pgshroud.proxy.codec import messages as m
+from pgshroud.proxy.codec.errors import ProtocolViolation
+from pgshroud.proxy.codec.framing import (
     MAX_STARTUP_PACKET_LENGTH,
     NEED_DATA,
     FrameReader,

@@ -1,4 +1,4 @@
-"""Composition of privacy charges (proxy/ledger.py) against Google's dp-accounting as an upper-bound oracle.
+"""Composition of privacy charges (proxy/budget/ledger.py) against Google's dp-accounting as an upper-bound oracle.
 
 Our reported spend must never be tighter than the true privacy loss. The
 oracle is dp-accounting's privacy loss distributions (PLD): the tight
@@ -30,15 +30,15 @@ dp_accounting = pytest.importorskip("dp_accounting")
 from dp_accounting import dp_event, pld, rdp  # noqa: E402
 from dp_accounting.pld import common, privacy_loss_distribution  # noqa: E402
 
-from policies.errors import PolicyError  # noqa: E402
-from policies.loader import loads_policy  # noqa: E402
-from policies.model import Access, Budgets, EpsilonDelta, Policy, Role  # noqa: E402
-from proxy.config import ConfigError  # noqa: E402
-from proxy.ledger import PostgresLedger, compose, exact, zcdp_epsilon  # noqa: E402
-from proxy.pgcluster import ThrowawayCluster  # noqa: E402
-from proxy.setup_command import run_setup  # noqa: E402
-from rewriter.mechanisms import zcdp_to_approx_dp  # noqa: E402
-from rewriter.plans import Cost, Refuse  # noqa: E402
+from pgshroud.policies.errors import PolicyError  # noqa: E402
+from pgshroud.policies.loader import loads_policy  # noqa: E402
+from pgshroud.policies.model import Access, Budgets, EpsilonDelta, Policy, Role  # noqa: E402
+from pgshroud.proxy.ops.config import ConfigError  # noqa: E402
+from pgshroud.proxy.budget.ledger import PostgresLedger, compose, exact, zcdp_epsilon  # noqa: E402
+from pgshroud.proxy.commands.pgcluster import ThrowawayCluster  # noqa: E402
+from pgshroud.proxy.commands.setup import run_setup  # noqa: E402
+from pgshroud.rewriter.mechanisms import zcdp_to_approx_dp  # noqa: E402
+from pgshroud.rewriter.plans import Cost, Refuse  # noqa: E402
 
 SLACK = 1e-3  # the oracle's discretization interval, and then some
 INTERVAL = 1e-4

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from proxy.datetimes import NotIsoDate, date_binary, timestamp_binary
+from pgshroud.proxy.codec.datetimes import NotIsoDate, date_binary, timestamp_binary
 
 FIXED = {
     "date": ["2000-01-01", "1999-12-31", "2016-02-29", "1900-03-01", "0001-01-01", "4700-01-01 BC", "294000-01-01",

@@ -21,7 +21,7 @@ def _free_port() -> int:
 
 def _pgshroud() -> list[str]:
     script = shutil.which("pgshroud", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-m", "proxy.cli"]
+    return [script] if script else [sys.executable, "-m", "pgshroud.proxy.commands.cli"]
 
 
 def test_demo_serves_the_dataset_and_cleans_up(tmp_path):

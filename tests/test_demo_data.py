@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from proxy.demo import instructions, prepare_demo_cluster
-from proxy.demo_data import DIAGNOSES, TerminalProgress, load_demo_dataset
-from proxy.pgcluster import ThrowawayCluster
+from pgshroud.proxy.commands.demo_cluster import instructions, prepare_demo_cluster
+from pgshroud.proxy.commands.demo_data import DIAGNOSES, TerminalProgress, load_demo_dataset
+from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
 
 PATIENTS = 500
 

@@ -50,9 +50,9 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from proxy.catalog import read_catalog
-from rewriter.private import bounding
-from rewriter.private.bounding import LISTS
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.rewriter.private import bounding
+from pgshroud.rewriter.private.bounding import LISTS
 from tests import dp_audit as A
 
 EPSILON = "1"
@@ -172,7 +172,7 @@ def test_postgresql_row_order_is_caught(audit_proxy, ledger, monkeypatch):
     """A build whose rows leave in PostgreSQL's order (the groups with data
     first) is caught by the rows' positions: north is first on D' and
     second on D every time, so the bound is far above epsilon."""
-    from rewriter.private import release
+    from pgshroud.rewriter.private import release
     monkeypatch.setattr(release, "key_order", lambda key_text, types: 0)
     result = run_audit(audit_proxy, ledger, A.ORDER_QUERY)
     assert result.event.statistic.endswith(A.ROW), result.event.describe()
@@ -227,7 +227,7 @@ def test_partition_selection_that_forgets_max_groups_is_caught(audit_proxy, ledg
     instead of delta / 2 shows one of them with probability about 2 delta;
     the audit sees it (the expected lower bound is 1.7 delta, 9 standard
     deviations above delta)."""
-    from rewriter import partition_selection
+    from pgshroud.rewriter import partition_selection
     threshold_for = partition_selection.threshold_for
     monkeypatch.setattr(partition_selection, "threshold_for", lambda mechanism, d, k: threshold_for(mechanism, d, 1))
     result = run_delta_audit(audit_proxy, ledger, delta, groups_of_d)

@@ -173,7 +173,7 @@ def test_binary_encodings_are_postgresql_send_formats(health_db):
     """What pgshroud sends a binary client for each type an answer it builds can carry is byte for byte
     what PostgreSQL's send function gives, from the text PostgreSQL prints (interval in every
     IntervalStyle, timestamptz in the session's TimeZone)."""
-    from proxy.answers import BINARY, encode_value
+    from pgshroud.proxy.session.answers import BINARY, encode_value
 
     differ = []
     with psycopg.connect(health_db, autocommit=True) as conn:
@@ -226,11 +226,11 @@ def ledgered(pg, health_db, health_policy):
 
     from psycopg.conninfo import make_conninfo
 
-    from policies.model import Budgets, EpsilonDelta
-    from proxy.catalog import read_catalog
-    from proxy.ledger import PostgresLedger
-    from proxy.session import SessionContext
-    from rewriter import plan
+    from pgshroud.policies.model import Budgets, EpsilonDelta
+    from pgshroud.proxy.ops.catalog import read_catalog
+    from pgshroud.proxy.budget.ledger import PostgresLedger
+    from pgshroud.proxy.session.driver import SessionContext
+    from pgshroud.rewriter import plan
     from tests.fix_proxy import RunningProxy, proxy_config
 
     pg.execute(f"DROP ROLE IF EXISTS {BINARY_READER}")
@@ -295,7 +295,7 @@ def make_direct(pg) -> str:
 def test_set_config_plans_never_share_a_cached_plan(role):
     """The plan cache keys statements by their text without literals: set_config('TimeZone', 'UTC', false)
     and set_config('search_path', 'x', false) share a key, so set_config's plans must stay out of it."""
-    from rewriter import Passthrough, Refuse, plan
+    from pgshroud.rewriter import Passthrough, Refuse, plan
     from tests.rewriter_fixtures import context
 
     for _ in range(2):

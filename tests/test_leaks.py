@@ -33,12 +33,12 @@ import pytest
 from psycopg.conninfo import make_conninfo
 from psycopg.pq import TransactionStatus
 
-from policies.loader import load_policy
-from proxy.catalog import read_catalog
-from proxy.codec.messages import ErrorResponse, FunctionCall, ReadyForQuery, decode_backend
-from proxy.session import SessionContext
-from rewriter import plan
-from rewriter.masking import masked_subquery
+from pgshroud.policies.loader import load_policy
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.proxy.codec.messages import ErrorResponse, FunctionCall, ReadyForQuery, decode_backend
+from pgshroud.proxy.session.driver import SessionContext
+from pgshroud.rewriter import plan
+from pgshroud.rewriter.masking import masked_subquery
 from tests import leak_cases as lc
 from tests.fix_proxy import RunningProxy, proxy_config
 

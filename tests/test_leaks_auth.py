@@ -28,13 +28,13 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from policies.errors import PolicyErrors
-from policies.loader import loads_policy
-from policies.model import AuthenticationPolicy
-from proxy.catalog import read_catalog
-from proxy.client_auth import ClientAuthenticator
-from proxy.codec.messages import AuthenticationSASL, ErrorResponse, Query, SASLInitialResponse, SASLResponse
-from proxy.scram import SCRAM
+from pgshroud.policies.errors import PolicyErrors
+from pgshroud.policies.loader import loads_policy
+from pgshroud.policies.model import AuthenticationPolicy
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.proxy.wire.client_auth import ClientAuthenticator
+from pgshroud.proxy.codec.messages import AuthenticationSASL, ErrorResponse, Query, SASLInitialResponse, SASLResponse
+from pgshroud.proxy.wire.scram import SCRAM
 from tests.rawclient import RawClient, error_fields
 
 TRUST_REFUSED = 'PostgreSQL let user "{user}" in without a password'

@@ -19,11 +19,11 @@ import dataclasses
 
 from psycopg.conninfo import make_conninfo
 
-from policies.model import Budgets, EpsilonDelta
-from proxy.catalog import read_catalog
-from proxy.ledger import PostgresLedger
-from proxy.session import SessionContext
-from rewriter import plan
+from pgshroud.policies.model import Budgets, EpsilonDelta
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.proxy.budget.ledger import PostgresLedger
+from pgshroud.proxy.session.driver import SessionContext
+from pgshroud.rewriter import plan
 from tests.fix_proxy import RunningProxy, proxy_config
 from tests.test_private_clients import analyst_dsn, charges, private_proxy  # noqa: F401 (fixture)
 

@@ -25,11 +25,11 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from proxy import catalog as catalog_module
-from proxy.access_check import NOT_NOTIFIED, access_warnings
-from proxy.catalog import APPLICATION_NAME, STALE_SQLSTATE, CatalogKeeper, connect_own
-from proxy.session import SessionContext
-from rewriter import plan
+from pgshroud.proxy.ops import catalog as catalog_module
+from pgshroud.proxy.ops.access_check import NOT_NOTIFIED, access_warnings
+from pgshroud.proxy.ops.catalog import APPLICATION_NAME, STALE_SQLSTATE, CatalogKeeper, connect_own
+from pgshroud.proxy.session.driver import SessionContext
+from pgshroud.rewriter import plan
 from tests.fix_proxy import RunningProxy, proxy_config
 
 POLICY_STATE = "42501"
@@ -119,7 +119,7 @@ def test_an_operator_created_a_moment_ago_is_refused_once_notified(pg, kept, ssn
     Times are from the DDL's commit as its client saw it."""
     owner = psycopg.connect(_owner(pg), autocommit=True)
     # Unprepared: a statement prepared upstream keeps the plan made when it
-    # was prepared, whatever the catalog does afterwards (proxy/session.py).
+    # was prepared, whatever the catalog does afterwards (proxy/session/driver.py).
     clinician = psycopg.connect(kept.proxy.dsn("clinician", "health"), autocommit=True, prepare_threshold=None)
     admin = psycopg.connect(kept.proxy.dsn("admin", "health"), autocommit=True)
     immediate: dict[str | None, int] = {}

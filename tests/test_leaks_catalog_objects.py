@@ -26,13 +26,13 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from proxy.catalog import read_catalog
-from proxy.session import SessionContext
-from rewriter import PlanContext, plan
-from rewriter.catalog import Cast, Catalog, CatalogType, Operator
-from rewriter.functions import FunctionRefused, called_functions, check_functions, operator_runs
-from rewriter.plans import Refuse
-from rewriter.statements import split_statements
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.proxy.session.driver import SessionContext
+from pgshroud.rewriter import PlanContext, plan
+from pgshroud.rewriter.catalog import Cast, Catalog, CatalogType, Operator
+from pgshroud.rewriter.functions import FunctionRefused, called_functions, check_functions, operator_runs
+from pgshroud.rewriter.plans import Refuse
+from pgshroud.rewriter.statements import split_statements
 from tests.fix_proxy import RunningProxy, proxy_config
 from tests.rewriter_fixtures import CATALOG, POLICY
 from tests.test_bi_catalog import CATALOG_QUERIES

@@ -30,12 +30,12 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from policies.model import Budgets, EpsilonDelta
-from proxy.catalog import read_catalog
-from proxy.ledger import PostgresLedger
-from proxy.session import SessionContext
-from rewriter import plan
-from rewriter.plans import Refuse, Release
+from pgshroud.policies.model import Budgets, EpsilonDelta
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.proxy.budget.ledger import PostgresLedger
+from pgshroud.proxy.session.driver import SessionContext
+from pgshroud.rewriter import plan
+from pgshroud.rewriter.plans import Refuse, Release
 from tests.fix_proxy import RunningProxy, proxy_config
 from tests.test_private_expressions_fuzz import fuzz, run_everywhere  # noqa: F401  (a fixture)
 

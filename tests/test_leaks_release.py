@@ -29,14 +29,14 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from policies.errors import PolicyErrors
-from policies.loader import loads_policy
-from policies.model import EpsilonDelta
-from proxy.catalog import read_catalog
-from rewriter import PlanContext, plan
-from rewriter.plans import Cost, Local, RawResult, Refuse, Release
-from rewriter.private.bounding import MAX_PUBLIC_GROUPS
-from rewriter.private.release import TooManyGroups
+from pgshroud.policies.errors import PolicyErrors
+from pgshroud.policies.loader import loads_policy
+from pgshroud.policies.model import EpsilonDelta
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.rewriter import PlanContext, plan
+from pgshroud.rewriter.plans import Cost, Local, RawResult, Refuse, Release
+from pgshroud.rewriter.private.bounding import MAX_PUBLIC_GROUPS
+from pgshroud.rewriter.private.release import TooManyGroups
 from tests import dp_audit as A
 
 DEPARTMENTS = sorted(["Primary Care", "Endocrinology", "Orthopedics", "Emergency", "Neurology", "Pulmonology",

@@ -17,13 +17,13 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from policies.model import Budgets, EpsilonDelta
-from proxy.catalog import read_catalog
-from proxy.ledger import PostgresLedger
-from proxy.codec.messages import CommandComplete, DataRow, ErrorResponse
-from proxy.session import WITHHELD_ERROR, SessionContext, _withheld_error
-from rewriter import plan
-from rewriter.names import upstream_name
+from pgshroud.policies.model import Budgets, EpsilonDelta
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.proxy.budget.ledger import PostgresLedger
+from pgshroud.proxy.codec.messages import CommandComplete, DataRow, ErrorResponse
+from pgshroud.proxy.session.driver import WITHHELD_ERROR, SessionContext, _withheld_error
+from pgshroud.rewriter import plan
+from pgshroud.rewriter.names import upstream_name
 from tests.fix_proxy import RunningProxy, proxy_config
 
 REFUSED = ("42501", "42601", "0A000")
@@ -424,8 +424,8 @@ def test_a_release_of_many_groups_is_built_off_the_event_loop(proxy):
 
 
 def test_transform_defers_its_answer_to_a_worker():
-    from proxy import responses as r
-    from rewriter.plans import Column, LocalAnswer
+    from pgshroud.proxy.session import responses as r
+    from pgshroud.rewriter.plans import Column, LocalAnswer
 
     built: list[int] = []
 

@@ -1,4 +1,4 @@
-"""The privacy budget ledger (proxy/ledger.py) against a real PostgreSQL.
+"""The privacy budget ledger (proxy/budget/ledger.py) against a real PostgreSQL.
 
 Each test gets a fresh database set up by `pgshroud setup`, so the dataset's
 budget starts at zero. Charges add up exactly in numeric; an exhausted
@@ -31,13 +31,13 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from policies.model import Access, Budgets, EpsilonDelta, Policy, Role
-from policies.setup_sql import MASKED_ROLE
-from proxy.config import ConfigError
-from proxy.ledger import SHARED_ACCOUNT, PostgresLedger, exact, has_aggregate_role, period_window, show_number
-from proxy.pgcluster import ThrowawayCluster
-from proxy.setup_command import run_setup
-from rewriter.plans import Cost, Refuse
+from pgshroud.policies.model import Access, Budgets, EpsilonDelta, Policy, Role
+from pgshroud.policies.setup_sql import MASKED_ROLE
+from pgshroud.proxy.ops.config import ConfigError
+from pgshroud.proxy.budget.ledger import SHARED_ACCOUNT, PostgresLedger, exact, has_aggregate_role, period_window, show_number
+from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
+from pgshroud.proxy.commands.setup import run_setup
+from pgshroud.rewriter.plans import Cost, Refuse
 
 REPO = Path(__file__).resolve().parent.parent
 HEALTHCARE = REPO / "policies" / "examples" / "healthcare.yaml"
@@ -439,9 +439,9 @@ def test_concurrent_charges_of_many_users_share_role_and_dataset_caps(db) -> Non
 
 _WORKER = textwrap.dedent("""
     import asyncio, sys
-    from policies.model import Access, Budgets, EpsilonDelta, Policy, Role
-    from proxy.ledger import PostgresLedger
-    from rewriter.plans import Cost
+    from pgshroud.policies.model import Access, Budgets, EpsilonDelta, Policy, Role
+    from pgshroud.proxy.budget.ledger import PostgresLedger
+    from pgshroud.rewriter.plans import Cost
 
     policy = Policy(source="worker", roles={"analyst": Role("analyst", Access.AGGREGATE, ("kim",))},
                     default_role=None, protected_tables={}, public_tables=frozenset(),
@@ -605,7 +605,7 @@ def test_the_ledger_is_the_owners_only_and_append_only(pg, databases) -> None:
 
 def _serve(policy: Path, upstream: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "proxy.cli", "serve", "--policy", str(policy), "--upstream", upstream,
+        [sys.executable, "-m", "pgshroud.proxy.commands.cli", "serve", "--policy", str(policy), "--upstream", upstream,
          "--listen", "127.0.0.1:0", "--drain-timeout", "5"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

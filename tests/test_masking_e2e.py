@@ -10,9 +10,9 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from policies.loader import load_policy
-from policies.model import Access
-from proxy.catalog import read_catalog
+from pgshroud.policies.loader import load_policy
+from pgshroud.policies.model import Access
+from pgshroud.proxy.ops.catalog import read_catalog
 
 
 def raw(health_db: str, sql: str) -> list[tuple]:

@@ -46,7 +46,7 @@ def masked_copy(pg, guarded, raw_health):
     pg.execute(f"DROP DATABASE IF EXISTS {COPY_DB}")
     pg.execute(f"CREATE DATABASE {COPY_DB}")
     dsn = pg.admin_dsn(COPY_DB)
-    schema = resources.files("proxy").joinpath("demo_data", "schema.sql").read_text()
+    schema = resources.files("pgshroud.proxy.commands.demo_data").joinpath("schema.sql").read_text()
     with psycopg.connect(guarded.dsn("clinician", "health"), autocommit=True) as masked, \
             psycopg.connect(dsn, autocommit=True) as copy:
         copy.execute(schema)

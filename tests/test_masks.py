@@ -18,10 +18,10 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from policies.masks import MASKS, check_mask, column_type, mask_expression, sql_literal
-from policies.model import MaskSpec
-from proxy.pgcluster import ThrowawayCluster
-from proxy.setup_command import run_setup
+from pgshroud.policies.masks import MASKS, check_mask, column_type, mask_expression, sql_literal
+from pgshroud.policies.model import MaskSpec
+from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
+from pgshroud.proxy.commands.setup import run_setup
 
 DB = "pgshroud_masks"
 DB_OTHER_KEY = "pgshroud_masks_other_key"

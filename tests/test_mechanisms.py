@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from rewriter import mechanisms
-from rewriter.mechanisms import (
+from pgshroud.rewriter import mechanisms
+from pgshroud.rewriter.mechanisms import (
     SYSTEM_RNG,
     DiscreteGaussian,
     DiscreteLaplace,

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rewriter.mechanisms import DiscreteGaussian, DiscreteLaplace
-from rewriter.partition_selection import (
+from pgshroud.rewriter.mechanisms import DiscreteGaussian, DiscreteLaplace
+from pgshroud.rewriter.partition_selection import (
     NoisyThresholdSelection,
     TruncatedGeometricSelection,
     threshold_for,

@@ -9,8 +9,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from proxy import pgcluster
-from proxy.pgcluster import ClusterError, PgBinariesNotFound, ThrowawayCluster, find_pg_bindir
+from pgshroud.proxy.commands import pgcluster
+from pgshroud.proxy.commands.pgcluster import ClusterError, PgBinariesNotFound, ThrowawayCluster, find_pg_bindir
 from tests.fix_pg import AUTH_USERS, ITEMS_ROWS
 
 DEBIAN_15 = Path("/usr/lib/postgresql/15/bin")

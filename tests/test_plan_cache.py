@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from rewriter import plan
-from rewriter.cache import PlanCache, normalise
-from rewriter.plans import Passthrough, Refuse
-from rewriter.policy_planner import PLAN_CACHE, QueryAnalyser
+from pgshroud.rewriter import plan
+from pgshroud.rewriter.cache import PlanCache, normalise
+from pgshroud.rewriter.plans import Passthrough, Refuse
+from pgshroud.rewriter.policy_planner import PLAN_CACHE, QueryAnalyser
 from tests.rewriter_fixtures import CATALOG, POLICY, context
 
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rewriter import plan
+from pgshroud.rewriter import plan
 from tests.rewriter_fixtures import context
 
 # Each shape repeated n times makes one statement.

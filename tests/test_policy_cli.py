@@ -10,7 +10,7 @@
 - `pgshroud serve` reloads its policy on SIGHUP, keeps the current one when
   the new file is invalid (and says why on stderr), and exits 0 on SIGTERM.
 
-Every command runs as a subprocess, `python -m proxy.cli`, as an operator
+Every command runs as a subprocess, `python -m pgshroud`, as an operator
 would run it.
 """
 
@@ -39,7 +39,7 @@ SSN_LINE = "      ssn: ssn                       # keeps the last four digits\n"
 
 
 def pgshroud(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "proxy.cli", *args], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pgshroud.proxy.commands.cli", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -302,7 +302,7 @@ class Served:
 
     def __init__(self, policy: Path, upstream: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "serve", "--policy", str(policy), "--upstream", upstream,
+            [sys.executable, "-m", "pgshroud.proxy.commands.cli", "serve", "--policy", str(policy), "--upstream", upstream,
              "--listen", "127.0.0.1:0", "--drain-timeout", "5"],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from policies import loader
-from policies.errors import PolicyError, PolicyErrors
-from policies.loader import load_policy, loads_policy
-from policies.model import Access, EpsilonDelta, MaskSpec, PrivacyUnit
+from pgshroud.policies import loader
+from pgshroud.policies.errors import PolicyError, PolicyErrors
+from pgshroud.policies.loader import load_policy, loads_policy
+from pgshroud.policies.model import Access, EpsilonDelta, MaskSpec, PrivacyUnit
 
-EXAMPLE = importlib.resources.files("policies") / "examples" / "healthcare.yaml"
+EXAMPLE = importlib.resources.files("pgshroud.policies") / "examples" / "healthcare.yaml"
 
 BASE = """\
 version: 1

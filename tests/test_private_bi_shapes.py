@@ -24,15 +24,15 @@ import pytest
 import sqlalchemy as sa
 from psycopg.conninfo import make_conninfo
 
-from policies.errors import PolicyErrors
-from policies.loader import load_policy, loads_policy
-from policies.model import Budgets, EpsilonDelta
-from proxy.catalog import read_catalog
-from proxy.ledger import PostgresLedger
-from proxy.session import SessionContext
-from proxy.setup_command import run_setup
-from rewriter import PlanContext, plan
-from rewriter.plans import Refuse, Release
+from pgshroud.policies.errors import PolicyErrors
+from pgshroud.policies.loader import load_policy, loads_policy
+from pgshroud.policies.model import Budgets, EpsilonDelta
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.proxy.budget.ledger import PostgresLedger
+from pgshroud.proxy.session.driver import SessionContext
+from pgshroud.proxy.commands.setup import run_setup
+from pgshroud.rewriter import PlanContext, plan
+from pgshroud.rewriter.plans import Refuse, Release
 from tests.fix_proxy import RunningProxy, proxy_config
 
 ROOMY = Budgets(per_user=EpsilonDelta(10_000, 1.0))
@@ -388,7 +388,7 @@ def _run(conn, sql: str, params: tuple) -> tuple[list[tuple[str, int]], list[tup
 def test_composed_shapes_are_answered_as_postgresql_reads_them(health_db, health_policy, health_catalog):
     import random
 
-    from rewriter.plans import RawResult
+    from pgshroud.rewriter.plans import RawResult
 
     context = PlanContext(user="analyst", policy=health_policy, role=health_policy.role_for("analyst"),
                           catalog=health_catalog, privacy={})

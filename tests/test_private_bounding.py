@@ -59,12 +59,12 @@ import psycopg
 import pytest
 from psycopg.types.string import TextLoader
 
-from policies.loader import load_policy
-from proxy.catalog import read_catalog
-from rewriter import PlanContext, plan
-from rewriter.plans import RawResult, Refuse, Release
-from rewriter.private import query as q
-from rewriter.private.bounding import allocation
+from pgshroud.policies.loader import load_policy
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.rewriter import PlanContext, plan
+from pgshroud.rewriter.plans import RawResult, Refuse, Release
+from pgshroud.rewriter.private import query as q
+from pgshroud.rewriter.private.bounding import allocation
 
 MAX_GROUPS, MAX_ROWS = 3, 4
 ALLOWANCE = MAX_GROUPS * MAX_ROWS  # T: rows per person over all groups

@@ -15,11 +15,11 @@ import pytest
 import sqlalchemy as sa
 from psycopg.conninfo import make_conninfo
 
-from policies.model import Budgets, EpsilonDelta
-from proxy.catalog import read_catalog
-from proxy.ledger import PostgresLedger
-from proxy.session import SessionContext
-from rewriter import plan
+from pgshroud.policies.model import Budgets, EpsilonDelta
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.proxy.budget.ledger import PostgresLedger
+from pgshroud.proxy.session.driver import SessionContext
+from pgshroud.rewriter import plan
 from tests.fix_proxy import RunningProxy, proxy_config
 
 GROUPED = "SELECT department, count(*), avg(cost) FROM visits GROUP BY department ORDER BY department"

@@ -43,13 +43,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.types.string import TextLoader
 
-from policies.loader import load_policy
-from proxy.catalog import read_catalog
-from proxy.setup_command import run_setup
-from rewriter import PlanContext, plan
-from rewriter.plans import Release
-from rewriter.private.analysis import PrivateAnalyser
-from rewriter.statements import parse_statement, split_statements
+from pgshroud.policies.loader import load_policy
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.proxy.commands.setup import run_setup
+from pgshroud.rewriter import PlanContext, plan
+from pgshroud.rewriter.plans import Release
+from pgshroud.rewriter.private.analysis import PrivateAnalyser
+from pgshroud.rewriter.statements import parse_statement, split_statements
 
 REPO = Path(__file__).resolve().parent.parent
 SESSION = {"epsilon": "1", "delta": "1e-6"}
@@ -169,7 +169,7 @@ def _database(pg, name: str, rows: bool) -> str:
     pg.execute(f"DROP DATABASE IF EXISTS {name}")
     pg.execute(f"CREATE DATABASE {name}")
     dsn = pg.admin_dsn(name)
-    schema = (REPO / "proxy" / "demo_data" / "schema.sql").read_text()
+    schema = (REPO / "proxy" / "commands" / "demo_data" / "schema.sql").read_text()
     schema = re.sub(r"\s+NOT NULL", "", schema)
     schema = re.sub(r"\s+CHECK \([^)]*\)\)", "", schema)
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from psycopg.types.string import StrDumper
 
-from proxy.codec.binary_text import text_form
+from pgshroud.proxy.codec.binary_text import text_form
 
 from tests.test_private_clients import analyst_dsn, charges, private_proxy  # noqa: F401 (fixture)
 

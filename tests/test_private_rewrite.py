@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from policies.loader import load_policy
-from proxy.catalog import read_catalog
-from rewriter import PlanContext, plan
-from rewriter.plans import Local, Refuse, Release
-from rewriter.private.release import GRID_STEPS
+from pgshroud.policies.loader import load_policy
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.rewriter import PlanContext, plan
+from pgshroud.rewriter.plans import Local, Refuse, Release
+from pgshroud.rewriter.private.release import GRID_STEPS
 
 DATA = Path(__file__).parent / "data"
 DEFAULT_SESSION = {"epsilon": "1", "delta": "1e-6"}

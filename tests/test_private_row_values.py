@@ -34,8 +34,8 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from rewriter import plan
-from rewriter.plans import Refuse, Release
+from pgshroud.rewriter import plan
+from pgshroud.rewriter.plans import Refuse, Release
 from tests.test_leaks_private_errors import REFUSED, analyst, outcome, patients  # noqa: F401  (fixtures)
 from tests.test_private_expressions_fuzz import FIELDS, check_steps, fuzz, run_everywhere  # noqa: F401  (a fixture)
 

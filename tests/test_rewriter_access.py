@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rewriter import plan
-from rewriter.plans import Passthrough, Refuse, Rewrite
+from pgshroud.rewriter import plan
+from pgshroud.rewriter.plans import Passthrough, Refuse, Rewrite
 from tests.rewriter_fixtures import context
 
 
@@ -62,7 +62,7 @@ def test_allowed_statements_pass_untouched(sql):
 def test_statement_and_cursor_names_are_translated(sql, name, translated):
     """SQL reaches only what the client prepared or declared, under names of
     pgshroud's choosing, never a name pgshroud uses for its own statements."""
-    from rewriter.names import upstream_name
+    from pgshroud.rewriter.names import upstream_name
 
     assert only(sql) == Rewrite(translated.format(upstream_name(name)))
     assert upstream_name(name) != name and upstream_name(name).startswith("pgshroud_u")

@@ -25,9 +25,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from proxy.catalog import read_catalog
-from rewriter import PlanContext, plan
-from rewriter.plans import Passthrough, Release, Rewrite
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.rewriter import PlanContext, plan
+from pgshroud.rewriter.plans import Passthrough, Release, Rewrite
 from tests import leak_cases as lc
 
 BI_QUERIES = Path(__file__).resolve().parent / "bi_queries"

@@ -18,8 +18,8 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from proxy.codec.framing import NEED_DATA, FrameReader
-from proxy.codec.messages import (
+from pgshroud.proxy.codec.framing import NEED_DATA, FrameReader
+from pgshroud.proxy.codec.messages import (
     DataRow,
     ErrorResponse,
     FunctionCall,
@@ -27,8 +27,8 @@ from proxy.codec.messages import (
     ReadyForQuery,
     StartupMessage,
 )
-from rewriter import PlanContext, plan, plan_function_call
-from rewriter.plans import (
+from pgshroud.rewriter import PlanContext, plan, plan_function_call
+from pgshroud.rewriter.plans import (
     Column,
     Cost,
     Local,

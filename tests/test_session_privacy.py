@@ -27,8 +27,8 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from proxy import responses as r
-from proxy.codec.messages import (
+from pgshroud.proxy.session import responses as r
+from pgshroud.proxy.codec.messages import (
     Bind,
     CommandComplete,
     DataRow,
@@ -44,8 +44,8 @@ from proxy.codec.messages import (
     RowDescription,
     Sync,
 )
-from rewriter import PlanContext
-from rewriter.plans import (
+from pgshroud.rewriter import PlanContext
+from pgshroud.rewriter.plans import (
     Column,
     Cost,
     Local,

@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from policies.setup_sql import CATALOG_CHANNEL, CATALOG_TRIGGERS, MASK_FUNCTIONS, MASKED_ROLE, dictionaries, grant_statements, key_row, quote_ident, \
+from pgshroud.policies.setup_sql import CATALOG_CHANNEL, CATALOG_TRIGGERS, MASK_FUNCTIONS, MASKED_ROLE, dictionaries, grant_statements, key_row, quote_ident, \
     setup_statements
-from proxy.pgcluster import ThrowawayCluster
-from proxy.setup_command import SetupError, decode_key, parse_grant_to, run_setup
+from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
+from pgshroud.proxy.commands.setup import SetupError, decode_key, parse_grant_to, run_setup
 
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(100, 132))

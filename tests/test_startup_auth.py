@@ -26,11 +26,11 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-import proxy.scram as scram_module
-import proxy.startup as startup_module
-from proxy.catalog import read_catalog
-from proxy.client_auth import ClientAuthenticator, certificate_end_point, load_auth_file
-from proxy.codec.messages import (
+import pgshroud.proxy.wire.scram as scram_module
+import pgshroud.proxy.wire.startup as startup_module
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.proxy.wire.client_auth import ClientAuthenticator, certificate_end_point, load_auth_file
+from pgshroud.proxy.codec.messages import (
     AuthenticationSASL,
     AuthenticationSASLContinue,
     DataRow,
@@ -40,8 +40,8 @@ from proxy.codec.messages import (
     SASLInitialResponse,
     SASLResponse,
 )
-from proxy.config import ConfigError, server_tls_context
-from proxy.scram import SCRAM, SCRAM_PLUS, Keys, ScramClient, ScramServer, Verifier
+from pgshroud.proxy.ops.config import ConfigError, server_tls_context
+from pgshroud.proxy.wire.scram import SCRAM, SCRAM_PLUS, Keys, ScramClient, ScramServer, Verifier
 from tests.rawclient import RawClient, error_fields
 
 PASSWORD_USERS = ["u_clear", "u_md5", "u_scram"]

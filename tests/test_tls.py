@@ -25,8 +25,8 @@ import pytest
 import trustme
 from psycopg.conninfo import make_conninfo
 
-from proxy.codec.messages import AuthenticationSASL, DataRow, ErrorResponse, SASLInitialResponse
-from proxy.config import server_tls_context
+from pgshroud.proxy.codec.messages import AuthenticationSASL, DataRow, ErrorResponse, SASLInitialResponse
+from pgshroud.proxy.ops.config import server_tls_context
 from tests.rawclient import RawClient, error_fields
 
 

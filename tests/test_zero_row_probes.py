@@ -19,11 +19,11 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from policies.model import Budgets, EpsilonDelta
-from proxy.catalog import read_catalog
-from proxy.ledger import PostgresLedger
-from proxy.session import SessionContext
-from rewriter import PlanContext, Rewrite, plan
+from pgshroud.policies.model import Budgets, EpsilonDelta
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.proxy.budget.ledger import PostgresLedger
+from pgshroud.proxy.session.driver import SessionContext
+from pgshroud.rewriter import PlanContext, Rewrite, plan
 from tests.fix_proxy import RunningProxy, proxy_config
 
 pytestmark = pytest.mark.clients
@@ -220,7 +220,7 @@ def test_masked_role_reads_masked_rows_as_before(guarded, pg):
 def test_probes_and_samples_never_share_a_cached_plan():
     """LIMIT 0 and LIMIT 1 differ only by a literal, which the plan cache keys without: a probe's plan
     must never be served for a sample, nor the other way round."""
-    from rewriter import Refuse
+    from pgshroud.rewriter import Refuse
     from tests.rewriter_fixtures import context
 
     for _ in range(2):

@@ -59,10 +59,10 @@ import psycopg  # noqa: E402
 import yaml  # noqa: E402
 from psycopg.conninfo import make_conninfo  # noqa: E402
 
-from policies.loader import load_policy  # noqa: E402
-from proxy.demo import DATABASE, OWNER, READERS, prepare_demo_cluster  # noqa: E402
-from proxy.pgcluster import ThrowawayCluster  # noqa: E402
-from proxy.setup_command import run_setup  # noqa: E402
+from pgshroud.policies.loader import load_policy  # noqa: E402
+from pgshroud.proxy.commands.demo_cluster import DATABASE, OWNER, READERS, prepare_demo_cluster  # noqa: E402
+from pgshroud.proxy.commands.pgcluster import ThrowawayCluster  # noqa: E402
+from pgshroud.proxy.commands.setup import run_setup  # noqa: E402
 from queries import QUERIES, Query  # noqa: E402
 
 POLICY_FILE = REPO / "policies" / "examples" / "healthcare.yaml"
@@ -206,12 +206,12 @@ def public_key(policy, column: str) -> bool:
 
 
 class PgShroud:
-    """`python -m proxy.cli serve` with the benchmark policy, as a subprocess."""
+    """`python -m pgshroud serve` with the benchmark policy, as a subprocess."""
 
     def __init__(self, workdir: Path, upstream: str, policy: Path) -> None:
         self.port = free_port()
         self.logfile = workdir / f"pgshroud-{self.port}.log"
-        argv = [sys.executable, "-m", "proxy.cli", "--log-level", "warning", "serve", "--listen",
+        argv = [sys.executable, "-m", "pgshroud.proxy.commands.cli", "--log-level", "warning", "serve", "--listen",
                 f"127.0.0.1:{self.port}", "--upstream", upstream, "--policy", str(policy), "--drain-timeout", "5",
                 # Each round needs fresh noise: a repeat from the answer cache would be the same draw.
                 "--answer-cache-seconds", "0"]

@@ -71,12 +71,12 @@ sys.path.insert(0, str(REPO))
 import psycopg  # noqa: E402
 from psycopg.conninfo import make_conninfo  # noqa: E402
 
-from policies.loader import load_policy  # noqa: E402
-from proxy.catalog import read_catalog  # noqa: E402
-from proxy.demo_data import load_demo_dataset  # noqa: E402
-from proxy.pgcluster import ThrowawayCluster  # noqa: E402
-from proxy.setup_command import run_setup  # noqa: E402
-from rewriter.private import bounding  # noqa: E402
+from pgshroud.policies.loader import load_policy  # noqa: E402
+from pgshroud.proxy.ops.catalog import read_catalog  # noqa: E402
+from pgshroud.proxy.commands.demo_data import load_demo_dataset  # noqa: E402
+from pgshroud.proxy.commands.pgcluster import ThrowawayCluster  # noqa: E402
+from pgshroud.proxy.commands.setup import run_setup  # noqa: E402
+from pgshroud.rewriter.private import bounding  # noqa: E402
 from tests import dp_audit as A  # noqa: E402
 
 # All the adversary's visits in one department: bounding allows a person 50
@@ -140,7 +140,7 @@ def setup_demo(cluster: ThrowawayCluster, patients: int, adversary_visits: int) 
             raise SystemExit(f"pgshroud setup failed on {name}")
         if which == "d_prime":
             cluster.execute(demo_adversary(adversary_visits), dbname=name)
-    with resources.as_file(resources.files("policies") / "examples" / "healthcare.yaml") as path:
+    with resources.as_file(resources.files("pgshroud.policies") / "examples" / "healthcare.yaml") as path:
         policy = load_policy(path)
     rows = cluster.execute("SELECT count(*) FROM visits", dbname=databases["d"])[0][0]
     return Setup("demo", policy, "analyst", "analyst", DEMO_QUERIES, DEMO_SAMPLES, databases,

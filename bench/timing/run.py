@@ -41,10 +41,10 @@ sys.path.insert(0, str(REPO))
 import psycopg  # noqa: E402
 from psycopg.conninfo import make_conninfo  # noqa: E402
 
-from policies.loader import load_policy  # noqa: E402
-from proxy.demo_data import load_demo_dataset  # noqa: E402
-from proxy.pgcluster import ThrowawayCluster  # noqa: E402
-from proxy.setup_command import run_setup  # noqa: E402
+from pgshroud.policies.loader import load_policy  # noqa: E402
+from pgshroud.proxy.commands.demo_data import load_demo_dataset  # noqa: E402
+from pgshroud.proxy.commands.pgcluster import ThrowawayCluster  # noqa: E402
+from pgshroud.proxy.commands.setup import run_setup  # noqa: E402
 from tests import dp_audit as A  # noqa: E402
 
 CONDITION = "v.patient_id = {person} AND v.department = 'Psychiatry'"
@@ -103,7 +103,7 @@ def main() -> None:
     with ThrowawayCluster(settings={"shared_buffers": "256MB"}) as cluster:
         database = setup(cluster, args.patients)
         present, absent = people(cluster)
-        with resources.as_file(resources.files("policies") / "examples" / "healthcare.yaml") as path:
+        with resources.as_file(resources.files("pgshroud.policies") / "examples" / "healthcare.yaml") as path:
             policy = load_policy(path)
         visits = cluster.execute("SELECT count(*) FROM visits", dbname=database)[0][0]
         proxy = A.start_audit_proxy(make_conninfo(cluster.dsn(), sslmode="disable"), policy,

@@ -1,7 +1,7 @@
 """The text form of a binary parameter value, as PostgreSQL's output
 function would print it, for the types drivers send in binary.
 
-A private statement's parameters reach PostgreSQL untyped (proxy/session.py
+A private statement's parameters reach PostgreSQL untyped (proxy/session/driver.py
 says why), so a value a client sent in binary as one type may be read by
 the query as another: pgshroud then sends it as text, which PostgreSQL
 converts once, at Bind, to the type the query gives it.

@@ -12,12 +12,12 @@ from typing import Mapping, Sequence
 from sqlglot import exp
 from sqlglot.tokens import Token
 
-from policies.model import Policy, Role
-from rewriter.catalog import Catalog
-from rewriter.plans import Refuse, Release
-from rewriter.private.analysis import PrivateAnalyser, PrivateRefusal, written_function_names
-from rewriter.private.release import PrivateRelease
-from rewriter.private.settings import SettingError, current
+from pgshroud.policies.model import Policy, Role
+from pgshroud.rewriter.catalog import Catalog
+from pgshroud.rewriter.plans import Refuse, Release
+from pgshroud.rewriter.private.analysis import PrivateAnalyser, PrivateRefusal, written_function_names
+from pgshroud.rewriter.private.release import PrivateRelease
+from pgshroud.rewriter.private.settings import SettingError, current
 
 __all__ = ["PrivateRelease", "plan_private"]
 

@@ -24,14 +24,14 @@ from fractions import Fraction
 from sqlglot import exp
 from sqlglot.tokens import TokenType
 
-from policies.masks import mask_expression
-from policies.model import Access, Policy, ProtectedTable, Role
-from rewriter.catalog import Catalog, Relation
-from rewriter.masking import quote_ident
-from rewriter.private import query as q
-from rewriter.private import types as t
-from rewriter.private.fan_out import FanOutRefused, check_fan_out, column_equalities, using_equalities
-from rewriter.private.expressions import (
+from pgshroud.policies.masks import mask_expression
+from pgshroud.policies.model import Access, Policy, ProtectedTable, Role
+from pgshroud.rewriter.catalog import Catalog, Relation
+from pgshroud.rewriter.masking import quote_ident
+from pgshroud.rewriter.private import query as q
+from pgshroud.rewriter.private import types as t
+from pgshroud.rewriter.private.fan_out import FanOutRefused, check_fan_out, column_equalities, using_equalities
+from pgshroud.rewriter.private.expressions import (
     ColumnInfo,
     ExpressionRefused,
     RowExpressions,
@@ -39,7 +39,7 @@ from rewriter.private.expressions import (
     column_facts,
     literal_number,
 )
-from rewriter.relations import fold
+from pgshroud.rewriter.relations import fold
 
 
 class PrivateRefusal(ValueError):

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from rewriter.private import query as q
+from pgshroud.rewriter.private import query as q
 
 BUCKETS = 64  # histogram resolution of private quantiles: finer buckets add more noise to each quantile
 # The most groups a release of public keys builds (each is noised and sent,

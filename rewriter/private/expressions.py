@@ -64,8 +64,8 @@ from typing import Callable
 
 from sqlglot import exp
 
-from rewriter.private import types as t
-from rewriter.statements import DATE_PART_MARK
+from pgshroud.rewriter.private import types as t
+from pgshroud.rewriter.statements import DATE_PART_MARK
 
 
 class ExpressionRefused(ValueError):

@@ -12,7 +12,7 @@ from fractions import Fraction
 
 from sqlglot import exp
 
-from rewriter.private import types as t
+from pgshroud.rewriter.private import types as t
 
 Value = int | float | Fraction | Decimal | str | bool | None
 

@@ -28,14 +28,14 @@ from fractions import Fraction
 
 from sqlglot import exp
 
-from rewriter.mechanisms import DiscreteLaplace, Rng, margin_of_error, release_real
-from rewriter.partition_selection import NoisyThresholdSelection
-from rewriter.plans import Column, Cost, LocalAnswer, RawResult
-from rewriter.private import query as q
-from rewriter.private import types as t
-from rewriter.private.bounding import (BUCKETS, HISTOGRAM, MAX_PUBLIC_GROUPS, UNITS, Measurement, bounded_sql,
+from pgshroud.rewriter.mechanisms import DiscreteLaplace, Rng, margin_of_error, release_real
+from pgshroud.rewriter.partition_selection import NoisyThresholdSelection
+from pgshroud.rewriter.plans import Column, Cost, LocalAnswer, RawResult
+from pgshroud.rewriter.private import query as q
+from pgshroud.rewriter.private import types as t
+from pgshroud.rewriter.private.bounding import (BUCKETS, HISTOGRAM, MAX_PUBLIC_GROUPS, UNITS, Measurement, bounded_sql,
                                        measurements, measurements_for, needs_people_counts)
-from rewriter.private.postprocess import evaluate, format_value, key_order, parse_key, sort_rows
+from pgshroud.rewriter.private.postprocess import evaluate, format_value, key_order, parse_key, sort_rows
 
 GRID_STEPS = 1024  # grid points per L1 sensitivity of a real-valued sum
 _ROOT = Context(prec=40, Emax=MAX_EMAX, Emin=MIN_EMIN)  # standard deviations, to 40 digits

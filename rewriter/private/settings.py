@@ -16,8 +16,8 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Mapping
 
-from policies.model import Policy
-from rewriter.plans import Column, SessionRead, Local, LocalAnswer, PrivacySetting
+from pgshroud.policies.model import Policy
+from pgshroud.rewriter.plans import Column, SessionRead, Local, LocalAnswer, PrivacySetting
 
 NAMES = ("epsilon", "delta")
 # Shown, never set: where the user's privacy budgets stand.

@@ -4,7 +4,7 @@ the upstream connection, and authentication.
 By default authentication is PostgreSQL's own: pgshroud forwards each
 challenge and answer, so users keep their credentials and pgshroud learns
 who logged in. With --auth-file or --auth-query pgshroud checks the
-client's SCRAM-SHA-256 login itself (proxy/client_auth.py), then logs in
+client's SCRAM-SHA-256 login itself (proxy/wire/client_auth.py), then logs in
 to PostgreSQL as the same user on the client's behalf.
 """
 
@@ -15,9 +15,9 @@ import hashlib
 import logging
 from dataclasses import dataclass
 
-from proxy.codec.errors import ProtocolViolation
-from proxy.codec.framing import frame as _frame
-from proxy.codec.messages import (
+from pgshroud.proxy.codec.errors import ProtocolViolation
+from pgshroud.proxy.codec.framing import frame as _frame
+from pgshroud.proxy.codec.messages import (
     Authentication,
     AuthenticationCleartextPassword,
     AuthenticationMD5Password,
@@ -34,14 +34,14 @@ from proxy.codec.messages import (
     StartupMessage,
     decode_authentication,
 )
-from proxy.client_auth import Credentials
-from proxy.config import ServerConfig
-from proxy.errors import ClientFacingError
-from proxy.leg import Leg
-from proxy.scram import SCRAM, SCRAM_PLUS, ScramClient, ScramError, end_point_hash
-from proxy.upstream import UpstreamUnavailable, connect
-from policies.model import Access, Policy, Role
-from rewriter.settings import TIMING_SETTINGS, SettingRefused, check_parameter_status, check_startup_parameters
+from pgshroud.proxy.wire.client_auth import Credentials
+from pgshroud.proxy.ops.config import ServerConfig
+from pgshroud.proxy.wire.errors import ClientFacingError
+from pgshroud.proxy.wire.leg import Leg
+from pgshroud.proxy.wire.scram import SCRAM, SCRAM_PLUS, ScramClient, ScramError, end_point_hash
+from pgshroud.proxy.wire.upstream import UpstreamUnavailable, connect
+from pgshroud.policies.model import Access, Policy, Role
+from pgshroud.rewriter.settings import TIMING_SETTINGS, SettingRefused, check_parameter_status, check_startup_parameters
 
 log = logging.getLogger("pgshroud.startup")
 

@@ -9,8 +9,8 @@ unless it was declared WITH HOLD.
 
 from __future__ import annotations
 
-from rewriter.names import upstream_name
-from rewriter.plans import CursorStep, LocalAnswer
+from pgshroud.rewriter.names import upstream_name
+from pgshroud.rewriter.plans import CursorStep, LocalAnswer
 
 
 class HeldCursor:

@@ -12,18 +12,18 @@ from typing import Sequence
 
 import asyncpg
 
-from policies.errors import PolicyError
-from policies.loader import load_policy
-from policies.model import Policy
-from proxy.access_check import access_warnings
-from proxy.client_auth import ClientAuthenticator, certificate_end_point
-from proxy.catalog import CatalogKeeper, connect_own, own_conninfo
-from proxy.config import ConfigError, ServerConfig, UpstreamTarget, parse_listen, server_tls_context
-from proxy.ledger import PostgresLedger, has_aggregate_role
-from proxy.metrics import Metrics, MetricsServer
-from proxy.server import Server
-from proxy.session import SessionContext
-from rewriter import plan
+from pgshroud.policies.errors import PolicyError
+from pgshroud.policies.loader import load_policy
+from pgshroud.policies.model import Policy
+from pgshroud.proxy.ops.access_check import access_warnings
+from pgshroud.proxy.wire.client_auth import ClientAuthenticator, certificate_end_point
+from pgshroud.proxy.ops.catalog import CatalogKeeper, connect_own, own_conninfo
+from pgshroud.proxy.ops.config import ConfigError, ServerConfig, UpstreamTarget, parse_listen, server_tls_context
+from pgshroud.proxy.budget.ledger import PostgresLedger, has_aggregate_role
+from pgshroud.proxy.ops.metrics import Metrics, MetricsServer
+from pgshroud.proxy.wire.server import Server
+from pgshroud.proxy.session.driver import SessionContext
+from pgshroud.rewriter import plan
 
 log = logging.getLogger("pgshroud")
 
@@ -159,23 +159,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(args)
         if args.command == "check":
-            from proxy.policy_commands import run_check
+            from pgshroud.proxy.commands.policy import run_check
 
             return run_check(args.policy, args.upstream)
         if args.command == "setup":
-            from proxy.setup_command import parse_grant_to, run_setup
+            from pgshroud.proxy.commands.setup import parse_grant_to, run_setup
 
             return run_setup(args.upstream, key_env=args.key_env, key_file=args.key_file,
                              rotate_key=args.rotate_key, grant_to=parse_grant_to(args.grant_to))
         if args.command == "budget":
-            from proxy.budget_command import run_budget
+            from pgshroud.proxy.commands.budget import run_budget
 
             return run_budget(args, sys.stdout)
         if args.command == "explain":
-            from proxy.policy_commands import run_explain
+            from pgshroud.proxy.commands.policy import run_explain
 
             return run_explain(args.sql, policy_path=args.policy, upstream=args.upstream, role=args.role)
-        from proxy.demo_command import run_demo
+        from pgshroud.proxy.commands.demo import run_demo
 
         return run_demo(port=args.port, patients=args.patients)
     except ConfigError as exc:
@@ -214,7 +214,7 @@ def _serve(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, client_auth=client_authenticator(args, config.upstream, policy))
     shared = SessionContext(config, plan, policy=policy)
     if args.audit_log is not None:
-        from proxy.audit import AuditLog
+        from pgshroud.proxy.ops.audit import AuditLog
 
         shared.audit = AuditLog(args.audit_log)
     try:

@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from datetime import timezone
 from decimal import Decimal
 
-from proxy.answer_cache import CachedAnswer
-from proxy.ledger import Standing, exact, period_window, show_number
-from rewriter.plans import Cost, LocalAnswer
+from pgshroud.proxy.budget.answer_cache import CachedAnswer
+from pgshroud.proxy.budget.ledger import Standing, exact, period_window, show_number
+from pgshroud.rewriter.plans import Cost, LocalAnswer
 
 # The notice release.py adds to every private answer with noisy columns.
 MARGINS_PREFIX = "95% margins of error"

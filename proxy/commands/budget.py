@@ -28,11 +28,11 @@ from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import TextIO
 
-from policies.loader import load_policy
-from policies.model import Policy
-from proxy.catalog import own_conninfo
-from proxy.config import ConfigError, UpstreamTarget
-from proxy.ledger import Activity, PostgresLedger, Standing, budgets_for, exact, period_window, show_number
+from pgshroud.policies.loader import load_policy
+from pgshroud.policies.model import Policy
+from pgshroud.proxy.ops.catalog import own_conninfo
+from pgshroud.proxy.ops.config import ConfigError, UpstreamTarget
+from pgshroud.proxy.budget.ledger import Activity, PostgresLedger, Standing, budgets_for, exact, period_window, show_number
 
 BAR_WIDTH = 20
 

@@ -74,12 +74,14 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import pgshroud
+
 from sqlglot.tokens import TokenType
 
-from proxy.config import ConfigError
-from rewriter.cache import _LITERAL as _CACHE_LITERAL, _SLOT, _UNSAFE
-from rewriter.plans import Local, Passthrough, Plan, Refuse, Release, Rewrite
-from rewriter.statements import LexError, split_statements
+from pgshroud.proxy.ops.config import ConfigError
+from pgshroud.rewriter.cache import _LITERAL as _CACHE_LITERAL, _SLOT, _UNSAFE
+from pgshroud.rewriter.plans import Local, Passthrough, Plan, Refuse, Release, Rewrite
+from pgshroud.rewriter.statements import LexError, split_statements
 
 log = logging.getLogger("pgshroud.audit")
 
@@ -229,10 +231,10 @@ class AuditLog:
             os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640))
         except OSError as exc:
             raise ConfigError(f"--audit-log {path}: {exc.strerror or exc}") from None
-        here = str(Path(__file__).resolve().parent.parent)
+        here = str(Path(pgshroud.__file__).resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])}
         self._writer = subprocess.Popen(
-            [sys.executable, "-m", "proxy.audit", path, str(flush_interval)],
+            [sys.executable, "-m", "pgshroud.proxy.ops.audit", path, str(flush_interval)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
         )
         self._feeder = threading.Thread(target=self._feed, name="pgshroud-audit", daemon=True)

@@ -189,7 +189,7 @@ class _Patients:
 
 
 def _sql(name: str) -> str:
-    return resources.files("proxy").joinpath("demo_data", name).read_text(encoding="utf-8")
+    return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
 
 
 def _day_strings() -> list[str]:

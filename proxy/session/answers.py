@@ -10,7 +10,7 @@ import struct
 from decimal import Decimal, InvalidOperation
 from typing import Sequence
 
-from proxy.codec.messages import (
+from pgshroud.proxy.codec.messages import (
     CommandComplete,
     DataRow,
     FieldDescription,
@@ -18,9 +18,9 @@ from proxy.codec.messages import (
     NoticeResponse,
     RowDescription,
 )
-from proxy.codec.binary_values import NotAValue, interval_binary, time_binary, timetz_binary, uuid_binary
-from proxy.datetimes import NotIsoDate, date_binary, timestamp_binary
-from rewriter.plans import Column, LocalAnswer
+from pgshroud.proxy.codec.binary_values import NotAValue, interval_binary, time_binary, timetz_binary, uuid_binary
+from pgshroud.proxy.codec.datetimes import NotIsoDate, date_binary, timestamp_binary
+from pgshroud.rewriter.plans import Column, LocalAnswer
 
 TEXT, BINARY = 0, 1
 _TEXT_LIKE = {25, 1043, 19, 18, 1042}  # text, varchar, name, "char", bpchar: binary == text bytes
@@ -48,7 +48,7 @@ def result_formats(requested: Sequence[int], columns: int) -> tuple[int, ...]:
 
 
 # Binary dates and timestamps are encoded from PostgreSQL's text, which they
-# can read only in DateStyle ISO (proxy/datetimes.py).
+# can read only in DateStyle ISO (proxy/codec/datetimes.py).
 _DATESTYLE_TYPES = frozenset({1082, 1114, 1184})
 
 

@@ -12,9 +12,9 @@ Some statements wait for the privacy budget ledger before they are sent
 private answer's charge, `SHOW pgshroud.budget` (a Local plan whose row is
 read from the ledger), and a repeat served from the answer cache, whose
 notice says what is left. Each private answer gets a notice of its cost and
-of what is left, joined to its margins of error (proxy/budget_notes.py). A
+of what is left, joined to its margins of error (proxy/session/budget_notes.py). A
 repeat of a released answer by the same user within --answer-cache-seconds
-is sent again at no cost (proxy/answer_cache.py): a simple Query's release
+is sent again at no cost (proxy/budget/answer_cache.py): a simple Query's release
 becomes a Local answer; a prepared one's portal is bound upstream to a
 placeholder statement instead, at Bind. Statements that pass through never
 touch the ledger or the cache.
@@ -35,34 +35,34 @@ from time import perf_counter
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Awaitable, Callable, Mapping, NamedTuple, Protocol, Sequence
 
-from proxy import budget_notes
-from proxy import responses as r
-from proxy.answer_cache import AnswerCache, AnswerKey, CachedAnswer, Claim
-from proxy.answers import UnsupportedFormat, check_formats, result_formats, row_description, simple_query_answer
-from proxy.codec.messages import (
+from pgshroud.proxy.session import budget_notes
+from pgshroud.proxy.session import responses as r
+from pgshroud.proxy.budget.answer_cache import AnswerCache, AnswerKey, CachedAnswer, Claim
+from pgshroud.proxy.session.answers import UnsupportedFormat, check_formats, result_formats, row_description, simple_query_answer
+from pgshroud.proxy.codec.messages import (
     Bind, Close, Describe, ErrorResponse, Execute, FunctionCall, ParameterStatus, Parse, Query,
 )
-from proxy.codec.binary_text import NoTextForm, text_form
-from proxy.codec.errors import ProtocolViolation
-from proxy.config import ServerConfig
-from proxy.cursors import HeldCursor, HeldCursors
-from proxy.leg import Leg
-from proxy.startup import Established
-from proxy.upstream import send_cancel
-from policies.model import Access, Policy
-from rewriter import PlanContext, Planner, plan_function_call
-from rewriter.catalog import Catalog
-from rewriter.names import upstream_name, with_client_names
-from rewriter.settings import check_parameter_status
-from rewriter.plans import (
+from pgshroud.proxy.codec.binary_text import NoTextForm, text_form
+from pgshroud.proxy.codec.errors import ProtocolViolation
+from pgshroud.proxy.ops.config import ServerConfig
+from pgshroud.proxy.session.cursors import HeldCursor, HeldCursors
+from pgshroud.proxy.wire.leg import Leg
+from pgshroud.proxy.wire.startup import Established
+from pgshroud.proxy.wire.upstream import send_cancel
+from pgshroud.policies.model import Access, Policy
+from pgshroud.rewriter import PlanContext, Planner, plan_function_call
+from pgshroud.rewriter.catalog import Catalog
+from pgshroud.rewriter.names import upstream_name, with_client_names
+from pgshroud.rewriter.settings import check_parameter_status
+from pgshroud.rewriter.plans import (
     Column, Cost, Cursor, CursorStep, Local, LocalAnswer, Passthrough, Plan, PrivacySetting, RawResult, Refuse, Release, Rewrite,
     SessionRead,
 )
 
 if TYPE_CHECKING:
-    from proxy.audit import AuditLog
-    from proxy.ledger import Standing
-    from proxy.metrics import Metrics
+    from pgshroud.proxy.ops.audit import AuditLog
+    from pgshroud.proxy.budget.ledger import Standing
+    from pgshroud.proxy.ops.metrics import Metrics
 
 log = logging.getLogger("pgshroud.session")
 
@@ -250,7 +250,7 @@ class Session:
         self._terminating = False
         self.finished = asyncio.get_running_loop().create_future()
         self._max = shared.config.max_message_size
-        # Where decisions are reported (proxy/audit.py, proxy/metrics.py).
+        # Where decisions are reported (proxy/ops/audit.py, proxy/ops/metrics.py).
         self._audit = shared.audit
         self._metrics = shared.metrics
         self._watched = self._audit is not None or self._metrics is not None

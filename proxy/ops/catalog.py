@@ -16,10 +16,10 @@ from typing import Any
 import asyncpg
 from psycopg.conninfo import conninfo_to_dict
 
-from policies.setup_sql import CATALOG_CHANNEL, CATALOG_TRIGGERS
-from proxy.config import ConfigError
-from rewriter import PlanContext, Planner, QueryPlan, Refuse
-from rewriter.catalog import PINNED_SEARCH_PATH, SYSTEM_SCHEMAS, Cast, Catalog, CatalogType, Operator, Relation
+from pgshroud.policies.setup_sql import CATALOG_CHANNEL, CATALOG_TRIGGERS
+from pgshroud.proxy.ops.config import ConfigError
+from pgshroud.rewriter import PlanContext, Planner, QueryPlan, Refuse
+from pgshroud.rewriter.catalog import PINNED_SEARCH_PATH, SYSTEM_SCHEMAS, Cast, Catalog, CatalogType, Operator, Relation
 
 log = logging.getLogger("pgshroud.catalog")
 

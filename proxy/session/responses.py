@@ -13,9 +13,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Callable
 
-from proxy.answers import data_row_frames, notices, out_of_range, row_description, simple_query_answer
-from proxy.codec.messages import CommandComplete, DataRow, ErrorResponse, ParameterDescription, PortalSuspended
-from rewriter.plans import Column, LocalAnswer, PrivacySetting, RawResult
+from pgshroud.proxy.session.answers import data_row_frames, notices, out_of_range, row_description, simple_query_answer
+from pgshroud.proxy.codec.messages import CommandComplete, DataRow, ErrorResponse, ParameterDescription, PortalSuspended
+from pgshroud.rewriter.plans import Column, LocalAnswer, PrivacySetting, RawResult
 
 if TYPE_CHECKING:
     import asyncio

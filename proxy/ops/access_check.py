@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from policies.model import Access, Policy
-from proxy.catalog import notifications_installed
-from rewriter.catalog import PINNED_SEARCH_PATH
+from pgshroud.policies.model import Access, Policy
+from pgshroud.proxy.ops.catalog import notifications_installed
+from pgshroud.rewriter.catalog import PINNED_SEARCH_PATH
 
 # Methods with which PostgreSQL lets a connection in without the client
 # proving it knows a password. Through pgshroud the "client" is pgshroud.

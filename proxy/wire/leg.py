@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
-from proxy.codec.framing import NEED_DATA, FrameReader, StartupReader
+from pgshroud.proxy.codec.framing import NEED_DATA, FrameReader, StartupReader
 
 
 class LegClosed(ConnectionError):

@@ -6,9 +6,9 @@ import asyncio
 import socket
 import ssl
 
-from proxy.codec.messages import CancelRequest, SSLRequest
-from proxy.config import UpstreamTarget
-from proxy.leg import Leg
+from pgshroud.proxy.codec.messages import CancelRequest, SSLRequest
+from pgshroud.proxy.ops.config import UpstreamTarget
+from pgshroud.proxy.wire.leg import Leg
 
 
 class UpstreamUnavailable(ConnectionError):

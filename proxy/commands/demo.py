@@ -10,20 +10,20 @@ from psycopg.conninfo import make_conninfo
 
 from importlib import resources
 
-from policies.loader import load_policy
-from proxy.config import ServerConfig, UpstreamTarget
-from proxy.setup_command import run_setup
-from proxy.pgcluster import PgBinariesNotFound
-from proxy.session import SessionContext
-from rewriter import plan
+from pgshroud.policies.loader import load_policy
+from pgshroud.proxy.ops.config import ServerConfig, UpstreamTarget
+from pgshroud.proxy.commands.setup import run_setup
+from pgshroud.proxy.commands.pgcluster import PgBinariesNotFound
+from pgshroud.proxy.session.driver import SessionContext
+from pgshroud.rewriter import plan
 
 log = logging.getLogger("pgshroud.demo")
 
 
 def run_demo(*, port: int, patients: int) -> int:
-    from proxy.cli import run_event_loop, serve_until_signalled
-    from proxy.demo import instructions, prepare_demo_cluster
-    from proxy.demo_data import TerminalProgress
+    from pgshroud.proxy.commands.cli import run_event_loop, serve_until_signalled
+    from pgshroud.proxy.commands.demo_cluster import instructions, prepare_demo_cluster
+    from pgshroud.proxy.commands.demo_data import TerminalProgress
 
     print(f"Starting a throwaway PostgreSQL and loading {patients:,} synthetic patients...", file=sys.stderr)
     try:
@@ -35,7 +35,7 @@ def run_demo(*, port: int, patients: int) -> int:
         if run_setup(cluster.admin_dsn("health"), key_env=None, key_file=None, rotate_key=False,
                      grant_to=["clinician", "analyst"], out=sys.stderr) != 0:
             return 1
-        policy_file = resources.files("policies") / "examples" / "healthcare.yaml"
+        policy_file = resources.files("pgshroud.policies") / "examples" / "healthcare.yaml"
         with resources.as_file(policy_file) as policy_path:
             policy = load_policy(policy_path)
         # Client sessions reach the cluster over TCP with their own passwords;

@@ -83,12 +83,12 @@ from fractions import Fraction
 
 import asyncpg
 
-from policies.model import Access, EpsilonDelta, Policy
-from policies.setup_sql import SCHEMA
-from proxy.catalog import asyncpg_arguments
-from proxy.config import ConfigError
-from rewriter.mechanisms import zcdp_to_approx_dp
-from rewriter.plans import Cost, Refuse
+from pgshroud.policies.model import Access, EpsilonDelta, Policy
+from pgshroud.policies.setup_sql import SCHEMA
+from pgshroud.proxy.ops.catalog import asyncpg_arguments
+from pgshroud.proxy.ops.config import ConfigError
+from pgshroud.rewriter.mechanisms import zcdp_to_approx_dp
+from pgshroud.rewriter.plans import Cost, Refuse
 
 log = logging.getLogger("pgshroud.ledger")
 

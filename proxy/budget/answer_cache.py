@@ -15,7 +15,7 @@ What must match for a repeat to be served (the key):
   has users with budgets of their own, and serving one user's paid answer to
   another would let that other user learn it without paying from their
   budget. A role that shares is charged once, on the role's own budget, for
-  a release that all its users may then be given (proxy/ledger.py): the
+  a release that all its users may then be given (proxy/budget/ledger.py): the
   same released answer given to more people costs no more privacy, and the
   role's budget bounds what its users learn together. A statement whose
   meaning depends on who asks (current_user and kin, current_setting) is
@@ -64,9 +64,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 
-from policies.model import Policy
-from proxy.ledger import SharedRelease
-from rewriter.plans import Cost, LocalAnswer
+from pgshroud.policies.model import Policy
+from pgshroud.proxy.budget.ledger import SharedRelease
+from pgshroud.rewriter.plans import Cost, LocalAnswer
 
 MAX_ENTRIES = 4096
 MAX_BYTES = 64 * 1024 * 1024  # the text of the rows and notices held, roughly

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 if TYPE_CHECKING:
-    from proxy.client_auth import ClientAuthenticator
+    from pgshroud.proxy.wire.client_auth import ClientAuthenticator
 
 # sslmode values libpq accepts, weakest first.
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -161,7 +161,7 @@ class ServerConfig:
     startup_timeout: float = 60.0
     drain_timeout: float = 60.0
     # How long a released private answer is repeated, at no new cost, to the
-    # user who asks for it again (proxy/answer_cache.py), unless the policy's
+    # user who asks for it again (proxy/budget/answer_cache.py), unless the policy's
     # answers.reuse_for says; 0 switches the cache off.
     answer_cache_seconds: float = 300.0
     # Set when pgshroud checks clients' passwords itself (--auth-file,

@@ -1,6 +1,6 @@
 """The upstream side of `pgshroud demo`: a throwaway cluster with patient data.
 
-Database `health` holds the synthetic dataset of `proxy.demo_data`. Three
+Database `health` holds the synthetic dataset of `pgshroud.proxy.commands.demo_data`. Three
 login roles share it, each with its name as password: `admin` owns the
 tables; `clinician` and `analyst` may read all of them, because pgshroud,
 not PostgreSQL, decides what each of them gets to see.
@@ -8,8 +8,8 @@ not PostgreSQL, decides what each of them gets to see.
 
 from __future__ import annotations
 
-from proxy.demo_data import Progress, load_demo_dataset
-from proxy.pgcluster import ThrowawayCluster
+from pgshroud.proxy.commands.demo_data import Progress, load_demo_dataset
+from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
 
 DATABASE = "health"
 OWNER = "admin"

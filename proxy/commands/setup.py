@@ -29,7 +29,7 @@ from typing import TextIO
 
 import psycopg
 
-from policies.setup_sql import (
+from pgshroud.policies.setup_sql import (
     CATALOG_CHANNEL,
     CATALOG_TRIGGERS,
     KEY_COPY,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from policies.loader import load_policy
-from policies.model import Access, Policy
-from proxy.access_check import access_warnings
-from proxy.catalog import connect_own, own_conninfo, read_catalog
-from proxy.config import ConfigError, UpstreamTarget
-from rewriter import PlanContext, Release, plan
-from rewriter.catalog import SYSTEM_SCHEMAS, Catalog
+from pgshroud.policies.loader import load_policy
+from pgshroud.policies.model import Access, Policy
+from pgshroud.proxy.ops.access_check import access_warnings
+from pgshroud.proxy.ops.catalog import connect_own, own_conninfo, read_catalog
+from pgshroud.proxy.ops.config import ConfigError, UpstreamTarget
+from pgshroud.rewriter import PlanContext, Release, plan
+from pgshroud.rewriter.catalog import SYSTEM_SCHEMAS, Catalog
 
 
 def run_check(path: str, upstream: str | None) -> int:

@@ -14,10 +14,10 @@ import socket
 import ssl
 import struct
 
-from proxy.cancel import CancelRegistry
-from proxy.codec.errors import ProtocolViolation
-from proxy.codec.framing import MAX_STARTUP_PACKET_LENGTH
-from proxy.codec.messages import (
+from pgshroud.proxy.wire.cancel import CancelRegistry
+from pgshroud.proxy.codec.errors import ProtocolViolation
+from pgshroud.proxy.codec.framing import MAX_STARTUP_PACKET_LENGTH
+from pgshroud.proxy.codec.messages import (
     BackendKeyData,
     CancelRequest,
     ErrorResponse,
@@ -27,11 +27,11 @@ from proxy.codec.messages import (
     StartupMessage,
     decode_startup_packet,
 )
-from proxy.errors import ClientFacingError
-from proxy.leg import Leg, LegClosed
-from proxy.session import Session, SessionContext
-from proxy.startup import establish
-from policies.model import Policy
+from pgshroud.proxy.wire.errors import ClientFacingError
+from pgshroud.proxy.wire.leg import Leg, LegClosed
+from pgshroud.proxy.session.driver import Session, SessionContext
+from pgshroud.proxy.wire.startup import establish
+from pgshroud.policies.model import Policy
 
 log = logging.getLogger("pgshroud.server")
 

@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Sequence
 from time import perf_counter
 from typing import Any
 
-from rewriter.plans import Local, Passthrough, Refuse, Release, Rewrite
+from pgshroud.rewriter.plans import Local, Passthrough, Refuse, Release, Rewrite
 
 log = logging.getLogger("pgshroud.metrics")
 

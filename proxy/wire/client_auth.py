@@ -41,8 +41,8 @@ from pathlib import Path
 
 import asyncpg
 
-from proxy.catalog import asyncpg_arguments
-from proxy.codec.messages import (
+from pgshroud.proxy.ops.catalog import asyncpg_arguments
+from pgshroud.proxy.codec.messages import (
     AuthenticationOk,
     AuthenticationSASL,
     AuthenticationSASLContinue,
@@ -50,11 +50,11 @@ from proxy.codec.messages import (
     SASLInitialResponse,
     SASLResponse,
 )
-from proxy.codec.errors import ProtocolViolation
-from proxy.config import ConfigError
-from proxy.errors import ClientFacingError
-from proxy.leg import Leg
-from proxy.scram import DEFAULT_ITERATIONS, SALT_LENGTH, Keys, ScramError, ScramServer, Verifier, end_point_hash
+from pgshroud.proxy.codec.errors import ProtocolViolation
+from pgshroud.proxy.ops.config import ConfigError
+from pgshroud.proxy.wire.errors import ClientFacingError
+from pgshroud.proxy.wire.leg import Leg
+from pgshroud.proxy.wire.scram import DEFAULT_ITERATIONS, SALT_LENGTH, Keys, ScramError, ScramServer, Verifier, end_point_hash
 
 log = logging.getLogger("pgshroud.auth")
 

@@ -1,0 +1,1 @@
+"""The durable privacy budget ledger and the cache of released answers."""

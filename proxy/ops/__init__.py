@@ -1,0 +1,1 @@
+"""Operations: configuration, the catalog snapshot, the audit log, metrics and checks of the live database."""

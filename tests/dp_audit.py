@@ -1,4 +1,4 @@
-"""The empirical privacy audit: shared by tests/test_dp_audit.py (small, in
+"""The empirical privacy audit: shared by tests/e2e/test_dp_audit.py (small, in
 CI) and bench/audit/run.py (full size).
 
 The audit runs a private query through a real pgshroud (the real planner,

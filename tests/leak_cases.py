@@ -1,5 +1,5 @@
 """Adversarial statements against the masking of the demo's healthcare
-database, as data: tests/test_leaks.py runs each through real clients as the
+database, as data: tests/e2e/test_leaks.py runs each through real clients as the
 masked roles and looks for raw values in everything that comes back.
 
 Each case is a list of steps run on one fresh connection. A step says how it

@@ -42,7 +42,7 @@ from psycopg.types.range import RangeInfo
 
 pytestmark = pytest.mark.clients
 
-BI_QUERIES = Path(__file__).resolve().parent / "bi_queries"
+BI_QUERIES = Path(__file__).resolve().parents[1] / "bi_queries"
 ROLES = ("clinician", "analyst")
 PSQL = shutil.which("psql")
 JDBC_JAR = Path(os.environ.get("PGSHROUD_JDBC_JAR", "/usr/share/java/postgresql.jar"))
@@ -165,7 +165,7 @@ def load_query(path: Path) -> CatalogQuery:
 
 
 # bi_queries/aggregates holds the private aggregates tools send, in a format of its own
-# (tests/test_bi_aggregates.py runs them).
+# (tests/e2e/test_bi_aggregates.py runs them).
 CATALOG_QUERIES = [load_query(p) for p in sorted(BI_QUERIES.rglob("*.sql"))
                    if p.relative_to(BI_QUERIES).parts[0] != "aggregates"]
 

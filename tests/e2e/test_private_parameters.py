@@ -23,7 +23,7 @@ from psycopg.types.string import StrDumper
 
 from pgshroud.proxy.codec.binary_text import text_form
 
-from tests.test_private_clients import analyst_dsn, charges, private_proxy  # noqa: F401 (fixture)
+from tests.e2e.test_private_clients import analyst_dsn, charges, private_proxy  # noqa: F401 (fixture)
 
 ORACLE = ("SELECT count(*) FROM visits WHERE CASE WHEN patient_id = %s THEN visit_date >= %s::date END")
 

@@ -56,7 +56,7 @@ from pgshroud.rewriter import plan
 from pgshroud.rewriter.plans import Column, Cost, LocalAnswer, Refuse
 from tests.fix_proxy import RunningProxy, proxy_config
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 STATEMENT = ("SELECT department, count(*) FROM visits GROUP BY 1", 0, (), (), (), (0, 0))
 
 POLICY = """\

@@ -46,7 +46,7 @@ from tests.fix_proxy import RunningProxy, proxy_config
 
 pytestmark = pytest.mark.clients
 
-CORPUS = Path(__file__).resolve().parent / "bi_queries" / "aggregates"
+CORPUS = Path(__file__).resolve().parents[1] / "bi_queries" / "aggregates"
 TOOLS = ("metabase", "superset", "looker", "tableau", "powerbi", "grafana", "redash", "django",
          "sqlalchemy", "prisma", "knex", "sequelize", "pandas")
 ROLES = ("analyst", "clinician")

@@ -30,7 +30,7 @@ from pgshroud.rewriter import PlanContext, plan
 from pgshroud.rewriter.plans import Passthrough, Release, Rewrite
 from tests import leak_cases as lc
 
-BI_QUERIES = Path(__file__).resolve().parent / "bi_queries"
+BI_QUERIES = Path(__file__).resolve().parents[1] / "bi_queries"
 ROLES = ("clinician", "analyst")
 QUERY_START = re.compile(r"\s*(?:/\*.*?\*/\s*)*(select|with|values|\()", re.IGNORECASE | re.DOTALL)
 PRIVATE_QUERIES = [

@@ -448,7 +448,7 @@ def test_repeats_inside_a_transaction_and_after_it_failed(cached, health_db):
 
 
 def test_serve_checks_answer_cache_seconds():
-    from tests.test_cli_serve import run_cli
+    from tests.e2e.test_cli_serve import run_cli
 
     result = run_cli("serve", "--listen", "127.0.0.1:0", "--upstream", "host=localhost", "--answer-cache-seconds", "-1")
     assert result.returncode == 2

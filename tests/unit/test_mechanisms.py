@@ -554,9 +554,9 @@ def test_extreme_parameters_return_promptly(expression, expected):
     delta, bounds and with them scales) ends in closed form or a bounded
     search, or refuses: each of these returns within seconds."""
     code = ("import random\nfrom fractions import Fraction\n"
-            "from rewriter.mechanisms import *\nfrom rewriter.partition_selection import *\n"
+            "from pgshroud.rewriter.mechanisms import *\nfrom pgshroud.rewriter.partition_selection import *\n"
             f"try:\n    print({expression})\nexcept (ValueError, OverflowError):\n    print('refused')\n")
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20, cwd=root)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().startswith(expected), done.stdout

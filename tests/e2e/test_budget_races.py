@@ -35,7 +35,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from pgshroud.proxy.budget.ledger import show_number
-from tests.test_cli_serve import REPO, cli_env, free_port
+from tests.e2e.test_cli_serve import REPO, cli_env, free_port
 
 HEALTHCARE = REPO / "policies" / "examples" / "healthcare.yaml"
 QUERY = "SELECT count(*) FROM visits"

@@ -39,7 +39,7 @@ from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
 from pgshroud.proxy.commands.setup import run_setup
 from pgshroud.rewriter.plans import Cost, Refuse
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 HEALTHCARE = REPO / "policies" / "examples" / "healthcare.yaml"
 
 

@@ -21,8 +21,8 @@ import asyncpg
 import psycopg
 import pytest
 
-from tests.test_private_clients import analyst_dsn, analyst_url, charges, private_proxy  # noqa: F401 (fixture)
-from tests.test_session_privacy import FakePlanner, MemoryLedger
+from tests.e2e.test_private_clients import analyst_dsn, analyst_url, charges, private_proxy  # noqa: F401 (fixture)
+from tests.e2e.test_session_privacy import FakePlanner, MemoryLedger
 
 GROUPED = "SELECT department, count(*) AS n FROM visits GROUP BY department ORDER BY department"
 DEPARTMENTS = 16  # the policy's public domain of visits.department

@@ -30,7 +30,7 @@ from pgshroud.rewriter import PlanContext, plan
 from pgshroud.rewriter.plans import Local, Refuse, Release
 from pgshroud.rewriter.private.release import GRID_STEPS
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 DEFAULT_SESSION = {"epsilon": "1", "delta": "1e-6"}
 
 # PostgreSQL's type OIDs (pg_type), written out here rather than taken from

@@ -51,7 +51,7 @@ from pgshroud.rewriter.plans import Release
 from pgshroud.rewriter.private.analysis import PrivateAnalyser
 from pgshroud.rewriter.statements import parse_statement, split_statements
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SESSION = {"epsilon": "1", "delta": "1e-6"}
 # East and west of UTC by 99 hours: a POSIX zone PostgreSQL accepts.
 TIME_ZONES = ("UTC", "<+99>-99", "<-99>+99")

@@ -35,7 +35,7 @@ from pgshroud.rewriter.plans import Refuse
 from pgshroud.rewriter.statements import split_statements
 from tests.fix_proxy import RunningProxy, proxy_config
 from tests.rewriter_fixtures import CATALOG, POLICY
-from tests.test_bi_catalog import CATALOG_QUERIES
+from tests.e2e.test_bi_catalog import CATALOG_QUERIES
 
 POLICY_STATE = "42501"
 NON_RAW = ("clinician", "analyst")

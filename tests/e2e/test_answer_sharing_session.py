@@ -10,7 +10,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from tests.test_answer_sharing import SHARED_ACCOUNT, sharing_proxy  # noqa: F401  (the fixture)
+from tests.e2e.test_answer_sharing import SHARED_ACCOUNT, sharing_proxy  # noqa: F401  (the fixture)
 
 RACERS = 2  # sharing_proxy makes sharer1 and sharer2
 

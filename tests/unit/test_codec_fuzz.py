@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pgshroud.proxy.codec import messages as m
 from pgshroud.proxy.codec.errors import ProtocolViolation
 from pgshroud.proxy.codec.framing import NEED_DATA, FrameReader, StartupReader, frame
-from tests.test_codec import BACKEND, FRONTEND, P_FAMILY, STARTUP, typed_message
+from tests.unit.test_codec import BACKEND, FRONTEND, P_FAMILY, STARTUP, typed_message
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -339,7 +339,7 @@ def test_silent_client_after_tls_handshake_is_closed(tls_proxy, pg_ca_file):
 
 # `pgshroud serve` on plain asyncio, as where uvloop is not installed (the
 # package does not require it on Windows).
-SERVE_WITHOUT_UVLOOP = "import sys; sys.modules['uvloop'] = None; from proxy.cli import main; sys.exit(main())"
+SERVE_WITHOUT_UVLOOP = "import sys; sys.modules['uvloop'] = None; from pgshroud.proxy.commands.cli import main; sys.exit(main())"
 
 
 def free_port() -> int:

@@ -32,7 +32,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 HEALTHCARE = REPO / "policies" / "examples" / "healthcare.yaml"
 PROTECTED = ("public.patients", "public.visits", "public.labs")
 SSN_LINE = "      ssn: ssn                       # keeps the last four digits\n"

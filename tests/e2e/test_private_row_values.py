@@ -36,8 +36,8 @@ import pytest
 
 from pgshroud.rewriter import plan
 from pgshroud.rewriter.plans import Refuse, Release
-from tests.test_leaks_private_errors import REFUSED, analyst, outcome, patients  # noqa: F401  (fixtures)
-from tests.test_private_expressions_fuzz import FIELDS, check_steps, fuzz, run_everywhere  # noqa: F401  (a fixture)
+from tests.e2e.test_leaks_private_errors import REFUSED, analyst, outcome, patients  # noqa: F401  (fixtures)
+from tests.e2e.test_private_expressions_fuzz import FIELDS, check_steps, fuzz, run_everywhere  # noqa: F401  (a fixture)
 
 
 def planned(fuzz, sql: str) -> Release | Refuse:  # noqa: F811

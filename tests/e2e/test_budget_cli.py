@@ -24,7 +24,7 @@ from pgshroud.proxy.commands.budget import bar
 from pgshroud.proxy.budget.ledger import PostgresLedger
 from pgshroud.proxy.commands.setup import run_setup
 from pgshroud.rewriter.plans import Cost
-from tests.test_cli_serve import run_cli
+from tests.e2e.test_cli_serve import run_cli
 
 POLICY = """\
 version: 1

@@ -24,7 +24,7 @@ from psycopg.conninfo import make_conninfo
 
 from pgshroud.proxy.commands.cli import build_parser
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SERVE_FLAGS = ["--listen", "--upstream", "--policy", "--tls-cert", "--tls-key", "--max-connections",
                "--max-message-size", "--drain-timeout", "--audit-log", "--metrics", "--auth-file", "--auth-query"]
 

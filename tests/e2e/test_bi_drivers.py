@@ -57,11 +57,11 @@ from pgshroud.proxy.budget.ledger import PostgresLedger
 from pgshroud.proxy.session.driver import SessionContext
 from pgshroud.rewriter import plan
 from tests.fix_proxy import RunningProxy, proxy_config
-from tests.test_clients_jvm_node import JDBC_JAR, NODE_DIR, node_modules  # noqa: F401
+from tests.e2e.test_clients_jvm_node import JDBC_JAR, NODE_DIR, node_modules  # noqa: F401
 
 pytestmark = pytest.mark.clients
 
-CLIENTS = Path(__file__).resolve().parent / "clients"
+CLIENTS = Path(__file__).resolve().parents[1] / "clients"
 DEPARTMENTS = frozenset({  # the policy's public domain of visits.department
     "Primary Care", "Endocrinology", "Orthopedics", "Emergency", "Neurology", "Pulmonology",
     "Infectious Disease", "Gastroenterology", "Surgery", "Nephrology", "Cardiology", "Psychiatry",

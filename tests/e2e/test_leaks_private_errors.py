@@ -14,7 +14,7 @@ for a patient who has such a visit and one who has not, and that outcome
 is a refusal that says what to write instead; the casts that cannot fail
 (varchar(n) and char(n) truncate, timestamp(p) rounds, a clamped value fits
 numeric(5,2)) answer for both. Then, through the planner and against
-tables of adversarial rows (tests/test_private_expressions_fuzz.py), the
+tables of adversarial rows (tests/e2e/test_private_expressions_fuzz.py), the
 types the demo lacks: floats with NaN and infinities, unconstrained numeric
 from 1e-16383 to 1e131071, timestamps and time zones, per-person values
 of a subquery, bind parameters, LIKE patterns.
@@ -37,7 +37,7 @@ from pgshroud.proxy.session.driver import SessionContext
 from pgshroud.rewriter import plan
 from pgshroud.rewriter.plans import Refuse, Release
 from tests.fix_proxy import RunningProxy, proxy_config
-from tests.test_private_expressions_fuzz import fuzz, run_everywhere  # noqa: F401  (a fixture)
+from tests.e2e.test_private_expressions_fuzz import fuzz, run_everywhere  # noqa: F401  (a fixture)
 
 REFUSED = "42501"
 

@@ -8,7 +8,7 @@ patient_id, and subqueries. It draws statements with numbered slots for the
 literals, so a failing example prints no raw value. Properties:
 
 - no raw protected value, and nothing of a row the row filter hides, appears
-  in the answer (tests/test_leaks.py's detector);
+  in the answer (tests/e2e/test_leaks.py's detector);
 - each statement runs or is refused with a refusal SQLSTATE, never an
   internal error;
 - the answer is the one the same statement gives over a copy of what the
@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import leak_cases as lc
-from tests.test_leaks import _dump, load_truth
+from tests.e2e.test_leaks import _dump, load_truth
 
 COPY_DB = "health_masked_copy"
 

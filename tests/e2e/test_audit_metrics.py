@@ -35,7 +35,7 @@ from pgshroud.proxy.session.driver import SessionContext
 from pgshroud.rewriter import plan
 from pgshroud.rewriter.plans import Cost, Refuse
 from tests.fix_proxy import RunningProxy, proxy_config
-from tests.test_cli_serve import Serve, free_port
+from tests.e2e.test_cli_serve import Serve, free_port
 
 SSN = "123-45-6789"
 OTHER_SSN = "987-65-4321"
@@ -332,7 +332,7 @@ def test_serve_writes_the_audit_log_and_serves_metrics(pg, tmp_path):
     (["--audit-log", "/nonexistent/dir/audit.jsonl"], "--audit-log /nonexistent/dir/audit.jsonl"),
 ])
 def test_bad_audit_and_metrics_flags_exit_2(pg, flags, expected):
-    from tests.test_cli_serve import run_cli
+    from tests.e2e.test_cli_serve import run_cli
 
     result = run_cli("serve", "--upstream", make_conninfo(pg.dsn(), sslmode="disable"), *flags)
     assert result.returncode == 2

@@ -25,7 +25,7 @@ from pgshroud.proxy.budget.ledger import PostgresLedger
 from pgshroud.proxy.session.driver import SessionContext
 from pgshroud.rewriter import plan
 from tests.fix_proxy import RunningProxy, proxy_config
-from tests.test_private_clients import analyst_dsn, charges, private_proxy  # noqa: F401 (fixture)
+from tests.e2e.test_private_clients import analyst_dsn, charges, private_proxy  # noqa: F401 (fixture)
 
 SMALLINT_MAX = 32767
 INTEGER_MAX = 2147483647

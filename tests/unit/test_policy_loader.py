@@ -729,7 +729,7 @@ def test_load_policy_missing_file(tmp_path):
 
 
 def test_the_documented_example_loads():
-    readme = (Path(__file__).parents[1] / "policies" / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "policies" / "README.md").read_text(encoding="utf-8")
     example = re.search(r"```yaml\n(.*?)```", readme, re.DOTALL).group(1)
     policy = loads_policy(example, "README.md")
     assert policy.roles["clinician"].access_to("public.visits") is Access.DENY

@@ -74,14 +74,14 @@ def test_failed_start_reports_the_server_log() -> None:
 
 def test_a_crashing_caller_leaves_no_server_behind() -> None:
     script = (
-        "from proxy.pgcluster import ThrowawayCluster\n"
+        "from pgshroud.proxy.commands.pgcluster import ThrowawayCluster\n"
         "cluster = ThrowawayCluster().start()\n"
         "pid = (cluster.data_dir / 'postmaster.pid').read_text().split()[0]\n"
         "print(cluster.root_dir, pid, flush=True)\n"
         "raise RuntimeError('caller crashed')\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            cwd=Path(__file__).parent.parent)
+                            cwd=Path(__file__).resolve().parents[2])
     assert "caller crashed" in result.stderr
     root, pid = result.stdout.split()
     assert not Path(root).exists()

@@ -28,7 +28,7 @@ import pytest
 
 pytestmark = pytest.mark.clients
 
-CLIENTS = Path(__file__).resolve().parent / "clients"
+CLIENTS = Path(__file__).resolve().parents[1] / "clients"
 JDBC_DIR = CLIENTS / "jdbc"
 NODE_DIR = CLIENTS / "node"
 JDBC_JAR = Path(os.environ.get("PGSHROUD_JDBC_JAR", "/usr/share/java/postgresql.jar"))

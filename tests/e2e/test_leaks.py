@@ -42,7 +42,7 @@ from pgshroud.rewriter.masking import masked_subquery
 from tests import leak_cases as lc
 from tests.fix_proxy import RunningProxy, proxy_config
 
-MASK_EVERYTHING = Path(__file__).parent / "data" / "mask_everything.yaml"
+MASK_EVERYTHING = Path(__file__).resolve().parents[1] / "data" / "mask_everything.yaml"
 INTERNAL = "XX000"
 
 
@@ -187,7 +187,7 @@ def load_truth(raw_dsn: str, clinician_dsn: str, redactor_dsn: str | None) -> Tr
             raw["visits.cost"].add(_cost(cost))
 
     # The clinician's view of the rows its row filter hides, computed directly.
-    policy = load_policy(Path(__file__).resolve().parent.parent / "policies" / "examples" / "healthcare.yaml")
+    policy = load_policy(Path(__file__).resolve().parents[2] / "policies" / "examples" / "healthcare.yaml")
     catalog = asyncio.run(read_catalog(raw_dsn))
     relation = catalog.relations[("public", "visits")]
     hidden_sql = masked_subquery(policy.protected_tables["public.visits"], relation, "clinician",

@@ -1,0 +1,1 @@
+"""Tests that start a throwaway PostgreSQL (and usually pgshroud in front of it)."""

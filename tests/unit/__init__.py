@@ -1,0 +1,1 @@
+"""Tests of rules in memory: no PostgreSQL, no sockets to it."""

@@ -1,0 +1,36 @@
+"""The SQLSTATE codes pgshroud sends, by their condition names in PostgreSQL's
+errcodes.txt (Appendix A of its manual). Every ErrorResponse pgshroud writes
+itself takes its code from here, so a reader can search for a condition by
+name and a client sees the code PostgreSQL would send for the same thing.
+"""
+
+from typing import Final
+
+SUCCESSFUL_COMPLETION: Final = "00000"
+CONNECTION_FAILURE: Final = "08006"
+PROTOCOL_VIOLATION: Final = "08P01"
+FEATURE_NOT_SUPPORTED: Final = "0A000"
+DATA_EXCEPTION: Final = "22000"
+NUMERIC_VALUE_OUT_OF_RANGE: Final = "22003"
+INVALID_PARAMETER_VALUE: Final = "22023"
+INVALID_ROW_COUNT_IN_LIMIT_CLAUSE: Final = "2201W"
+INVALID_ROW_COUNT_IN_RESULT_OFFSET_CLAUSE: Final = "2201X"
+NO_ACTIVE_SQL_TRANSACTION: Final = "25P01"
+INVALID_AUTHORIZATION_SPECIFICATION: Final = "28000"
+INVALID_PASSWORD: Final = "28P01"
+INVALID_CURSOR_NAME: Final = "34000"
+SYNTAX_ERROR: Final = "42601"
+INSUFFICIENT_PRIVILEGE: Final = "42501"
+DATATYPE_MISMATCH: Final = "42804"
+UNDEFINED_OBJECT: Final = "42704"
+TOO_MANY_CONNECTIONS: Final = "53300"
+CONFIGURATION_LIMIT_EXCEEDED: Final = "53400"
+PROGRAM_LIMIT_EXCEEDED: Final = "54000"
+STATEMENT_TOO_COMPLEX: Final = "54001"
+OBJECT_NOT_IN_PREREQUISITE_STATE: Final = "55000"
+CANT_CHANGE_RUNTIME_PARAM: Final = "55P02"
+QUERY_CANCELED: Final = "57014"
+ADMIN_SHUTDOWN: Final = "57P01"
+CANNOT_CONNECT_NOW: Final = "57P03"
+SYSTEM_ERROR: Final = "58000"
+INTERNAL_ERROR: Final = "XX000"

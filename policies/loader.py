@@ -14,19 +14,20 @@ import difflib
 import importlib
 import math
 import re
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pgshroud.policies.errors import PolicyError, PolicyErrors
 from pgshroud.policies.model import (
+    COMPOSITIONS,
+    DEFAULT_LIFETIME,
     Access,
     AnswerReuse,
     AuthenticationPolicy,
-    COMPOSITIONS,
-    DEFAULT_LIFETIME,
     Budgets,
     ColumnPolicy,
     ContributionBounds,
@@ -40,7 +41,7 @@ from pgshroud.policies.model import (
     SecretRef,
 )
 
-__all__ = ["load_policy", "loads_policy", "MASK_KINDS", "STATEMENT_KINDS", "SECRET_NAMES"]
+__all__ = ["MASK_KINDS", "SECRET_NAMES", "STATEMENT_KINDS", "load_policy", "loads_policy"]
 
 # The mask kinds, as long as `policies.masks` (which owns them and their
 # parameters) is not there to say.

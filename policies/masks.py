@@ -42,9 +42,10 @@ from __future__ import annotations
 import datetime
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from pgshroud.policies.model import MaskSpec
 
@@ -104,7 +105,7 @@ def _column_name(column_sql: str) -> str:
     return last[1:-1].replace('""', '"') if last.startswith('"') else last.lower()
 
 
-def _num(value: int | float | Decimal) -> str:
+def _num(value: float | Decimal) -> str:
     """A numeric constant; negative ones in parentheses."""
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
         raise TypeError(f"not a number: {value!r}")
@@ -157,7 +158,7 @@ _NUMERIC_HUGE = Decimal("1E+130000")
 
 # The words that follow the first in the types format_type() spells in several.
 _TYPE_WORDS = frozenset(
-    "varying precision with without time zone year month day hour minute second to".split()
+    ["varying", "precision", "with", "without", "time", "zone", "year", "month", "day", "hour", "minute", "second", "to"]
 )
 
 
@@ -433,7 +434,7 @@ def _iso_constant(value: str, ct: ColumnType) -> str:
     if not ct.with_time_zone:
         return moment.replace(tzinfo=None).isoformat(sep=" ")
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
+        moment = moment.replace(tzinfo=datetime.UTC)
     return moment.isoformat(sep=" ")
 
 

@@ -8,9 +8,10 @@ lower case), tables qualified with their schema (`public` unless given).
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any
 
 
 class Access(str, Enum):

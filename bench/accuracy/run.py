@@ -55,15 +55,15 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
-import psycopg  # noqa: E402
-import yaml  # noqa: E402
-from psycopg.conninfo import make_conninfo  # noqa: E402
+import psycopg
+import yaml
+from psycopg.conninfo import make_conninfo
+from queries import QUERIES, Query
 
-from pgshroud.policies.loader import load_policy  # noqa: E402
-from pgshroud.proxy.commands.demo_cluster import DATABASE, OWNER, READERS, prepare_demo_cluster  # noqa: E402
-from pgshroud.proxy.commands.pgcluster import ThrowawayCluster  # noqa: E402
-from pgshroud.proxy.commands.setup import run_setup  # noqa: E402
-from queries import QUERIES, Query  # noqa: E402
+from pgshroud.policies.loader import load_policy
+from pgshroud.proxy.commands.demo_cluster import DATABASE, OWNER, READERS, prepare_demo_cluster
+from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
+from pgshroud.proxy.commands.setup import run_setup
 
 POLICY_FILE = REPO / "policies" / "examples" / "healthcare.yaml"
 ANALYST = "analyst"
@@ -620,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         queries = tuple(q for q in QUERIES if q.name in wanted)
     systems = [s for s in SYSTEMS if args.only in (None, s) or s == "exact"]
 
-    started_at = dt.datetime.now(dt.timezone.utc)
+    started_at = dt.datetime.now(dt.UTC)
     commit = git_commit()  # at the start: pgshroud runs what the work tree holds now
     load_start = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     wall = time.monotonic()

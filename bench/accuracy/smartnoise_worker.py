@@ -39,9 +39,9 @@ from decimal import Decimal
 
 warnings.simplefilter("ignore")  # smartnoise-sql warns about floating-point mechanisms on every reader
 
-import psycopg2  # noqa: E402
-import snsql  # noqa: E402
-from snsql import Privacy  # noqa: E402
+import psycopg2
+import snsql
+from snsql import Privacy
 
 
 def plain(value):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The empirical privacy audit at full size.
 
-The same audit as tests/test_dp_audit.py (helpers in tests/dp_audit.py),
+The same audit as tests/e2e/test_dp_audit.py (helpers in tests/dp_audit.py),
 with more answers and, by default, the demo's healthcare data and policy:
 
 1. starts a throwaway PostgreSQL (proxy.pgcluster.ThrowawayCluster) and
@@ -68,16 +68,16 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
 
-import psycopg  # noqa: E402
-from psycopg.conninfo import make_conninfo  # noqa: E402
+import psycopg
+from psycopg.conninfo import make_conninfo
 
-from pgshroud.policies.loader import load_policy  # noqa: E402
-from pgshroud.proxy.ops.catalog import read_catalog  # noqa: E402
-from pgshroud.proxy.commands.demo_data import load_demo_dataset  # noqa: E402
-from pgshroud.proxy.commands.pgcluster import ThrowawayCluster  # noqa: E402
-from pgshroud.proxy.commands.setup import run_setup  # noqa: E402
-from pgshroud.rewriter.private import bounding  # noqa: E402
-from tests import dp_audit as A  # noqa: E402
+from pgshroud.policies.loader import load_policy
+from pgshroud.proxy.commands.demo_data import load_demo_dataset
+from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
+from pgshroud.proxy.commands.setup import run_setup
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.rewriter.private import bounding
+from tests import dp_audit as A
 
 # All the adversary's visits in one department: bounding allows a person 50
 # rows over all groups (5 groups x 10 rows), so all 50 land in that group,
@@ -294,7 +294,7 @@ def main() -> None:
 
     # A SIGTERM ends the run like Ctrl-C, so the cluster is stopped and removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     timer = A.Timer()
     with ThrowawayCluster(settings={"shared_buffers": "256MB"}) as cluster:
         setup = setup_demo(cluster, args.patients, args.adversary_visits) if args.dataset == "demo" \

@@ -38,14 +38,14 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
 
-import psycopg  # noqa: E402
-from psycopg.conninfo import make_conninfo  # noqa: E402
+import psycopg
+from psycopg.conninfo import make_conninfo
 
-from pgshroud.policies.loader import load_policy  # noqa: E402
-from pgshroud.proxy.commands.demo_data import load_demo_dataset  # noqa: E402
-from pgshroud.proxy.commands.pgcluster import ThrowawayCluster  # noqa: E402
-from pgshroud.proxy.commands.setup import run_setup  # noqa: E402
-from tests import dp_audit as A  # noqa: E402
+from pgshroud.policies.loader import load_policy
+from pgshroud.proxy.commands.demo_data import load_demo_dataset
+from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
+from pgshroud.proxy.commands.setup import run_setup
+from tests import dp_audit as A
 
 CONDITION = "v.patient_id = {person} AND v.department = 'Psychiatry'"
 HEAVY = " + ".join(f"v.cost * {1 + i / 1000}" for i in range(100))

@@ -156,7 +156,7 @@ class CancelRequest:
 
 StartupPacket = StartupMessage | SSLRequest | GSSENCRequest | CancelRequest
 
-_BY_CODE: dict[int, type[SSLRequest] | type[GSSENCRequest] | type[CancelRequest]] = {
+_BY_CODE: dict[int, type[SSLRequest | GSSENCRequest | CancelRequest]] = {
     SSL_REQUEST_CODE: SSLRequest,
     GSSENC_REQUEST_CODE: GSSENCRequest,
     CANCEL_REQUEST_CODE: CancelRequest,

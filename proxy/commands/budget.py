@@ -24,15 +24,23 @@ import json
 import socket
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TextIO
 
 from pgshroud.policies.loader import load_policy
 from pgshroud.policies.model import Policy
+from pgshroud.proxy.budget.ledger import (
+    Activity,
+    PostgresLedger,
+    Standing,
+    budgets_for,
+    exact,
+    period_window,
+    show_number,
+)
 from pgshroud.proxy.ops.catalog import own_conninfo
 from pgshroud.proxy.ops.config import ConfigError, UpstreamTarget
-from pgshroud.proxy.budget.ledger import Activity, PostgresLedger, Standing, budgets_for, exact, period_window, show_number
 
 BAR_WIDTH = 20
 
@@ -164,7 +172,7 @@ def _standing_text(s: Standing) -> str:
 def _append_audit(path: str, action: str, scope: str, name: str, entry: int, epsilon: Decimal, delta: Decimal,
                   note: str) -> None:
     record: dict[str, object] = {
-        "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(time.time() * 1000) % 1000:03d}Z",
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(time.time() * 1000) % 1000:03d}Z",
         "event": f"budget_{action}", "scope": scope, "name": name if scope != "dataset" else None,
         "ledger_entry": entry, "note": note,
     }
@@ -293,7 +301,7 @@ def bar(share: float, width: int = BAR_WIDTH) -> str:
 def _when(moment: datetime | None) -> str:
     if moment is None:
         return "-"
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _print_table(table: list[list[str]], out: TextIO) -> None:

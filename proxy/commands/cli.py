@@ -8,21 +8,21 @@ import dataclasses
 import logging
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import asyncpg
 
 from pgshroud.policies.errors import PolicyError
 from pgshroud.policies.loader import load_policy
 from pgshroud.policies.model import Policy
+from pgshroud.proxy.budget.ledger import PostgresLedger, has_aggregate_role
 from pgshroud.proxy.ops.access_check import access_warnings
-from pgshroud.proxy.wire.client_auth import ClientAuthenticator, certificate_end_point
 from pgshroud.proxy.ops.catalog import CatalogKeeper, connect_own, own_conninfo
 from pgshroud.proxy.ops.config import ConfigError, ServerConfig, UpstreamTarget, parse_listen, server_tls_context
-from pgshroud.proxy.budget.ledger import PostgresLedger, has_aggregate_role
 from pgshroud.proxy.ops.metrics import Metrics, MetricsServer
-from pgshroud.proxy.wire.server import Server
 from pgshroud.proxy.session.driver import SessionContext
+from pgshroud.proxy.wire.client_auth import ClientAuthenticator, certificate_end_point
+from pgshroud.proxy.wire.server import Server
 from pgshroud.rewriter import plan
 
 log = logging.getLogger("pgshroud")

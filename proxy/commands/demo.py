@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from importlib import resources
 
 from psycopg.conninfo import make_conninfo
 
-from importlib import resources
-
 from pgshroud.policies.loader import load_policy
-from pgshroud.proxy.ops.config import ServerConfig, UpstreamTarget
-from pgshroud.proxy.commands.setup import run_setup
 from pgshroud.proxy.commands.pgcluster import PgBinariesNotFound
+from pgshroud.proxy.commands.setup import run_setup
+from pgshroud.proxy.ops.config import ServerConfig, UpstreamTarget
 from pgshroud.proxy.session.driver import SessionContext
 from pgshroud.rewriter import plan
 

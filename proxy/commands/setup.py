@@ -49,7 +49,6 @@ from pgshroud.policies.setup_sql import (
     setup_statements,
 )
 
-
 # What a setup without superuser leaves open ({user}: the role it ran as).
 NO_TRIGGER_LINE = (
     "  schema changes: NOT notified: {user} is not a superuser, which CREATE EVENT TRIGGER needs. pgshroud "

@@ -74,12 +74,12 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import pgshroud
-
 from sqlglot.tokens import TokenType
 
+import pgshroud
 from pgshroud.proxy.ops.config import ConfigError
-from pgshroud.rewriter.cache import _LITERAL as _CACHE_LITERAL, _SLOT, _UNSAFE
+from pgshroud.rewriter.cache import _LITERAL as _CACHE_LITERAL
+from pgshroud.rewriter.cache import _SLOT, _UNSAFE
 from pgshroud.rewriter.plans import Local, Passthrough, Plan, Refuse, Release, Rewrite
 from pgshroud.rewriter.statements import LexError, split_statements
 

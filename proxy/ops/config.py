@@ -42,7 +42,7 @@ class UpstreamTarget:
     connect_timeout: float
 
     @classmethod
-    def parse(cls, dsn: str) -> "UpstreamTarget":
+    def parse(cls, dsn: str) -> UpstreamTarget:
         try:
             params = conninfo_to_dict(dsn)
         except Exception as exc:  # psycopg raises ProgrammingError with libpq's text

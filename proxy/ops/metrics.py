@@ -62,7 +62,7 @@ _KIND_OF = {Passthrough: "passthrough", Rewrite: "rewrite", Release: "release", 
 class Histogram:
     """Cumulative buckets as Prometheus wants them, with a sum and a count."""
 
-    __slots__ = ("bounds", "counts", "sum", "count")
+    __slots__ = ("bounds", "count", "counts", "sum")
 
     def __init__(self, bounds: Iterable[float]) -> None:
         self.bounds = tuple(sorted(bounds))

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 # PostgreSQL 18 uses 32-byte keys under protocol 3.2; 3.0 clients expect 4.
 SECRET_LENGTH_V30 = 4

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import asyncpg
 
-from pgshroud.proxy.ops.catalog import asyncpg_arguments
+from pgshroud.proxy.codec.errors import ProtocolViolation
 from pgshroud.proxy.codec.messages import (
     AuthenticationOk,
     AuthenticationSASL,
@@ -50,11 +50,19 @@ from pgshroud.proxy.codec.messages import (
     SASLInitialResponse,
     SASLResponse,
 )
-from pgshroud.proxy.codec.errors import ProtocolViolation
+from pgshroud.proxy.ops.catalog import asyncpg_arguments
 from pgshroud.proxy.ops.config import ConfigError
 from pgshroud.proxy.wire.errors import ClientFacingError
 from pgshroud.proxy.wire.leg import Leg
-from pgshroud.proxy.wire.scram import DEFAULT_ITERATIONS, SALT_LENGTH, Keys, ScramError, ScramServer, Verifier, end_point_hash
+from pgshroud.proxy.wire.scram import (
+    DEFAULT_ITERATIONS,
+    SALT_LENGTH,
+    Keys,
+    ScramError,
+    ScramServer,
+    Verifier,
+    end_point_hash,
+)
 
 log = logging.getLogger("pgshroud.auth")
 

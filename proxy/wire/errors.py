@@ -18,5 +18,5 @@ class ClientFacingError(Exception):
         self.sent = sent
 
     @classmethod
-    def already_sent(cls) -> "ClientFacingError":
+    def already_sent(cls) -> ClientFacingError:
         return cls("", "", sent=True)

@@ -8,7 +8,7 @@ without a coroutine per message.
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 from pgshroud.proxy.codec.framing import NEED_DATA, FrameReader, StartupReader
 

@@ -100,7 +100,7 @@ class Keys:
     iterations: int
 
     @classmethod
-    def from_password(cls, password: str, salt: bytes, iterations: int) -> "Keys":
+    def from_password(cls, password: str, salt: bytes, iterations: int) -> Keys:
         salted = salted_password(password, salt, iterations)
         return cls(_hmac(salted, b"Client Key"), _hmac(salted, b"Server Key"), salt, iterations)
 
@@ -115,7 +115,7 @@ class Verifier:
     server_key: bytes = field(repr=False)
 
     @classmethod
-    def parse(cls, text: str) -> "Verifier | None":
+    def parse(cls, text: str) -> Verifier | None:
         """The verifier `text` spells, or None when it spells none."""
         try:
             mechanism, head, keys = text.split("$")
@@ -133,12 +133,12 @@ class Verifier:
 
     @classmethod
     def from_password(cls, password: str, *, salt: bytes | None = None,
-                      iterations: int = DEFAULT_ITERATIONS) -> "Verifier":
+                      iterations: int = DEFAULT_ITERATIONS) -> Verifier:
         keys = Keys.from_password(password, salt or secrets.token_bytes(SALT_LENGTH), iterations)
         return cls.from_keys(keys)
 
     @classmethod
-    def from_keys(cls, keys: Keys) -> "Verifier":
+    def from_keys(cls, keys: Keys) -> Verifier:
         return cls(keys.iterations, keys.salt, hashlib.sha256(keys.client_key).digest(), keys.server_key)
 
     def __str__(self) -> str:
@@ -247,7 +247,7 @@ class ScramServer:
         proof = _unb64(proof_text, "the proof")
         if len(proof) != 32:
             raise _malformed("the proof has the wrong length")
-        auth = f"{self._first_bare},{self._server_first},{head}".encode("utf-8")
+        auth = f"{self._first_bare},{self._server_first},{head}".encode()
         verifier = self._verifier
         client_key = _xor(proof, _hmac(verifier.stored_key, auth))
         matches = hmac.compare_digest(hashlib.sha256(client_key).digest(), verifier.stored_key)
@@ -311,7 +311,7 @@ class ScramClient:
             raise _malformed("the server's nonce does not extend the client's")
         binding = self._gs2_header.encode("ascii") + (self._end_point or b"")
         head = f"c={_b64(binding)},r={attributes[0][1]}"
-        self._auth = f"{self._first_bare},{text},{head}".encode("utf-8")
+        self._auth = f"{self._first_bare},{text},{head}".encode()
         stored_key = hashlib.sha256(keys.client_key).digest()
         proof = _xor(keys.client_key, _hmac(stored_key, self._auth))
         self._server_key = keys.server_key

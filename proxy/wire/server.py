@@ -14,7 +14,7 @@ import socket
 import ssl
 import struct
 
-from pgshroud.proxy.wire.cancel import CancelRegistry
+from pgshroud.policies.model import Policy
 from pgshroud.proxy.codec.errors import ProtocolViolation
 from pgshroud.proxy.codec.framing import MAX_STARTUP_PACKET_LENGTH
 from pgshroud.proxy.codec.messages import (
@@ -27,11 +27,11 @@ from pgshroud.proxy.codec.messages import (
     StartupMessage,
     decode_startup_packet,
 )
+from pgshroud.proxy.session.driver import Session, SessionContext
+from pgshroud.proxy.wire.cancel import CancelRegistry
 from pgshroud.proxy.wire.errors import ClientFacingError
 from pgshroud.proxy.wire.leg import Leg, LegClosed
-from pgshroud.proxy.session.driver import Session, SessionContext
 from pgshroud.proxy.wire.startup import establish
-from pgshroud.policies.model import Policy
 
 log = logging.getLogger("pgshroud.server")
 

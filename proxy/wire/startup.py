@@ -15,6 +15,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 
+from pgshroud.policies.model import Access, Policy, Role
 from pgshroud.proxy.codec.errors import ProtocolViolation
 from pgshroud.proxy.codec.framing import frame as _frame
 from pgshroud.proxy.codec.messages import (
@@ -34,13 +35,12 @@ from pgshroud.proxy.codec.messages import (
     StartupMessage,
     decode_authentication,
 )
-from pgshroud.proxy.wire.client_auth import Credentials
 from pgshroud.proxy.ops.config import ServerConfig
+from pgshroud.proxy.wire.client_auth import Credentials
 from pgshroud.proxy.wire.errors import ClientFacingError
 from pgshroud.proxy.wire.leg import Leg
 from pgshroud.proxy.wire.scram import SCRAM, SCRAM_PLUS, ScramClient, ScramError, end_point_hash
 from pgshroud.proxy.wire.upstream import UpstreamUnavailable, connect
-from pgshroud.policies.model import Access, Policy, Role
 from pgshroud.rewriter.settings import TIMING_SETTINGS, SettingRefused, check_parameter_status, check_startup_parameters
 
 log = logging.getLogger("pgshroud.startup")

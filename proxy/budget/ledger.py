@@ -570,7 +570,7 @@ class PostgresLedger:
         return outcome if isinstance(outcome, Refuse) else None
 
     async def charge_standing(self, user: str, cost: Cost,
-                              release: SharedRelease | None = None) -> Refuse | list[Standing]:
+                              release: SharedRelease | None = None) -> Refuse | Charged:
         """As `charge`, but a committed charge returns where each of the user's budgets stands with it
         counted (as `standing` would return right after), read in the charge's own transaction: the
         session tells the analyst what is left without a second round trip. With `release`, a charge to a
@@ -593,7 +593,7 @@ class PostgresLedger:
         if release is not None:
             note += f"; release {release.fingerprint}"
 
-        async def body(conn: asyncpg.Connection, rows: dict[tuple[str, str], _Row]) -> Refuse | list[Standing]:
+        async def body(conn: asyncpg.Connection, rows: dict[tuple[str, str], _Row]) -> Refuse | Charged:
             standings = await self._standings(conn, user, role_name, budgets, window, rows)
             short = [each for each in _with_lifetimes(standings) if not _covers(each, epsilon, delta, rho)]
             if short:

@@ -1,12 +1,64 @@
+"""The suite's shared hooks: fixture plugins, PostgreSQL's presence, garbage collection.
+
+Tests under tests/e2e need PostgreSQL's server binaries. Without them a
+developer's run skips those tests with the reason and what to install; a CI
+run (CI=true) fails them instead, so that a broken image never passes green.
+Tests under tests/unit must not ask for the cluster at all.
+"""
+
+from __future__ import annotations
+
 import gc
+import os
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
 
 import pytest
 
+from pgshroud.proxy.commands.pgcluster import PgBinariesNotFound, find_pg_bindir
+
 pytest_plugins = ["tests.fix_pg", "tests.fix_proxy", "tests.fix_health"]
+
+E2E_DIR = Path(__file__).parent / "e2e"
+UNIT_DIR = Path(__file__).parent / "unit"
+
+
+def running_in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+@cache
+def missing_postgres() -> str | None:
+    """Why the end-to-end tests cannot run here, or None when they can."""
+    try:
+        find_pg_bindir()
+    except PgBinariesNotFound as missing:
+        return f"end-to-end test needs PostgreSQL: {missing}"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        # Every cluster-backed fixture depends on `pg`, so it is in the closure.
+        if item.path.is_relative_to(UNIT_DIR) and "pg" in getattr(item, "fixturenames", ()):
+            raise pytest.UsageError(f"{item.nodeid}: a unit test must not use PostgreSQL; move it to tests/e2e")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if not item.path.is_relative_to(E2E_DIR):
+        return
+    reason = missing_postgres()
+    if reason is None:
+        return
+    if running_in_ci():
+        pytest.fail(f"{reason} (CI=true: PostgreSQL must be installed)", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True)
-def _collect_garbage_between_tests():
+def _collect_garbage_between_tests() -> Iterator[None]:
     """Cyclic garbage (e.g. a finished asyncio task whose exception is logged
     when it is freed) is collected after the test, not while pytest formats
     a failure: CPython 3.11's ast.parse, which pytest and traceback both use,

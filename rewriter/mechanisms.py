@@ -33,22 +33,48 @@ from __future__ import annotations
 import math
 import operator
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import MAX_EMAX, MIN_EMIN, ROUND_CEILING, ROUND_FLOOR, Context, Decimal
+from decimal import ROUND_CEILING, Decimal
 from fractions import Fraction
-from numbers import Rational
-from typing import Callable, ClassVar, Protocol, Union
+from typing import ClassVar, Protocol
+
+from pgshroud.policies.accounting import (
+    DOWN,
+    UP,
+    Number,
+    as_fraction,
+    decimal_down,
+    decimal_up,
+    float_up,
+    nonnegative,
+    zcdp_to_approx_dp,
+)
 
 __all__ = [
-    "DiscreteGaussian", "DiscreteLaplace", "Mechanism", "Rng", "SYSTEM_RNG", "SystemRng",
-    "bernoulli_exp", "discrete_gaussian_tail_bound", "discrete_laplace_tail_bound", "float_up",
-    "grid_sensitivity", "margin_of_error", "release_real",
-    "sample_discrete_gaussian", "sample_discrete_laplace", "sample_geometric_exp",
+    "SYSTEM_RNG",
+    "DiscreteGaussian",
+    "DiscreteLaplace",
+    "Loss",
+    "Mechanism",
+    "Number",
+    "Rng",
+    "SystemRng",
+    "as_fraction",
+    "bernoulli_exp",
+    "discrete_gaussian_tail_bound",
+    "discrete_laplace_tail_bound",
+    "float_up",
+    "grid_sensitivity",
+    "margin_of_error",
+    "release_real",
+    "sample_discrete_gaussian",
+    "sample_discrete_laplace",
+    "sample_geometric_exp",
     "zcdp_to_approx_dp",
 ]
 
-Number = Union[int, Fraction, float]
-Loss = Union[Fraction, float]  # a Fraction, or math.inf
+Loss = Fraction | float  # a Fraction, or math.inf
 
 
 class Rng(Protocol):
@@ -77,72 +103,15 @@ SYSTEM_RNG = SystemRng()
 
 
 # --- exact arithmetic helpers ---------------------------------------------
-
-def as_fraction(x: Number, name: str) -> Fraction:
-    """`x` as an exact Fraction; floats convert exactly. Rejects NaN, inf, bool."""
-    if type(x) is Fraction:
-        return x
-    if isinstance(x, bool):
-        raise TypeError(f"{name} must be a number, not a bool")
-    if isinstance(x, (int, Rational)):
-        return Fraction(x)
-    if isinstance(x, float):
-        if not math.isfinite(x):
-            raise ValueError(f"{name} must be finite, got {x!r}")
-        return Fraction(x)
-    raise TypeError(f"{name} must be an int, Fraction or float, got {type(x).__name__}")
-
-
-def _nonnegative(x: Number, name: str) -> Fraction:
-    value = as_fraction(x, name)
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {x!r}")
-    return value
-
-
-def float_up(x: Loss) -> float:
-    """The smallest float >= x: a loss converted without understating it."""
-    if isinstance(x, float):
-        return x
-    try:
-        f = float(x)  # correctly rounded to nearest
-    except OverflowError:
-        return math.inf
-    if Fraction(f) < x:
-        f = math.nextafter(f, math.inf)
-    return f
-
-
-# Decimal contexts for bounds on logs and exponentials. Decimal's exp, ln and
-# sqrt are correctly rounded (half-even); stepping one unit outward after each
-# of them makes the result a bound in the stated direction.
-_PRECISION = 60
-_UP = Context(prec=_PRECISION, rounding=ROUND_CEILING, Emax=MAX_EMAX, Emin=MIN_EMIN)
-_DOWN = Context(prec=_PRECISION, rounding=ROUND_FLOOR, Emax=MAX_EMAX, Emin=MIN_EMIN)
-
-
-def _dec_up(x: Fraction) -> Decimal:
-    return _UP.divide(Decimal(x.numerator), Decimal(x.denominator))
-
-
-def _dec_down(x: Fraction) -> Decimal:
-    return _DOWN.divide(Decimal(x.numerator), Decimal(x.denominator))
-
+# Exact numbers, `float_up` and the directed-rounding contexts UP and DOWN are the accounting rules'
+# (policies.accounting), which convert losses the same way; the zCDP conversion is theirs too.
 
 def _exp_up(x: Fraction) -> Decimal:
-    return _UP.next_plus(_UP.exp(_dec_up(x)))
+    return UP.next_plus(UP.exp(decimal_up(x)))
 
 
 def _exp_down(x: Fraction) -> Decimal:
-    return _DOWN.next_minus(_DOWN.exp(_dec_down(x)))
-
-
-def _ln_up(x: Fraction) -> Decimal:
-    return _UP.next_plus(_UP.ln(_dec_up(x)))
-
-
-def _ln_down(x: Fraction) -> Decimal:
-    return _DOWN.next_minus(_DOWN.ln(_dec_down(x)))
+    return DOWN.next_minus(DOWN.exp(decimal_down(x)))
 
 
 def exp_lower(x: Fraction) -> Fraction:
@@ -236,13 +205,13 @@ def _discrete_gaussian(a: int, b: int, rng: Rng) -> int:
 
 def bernoulli_exp(gamma: Number, rng: Rng | None = None) -> bool:
     """True with probability exp(-gamma), exactly, for rational gamma >= 0."""
-    g = _nonnegative(gamma, "gamma")
+    g = nonnegative(gamma, "gamma")
     return _bernoulli_exp(g.numerator, g.denominator, rng or SYSTEM_RNG)
 
 
 def sample_geometric_exp(gamma: Number, rng: Rng | None = None) -> int:
     """X >= 0 with P(X = k) = (1 - exp(-gamma)) * exp(-gamma*k), gamma > 0."""
-    g = _nonnegative(gamma, "gamma")
+    g = nonnegative(gamma, "gamma")
     if g == 0:
         raise ValueError("gamma must be > 0: a geometric with ratio exp(0) = 1 does not exist")
     return _geometric_exp(g.numerator, g.denominator, rng or SYSTEM_RNG)
@@ -250,7 +219,7 @@ def sample_geometric_exp(gamma: Number, rng: Rng | None = None) -> int:
 
 def sample_discrete_laplace(scale: Number, rng: Rng | None = None) -> int:
     """An integer with P(x) proportional to exp(-|x|/scale); 0 when scale is 0."""
-    s = _nonnegative(scale, "scale")
+    s = nonnegative(scale, "scale")
     if s == 0:
         return 0
     # 1/scale = denominator/numerator.
@@ -259,7 +228,7 @@ def sample_discrete_laplace(scale: Number, rng: Rng | None = None) -> int:
 
 def sample_discrete_gaussian(sigma2: Number, rng: Rng | None = None) -> int:
     """An integer with P(x) proportional to exp(-x**2/(2*sigma2)); 0 when sigma2 is 0."""
-    s = _nonnegative(sigma2, "sigma2")
+    s = nonnegative(sigma2, "sigma2")
     if s == 0:
         return 0
     return _discrete_gaussian(s.numerator, s.denominator, rng or SYSTEM_RNG)
@@ -284,7 +253,7 @@ class Mechanism(Protocol):
 def _check(loss: Loss, bound: Number) -> bool:
     if isinstance(bound, float) and math.isinf(bound) and bound > 0:
         return True
-    return loss <= _nonnegative(bound, "bound")
+    return loss <= nonnegative(bound, "bound")
 
 
 @dataclass(frozen=True)
@@ -300,13 +269,13 @@ class DiscreteLaplace:
     measure: ClassVar[str] = "MaxDivergence"  # pure epsilon
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "scale", _nonnegative(self.scale, "scale"))
+        object.__setattr__(self, "scale", nonnegative(self.scale, "scale"))
 
     @classmethod
     def for_epsilon(cls, epsilon: Number, sensitivity: Number) -> DiscreteLaplace:
         """The mechanism whose loss at `sensitivity` is exactly `epsilon`."""
-        eps = _nonnegative(epsilon, "epsilon")
-        sens = _nonnegative(sensitivity, "sensitivity")
+        eps = nonnegative(epsilon, "epsilon")
+        sens = nonnegative(sensitivity, "sensitivity")
         if eps == 0:
             if sens == 0:
                 return cls(Fraction(0))
@@ -323,7 +292,7 @@ class DiscreteLaplace:
 
     def map(self, sensitivity: Number) -> Loss:
         """epsilon = sensitivity/scale, exactly (math.inf for scale 0)."""
-        sens = _nonnegative(sensitivity, "sensitivity")
+        sens = nonnegative(sensitivity, "sensitivity")
         if sens == 0:
             return Fraction(0)
         if self.scale == 0:
@@ -351,13 +320,13 @@ class DiscreteGaussian:
     measure: ClassVar[str] = "ZeroConcentratedDivergence"  # rho
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sigma2", _nonnegative(self.sigma2, "sigma2"))
+        object.__setattr__(self, "sigma2", nonnegative(self.sigma2, "sigma2"))
 
     @classmethod
     def for_rho(cls, rho: Number, sensitivity: Number) -> DiscreteGaussian:
         """The mechanism whose loss at `sensitivity` is exactly `rho`."""
-        r = _nonnegative(rho, "rho")
-        sens = _nonnegative(sensitivity, "sensitivity")
+        r = nonnegative(rho, "rho")
+        sens = nonnegative(sensitivity, "sensitivity")
         if r == 0:
             if sens == 0:
                 return cls(Fraction(0))
@@ -372,7 +341,7 @@ class DiscreteGaussian:
 
     def map(self, sensitivity: Number) -> Loss:
         """rho = sensitivity**2/(2*sigma2), exactly (math.inf for sigma2 0)."""
-        sens = _nonnegative(sensitivity, "sensitivity")
+        sens = nonnegative(sensitivity, "sensitivity")
         if sens == 0:
             return Fraction(0)
         if self.sigma2 == 0:
@@ -382,84 +351,6 @@ class DiscreteGaussian:
     def check(self, sensitivity: Number, bound: Number) -> bool:
         """Whether the loss at `sensitivity` is at most `bound` (a rho)."""
         return _check(self.map(sensitivity), bound)
-
-
-# --- conversions ----------------------------------------------------------
-
-def _cks_epsilon_up(rho: Fraction, delta: Fraction, alpha: Fraction) -> Decimal:
-    """An upper bound on CKS 2020 Proposition 12's epsilon at order alpha > 1.
-
-    rho-zCDP gives Renyi divergence alpha*rho at order alpha, hence
-    (eps, delta)-DP for eps = alpha*rho + log(1 - 1/alpha)
-    + (log(1/delta) - log(alpha))/(alpha - 1).
-    """
-    first = _dec_up(alpha * rho)
-    second = _ln_up((alpha - 1) / alpha)
-    numerator = _UP.subtract(_ln_up(1 / delta), _ln_down(alpha))
-    # Divide an upper bound by a lower bound when it is positive, by an upper one when negative.
-    denominator = _dec_down(alpha - 1) if numerator > 0 else _dec_up(alpha - 1)
-    third = _UP.divide(numerator, denominator)
-    return _UP.add(_UP.add(first, second), third)
-
-
-def _bun_steinke_epsilon_up(rho: Fraction, delta: Fraction) -> Decimal:
-    """An upper bound on rho + 2*sqrt(rho*log(1/delta)) (Bun, Steinke 2016, Prop 1.3)."""
-    product = _UP.multiply(_dec_up(rho), _ln_up(1 / delta))
-    root = _UP.next_plus(_UP.sqrt(product))
-    return _UP.add(_dec_up(rho), _UP.multiply(2, root))
-
-
-def _cks_epsilon_float(rho: float, log_inv_delta: float, alpha_minus_1: float) -> float:
-    alpha = 1 + alpha_minus_1
-    return alpha * rho + math.log(alpha_minus_1 / alpha) + (log_inv_delta - math.log(alpha)) / alpha_minus_1
-
-
-def zcdp_to_approx_dp(rho: Number, delta: Number) -> float:
-    """The epsilon of (epsilon, delta)-DP implied by rho-zCDP, rounded up.
-
-    Uses Canonne, Kamath and Steinke 2020, Proposition 12 (arXiv v4; the
-    conversion Google's dp_accounting uses) at an order alpha found by a
-    golden-section search; every alpha > 1 gives a valid bound, so the
-    search only affects tightness. The result is the smaller of that and Bun and Steinke's
-    rho + 2*sqrt(rho*log(1/delta)), both evaluated in 60-digit decimal
-    arithmetic rounded toward larger epsilon, then rounded up to a float.
-    """
-    if isinstance(rho, float) and math.isinf(rho) and rho > 0:
-        return math.inf
-    r = _nonnegative(rho, "rho")
-    d = as_fraction(delta, "delta")
-    if not 0 < d < 1:
-        raise ValueError(f"delta must be in (0, 1), got {delta!r}")
-    if r == 0:
-        return 0.0
-    try:
-        rho_f = float(r)
-    except OverflowError:  # beyond doubles: Bun and Steinke's bound alone, in decimals
-        rho_f = math.inf
-    log_inv_delta = -math.log(float(d)) if float(d) > 0 else math.inf
-    if rho_f == 0.0 or not math.isfinite(rho_f) or not math.isfinite(log_inv_delta):
-        best = _bun_steinke_epsilon_up(r, d)
-    else:
-        # Search log(alpha - 1); the objective is unimodal in practice.
-        def objective(u: float) -> float:
-            return _cks_epsilon_float(rho_f, log_inv_delta, math.exp(u))
-
-        lo, hi = -40.0, 40.0
-        ratio = (math.sqrt(5) - 1) / 2
-        x1, x2 = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-        f1, f2 = objective(x1), objective(x2)
-        for _ in range(120):
-            if f1 <= f2:
-                hi, x2, f2 = x2, x1, f1
-                x1 = hi - ratio * (hi - lo)
-                f1 = objective(x1)
-            else:
-                lo, x1, f1 = x1, x2, f2
-                x2 = lo + ratio * (hi - lo)
-                f2 = objective(x2)
-        alpha = 1 + Fraction(math.exp((lo + hi) / 2))
-        best = min(_cks_epsilon_up(r, d, alpha), _bun_steinke_epsilon_up(r, d))
-    return float_up(max(Fraction(0), Fraction(best)))
 
 
 # --- real values on a grid ------------------------------------------------
@@ -472,7 +363,7 @@ def grid_sensitivity(sensitivity: Number, granularity: Number) -> int:
     most ceil(d/granularity). Choose a granularity that divides the
     sensitivity to lose nothing to the ceiling.
     """
-    sens = _nonnegative(sensitivity, "sensitivity")
+    sens = nonnegative(sensitivity, "sensitivity")
     g = as_fraction(granularity, "granularity")
     if g <= 0:
         raise ValueError(f"granularity must be > 0, got {granularity!r}")
@@ -558,8 +449,8 @@ _MAX_MARGIN_SCALE = 10**40
 
 def _laplace_tail_above(scale: Fraction, m: int) -> Decimal:
     """P(|Z| > m) = 2*q**(m+1)/(1+q), q = exp(-1/scale), in 60-digit decimals."""
-    q = _UP.exp(_dec_up(-1 / scale))
-    return _UP.divide(_UP.multiply(2, _UP.exp(_dec_up(-(m + 1) / scale))), _UP.add(1, q))
+    q = UP.exp(decimal_up(-1 / scale))
+    return UP.divide(UP.multiply(2, UP.exp(decimal_up(-(m + 1) / scale))), UP.add(1, q))
 
 
 def discrete_laplace_tail_bound(scale: Fraction, t: int) -> Decimal:
@@ -571,8 +462,8 @@ def discrete_laplace_tail_bound(scale: Fraction, t: int) -> Decimal:
     an integer of 10**18 digits.
     """
     if t >= 1:
-        return _UP.divide(_exp_up(-t / scale), _DOWN.add(1, _exp_down(-1 / scale)))
-    return _UP.subtract(1, _DOWN.divide(_exp_down(-(1 - t) / scale), _UP.add(1, _exp_up(-1 / scale))))
+        return UP.divide(_exp_up(-t / scale), DOWN.add(1, _exp_down(-1 / scale)))
+    return UP.subtract(1, DOWN.divide(_exp_down(-(1 - t) / scale), UP.add(1, _exp_up(-1 / scale))))
 
 
 def discrete_gaussian_tail_bound(sigma2: float, m: int) -> float:
@@ -625,14 +516,14 @@ def margin_of_error(mechanism: Mechanism, confidence: float = 0.95) -> int:
             return 0
         if scale > _MAX_MARGIN_SCALE:
             raise ValueError(f"a noise scale of {float(scale):.3g} is beyond any useful margin of error")
-        target = _dec_down(1 - c)
+        target = decimal_down(1 - c)
         # The closed form 2*q**(m+1)/(1+q) = 1-c solved in 60-digit decimals
         # is within a few units of m up to the largest scale (a search by
         # single steps from a float guess would not end for a scale of 1e30);
         # the galloping search settles it in a few evaluations.
-        q = _UP.exp(_dec_up(-1 / scale))
-        log_ratio = _UP.ln(_UP.divide(2, _UP.multiply(_dec_down(1 - c), _UP.add(1, q))))
-        guess = int(_UP.multiply(_dec_up(scale), log_ratio).to_integral_value(ROUND_CEILING)) - 1
+        q = UP.exp(decimal_up(-1 / scale))
+        log_ratio = UP.ln(UP.divide(2, UP.multiply(decimal_down(1 - c), UP.add(1, q))))
+        guess = int(UP.multiply(decimal_up(scale), log_ratio).to_integral_value(ROUND_CEILING)) - 1
         return smallest_satisfying(lambda m: _laplace_tail_above(scale, m) <= target, guess, 0)
     if isinstance(mechanism, DiscreteGaussian):
         sigma2 = mechanism.sigma2

@@ -65,7 +65,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 
 from pgshroud.policies.model import Policy
-from pgshroud.proxy.budget.ledger import SharedRelease
+from pgshroud.proxy.budget.protocol import SharedRelease
 from pgshroud.rewriter.plans import Cost, LocalAnswer
 
 MAX_ENTRIES = 4096
@@ -126,7 +126,7 @@ class _Claim:
     started: float
     token: object
     done: threading.Event = field(default_factory=threading.Event)
-    waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = field(default_factory=list)
+    waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = field(default_factory=list)
 
 
 class AnswerCache:
@@ -211,7 +211,7 @@ class AnswerCache:
 
     # -- one release per key ------------------------------------------------
 
-    def lookup(self, key: AnswerKey) -> CachedAnswer | Claim | asyncio.Future:
+    def lookup(self, key: AnswerKey) -> CachedAnswer | Claim | asyncio.Future[None]:
         """Without waiting: the kept answer; or a Claim, and the caller is to release the answer (ending
         with put or abandon); or, while another caller releases it, a future of the running event loop
         that is done when that release ends (then look up again)."""
@@ -347,7 +347,7 @@ def _token_of(key: AnswerKey) -> object | None:
     return _TOKENS.get(key)
 
 
-def _wake(future: asyncio.Future) -> None:
+def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
 

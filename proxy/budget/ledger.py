@@ -1,5 +1,10 @@
 """The privacy budget ledger: durable, exact, and never overspent.
 
+The accounting rules (what a charge costs, how charges compose, whether a
+budget covers the next one) are policies/accounting.py's; this module keeps
+the charges in PostgreSQL and serializes them, and refusals.py words its
+refusals.
+
 Every private answer is paid for before it is released: the session awaits
 `PostgresLedger.charge(user, cost)`, which either commits the charge and
 returns None, or returns the refusal (SQLSTATE 53400, 'privacy budget
@@ -26,7 +31,7 @@ connection, with synchronous_commit on:
    and check spent + cost <= cap + grants for epsilon and delta in exact
    decimal arithmetic (numeric in PostgreSQL, Decimal with rounding trapped
    in Python). Under budgets.composition zcdp "spent + cost" is the composed
-   epsilon of `compose` (rho adds, converted at the delta the summed deltas
+   epsilon of accounting.compose (rho adds, converted at the delta the summed deltas
    leave of the cap). With a period, each budget's lifetime cap
    (budgets.lifetime times it) is checked as well, against the row's totals
    since the last reset;
@@ -73,29 +78,52 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
-import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from decimal import Decimal, Inexact, Rounded, localcontext
-from fractions import Fraction
+from datetime import timedelta
+from decimal import Decimal
+from typing import TypeVar
 
 import asyncpg
 
-from pgshroud.policies.model import Access, EpsilonDelta, Policy
+from pgshroud.policies.accounting import (
+    Budget,
+    ChargeEvent,
+    Standing,
+    budgets_for,
+    compose,
+    covers,
+    exact,
+    has_aggregate_role,
+    lifetime_budget,
+    period_window,
+    scope_budget,
+    shares_answers,
+    show_number,
+    standing_of,
+    with_charge,
+    with_lifetimes,
+    zcdp_epsilon,
+)
+from pgshroud.policies.model import Policy
 from pgshroud.policies.setup_sql import SCHEMA
+from pgshroud.proxy.budget.protocol import Activity, Charged, SharedRelease
+from pgshroud.proxy.budget.refusals import exhausted, no_budget
 from pgshroud.proxy.ops.catalog import asyncpg_arguments
 from pgshroud.proxy.ops.config import ConfigError
-from pgshroud.rewriter.mechanisms import zcdp_to_approx_dp
 from pgshroud.rewriter.plans import Cost, Refuse
+
+# The accounting names callers have long imported from here, besides the ledger's own.
+__all__ = [
+    "LEDGER", "LOCKS", "SHARED_ACCOUNT", "Activity", "Budget", "Charged", "PostgresLedger", "SharedRelease",
+    "Standing", "budgets_for", "compose", "exact", "has_aggregate_role", "period_window", "show_number",
+    "zcdp_epsilon",
+]
 
 log = logging.getLogger("pgshroud.ledger")
 
 LEDGER = f"{SCHEMA}.budget_ledger"
 LOCKS = f"{SCHEMA}.budget_lock"
-EXHAUSTED = "53400"  # configuration_limit_exceeded
-NO_BUDGET = "55000"  # object_not_in_prerequisite_state
 # The user_name of a charge to a role's shared account (budget_ledger requires a user on a charge): no
 # PostgreSQL user can be named '' (a login without a user name is refused), so no user's budget counts it,
 # while the role's and the dataset's do. Its note names the user who asked.
@@ -120,252 +148,6 @@ _RETRYABLE = (
     asyncpg.exceptions.AdminShutdownError,
     ConnectionError,
 )
-
-
-@dataclass(frozen=True)
-class Budget:
-    """A cap from the policy: `scope` is 'user', 'role' or 'dataset'; `name` the user or role ('' for the dataset)."""
-
-    scope: str
-    name: str
-    epsilon: Decimal
-    delta: Decimal
-    # The lifetime cap that goes with a budget renewed by budgets.period:
-    # budgets.lifetime times the budget, over every charge since the last reset.
-    lifetime: bool = False
-    # A role's budget that its users' shared answers are charged to (roles.<role>.share_answers).
-    shared: bool = False
-
-    def describe(self) -> str:
-        over = " over all periods (budgets.lifetime)" if self.lifetime else ""
-        if self.scope == "user":
-            return f'user "{self.name}"{over}'
-        if self.scope == "role" and self.shared:
-            return f'role "{self.name}", whose users share its answers and this budget{over},'
-        if self.scope == "role":
-            return f'role "{self.name}", shared by its users{over},'
-        return f"the dataset, shared by all users{over},"
-
-
-@dataclass(frozen=True)
-class Standing:
-    """Where one budget stands: what it allows (cap and grants) and what is spent, in the current period.
-
-    `spent_epsilon` is the composed epsilon of the charges that count (under
-    budgets.composition basic, their sum; under zcdp, see `compose`),
-    `spent_delta` the sum of their deltas. `charged_epsilon` and `spent_rho`
-    are the plain sums of their epsilons and rhos. With a period and
-    budgets.lifetime, `lifetime` is where the budget's lifetime cap stands,
-    and what remains is the lesser of the two."""
-
-    budget: Budget
-    spent_epsilon: Decimal
-    spent_delta: Decimal
-    granted_epsilon: Decimal
-    granted_delta: Decimal
-    oldest_charge: datetime | None  # the oldest charge that still counts
-    charged_epsilon: Decimal | None = None  # None: spent_epsilon (basic composition)
-    spent_rho: Decimal = Decimal(0)
-    composition: str = "basic"
-    lifetime: Standing | None = None
-
-    @property
-    def allowed_epsilon(self) -> Decimal:
-        return self.budget.epsilon + self.granted_epsilon
-
-    @property
-    def allowed_delta(self) -> Decimal:
-        return self.budget.delta + self.granted_delta
-
-    @property
-    def remaining_epsilon(self) -> Decimal:
-        left = max(Decimal(0), self.allowed_epsilon - self.spent_epsilon)
-        return left if self.lifetime is None else min(left, self.lifetime.remaining_epsilon)
-
-    @property
-    def remaining_delta(self) -> Decimal:
-        left = max(Decimal(0), self.allowed_delta - self.spent_delta)
-        return left if self.lifetime is None else min(left, self.lifetime.remaining_delta)
-
-    @property
-    def summed_epsilon(self) -> Decimal:
-        return self.spent_epsilon if self.charged_epsilon is None else self.charged_epsilon
-
-
-@dataclass(frozen=True)
-class SharedRelease:
-    """The release a charge to a role's shared account pays for: the answer cache's fingerprint of its
-    statement and settings (the same in every pgshroud process) and how long its answer is kept."""
-
-    fingerprint: str
-    reuse_seconds: float
-
-
-class Charged(list):
-    """A committed charge's standings (a list of Standing, as `standing` returns), and when the role's
-    shared account last paid for the same release while its answer would still be kept (`paid_before`):
-    the charge repeats that release's cost because this process does not hold that answer (another
-    pgshroud process released it, the cache let it go early, or this one restarted or reloaded)."""
-
-    paid_before: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Activity:
-    """A user's charges in the current period: how many, their sums, and when the last was made."""
-
-    charges: int
-    spent_epsilon: Decimal
-    spent_delta: Decimal
-    last_charge: datetime | None
-
-
-def exact(value: float | int | Decimal, name: str) -> Decimal:
-    """A cost or cap as the decimal number it was written as (0.1 -> Decimal('0.1'))."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a number, not a bool")
-    if isinstance(value, Decimal):
-        result = value
-    elif isinstance(value, int):
-        result = Decimal(value)
-    else:
-        number = float(value)
-        if not math.isfinite(number):
-            raise ValueError(f"{name} must be finite, got {value!r}")
-        result = Decimal(repr(number))
-    if not result.is_finite() or result < 0:
-        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-    return result
-
-
-def charge_rho(cost: Cost, epsilon: Decimal) -> Decimal:
-    """A charge's zCDP cost: the cost's own `rho` when it has one (a Gaussian answer), else epsilon^2/2
-    (a pure epsilon-DP answer, such as the discrete Laplace, is epsilon^2/2-zCDP), exactly."""
-    rho = getattr(cost, "rho", None)
-    if rho is not None:
-        return exact(rho, "rho")
-    with localcontext() as context:
-        context.prec = 200
-        context.traps[Inexact] = True
-        context.traps[Rounded] = True
-        return epsilon * epsilon * Decimal("0.5")
-
-
-def zcdp_epsilon(rho: Decimal, delta: Decimal) -> Decimal:
-    """The epsilon at `delta` of rho-zCDP (rewriter.mechanisms.zcdp_to_approx_dp, which rounds up to a float),
-    as a decimal no smaller than that float: the shortest decimal of the next float up."""
-    if rho == 0:
-        return Decimal(0)
-    up = zcdp_to_approx_dp(Fraction(rho), Fraction(delta))
-    return Decimal(repr(math.nextafter(up, math.inf)))
-
-
-def compose(composition: str, epsilon: Decimal, delta: Decimal, rho: Decimal, allowed_delta: Decimal) -> Decimal:
-    """The epsilon that charges summing to (epsilon, delta, rho) have spent, under a delta cap of `allowed_delta`.
-
-    basic: the sum of the epsilons. zcdp: the charges are rho-zCDP, apart from the deltas their answers
-    spend outright (partition selection), so they are (zcdp_epsilon(rho, d), d + delta)-DP for any d > 0;
-    d is what the cap leaves, allowed_delta - delta, so that the whole is (epsilon', allowed_delta)-DP. Basic
-    composition holds too, so the lesser of the two epsilons is taken (zcdp never charges more than basic);
-    with nothing left of the delta cap (or 1 or more left, which bounds nothing) it is the basic sum."""
-    if composition != "zcdp" or rho == 0:
-        return epsilon
-    with localcontext() as context:
-        context.prec = 200
-        left = allowed_delta - delta
-    if not 0 < left < 1:
-        return epsilon
-    return min(epsilon, zcdp_epsilon(rho, left))
-
-
-def _standing(budget: Budget, composition: str, epsilon: Decimal, delta: Decimal, rho: Decimal,
-              granted_epsilon: Decimal, granted_delta: Decimal, oldest: datetime | None,
-              lifetime: Standing | None = None) -> Standing:
-    """A standing from the sums of its charges and grants."""
-    with localcontext() as context:
-        context.prec = 200
-        allowed_delta = budget.delta + granted_delta
-    spent = compose(composition, epsilon, delta, rho, allowed_delta)
-    return Standing(budget, spent, delta, granted_epsilon, granted_delta, oldest, epsilon, rho, composition,
-                    lifetime)
-
-
-def lifetime_budget(budget: Budget, multiple: float) -> Budget:
-    """The lifetime cap of a budget renewed by budgets.period: `multiple` (budgets.lifetime) times it."""
-    factor = exact(multiple, "budgets.lifetime")
-    with localcontext() as context:
-        context.prec = 200
-        context.traps[Inexact] = True
-        context.traps[Rounded] = True
-        return Budget(budget.scope, budget.name, budget.epsilon * factor, budget.delta * factor, lifetime=True,
-                      shared=budget.shared)
-
-
-_PERIOD = re.compile(r"([1-9][0-9]*)([dh])")
-
-
-def period_window(period: str) -> timedelta | None:
-    """budgets.period as a rolling window; None for 'never'."""
-    if period == "never":
-        return None
-    match = _PERIOD.fullmatch(period)
-    if match is None:
-        raise ValueError(f"budgets.period {period!r} is neither never nor <n>d or <n>h")
-    count, unit = int(match.group(1)), match.group(2)
-    return timedelta(days=count) if unit == "d" else timedelta(hours=count)
-
-
-def has_aggregate_role(policy: Policy | None) -> bool:
-    """Whether any role of the policy can be given private answers (and so needs the ledger)."""
-    if policy is None:
-        return False
-    return any(
-        role.access == Access.AGGREGATE or Access.AGGREGATE in role.table_access.values()
-        for role in policy.roles.values()
-    )
-
-
-def shares_answers(policy: Policy, user: str) -> bool:
-    """Whether the user's private answers are shared by their role, and charged to the role's account."""
-    role = policy.role_for(user)
-    return role is not None and role.share_answers
-
-
-def budgets_for(policy: Policy, user: str) -> tuple[str | None, list[Budget]]:
-    """The user's role name (None when the policy gives the user none) and the budgets a charge counts against.
-
-    A role that shares answers is charged on its own account: its budget (budgets.per_role, without which
-    there is none) and the dataset's, never its users' own budgets, since each of its users gets every
-    answer any of them was released."""
-    role = policy.role_for(user)
-    role_name = role.name if role is not None else None
-    caps = policy.budgets
-    budgets = []
-    if role is not None and role.share_answers:
-        if role.name not in caps.per_role:
-            return role_name, []
-    elif caps.per_user is not None:
-        budgets.append(_budget("user", user, caps.per_user))
-    if role_name is not None and role_name in caps.per_role:
-        budget = _budget("role", role_name, caps.per_role[role_name])
-        budgets.append(dataclasses.replace(budget, shared=role is not None and role.share_answers))
-    if caps.per_dataset is not None:
-        budgets.append(_budget("dataset", "", caps.per_dataset))
-    return role_name, budgets
-
-
-def _budget(scope: str, name: str, cap: EpsilonDelta) -> Budget:
-    return Budget(scope, name, exact(cap.epsilon, f"{scope} budget epsilon"), exact(cap.delta, f"{scope} budget delta"))
-
-
-def show_number(value: Decimal) -> str:
-    """A decimal for people: 20, 19.9, 0.0001, 1e-7."""
-    if value == 0:
-        return "0"
-    value = value.normalize()
-    if abs(value) < Decimal("0.0001"):
-        return format(value, "e")
-    return format(value, "f")
 
 
 # Which rows of the ledger (as {t}) count for a scope, whose name is {name}.
@@ -530,6 +312,11 @@ class _Row:
                    record["granted_delta"], record["spent_rho"], record["reset_id"])
 
 
+T = TypeVar("T")
+# What runs inside a ledger transaction: given the connection and the locked rows' totals.
+_Body = Callable[[asyncpg.Connection, dict[tuple[str, str], "_Row"]], Awaitable[T]]
+
+
 class _LocksMissing(Exception):
     """A lock row vanished between its creation and the charge; create it again."""
 
@@ -576,39 +363,39 @@ class PostgresLedger:
         session tells the analyst what is left without a second round trip. With `release`, a charge to a
         role's shared account records its fingerprint and returns a `Charged` that says whether the role
         already paid for it while its answer would be kept (answer_cache.AnswerCache.release_of)."""
-        epsilon, delta = exact(cost.epsilon, "epsilon"), exact(cost.delta, "delta")
-        rho = charge_rho(cost, epsilon)
+        event = ChargeEvent.of(cost.epsilon, cost.delta)
         policy = self._current_policy()
         role_name, budgets = budgets_for(policy, user)
         shared = shares_answers(policy, user)
         if not budgets:
-            return _no_budget(user, role_name, shared)
+            return no_budget(user, role_name, shared)
         window = period_window(policy.budgets.period)
         keys = _lock_keys(user, budgets, shared)
         # A shared answer is the role's: its row names no user (see SHARED_ACCOUNT), and its note who asked.
-        payer, note = (SHARED_ACCOUNT, f'shared answer of role "{role_name}", asked by user "{user}"') if shared \
-            else (user, None)
-        if not shared:
+        payer, note = user, None
+        if shared:
+            payer, note = SHARED_ACCOUNT, f'shared answer of role "{role_name}", asked by user "{user}"'
+            if release is not None:
+                note += f"; release {release.fingerprint}"
+        else:
             release = None
-        if release is not None:
-            note += f"; release {release.fingerprint}"
 
         async def body(conn: asyncpg.Connection, rows: dict[tuple[str, str], _Row]) -> Refuse | Charged:
             standings = await self._standings(conn, user, role_name, budgets, window, rows)
-            short = [each for each in _with_lifetimes(standings) if not _covers(each, epsilon, delta, rho)]
+            short = [each for each in with_lifetimes(standings) if not covers(each, event)]
             if short:
-                return _exhausted(short, standings, epsilon, delta, rho, policy.budgets, window)
+                return exhausted(short, standings, event, policy.budgets)
             before = None
             if release is not None:
                 # Under the role's lock: a release paid by another process has committed, or waits for this.
                 before = await conn.fetchval(_PAID_BEFORE, role_name, SHARED_ACCOUNT,
                                              timedelta(seconds=release.reuse_seconds),
                                              f"; release {release.fingerprint}")
-            charged = await conn.fetch(_CHARGE, payer, role_name, epsilon, delta, [k[0] for k in keys],
-                                       [k[1] for k in keys], rho, note)
+            charged = await conn.fetch(_CHARGE, payer, role_name, event.epsilon, event.delta, [k[0] for k in keys],
+                                       [k[1] for k in keys], event.rho, note)
             if len(charged) != len(keys):
                 raise RuntimeError(f"a charge updated {len(charged)} of its {len(keys)} {LOCKS} rows")
-            result = Charged(_with_charge(standing, epsilon, delta, rho, window is not None) for standing in standings)
+            result = Charged(with_charge(standing, event, window is not None) for standing in standings)
             result.paid_before = before
             return result
 
@@ -644,7 +431,7 @@ class PostgresLedger:
             raise ValueError(f"a budget scope is user, role or dataset, not {scope!r}")
         if cap is None:
             return None
-        budget = _budget(scope, name, cap)
+        budget = scope_budget(scope, name, cap)
         if scope == "role" and name in policy.roles and policy.roles[name].share_answers:
             budget = dataclasses.replace(budget, shared=True)
         window = period_window(caps.period)
@@ -704,7 +491,7 @@ class PostgresLedger:
             entry = await conn.fetchval(statement, user_name, role_name, *amounts, note, scope, name)
             if entry is None:
                 raise RuntimeError(f"the {LOCKS} row of {scope} {name!r} was not updated")
-            return entry
+            return int(entry)
 
         return await self._transaction(self._current_policy(), [(scope, name)], body)
 
@@ -762,7 +549,7 @@ class PostgresLedger:
                 )
             return self._pool
 
-    async def _transaction(self, policy: Policy, keys: list[tuple[str, str]], body):
+    async def _transaction(self, policy: Policy, keys: list[tuple[str, str]], body: _Body[T]) -> T:
         """Run `body(conn, rows)` in one READ COMMITTED transaction holding the lock rows of `keys`
         (`rows`: their totals, recomputed from the ledger when this process is not sure of them), and commit."""
         if self._fresh_under is not policy:
@@ -816,52 +603,17 @@ class PostgresLedger:
         locked = [rows[budget.scope, budget.name] for budget in budgets]
 
         def since_reset(budget: Budget, row: _Row) -> Standing:
-            return _standing(budget, composition, row.spent_epsilon, row.spent_delta, row.spent_rho,
+            return standing_of(budget, composition, row.spent_epsilon, row.spent_delta, row.spent_rho,
                              row.granted_epsilon, row.granted_delta, None)
 
         if window is None:
             return [since_reset(budget, row) for budget, row in zip(budgets, locked)]
         sums = await conn.fetch(_window_sql(tuple(budget.scope for budget in budgets)), user, role_name, window,
                                 [row.reset_id for row in locked])
-        return [_standing(budget, composition, s["spent_epsilon"], s["spent_delta"], s["spent_rho"],
+        return [standing_of(budget, composition, s["spent_epsilon"], s["spent_delta"], s["spent_rho"],
                           s["granted_epsilon"], s["granted_delta"], s["oldest_charge"],
                           None if caps.lifetime is None else since_reset(lifetime_budget(budget, caps.lifetime), row))
                 for budget, s, row in zip(budgets, sums, locked)]
-
-
-def _with_lifetimes(standings: list[Standing]) -> list[Standing]:
-    """Each standing, followed by its lifetime cap's when it has one: every cap a charge must fit."""
-    return [each for standing in standings for each in (standing, standing.lifetime) if each is not None]
-
-
-def _covers(standing: Standing, epsilon: Decimal, delta: Decimal, rho: Decimal) -> bool:
-    """Whether the budget covers the charge: composed epsilon after it <= cap + grants, and the deltas' sum after it
-    <= cap + grants, exactly (a rounded sum raises). Basic composition: spent + cost <= cap + grants. Only the
-    standing itself is checked, not its lifetime (see _with_lifetimes)."""
-    with localcontext() as context:
-        context.prec = 200
-        context.traps[Inexact] = True
-        context.traps[Rounded] = True
-        after_delta = standing.spent_delta + delta
-        if after_delta > standing.allowed_delta:
-            return False
-        after = compose(standing.composition, standing.summed_epsilon + epsilon, after_delta,
-                        standing.spent_rho + rho, standing.allowed_delta)
-        return after <= standing.allowed_epsilon
-
-
-def _with_charge(standing: Standing, epsilon: Decimal, delta: Decimal, rho: Decimal, rolling: bool) -> Standing:
-    """A standing with a charge just committed counted in it (exactly: _covers checked the sums). In a
-    rolling period, a first charge is the oldest that counts (its time is about now)."""
-    with localcontext() as context:
-        context.prec = 200
-        oldest = standing.oldest_charge
-        if rolling and oldest is None:
-            oldest = datetime.now(timezone.utc)
-        lifetime = None if standing.lifetime is None else _with_charge(standing.lifetime, epsilon, delta, rho, False)
-        return _standing(standing.budget, standing.composition, standing.summed_epsilon + epsilon,
-                         standing.spent_delta + delta, standing.spent_rho + rho, standing.granted_epsilon,
-                         standing.granted_delta, oldest, lifetime)
 
 
 def _lock_keys(user: str, budgets: list[Budget], shared: bool = False) -> list[tuple[str, str]]:
@@ -871,59 +623,3 @@ def _lock_keys(user: str, budgets: list[Budget], shared: bool = False) -> list[t
     if not shared:
         keys.add(("user", user))
     return sorted(keys)
-
-
-def _exhausted(short: list[Standing], standings: list[Standing], epsilon: Decimal, delta: Decimal, rho: Decimal,
-               caps, window: timedelta | None) -> Refuse:
-    period = caps.period
-    with localcontext() as context:
-        context.prec = 60
-        left = "; ".join(
-            f"{s.budget.describe()} has epsilon {show_number(max(Decimal(0), s.allowed_epsilon - s.spent_epsilon))} "
-            f"of {show_number(s.allowed_epsilon)} left (delta "
-            f"{show_number(max(Decimal(0), s.allowed_delta - s.spent_delta))} of "
-            f"{show_number(s.allowed_delta)})"
-            for s in short
-        )
-        lowest = min(s.remaining_epsilon for s in standings)
-    cost = f"epsilon {show_number(epsilon)}" + (f" and delta {show_number(delta)}" if delta else "")
-    if caps.composition == "zcdp":
-        cost += f" (rho {show_number(rho)} under zCDP composition)"
-    lifelong = [s for s in short if s.budget.lifetime]
-    if window is None:
-        renewal = f"spent budget does not return (budgets.period is {period})"
-    elif lifelong and len(lifelong) == len(short):
-        renewal = (f"the lifetime budget, {show_number(exact(caps.lifetime, 'lifetime'))} times the {period} "
-                   f"budget, does not return (budgets.lifetime)")
-    else:
-        oldest = [s.oldest_charge for s in short if s.oldest_charge is not None]
-        renewal = f"spent budget returns as its charges leave the {period} window"
-        if oldest:
-            renewal += f", the oldest at {(min(oldest) + window).strftime('%Y-%m-%d %H:%M:%S %Z').strip()}"
-        if lifelong:
-            renewal += ", but the lifetime budget (budgets.lifetime) does not return"
-    hint = "More budget can only be granted by pgshroud's administrator."
-    if caps.composition == "zcdp":
-        if lowest > 0:
-            hint = ("A smaller epsilon (SET pgshroud.epsilon) costs less, at the price of more noise; more budget "
-                    "can only be granted by pgshroud's administrator.")
-    elif lowest > 0 and lowest < epsilon:
-        hint = (f"A smaller epsilon (SET pgshroud.epsilon, at most {show_number(lowest)} now) costs less, at the "
-                f"price of more noise; more budget can only be granted by pgshroud's administrator.")
-    return Refuse(EXHAUSTED, f"privacy budget exhausted: {left}; this query costs {cost}; {renewal}", hint)
-
-
-def _no_budget(user: str, role_name: str | None, shared: bool = False) -> Refuse:
-    if shared:
-        return Refuse(
-            NO_BUDGET,
-            f'no privacy budget applies to role "{role_name}", whose users share its answers, so no private answer '
-            f'can be charged',
-            f"The policy needs budgets.per_role.{role_name}: shared answers are charged to the role's budget.",
-        )
-    keys = "budgets.per_user" + (f", budgets.per_role.{role_name}" if role_name else "") + " or budgets.per_dataset"
-    return Refuse(
-        NO_BUDGET,
-        f'no privacy budget applies to user "{user}", so no private answer can be charged',
-        f"The policy needs {keys}: without a cap, privacy loss would grow without limit.",
-    )

@@ -1,4 +1,4 @@
-"""What pgshroud needs of a privacy budget ledger, as types.
+"""What pgshroud needs of a privacy budget ledger, and the values a ledger returns.
 
 `Ledger` is what a session needs: charge a release before it is sent, and
 tell the analyst where their budgets stand. Every ledger has all of it;
@@ -11,12 +11,41 @@ same contract.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from pgshroud.proxy.budget.ledger import Activity, Charged, SharedRelease, Standing
-    from pgshroud.rewriter.plans import Cost, Refuse
+from pgshroud.policies.accounting import Standing
+from pgshroud.rewriter.plans import Cost, Refuse
+
+
+@dataclass(frozen=True)
+class SharedRelease:
+    """The release a charge to a role's shared account pays for: the answer cache's fingerprint of its
+    statement and settings (the same in every pgshroud process) and how long its answer is kept."""
+
+    fingerprint: str
+    reuse_seconds: float
+
+
+class Charged(list[Standing]):
+    """A committed charge's standings (a list of Standing, as `standing` returns), and when the role's
+    shared account last paid for the same release while its answer would still be kept (`paid_before`):
+    the charge repeats that release's cost because this process does not hold that answer (another
+    pgshroud process released it, the cache let it go early, or this one restarted or reloaded)."""
+
+    paid_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Activity:
+    """A user's charges in the current period: how many, their sums, and when the last was made."""
+
+    charges: int
+    spent_epsilon: Decimal
+    spent_delta: Decimal
+    last_charge: datetime | None
 
 
 class Ledger(Protocol):

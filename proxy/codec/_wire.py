@@ -85,16 +85,20 @@ class Cursor:
         return self.buf[self.advance(1)]
 
     def int16(self) -> int:
-        return INT16.unpack_from(self.buf, self.advance(2))[0]
+        value: int = INT16.unpack_from(self.buf, self.advance(2))[0]
+        return value
 
     def uint16(self) -> int:
-        return UINT16.unpack_from(self.buf, self.advance(2))[0]
+        value: int = UINT16.unpack_from(self.buf, self.advance(2))[0]
+        return value
 
     def int32(self) -> int:
-        return INT32.unpack_from(self.buf, self.advance(4))[0]
+        value: int = INT32.unpack_from(self.buf, self.advance(4))[0]
+        return value
 
     def uint32(self) -> int:
-        return UINT32.unpack_from(self.buf, self.advance(4))[0]
+        value: int = UINT32.unpack_from(self.buf, self.advance(4))[0]
+        return value
 
     def take(self, n: int) -> bytes:
         pos = self.advance(n)

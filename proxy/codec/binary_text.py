@@ -10,6 +10,7 @@ converts once, at Bind, to the type the query gives it.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -58,7 +59,7 @@ def _timestamp(data: bytes, zone: str) -> str:
         raise NoTextForm("a timestamp outside years 1 to 9999") from None
 
 
-_READERS = {
+_READERS: dict[int, Callable[[bytes], str]] = {
     16: lambda d: "true" if d == b"\x01" else "false",
     21: lambda d: str(struct.unpack("!h", d)[0]),
     23: lambda d: str(struct.unpack("!i", d)[0]),

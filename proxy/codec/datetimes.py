@@ -36,7 +36,8 @@ def _days_from_civil(year: int, month: int, day: int) -> int:
     return era * 146097 + day_of_era - _EPOCH_DAYS
 
 
-def _parse(text: str):
+def _parse(text: str) -> tuple[int, int, int]:
+    """Days since 2000-01-01, microseconds into the day and the zone's offset in microseconds."""
     match = _ISO.fullmatch(text)
     if match is None:
         raise NotIsoDate(f"{text!r} is not an ISO date or timestamp: binary dates need DateStyle ISO")

@@ -8,7 +8,6 @@ payload without its header.  Malformed payloads raise ProtocolViolation.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from ._wire import type_repr
 from .errors import ProtocolViolation
@@ -134,7 +133,7 @@ BackendMessage = (
 # 'p' is shared by PasswordMessage, SASLInitialResponse, SASLResponse and
 # GSSResponse; the registry names PasswordMessage, and a session expecting
 # another one calls that class's decode() itself.
-FRONTEND_MESSAGES: dict[bytes, type] = {
+FRONTEND_MESSAGES: dict[bytes, type[FrontendMessage]] = {
     cls.TYPE: cls
     for cls in (
         Query,
@@ -155,7 +154,7 @@ FRONTEND_MESSAGES: dict[bytes, type] = {
 }
 
 # 'R' maps to the Authentication base, whose decode() dispatches on the code.
-BACKEND_MESSAGES: dict[bytes, type] = {
+BACKEND_MESSAGES: dict[bytes, type[BackendMessage]] = {
     cls.TYPE: cls
     for cls in (
         Authentication,
@@ -185,10 +184,10 @@ BACKEND_MESSAGES: dict[bytes, type] = {
     )
 }
 
-_FRONTEND_DECODERS: dict[bytes, Callable[[bytes], Any]] = {
+_FRONTEND_DECODERS: dict[bytes, Callable[[bytes], FrontendMessage]] = {
     t: cls.decode for t, cls in FRONTEND_MESSAGES.items()
 }
-_BACKEND_DECODERS: dict[bytes, Callable[[bytes], Any]] = {
+_BACKEND_DECODERS: dict[bytes, Callable[[bytes], BackendMessage]] = {
     t: cls.decode for t, cls in BACKEND_MESSAGES.items()
 }
 _BACKEND_DECODERS[b"R"] = decode_authentication
@@ -199,7 +198,7 @@ def decode_frontend(type_byte: bytes, payload: bytes) -> FrontendMessage:
     decode = _FRONTEND_DECODERS.get(type_byte)
     if decode is None:
         raise ProtocolViolation(f"invalid frontend message type {type_repr(type_byte)}")
-    return decode(payload)  # type: ignore[no-any-return]
+    return decode(payload)
 
 
 def decode_backend(type_byte: bytes, payload: bytes) -> BackendMessage:
@@ -207,7 +206,7 @@ def decode_backend(type_byte: bytes, payload: bytes) -> BackendMessage:
     decode = _BACKEND_DECODERS.get(type_byte)
     if decode is None:
         raise ProtocolViolation(f"invalid backend message type {type_repr(type_byte)}")
-    return decode(payload)  # type: ignore[no-any-return]
+    return decode(payload)
 
 
 __all__ = [

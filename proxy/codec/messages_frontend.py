@@ -264,10 +264,6 @@ class FunctionCall:
     args: tuple[bytes | None, ...]
     result_format: int
 
-    def arg_format(self, index: int) -> int:
-        """Format code (0 text, 1 binary) that applies to argument ``index``."""
-        return _format_of(self.arg_formats, index)
-
     def encode(self) -> bytes:
         nformats = len(self.arg_formats)
         parts = [

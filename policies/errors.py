@@ -47,7 +47,7 @@ class PolicyError(ValueError):
     def __str__(self) -> str:
         return self._message()
 
-    def __reduce__(self):  # keeps the attributes through pickling
+    def __reduce__(self) -> tuple[type[PolicyError], tuple[object, ...]]:  # keeps the attributes through pickling
         return (PolicyError, (self.source, self.line, self.key, self.expected, self.got, self.hint))
 
 
@@ -68,5 +68,5 @@ class PolicyErrors(PolicyError):
     def _message(self) -> str:
         return "\n".join(PolicyError._message(error) for error in self.errors)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[PolicyError], tuple[object, ...]]:
         return (PolicyErrors, (self.errors,))

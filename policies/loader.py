@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import datetime
 import difflib
-import importlib
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pgshroud.policies.errors import PolicyError, PolicyErrors
+from pgshroud.policies.masks import MASKS, check_mask
 from pgshroud.policies.model import (
     COMPOSITIONS,
     DEFAULT_LIFETIME,
@@ -41,38 +41,8 @@ from pgshroud.policies.model import (
     SecretRef,
 )
 
-__all__ = ["MASK_KINDS", "SECRET_NAMES", "STATEMENT_KINDS", "load_policy", "loads_policy"]
+__all__ = ["SECRET_NAMES", "load_policy", "loads_policy"]
 
-# The mask kinds, as long as `policies.masks` (which owns them and their
-# parameters) is not there to say.
-MASK_KINDS: tuple[str, ...] = (
-    "none",
-    "redact",
-    "null",
-    "partial",
-    "email",
-    "phone",
-    "ssn",
-    "pseudonym",
-    "generalize_number",
-    "generalize_date",
-    "zip3",
-    "age_band",
-    "noise_number",
-    "noise_date",
-    "fake_name",
-    "fake_city",
-)
-STATEMENT_KINDS: tuple[str, ...] = (
-    "insert",
-    "update",
-    "delete",
-    "create_temp_table",
-    "copy_from",
-    "call",
-    "do",
-    "set_role",
-)
 SECRET_NAMES: tuple[str, ...] = ("pseudonym_key",)
 DENY = "deny"  # default_role's word for "refuse users the policy does not name"
 
@@ -90,7 +60,13 @@ _TOP_KEYS = (
     "authentication",
     "answers",
 )
-_ROLE_KEYS = ("access", "users", "tables", "allow_statements", "allow_functions", "share_answers")
+_ROLE_KEYS = ("access", "users", "tables", "allow_functions", "share_answers")
+# Keys the format no longer has, with what to write instead: a policy that
+# still uses one fails to load rather than promise what is not enforced.
+_RETIRED_ROLE_KEYS = {
+    "allow_statements": "no allow_statements: it is not supported, a role that is not raw only reads "
+    "(a role that must write needs access raw)",
+}
 _TABLE_KEYS = ("privacy_unit", "contribution", "row_filters", "columns")
 _COLUMN_KEYS = ("mask", "roles", "bounds", "public_domain")
 _ACCESS = tuple(access.value for access in Access)
@@ -149,17 +125,6 @@ def loads_policy(text: str, source: str = "<string>") -> Policy:
         raise PolicyErrors(sorted(builder.errors, key=lambda error: error.line))
     assert policy is not None
     return policy
-
-
-def _masks_module() -> Any:
-    # Imported late: the loader works (with MASK_KINDS and no parameter
-    # checks) while policies.masks does not exist yet.
-    try:
-        return importlib.import_module("pgshroud.policies.masks")
-    except ModuleNotFoundError as exc:
-        if exc.name != "pgshroud.policies.masks":
-            raise
-        return None
 
 
 def _line(node: Node) -> int:
@@ -247,11 +212,6 @@ class _Builder:
         self.source = source
         self.errors: list[PolicyError] = []
         self.constructor = yaml.constructor.SafeConstructor()
-        masks = _masks_module()
-        self.mask_kinds: tuple[str, ...] = tuple(masks.MASKS) if masks is not None else MASK_KINDS
-        self.check_mask: Callable[[MaskSpec], str | None] | None = (
-            masks.check_mask if masks is not None else None
-        )
         # Filled before roles and tables are built, so that references in
         # either can be checked wherever they appear.
         self.role_names: dict[str, Node] = {}
@@ -275,11 +235,13 @@ class _Builder:
         keys: Sequence[str] | None = None,
         required: Sequence[str] = (),
         owner: Node | None = None,
+        retired: Mapping[str, str] | None = None,
     ) -> dict[str, tuple[ScalarNode, Node]] | None:
         """The entries of a mapping by key text, checking that keys are plain,
         unique and (when `keys` is given) known; None if it is no mapping.
         A missing required key is reported on the line of `owner`, the key
-        the mapping belongs to, when there is one."""
+        the mapping belongs to, when there is one; a key in `retired` is
+        reported with what that mapping says instead of it."""
         if not isinstance(node, MappingNode):
             self.error(node, key, "a mapping" + (f" (keys: {', '.join(keys)})" if keys else ""), _show(node))
             return None
@@ -296,6 +258,9 @@ class _Builder:
             if name in entries:
                 first = _line(entries[name][0])
                 self.error(key_node, sub, f"each key once in a mapping (this one is also on line {first})")
+                continue
+            if retired is not None and name in retired:
+                self.error(key_node, sub, retired[name], repr(name))
                 continue
             if keys is not None and name not in keys:
                 self.error(key_node, sub, "one of the keys " + ", ".join(keys), repr(name), _near(name, keys))
@@ -319,7 +284,7 @@ class _Builder:
         if not isinstance(node, ScalarNode) or _is_null(node) or not node.value.strip():
             self.error(node, key, what, _show(node))
             return None
-        return node.value
+        return str(node.value)
 
     def choice(self, node: Node, key: str, choices: Sequence[str]) -> str | None:
         word = self.text(node, key, _one_of(choices))
@@ -360,7 +325,8 @@ class _Builder:
             return {name: self.plain_value(value, _join(key, name)) for name, (_, value) in entries.items()}
         if isinstance(node, SequenceNode):
             return [self.plain_value(item, f"{key}[{i}]") for i, item in enumerate(node.value)]
-        if node.tag == _STR and node.style is None and _BARE_EXPONENT.fullmatch(node.value):
+        if (isinstance(node, ScalarNode) and node.tag == _STR and node.style is None
+                and _BARE_EXPONENT.fullmatch(node.value)):
             return float(node.value)
         try:
             return self.constructor.construct_object(node)
@@ -445,6 +411,7 @@ class _Builder:
         protected = self.build_protected_tables(get("protected_tables"), public)
         budgets = self.budgets(get("budgets"))
         self.check_shared_answers(budgets)
+        admin_dsn = get("admin_dsn")
         return Policy(
             source=self.source,
             roles=roles,
@@ -455,7 +422,7 @@ class _Builder:
             secrets=self.secrets(get("secrets")),
             privacy=self.privacy(get("privacy")),
             budgets=budgets,
-            admin_dsn=None if get("admin_dsn") is None else self.secret_ref(get("admin_dsn"), "admin_dsn"),
+            admin_dsn=None if admin_dsn is None else self.secret_ref(admin_dsn, "admin_dsn"),
             authentication=self.authentication(get("authentication")),
             answers=self.answers(get("answers"), budgets),
         )
@@ -510,7 +477,7 @@ class _Builder:
     def role(
         self, name: str, key_node: Node, node: Node, key: str, user_roles: dict[str, tuple[str, int]]
     ) -> Role | None:
-        fields = self.mapping(node, key, _ROLE_KEYS, required=("access",), owner=key_node)
+        fields = self.mapping(node, key, _ROLE_KEYS, required=("access",), owner=key_node, retired=_RETIRED_ROLE_KEYS)
         if fields is None:
             return None
         access = None
@@ -543,14 +510,7 @@ class _Builder:
                     self.error(table_key, sub, "each table once (this one is listed twice under another spelling)")
                     continue
                 table_access[qualified] = Access(word)
-        statements: set[str] = set()
-        if "allow_statements" in fields:
-            items = self.sequence(fields["allow_statements"][1], f"{key}.allow_statements", "statement kinds")
-            for i, item in enumerate(items or ()):
-                word = self.choice(item, f"{key}.allow_statements[{i}]", STATEMENT_KINDS)
-                if word is not None:
-                    statements.add(word)
-        functions = frozenset()
+        functions: frozenset[str] = frozenset()
         if "allow_functions" in fields:
             functions = self.functions(fields["allow_functions"][1], f"{key}.allow_functions")
         share = False
@@ -561,7 +521,7 @@ class _Builder:
                 self.share_nodes[name] = value
         if access is None:
             return None
-        role = Role(name, access, tuple(users), table_access, frozenset(statements), functions, share)
+        role = Role(name, access, tuple(users), table_access, functions, share)
         if share and not role.aggregates_privately:
             self.error(self.share_nodes.pop(name), f"{key}.share_answers",
                        "share_answers only in a role that gets private answers (access aggregate, or a table "
@@ -671,6 +631,8 @@ class _Builder:
 
     @staticmethod
     def mapping_value(node: Node, name: str) -> Node:
+        key_node: Node
+        value: Node
         for key_node, value in node.value:
             if isinstance(key_node, ScalarNode) and key_node.value == name:
                 return value
@@ -832,6 +794,7 @@ class _Builder:
 
     def mask(self, node: Node, key: str) -> MaskSpec | None:
         """`kind`, or `{kind: {params}}`."""
+        kind_node: Node
         params_node: Node | None = None
         if isinstance(node, MappingNode):
             entries = self.mapping(node, key)
@@ -844,11 +807,11 @@ class _Builder:
             ((_, (kind_node, params_node)),) = entries.items()
         else:
             kind_node = node
-        kind = self.text(kind_node, key, "a mask kind: " + _one_of(self.mask_kinds))
+        kind = self.text(kind_node, key, "a mask kind: " + _one_of(MASKS))
         if kind is None:
             return None
-        if kind not in self.mask_kinds:
-            self.error(kind_node, key, _one_of(self.mask_kinds), _show(kind_node), _near(kind, self.mask_kinds))
+        if kind not in MASKS:
+            self.error(kind_node, key, _one_of(MASKS), _show(kind_node), _near(kind, MASKS))
             return None
         params: dict[str, Any] = {}
         if params_node is not None and not _is_null(params_node):
@@ -857,7 +820,7 @@ class _Builder:
                 return None
             params = self.plain_value(params_node, f"{key}.{kind}")
         spec = MaskSpec(kind, params)
-        if self.check_mask is not None and (problem := self.check_mask(spec)) is not None:
+        if (problem := check_mask(spec)) is not None:
             at = params_node if params_node is not None and not _is_null(params_node) else kind_node
             self.error(at, key if at is kind_node else f"{key}.{kind}", problem, repr(params) if params else None)
             return None
@@ -1118,7 +1081,7 @@ class _Builder:
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-def _date_pair(node: Node) -> bool:
+def _date_pair(node: Node) -> TypeGuard[SequenceNode]:
     """bounds written as two dates, or as one date beside anything: read as dates, so that the error names them."""
     return (isinstance(node, SequenceNode) and len(node.value) == 2
             and any(isinstance(n, ScalarNode) and _DATE.fullmatch(n.value) for n in node.value)

@@ -101,7 +101,7 @@ def _column(column_sql: str) -> str:
 
 def _column_name(column_sql: str) -> str:
     """The column's own name, the last part of the reference, unquoted."""
-    last = re.findall(_WORD, column_sql)[-1]
+    last: str = re.findall(_WORD, column_sql)[-1]
     return last[1:-1].replace('""', '"') if last.startswith('"') else last.lower()
 
 

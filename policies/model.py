@@ -79,7 +79,6 @@ class Role:
     access: Access
     users: tuple[str, ...] = ()
     table_access: Mapping[str, Access] = field(default_factory=dict)  # schema.table -> override
-    allow_statements: frozenset[str] = frozenset()  # e.g. {"insert", "create_temp_table"}
     allow_functions: frozenset[str] = frozenset()  # schema.function, bare names as pg_catalog.name
     # The role's private answers are released once for all its users and
     # charged to the role's budget (budgets.per_role), not to each user's:

@@ -166,8 +166,8 @@ BEGIN
     END IF;
 END
 $do$""",
-    f"COMMENT ON SCHEMA {SCHEMA} IS 'pgshroud: the key and functions of its masks, and the privacy budget ledger "
-    f"(pgshroud setup)'",
+    (f"COMMENT ON SCHEMA {SCHEMA} IS 'pgshroud: the key and functions of its masks, and the privacy budget ledger "
+    f"(pgshroud setup)'"),
     f"""DO $do$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = '{MASKED_ROLE}') THEN
@@ -183,8 +183,8 @@ $do$""",
     origin text NOT NULL CHECK (origin IN ('generated', 'given')),
     stored_at timestamptz NOT NULL DEFAULT now()
 )""",
-    f"COMMENT ON TABLE {SCHEMA}.key IS 'The key of pgshroud''s pseudonyms, noise and fakes. Changing it changes "
-    f"every masked value; readable by the schema owner only.'",
+    (f"COMMENT ON TABLE {SCHEMA}.key IS 'The key of pgshroud''s pseudonyms, noise and fakes. Changing it changes "
+    f"every masked value; readable by the schema owner only.'"),
     f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.dictionary (
     name text NOT NULL,
     position integer NOT NULL CHECK (position >= 0),
@@ -222,13 +222,13 @@ _LEDGER_DDL = [
     # epsilon^2/2). Added to databases set up before it, so they upgrade.
     f"""ALTER TABLE {SCHEMA}.budget_ledger
     ADD COLUMN IF NOT EXISTS rho numeric CHECK (rho IS NULL OR (rho >= 0 AND rho <> 'NaN'))""",
-    f"CREATE INDEX IF NOT EXISTS budget_ledger_user ON {SCHEMA}.budget_ledger (user_name, recorded_at) "
-    f"WHERE user_name IS NOT NULL",
-    f"CREATE INDEX IF NOT EXISTS budget_ledger_role ON {SCHEMA}.budget_ledger (role_name, recorded_at) "
-    f"WHERE role_name IS NOT NULL",
+    (f"CREATE INDEX IF NOT EXISTS budget_ledger_user ON {SCHEMA}.budget_ledger (user_name, recorded_at) "
+    f"WHERE user_name IS NOT NULL"),
+    (f"CREATE INDEX IF NOT EXISTS budget_ledger_role ON {SCHEMA}.budget_ledger (role_name, recorded_at) "
+    f"WHERE role_name IS NOT NULL"),
     f"CREATE INDEX IF NOT EXISTS budget_ledger_time ON {SCHEMA}.budget_ledger (recorded_at)",
-    f"COMMENT ON TABLE {SCHEMA}.budget_ledger IS 'pgshroud''s privacy budget ledger: every charge, grant and "
-    f"reset, appended, never changed'",
+    (f"COMMENT ON TABLE {SCHEMA}.budget_ledger IS 'pgshroud''s privacy budget ledger: every charge, grant and "
+    f"reset, appended, never changed'"),
     f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.budget_lock (
     scope text NOT NULL CHECK (scope IN ('user', 'role', 'dataset')),
     name text NOT NULL CHECK (scope <> 'dataset' OR name = ''),
@@ -244,8 +244,8 @@ _LEDGER_DDL = [
     ADD COLUMN IF NOT EXISTS granted_delta numeric NOT NULL DEFAULT 0,
     ADD COLUMN IF NOT EXISTS reset_id bigint NOT NULL DEFAULT 0,
     ADD COLUMN IF NOT EXISTS spent_rho numeric NOT NULL DEFAULT 0""",
-    f"COMMENT ON TABLE {SCHEMA}.budget_lock IS 'pgshroud: the rows a budget charge locks, one per user, role and "
-    f"the dataset, with that scope''s totals since its last reset'",
+    (f"COMMENT ON TABLE {SCHEMA}.budget_lock IS 'pgshroud: the rows a budget charge locks, one per user, role and "
+    f"the dataset, with that scope''s totals since its last reset'"),
 ]
 
 LEDGER_TABLES = (f"{SCHEMA}.budget_ledger", f"{SCHEMA}.budget_lock")
@@ -391,13 +391,13 @@ def _dictionary_statements() -> list[str]:
     for name, values in dictionaries().items():
         rows = ", ".join(f"({_literal(name)}, {position}, {_literal(value)})" for position, value in enumerate(values))
         statements += [
-            f"INSERT INTO {SCHEMA}.dictionary (name, position, entry) VALUES {rows} "
+            (f"INSERT INTO {SCHEMA}.dictionary (name, position, entry) VALUES {rows} "
             f"ON CONFLICT (name, position) DO UPDATE SET entry = EXCLUDED.entry "
-            f"WHERE {SCHEMA}.dictionary.entry IS DISTINCT FROM EXCLUDED.entry",
+            f"WHERE {SCHEMA}.dictionary.entry IS DISTINCT FROM EXCLUDED.entry"),
             f"DELETE FROM {SCHEMA}.dictionary WHERE name = {_literal(name)} AND position >= {len(values)}",
-            f"INSERT INTO {SCHEMA}.dictionary_size (name, size) VALUES ({_literal(name)}, {len(values)}) "
+            (f"INSERT INTO {SCHEMA}.dictionary_size (name, size) VALUES ({_literal(name)}, {len(values)}) "
             f"ON CONFLICT (name) DO UPDATE SET size = EXCLUDED.size "
-            f"WHERE {SCHEMA}.dictionary_size.size IS DISTINCT FROM EXCLUDED.size",
+            f"WHERE {SCHEMA}.dictionary_size.size IS DISTINCT FROM EXCLUDED.size"),
         ]
     return statements
 

@@ -18,7 +18,8 @@ from psycopg.conninfo import make_conninfo
 
 from pgshroud.proxy.ops.config import ServerConfig, UpstreamTarget
 from pgshroud.proxy.wire.server import Server
-from pgshroud.proxy.session.driver import Ledger, SessionContext
+from pgshroud.proxy.budget import Ledger
+from pgshroud.proxy.session.driver import SessionContext
 from pgshroud.rewriter import Planner, plan
 
 

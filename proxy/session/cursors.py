@@ -9,8 +9,16 @@ unless it was declared WITH HOLD.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from pgshroud import sqlstate
 from pgshroud.rewriter.names import upstream_name
-from pgshroud.rewriter.plans import CursorStep, LocalAnswer
+from pgshroud.rewriter.plans import Column, CursorStep, Local, LocalAnswer, Plan, Refuse, Release, Rewrite
+
+IDLE = ord("I")
+CURSOR_OUTSIDE_TRANSACTION = Refuse(sqlstate.NO_ACTIVE_SQL_TRANSACTION,
+                                    "DECLARE CURSOR can only be used in transaction blocks",
+                                    hint="Run BEGIN first, or declare the cursor WITH HOLD.")
 
 
 class HeldCursor:
@@ -62,3 +70,49 @@ class HeldCursors:
 
     def clear(self) -> None:
         self._held = {}
+
+
+@dataclass(frozen=True, slots=True)
+class CursorRead(Local):
+    """A Local plan whose answer is the next rows of a held cursor (or its
+    CLOSE, without `step`), taken when PostgreSQL answers its placeholder.
+    `answer` gives the command tag and columns only."""
+
+    cursor: str = ""
+    step: CursorStep | None = None
+
+
+def held_cursor_plan(plan: Rewrite, name: str, columns: tuple[Column, ...]) -> Plan:
+    """FETCH, MOVE or CLOSE of a cursor that holds (or, declared earlier in
+    the same Query, will hold) a private answer with these columns."""
+    step = plan.step
+    if step is None:  # CLOSE
+        return CursorRead(LocalAnswer("CLOSE CURSOR"), cursor=name)
+    if not step.forward:
+        return Refuse(sqlstate.FEATURE_NOT_SUPPORTED,
+                      f'cursor "{name}" holds a private answer, which is read forward only',
+                      hint="Use FETCH [FORWARD] n, FETCH NEXT or FETCH ALL; declare the cursor again to read "
+                      "from the start (a repeat is answered from the answer cache while it keeps the answer).")
+    tag = "MOVE" if step.move else "FETCH"
+    return CursorRead(LocalAnswer(tag, () if step.move else columns), cursor=name, step=step)
+
+
+def read_declared_cursors(plans: list[Plan]) -> list[Plan]:
+    """A Query that declares a cursor for a private query and reads it
+    (DECLARE ...; FETCH 100 IN ..., as psqlODBC sends): the reads were
+    planned before the cursor existed, so they are pointed at it here."""
+    declared: dict[str, tuple[Column, ...]] = {}
+    for index, plan in enumerate(plans):
+        if isinstance(plan, Release) and plan.cursor is not None:
+            declared[upstream_name(plan.cursor.name)] = plan.spec.columns
+        elif declared and type(plan) is Rewrite and plan.reaches is not None and plan.reaches[0] == "P":
+            columns = declared.get(upstream_name(plan.reaches[1]))
+            if columns is not None:
+                plans[index] = held_cursor_plan(plan, plan.reaches[1], columns)
+    return plans
+
+
+def outside_transaction(plan: Release, status: int, *, alone: bool) -> bool:
+    """A DECLARE without HOLD that PostgreSQL would refuse: no transaction
+    block is open and (`alone`) no implicit one holds the statement."""
+    return plan.cursor is not None and not plan.cursor.hold and alone and status == IDLE

@@ -18,7 +18,7 @@ from pgshroud.proxy.codec.messages import CommandComplete, DataRow, ErrorRespons
 from pgshroud.rewriter.plans import Column, LocalAnswer, PrivacySetting, RawResult
 
 if TYPE_CHECKING:
-    import asyncio
+    from pgshroud.proxy.session.outcome import Outcome
 
 # Message type bytes as ints, as indexing bytes yields them.
 ERROR = ord("E")
@@ -294,7 +294,7 @@ class UpstreamCheck(Action):
 
     __slots__ = ("outcome", "error")
 
-    def __init__(self, outcome: "asyncio.Future[bytes | None]") -> None:
+    def __init__(self, outcome: "Outcome[bytes | None]") -> None:
         self.outcome = outcome
         self.error: bytes | None = None
 
@@ -317,7 +317,7 @@ class ParameterTypes(Action):
 
     __slots__ = ("types",)
 
-    def __init__(self, types: "asyncio.Future[tuple[int, ...]]") -> None:
+    def __init__(self, types: "Outcome[tuple[int, ...]]") -> None:
         self.types = types
 
     def frame(self, kind: int, frame: bytes) -> bytes:

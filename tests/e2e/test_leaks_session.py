@@ -21,7 +21,8 @@ from pgshroud.policies.model import Budgets, EpsilonDelta
 from pgshroud.proxy.ops.catalog import read_catalog
 from pgshroud.proxy.budget.ledger import PostgresLedger
 from pgshroud.proxy.codec.messages import CommandComplete, DataRow, ErrorResponse
-from pgshroud.proxy.session.driver import WITHHELD_ERROR, SessionContext, _withheld_error
+from pgshroud.proxy.session.driver import SessionContext
+from pgshroud.proxy.session.release import WITHHELD_ERROR, withheld_error as _withheld_error
 from pgshroud.rewriter import plan
 from pgshroud.rewriter.names import upstream_name
 from tests.fix_proxy import RunningProxy, proxy_config

@@ -203,11 +203,11 @@ class ClientAuthenticator:
         if row is None or len(row) == 0 or row[-1] is None:
             return None
         # A plain password costs a PBKDF2: off the event loop.
-        secret = await asyncio.to_thread(parse_secret, row[-1]) if isinstance(row[-1], str) else "not text"
-        if isinstance(secret, str):
-            log.warning("the auth query's secret for user %r is %s: the login fails", user, secret)
+        parsed = await asyncio.to_thread(parse_secret, row[-1]) if isinstance(row[-1], str) else "not text"
+        if isinstance(parsed, str):
+            log.warning("the auth query's secret for user %r is %s: the login fails", user, parsed)
             return None
-        return secret
+        return parsed
 
     async def _auth_pool(self) -> asyncpg.Pool:
         async with self._pool_lock:

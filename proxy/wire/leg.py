@@ -8,7 +8,9 @@ without a coroutine per message.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
+from typing import cast
 
 from pgshroud.proxy.codec.framing import NEED_DATA, FrameReader, StartupReader
 
@@ -34,7 +36,8 @@ class Leg(asyncio.Protocol):
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A stream protocol is given a Transport; asyncio's stubs name the base class for every protocol.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if self.on_data is not None:
@@ -76,7 +79,7 @@ class Leg(asyncio.Protocol):
         while True:
             frame = self.frames.next_frame()
             if frame is not NEED_DATA:
-                return frame  # type: ignore[return-value]
+                return frame
             await self._wait_data()
 
     async def read_startup_packet(self) -> bytes:
@@ -85,7 +88,7 @@ class Leg(asyncio.Protocol):
         while True:
             packet = self.startup.next_packet()
             if packet is not NEED_DATA:
-                return packet  # type: ignore[return-value]
+                return packet
             await self._wait_data()
 
     async def _wait_data(self) -> None:
@@ -121,5 +124,13 @@ class Leg(asyncio.Protocol):
             self.transport.close()
 
     @property
+    def ssl_object(self) -> ssl.SSLObject | None:
+        """The TLS connection's object (certificates, ALPN), or None without TLS."""
+        if self.transport is None:
+            return None
+        ssl_object: ssl.SSLObject | None = self.transport.get_extra_info("ssl_object")
+        return ssl_object
+
+    @property
     def is_tls(self) -> bool:
-        return self.transport is not None and self.transport.get_extra_info("ssl_object") is not None
+        return self.ssl_object is not None

@@ -99,7 +99,7 @@ class Server:
             log.exception("internal error while serving a connection")
             self._fatal(leg or (wrapped[0] if wrapped else None), sock, "XX000", "internal error in pgshroud")
 
-    async def _negotiate(self, sock: socket.socket, wrapped: list) -> tuple[Leg, StartupMessage | CancelRequest]:
+    async def _negotiate(self, sock: socket.socket, wrapped: list[Leg]) -> tuple[Leg, StartupMessage | CancelRequest]:
         tls = self.config.tls
         first = await _peek_byte(sock)
         if first == TLS_HANDSHAKE_RECORD:
@@ -107,7 +107,8 @@ class Server:
                 raise ProtocolViolation("direct TLS connection, but pgshroud has no --tls-cert configured")
             leg = await self._wrap(sock, tls)
             wrapped.append(leg)
-            if leg.transport.get_extra_info("ssl_object").selected_alpn_protocol() != "postgresql":
+            ssl_object = leg.ssl_object
+            if ssl_object is None or ssl_object.selected_alpn_protocol() != "postgresql":
                 raise ProtocolViolation("direct TLS connection without the ALPN protocol 'postgresql'")
             return leg, await _after_tls(leg)
         loop = asyncio.get_running_loop()
@@ -170,7 +171,7 @@ class Server:
             leg.close()
             return
         # From here on this is a session, not a handshake: shutdown drains it.
-        self._handshakes.discard(asyncio.current_task())  # type: ignore[arg-type]
+        self._handshakes.discard(asyncio.current_task())
         session = Session(leg, established, self.shared)
         upstream_pid = established.upstream_key.process_id if established.upstream_key else None
         key = self.cancels.issue(established.client_minor, session.cancel_upstream, process_id=upstream_pid)
@@ -224,7 +225,7 @@ class Server:
             session.drain()
         waiting = [s.finished for s in self.sessions]
         if waiting:
-            done, still = await asyncio.wait(waiting, timeout=self.config.drain_timeout)
+            _, still = await asyncio.wait(waiting, timeout=self.config.drain_timeout)
             if still:
                 log.warning("closing %d sessions that did not finish within the drain timeout", len(still))
                 for session in list(self.sessions):
@@ -262,8 +263,13 @@ async def _recv_packet(sock: socket.socket) -> bytes:
 
 async def _peek_byte(sock: socket.socket) -> int:
     loop = asyncio.get_running_loop()
-    readable = loop.create_future()
-    loop.add_reader(sock.fileno(), lambda: readable.done() or readable.set_result(None))
+    readable: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not readable.done():
+            readable.set_result(None)
+
+    loop.add_reader(sock.fileno(), wake)
     try:
         await readable
     finally:

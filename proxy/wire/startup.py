@@ -294,8 +294,9 @@ async def _log_in_upstream(client: Leg, upstream: Leg, credentials: Credentials)
 
 def _scram_client(upstream: Leg, mechanisms: tuple[str, ...], credentials: Credentials) -> ScramClient:
     end_point = None
-    if SCRAM_PLUS in mechanisms and upstream.is_tls:
-        certificate = upstream.transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    ssl_object = upstream.ssl_object
+    if SCRAM_PLUS in mechanisms and ssl_object is not None:
+        certificate = ssl_object.getpeercert(binary_form=True)
         end_point = end_point_hash(certificate) if certificate else None
     if end_point is None and SCRAM not in mechanisms:
         raise ScramError("28000", f"PostgreSQL offers no SASL mechanism pgshroud can use ({', '.join(mechanisms)})")

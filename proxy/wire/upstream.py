@@ -92,6 +92,7 @@ async def send_cancel(target: UpstreamTarget, process_id: int, secret: bytes) ->
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(target.connect_timeout):
         sock = await _open_socket(target)
+        stream_owns_socket = False
         try:
             ctx = await _negotiate_tls(sock, target)
             packet = CancelRequest(process_id, secret).encode()
@@ -103,11 +104,11 @@ async def send_cancel(target: UpstreamTarget, process_id: int, secret: bytes) ->
             reader, writer = await asyncio.open_connection(
                 sock=sock, ssl=ctx, server_hostname=target.host
             )
-            sock = None  # now owned by the stream
+            stream_owns_socket = True
             writer.write(packet)
             await writer.drain()
             await reader.read(1)
             writer.close()
         finally:
-            if sock is not None:
+            if not stream_owns_socket:
                 sock.close()

@@ -178,7 +178,7 @@ async def _hba_warnings(
     out = []
     # PostgreSQL takes the first rule that matches; a later rule for the very
     # same connections never applies to the users an earlier one matched.
-    claimed: dict[tuple, set[str]] = {}
+    claimed: dict[tuple[object, ...], set[str]] = {}  # (type, databases, address, netmask) -> users
     allowed = policy.authentication.allow_upstream_trust
     for rule in rules:
         criteria = (rule["type"], tuple(rule["database"] or ()), rule["address"], rule["netmask"])

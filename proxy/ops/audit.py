@@ -73,13 +73,13 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import IO
 
-from sqlglot.tokens import TokenType
+from sqlglot import TokenType
 
 import pgshroud
 from pgshroud.proxy.ops.config import ConfigError
-from pgshroud.rewriter.cache import _LITERAL as _CACHE_LITERAL
-from pgshroud.rewriter.cache import _SLOT, _UNSAFE
+from pgshroud.rewriter.cache import normalise
 from pgshroud.rewriter.plans import Local, Passthrough, Plan, Refuse, Release, Rewrite
 from pgshroud.rewriter.statements import LexError, split_statements
 
@@ -89,7 +89,6 @@ _LITERALS = frozenset(t for t in TokenType if t.name.endswith("STRING") or t.nam
 _KIND = {Passthrough: "passthrough", Rewrite: "rewrite", Release: "release", Local: "local", Refuse: "refuse"}
 _FINGERPRINT_DIGITS = 16
 _MEMO_SIZE = 4096
-_MISSING = object()
 
 # In a planner's refusal: from the first single quote to the last (or to the
 # end), and numbers standing alone.
@@ -110,13 +109,14 @@ def normalised_statements(sql: str) -> list[str] | None:
         previous = None
         for token in statement.tokens:
             kind = token.token_type
-            adjacent = previous is not None and token.start == previous.end + 1
+            # The type of the token just before, when nothing lies between them.
+            adjacent = previous.token_type if previous is not None and token.start == previous.end + 1 else None
             if kind in _LITERALS:
-                if adjacent and kind == TokenType.NUMBER and previous.token_type == TokenType.PARAMETER:
+                if kind == TokenType.NUMBER and adjacent == TokenType.PARAMETER:
                     parts.append(token.text)  # $1: a parameter's number is not a literal
                 else:
                     parts.append("?")
-            elif adjacent and previous.token_type == TokenType.NUMBER and token.text[:1] == "_":
+            elif adjacent == TokenType.NUMBER and token.text[:1] == "_":
                 # 1_000: the rest of the number, lexed as a word.
                 pass
             elif kind == TokenType.IDENTIFIER:
@@ -151,19 +151,17 @@ class Fingerprints:
         self._memo: OrderedDict[str, tuple[str, tuple[str, ...]] | None] = OrderedDict()
 
     def of(self, sql: str) -> tuple[str, tuple[str, ...]] | None:
-        # The plan cache's key, computed as rewriter.cache.normalise does, in one substitution: texts
-        # with one key differ only inside plain literals, so they lex alike.
-        key = None
-        if _SLOT not in sql and _UNSAFE.search(sql) is None:
-            key = _CACHE_LITERAL.sub(_SLOT, sql)
-            if "'" in key:
-                key = None
-        memo_key = "k" + key if key is not None else "t" + sql
+        # The plan cache's key: texts with one key differ only inside plain literals, so they lex alike.
+        keyed = normalise(sql)
+        memo_key = "k" + keyed[0] if keyed is not None else "t" + sql
         memo = self._memo
-        found = memo.get(memo_key, _MISSING)
-        if found is not _MISSING:
+        try:
+            found = memo[memo_key]
+        except KeyError:
+            pass
+        else:
             memo.move_to_end(memo_key)
-            return found  # type: ignore[return-value]
+            return found
         statements = normalised_statements(sql)
         result = None
         if statements is not None:
@@ -177,6 +175,10 @@ class Fingerprints:
 # What the writer is sent per plan: (kind, epsilon, delta, charged, sqlstate, reason, scrub).
 Outcome = tuple[str, float | None, float | None, bool | None, str | None, str | None, bool]
 _ONE_PASSTHROUGH: tuple[Outcome, ...] = (("passthrough", None, None, None, None, None, False),)
+# What the feeder sends the writer: a record of decisions (at, user, role, source, sql, outcomes), or a
+# control item, ("flush", token) or ("dropped", count).
+_Record = tuple[float, str, str | None, str, str | None, tuple[Outcome, ...]]
+_Control = tuple[str, int]
 
 
 def outcomes(source: str, plans: Sequence[Plan], charge_refusal: Refuse | None,
@@ -219,7 +221,7 @@ class AuditLog:
         self.sent = 0
         self.dropped = 0
         self._reported_dropped = 0
-        self._pending: deque[tuple] = deque()
+        self._pending: deque[_Record | _Control] = deque()
         self._wake = threading.Event()
         self._stopping = False
         self._closed = False
@@ -319,10 +321,10 @@ class AuditLog:
         except OSError:
             pass
 
-    def _send_pending(self, stdin) -> None:
+    def _send_pending(self, stdin: IO[bytes]) -> None:
         pending = self._pending
         while pending or self.dropped != self._reported_dropped:
-            chunk: list[tuple] = []
+            chunk: list[_Record | _Control] = []
             dropped = self.dropped
             if dropped != self._reported_dropped:
                 chunk.append(("dropped", dropped - self._reported_dropped))
@@ -357,14 +359,14 @@ class _Writer:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.file = open(path, "a", encoding="utf-8", buffering=1 << 16)
+        self.file = open(path, "a", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115 - closed by close()
         self.fingerprints = Fingerprints()
         self._names: dict[str | None, str] = {}
         self._second = -1
         self._second_text = ""
         self._failing = False
 
-    def write(self, record: tuple) -> None:
+    def write(self, record: _Record) -> None:
         self._write(list(self.lines(*record)))
 
     def dropped(self, count: int) -> None:
@@ -479,7 +481,7 @@ def writer_main(path: str, flush_interval: float) -> int:
                 if type(marker) is not str:
                     try:
                         writer.write(item)
-                    except Exception as exc:  # one bad record must not end the log
+                    except Exception as exc:  # noqa: BLE001 - one bad record must not end the log
                         print(f"pgshroud audit: a record could not be written: {type(exc).__name__}",
                               file=sys.stderr, flush=True)
                 elif marker == "flush":

@@ -16,8 +16,9 @@ from typing import Any
 import asyncpg
 from psycopg.conninfo import conninfo_to_dict
 
+from pgshroud.policies.model import Policy
 from pgshroud.policies.setup_sql import CATALOG_CHANNEL, CATALOG_TRIGGERS
-from pgshroud.proxy.ops.config import ConfigError
+from pgshroud.proxy.ops.config import ConfigError, UpstreamTarget
 from pgshroud.rewriter import PlanContext, Planner, QueryPlan, Refuse
 from pgshroud.rewriter.catalog import PINNED_SEARCH_PATH, SYSTEM_SCHEMAS, Cast, Catalog, CatalogType, Operator, Relation
 
@@ -154,8 +155,9 @@ def asyncpg_arguments(conninfo: str) -> dict[str, object]:
     names = {"host": "host", "port": "port", "user": "user", "password": "password", "dbname": "database",
              "sslmode": "ssl", "passfile": "passfile"}
     arguments: dict[str, object] = {names[k]: v for k, v in params.items() if k in names and v is not None}
-    if "port" in arguments:
-        arguments["port"] = int(arguments["port"])  # type: ignore[arg-type]
+    port = params.get("port")
+    if port is not None:
+        arguments["port"] = int(port)
     return arguments
 
 
@@ -323,6 +325,7 @@ class CatalogKeeper:
         except BaseException:
             self.stop()
             raise
+        assert self.snapshot is not None  # refresh() published one or raised
         log.info("catalog snapshot read: %d relations; schema changes %s", len(self.snapshot.relations),
                  "are notified" if self.notifying else "are NOT notified, it is read again every "
                  f"{self.interval:g} s (pgshroud setup as a superuser installs the event triggers)")
@@ -420,7 +423,7 @@ class CatalogKeeper:
             self._wake.clear()
             try:
                 await self.refresh()
-            except Exception as exc:  # refuse until a refresh succeeds, and retry soon
+            except Exception as exc:  # noqa: BLE001 - whatever failed, refuse until a refresh succeeds, and retry soon
                 self._stale(f"the refresh failed: {type(exc).__name__}")
                 log.warning("catalog refresh failed: %s: %s", type(exc).__name__, exc)
                 self._drop_connection()  # in an unknown state; the next refresh listens anew
@@ -438,15 +441,15 @@ class CatalogKeeper:
         self._drop_connection()
 
 
-def own_conninfo(upstream, policy) -> str:
+def own_conninfo(upstream: UpstreamTarget, policy: Policy | None) -> str:
     """pgshroud's own connections: the policy's admin_dsn, else --upstream's DSN."""
-    reference = getattr(policy, "admin_dsn", None)
-    if reference is not None:
-        if reference.env:
-            value = os.environ.get(reference.env)
-            if not value:
-                raise ConfigError(f"the policy's admin_dsn names environment variable {reference.env}, which is not set")
-            return value
+    reference = policy.admin_dsn if policy is not None else None
+    if reference is not None and reference.env:
+        value = os.environ.get(reference.env)
+        if not value:
+            raise ConfigError(f"the policy's admin_dsn names environment variable {reference.env}, which is not set")
+        return value
+    if reference is not None and reference.file:
         try:
             return Path(reference.file).read_text().strip()
         except OSError as exc:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ class UpstreamTarget:
     def parse(cls, dsn: str) -> UpstreamTarget:
         try:
             params = conninfo_to_dict(dsn)
-        except Exception as exc:  # psycopg raises ProgrammingError with libpq's text
+        except psycopg.ProgrammingError as exc:  # with libpq's text
             raise ConfigError(f"--upstream is not a valid PostgreSQL DSN: {exc}") from None
         host = str(params.get("host") or os.environ.get("PGHOST") or "localhost")
         if "," in host:

@@ -7,9 +7,12 @@ binary send format of the column's type, for the types answers use.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
-from typing import Sequence
 
+from pgshroud import sqlstate
+from pgshroud.proxy.codec.binary_values import NotAValue, interval_binary, time_binary, timetz_binary, uuid_binary
+from pgshroud.proxy.codec.datetimes import NotIsoDate, date_binary, timestamp_binary
 from pgshroud.proxy.codec.messages import (
     CommandComplete,
     DataRow,
@@ -18,8 +21,6 @@ from pgshroud.proxy.codec.messages import (
     NoticeResponse,
     RowDescription,
 )
-from pgshroud.proxy.codec.binary_values import NotAValue, interval_binary, time_binary, timetz_binary, uuid_binary
-from pgshroud.proxy.codec.datetimes import NotIsoDate, date_binary, timestamp_binary
 from pgshroud.rewriter.plans import Column, LocalAnswer
 
 TEXT, BINARY = 0, 1
@@ -107,7 +108,7 @@ def notices(answer: LocalAnswer) -> bytes:
     """The answer's notices as NoticeResponses (severity NOTICE, SQLSTATE 00000)."""
     if not answer.notices:
         return b""
-    return b"".join(NoticeResponse.build("NOTICE", "00000", text).encode() for text in answer.notices)
+    return b"".join(NoticeResponse.build("NOTICE", sqlstate.SUCCESSFUL_COMPLETION, text).encode() for text in answer.notices)
 
 
 def simple_query_answer(answer: LocalAnswer) -> bytes:

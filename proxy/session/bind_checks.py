@@ -41,8 +41,9 @@ def negative_bound(bind: Bind, plan: Release, declared: tuple[int, ...]) -> tupl
         if clause == "zero_offset":
             if not negative and Decimal(value.decode()) == 0:
                 continue
-            return (sqlstate.INSUFFICIENT_PRIVILEGE, "the OFFSET of a subquery over protected rows must be 0: the "
-                    "rows it would skip depend on other people's rows", "Bind 0, or leave the OFFSET out.")
+            message = ("the OFFSET of a subquery over protected rows must be 0: the rows it would skip depend on "
+                       "other people's rows")
+            return sqlstate.INSUFFICIENT_PRIVILEGE, message, "Bind 0, or leave the OFFSET out."
         if negative:
             word = clause.upper()
             code = (sqlstate.INVALID_ROW_COUNT_IN_LIMIT_CLAUSE if word == "LIMIT"

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import timezone
+from datetime import UTC
 from decimal import Decimal
 
 from pgshroud.proxy.budget.answer_cache import CachedAnswer
@@ -73,7 +73,7 @@ def cost_notice(cost: Cost, standings: Sequence[Standing] | None, overlapping: f
     before = getattr(standings, "paid_before", None)  # ledger.Charged
     if before is not None:
         again += (f" (charged again: the role paid for the same statement at "
-                  f"{before.astimezone(timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC')}, but this pgshroud process "
+                  f"{before.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S UTC')}, but this pgshroud process "
                   f"does not hold that answer: another process released it, or it was let go early)")
     return f"privacy cost: {_cost(cost)}{paid}{again}{_left(standings)}"
 

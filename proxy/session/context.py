@@ -3,7 +3,8 @@ catalog snapshot, where decisions are reported, and the answer cache."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pgshroud.proxy.budget import Ledger
 from pgshroud.proxy.budget.answer_cache import AnswerCache

@@ -32,9 +32,10 @@ import logging
 import re
 import struct
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pgshroud import sqlstate
 from pgshroud.policies.model import Access, Policy, Role
@@ -42,34 +43,83 @@ from pgshroud.proxy.budget.answer_cache import CachedAnswer, Claim
 from pgshroud.proxy.codec.binary_text import NoTextForm
 from pgshroud.proxy.codec.errors import ProtocolViolation
 from pgshroud.proxy.codec.messages import (
-    Bind, Close, Describe, ErrorResponse, Execute, FunctionCall, ParameterStatus, Parse, Query,
+    Bind,
+    Close,
+    Describe,
+    ErrorResponse,
+    Execute,
+    FunctionCall,
+    ParameterStatus,
+    Parse,
+    Query,
 )
 from pgshroud.proxy.session import budget_notes
 from pgshroud.proxy.session import responses as r
-from pgshroud.proxy.session.answers import UnsupportedFormat, check_formats, result_formats, row_description, simple_query_answer
+from pgshroud.proxy.session.answers import (
+    UnsupportedFormat,
+    check_formats,
+    result_formats,
+    row_description,
+    simple_query_answer,
+)
 from pgshroud.proxy.session.bind_checks import as_inferred, declared_binary, negative_bound
 from pgshroud.proxy.session.cursors import (
-    CURSOR_OUTSIDE_TRANSACTION, CursorRead, HeldCursor, HeldCursors, held_cursor_plan, outside_transaction,
+    CURSOR_OUTSIDE_TRANSACTION,
+    CursorRead,
+    HeldCursor,
+    HeldCursors,
+    held_cursor_plan,
+    outside_transaction,
     read_declared_cursors,
 )
 from pgshroud.proxy.session.effects import (
-    REQUESTS, Close as CloseSide, Effect, FinalizeOffLoop, PauseReading, PlanOffLoop, Request, ResumeReading,
-    SendClient, SendUpstream, Side, Work, CancelUpstream,
+    REQUESTS,
+    CancelUpstream,
+    Effect,
+    FinalizeOffLoop,
+    PauseReading,
+    PlanOffLoop,
+    Request,
+    ResumeReading,
+    SendClient,
+    SendUpstream,
+    Side,
+    Work,
+)
+from pgshroud.proxy.session.effects import (
+    Close as CloseSide,
 )
 from pgshroud.proxy.session.outcome import Outcome, OutcomeCancelled
 from pgshroud.proxy.session.privacy import RESET_ALL, PrivacySettings, applied, resets_all, setting_change
 from pgshroud.proxy.session.registry import (
-    NAMING_FRAMES, PLACEHOLDER_SQL, Prepared, Registry, Statement, renamed_frame, sent_text, two_names,
+    NAMING_FRAMES,
+    PLACEHOLDER_SQL,
+    Prepared,
+    Registry,
+    Statement,
+    renamed_frame,
+    sent_text,
+    two_names,
 )
 from pgshroud.proxy.session.release import NO_LEDGER, Charged, Releases
 from pgshroud.rewriter import PlanContext, Planner, plan_function_call
 from pgshroud.rewriter.names import upstream_name, with_client_names
-from pgshroud.rewriter.plans import Column, Cursor, Local, LocalAnswer, Passthrough, Plan, Refuse, Release, Rewrite, SessionRead
+from pgshroud.rewriter.plans import (
+    Column,
+    Cursor,
+    Local,
+    LocalAnswer,
+    Passthrough,
+    Plan,
+    Refuse,
+    Release,
+    Rewrite,
+    SessionRead,
+)
 from pgshroud.rewriter.settings import check_parameter_status
 
 if TYPE_CHECKING:
     from pgshroud.proxy.budget.answer_cache import AnswerKey
-    from pgshroud.proxy.budget.ledger import Standing
     from pgshroud.proxy.session.context import SessionContext
 
 log = logging.getLogger("pgshroud.session")
@@ -116,8 +166,8 @@ class Phase(enum.Enum):
     CLOSED = "closed"  # pgshroud ended the session
 
 
-# The phases in which client messages are read.
-_READING = frozenset((Phase.READY, Phase.SKIPPING))
+# Module names for the phases, as the relay checks them for every frame.
+_READY, _SKIPPING, _TERMINATED, _CLOSED = Phase.READY, Phase.SKIPPING, Phase.TERMINATED, Phase.CLOSED
 
 Handler = Callable[["Conversation", int, bytes, int, int], "bytes | None"]
 
@@ -131,6 +181,7 @@ class Conversation:
         self.shared = shared
         self._started_rewritten = role is not None and role.access != Access.RAW
         self._phase = Phase.READY
+        self._reading = True  # the phase is READY or SKIPPING: client messages are read
         self._handlers = _DISPATCH[Phase.READY]
         self._unlisted = _UNLISTED[Phase.READY]
         self._out: list[Effect] = []
@@ -176,17 +227,20 @@ class Conversation:
 
     def receive_client(self, data: bytes) -> list[Effect]:
         self._on_client_data(data)
-        return self._take()
+        out, self._out = self._out, []
+        return out
 
     def receive_upstream(self, data: bytes) -> list[Effect]:
         self._on_upstream_data(data)
-        self._wake_work()
-        return self._take()
+        if self._waiting is not None:
+            self._wake_work()
+        out, self._out = self._out, []
+        return out
 
     def receive_result(self, request: Request, value: object = None, error: BaseException | None = None
                        ) -> list[Effect]:
         """What became of a Request: its value, or the exception it raised."""
-        if self._phase is Phase.CLOSED:
+        if self._phase is _CLOSED:
             return []
         if isinstance(request, FinalizeOffLoop):
             self._finalized()
@@ -227,6 +281,7 @@ class Conversation:
 
     def _enter(self, phase: Phase) -> None:
         self._phase = phase
+        self._reading = phase is _READY or phase is _SKIPPING
         self._handlers = _DISPATCH[phase]
         self._unlisted = _UNLISTED[phase]
 
@@ -238,7 +293,7 @@ class Conversation:
         return out
 
     def _close_with_error(self, code: str, message: str, severity: str = "FATAL") -> None:
-        if self._phase is Phase.CLOSED:
+        if self._phase is _CLOSED:
             return
         self._enter(Phase.CLOSED)
         self._emit(SendClient(r.error_bytes(code, message, severity=severity)))
@@ -249,7 +304,7 @@ class Conversation:
     # client → upstream
 
     def _on_client_data(self, data: bytes) -> None:
-        if self._phase is Phase.CLOSED:
+        if self._phase is _CLOSED:
             return
         if self._client_streaming:
             data = self._stream_client(data)
@@ -267,14 +322,14 @@ class Conversation:
         n = len(data)
         pos = run = 0
         try:
-            while n - pos >= 5 and not self._blocked and self._phase in _READING:
+            while n - pos >= 5 and not self._blocked and self._reading:
                 kind = data[pos]
                 length = _LENGTH(data, pos + 1)[0]
                 if length < 4 or length > self._max:
                     raise ProtocolViolation(f"invalid length {length} for frontend message type {chr(kind)!r}")
                 end = pos + 1 + length
                 if end > n:
-                    if kind == COPY_DATA and self._phase is not Phase.SKIPPING:
+                    if kind == COPY_DATA and self._phase is not _SKIPPING:
                         if run < pos:
                             out.append(data[run:pos])
                         out.append(data[pos:])
@@ -283,7 +338,7 @@ class Conversation:
                     break
                 registry = self._registry
                 if kind in _PLAIN_EXTENDED and not (
-                    self._phase is Phase.SKIPPING or registry.statements or registry.portals
+                    self._phase is _SKIPPING or registry.statements or registry.portals
                     or registry.prepared_under or self._started_rewritten
                 ):
                     # The pipelined Bind/Execute/Sync of prepared statements
@@ -313,8 +368,8 @@ class Conversation:
             if n - pos >= 5:
                 self._client_needed = 1 + _LENGTH(data, pos + 1)[0] - (n - pos)
         if out:
-            self._emit(SendUpstream(b"".join(out)))
-        if self._phase is Phase.TERMINATED:
+            self._out.append(SendUpstream(b"".join(out)))
+        if self._phase is _TERMINATED:
             self._emit(CloseSide(Side.UPSTREAM))
             self._emit(CloseSide(Side.CLIENT))
         if self._work_starts:
@@ -579,13 +634,14 @@ class Conversation:
 
     def _on_query(self, sql: str) -> bytes | None:
         plans = self._plan(sql)
-        if (len(plans) == 1 and type(plans[0]) is Passthrough) or all(type(p) is Passthrough for p in plans):
-            if not self._privacy.any or not any(resets_all(p) for p in plans):
-                # Every statement passes as written: forward the client's bytes.
-                self._expect_relay(r.RELAY_QUERY)
-                if self._watched:
-                    self._decided("query", sql, plans)
-                return None
+        passes = (len(plans) == 1 and type(plans[0]) is Passthrough) or all(type(p) is Passthrough for p in plans)
+        privacy = self._privacy
+        if passes and (not (privacy.planned or privacy.current) or not any(resets_all(p) for p in plans)):
+            # Every statement passes as written: forward the client's bytes.
+            self._expect_relay(r.RELAY_QUERY)
+            if self._watched:
+                self._decided("query", sql, plans)
+            return None
         if self._upstream_skipping:
             return None  # PostgreSQL ignores it until Sync: nothing to plan or charge
         if len(plans) > 1:
@@ -1158,7 +1214,7 @@ class Conversation:
                 # What it waited for will never come; nothing of it is sent.
                 self._work, self._blocked = None, False
                 return
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever failed, nothing of the answer is released
                 self._work, self._blocked = None, False
                 log.error("releasing a private answer failed: %s", type(exc).__name__)
                 self._close_with_error(sqlstate.INTERNAL_ERROR, "pgshroud failed while releasing a private answer")
@@ -1182,7 +1238,7 @@ class Conversation:
     def _wake_work(self) -> None:
         """Resume work whose Outcome PostgreSQL's answers have just set."""
         waiting = self._waiting
-        if waiting is not None and waiting.done() and self._phase is not Phase.CLOSED:
+        if waiting is not None and waiting.done() and self._phase is not _CLOSED:
             self._waiting = None
             try:
                 value = waiting.result()
@@ -1193,7 +1249,7 @@ class Conversation:
 
     def _unblock(self, sent: bytes) -> None:
         self._work, self._blocked = None, False
-        if self._phase is Phase.CLOSED:
+        if self._phase is _CLOSED:
             return
         if sent:
             self._emit(SendUpstream(sent))
@@ -1207,7 +1263,7 @@ class Conversation:
     # upstream → client
 
     def _on_upstream_data(self, data: bytes) -> None:
-        if self._phase is Phase.CLOSED:
+        if self._phase is _CLOSED:
             return
         if self._finalizing:
             self._upstream_rest += data
@@ -1268,7 +1324,7 @@ class Conversation:
                         self._emit(SendClient(b"".join(out)))
                     self._finalize_off_loop(deferred.transform)
                     return
-                except Exception as exc:  # e.g. a release's finalize: nothing of it may reach the client
+                except Exception as exc:  # noqa: BLE001 - e.g. a release's finalize: nothing of it may reach the client
                     self._answer_failed(out, exc)
                     return
                 run = end
@@ -1294,7 +1350,7 @@ class Conversation:
         if pos < n:
             self._upstream_rest = data[pos:]
         if out:
-            self._emit(SendClient(b"".join(out)))
+            self._out.append(SendClient(b"".join(out)))
         if self._draining:
             self._drain_if_idle()
 

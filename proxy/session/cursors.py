@@ -24,7 +24,7 @@ CURSOR_OUTSIDE_TRANSACTION = Refuse(sqlstate.NO_ACTIVE_SQL_TRANSACTION,
 class HeldCursor:
     """One cursor's released answer and how far it has been read."""
 
-    __slots__ = ("name", "answer", "next", "hold")
+    __slots__ = ("answer", "hold", "name", "next")
 
     def __init__(self, name: str, answer: LocalAnswer, hold: bool) -> None:
         self.name = name

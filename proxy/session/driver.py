@@ -13,14 +13,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from pgshroud.proxy.session.context import SessionContext
 from pgshroud.proxy.session.conversation import Conversation, run_planner
 from pgshroud.proxy.session.effects import (
-    CancelUpstream, Charge, ClaimAnswer, Close, Effect, FinalizeOffLoop, PauseReading, PlanOffLoop, ReadStanding,
-    Request, ResumeReading, SendClient, SendUpstream, Side, WaitCancelled,
+    CancelUpstream,
+    Charge,
+    ClaimAnswer,
+    Close,
+    Effect,
+    FinalizeOffLoop,
+    PauseReading,
+    PlanOffLoop,
+    ReadStanding,
+    Request,
+    ResumeReading,
+    SendClient,
+    SendUpstream,
+    Side,
+    WaitCancelled,
 )
 from pgshroud.proxy.wire.leg import Leg
 from pgshroud.proxy.wire.upstream import send_cancel
@@ -46,6 +60,8 @@ class Session:
         self.conversation = Conversation(established.user, established.role, established.statuses, shared)
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._claim_wait: asyncio.Future[CachedAnswer | Claim] | None = None  # see _claim
+        self._on_client_data = self._relay(self.conversation.receive_client, SendUpstream, self.upstream)
+        self._on_upstream_data = self._relay(self.conversation.receive_upstream, SendClient, self.client)
 
     # lifecycle
 
@@ -101,11 +117,20 @@ class Session:
 
     # bytes in, effects out
 
-    def _on_client_data(self, data: bytes) -> None:
-        self._carry_out(self.conversation.receive_client(data))
+    def _relay(self, receive: Callable[[bytes], list[Effect]], send: type[SendUpstream | SendClient],
+               to: Leg) -> Callable[[bytes], None]:
+        """The callback of one leg's bytes: the conversation's effects carried
+        out, the relay's usual case (one send to the other leg) without a loop."""
+        write, carry_out = to.write, self._carry_out
 
-    def _on_upstream_data(self, data: bytes) -> None:
-        self._carry_out(self.conversation.receive_upstream(data))
+        def received(data: bytes) -> None:
+            effects = receive(data)
+            if len(effects) == 1 and type(effects[0]) is send:
+                write(effects[0].data)
+            else:
+                carry_out(effects)
+
+        return received
 
     def _carry_out(self, effects: list[Effect]) -> None:
         for effect in effects:

@@ -11,8 +11,9 @@ conversation waits for nothing else from the client meanwhile.
 from __future__ import annotations
 
 import enum
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generator, TypeVar, Union
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pgshroud.proxy.session.outcome import Outcome
 
@@ -114,12 +115,12 @@ class WaitCancelled(Exception):
     """A cancel request ended a ClaimAnswer's wait."""
 
 
-Request = Union[Charge, ReadStanding, ClaimAnswer, PlanOffLoop, FinalizeOffLoop]
-Effect = Union[SendUpstream, SendClient, PauseReading, ResumeReading, Close, CancelUpstream, Request]
+Request = Charge | ReadStanding | ClaimAnswer | PlanOffLoop | FinalizeOffLoop
+Effect = SendUpstream | SendClient | PauseReading | ResumeReading | Close | CancelUpstream | Request
 REQUESTS = (Charge, ReadStanding, ClaimAnswer, PlanOffLoop, FinalizeOffLoop)
 
 T = TypeVar("T")
 # The conversation's work that waits: a generator that yields what it waits
 # for (a Request for the driver, or an Outcome of PostgreSQL's answers), is
 # sent what became of it, and returns its value.
-Work = Generator[Union[Effect, Outcome[Any]], Any, T]
+Work = Generator[Effect | Outcome[Any], Any, T]

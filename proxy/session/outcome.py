@@ -20,7 +20,7 @@ class OutcomeCancelled(Exception):
 
 
 class Outcome(Generic[T]):
-    __slots__ = ("_value", "_state")
+    __slots__ = ("_state", "_value")
 
     _PENDING, _SET, _CANCELLED = 0, 1, 2
 

@@ -11,8 +11,8 @@ put every pgshroud setting back to the policy's default.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping
 
 from pgshroud.proxy.session import responses as r
 from pgshroud.rewriter.plans import Local, Passthrough, Plan, PrivacySetting
@@ -26,7 +26,7 @@ IDLE = ord("I")
 
 
 class PrivacySettings:
-    __slots__ = ("current", "planned", "_before", "_undo", "_settling")
+    __slots__ = ("_before", "_settling", "_undo", "current", "planned", "watching")
 
     def __init__(self) -> None:
         # As of the statements that succeeded.
@@ -35,6 +35,8 @@ class PrivacySettings:
         self.planned: Mapping[str, str] = NO_SETTINGS
         # While a transaction that changed them is open: their value before it.
         self._before: Mapping[str, str] | None = None
+        # A transaction that changed them is open: its end decides them.
+        self.watching = False
         self._undo = False  # the open transaction's last statement failed or rolled back
         self._settling: list[r.Settle] = []
 
@@ -42,11 +44,6 @@ class PrivacySettings:
     def any(self) -> bool:
         """Some setting is or will be set: a RESET ALL then changes something."""
         return bool(self.planned or self.current)
-
-    @property
-    def watching(self) -> bool:
-        """A transaction that changed them is open: its end decides them."""
-        return self._before is not None
 
     def settle(self, inner: r.Action | None, change: PrivacySetting) -> r.Settle:
         """The action of a statement that changes the settings: later
@@ -63,7 +60,7 @@ class PrivacySettings:
             return
         if succeeded:
             if self._before is None:
-                self._before, self._undo = self.current, False
+                self._before, self._undo, self.watching = self.current, False, True
             self.current = applied(self.current, settle.change)
         self._replanned()
 
@@ -86,7 +83,7 @@ class PrivacySettings:
         elif data[pos + 5] == IDLE:  # ReadyForQuery outside a transaction
             if self._undo and self._before is not None:
                 self.current = self._before
-            self._before, self._undo = None, False
+            self._before, self._undo, self.watching = None, False, False
             self._replanned()
 
 

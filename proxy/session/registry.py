@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import itertools
 import struct
-from typing import Callable, Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
+from pgshroud.proxy.budget.answer_cache import AnswerKey
 from pgshroud.proxy.codec.errors import ProtocolViolation
 from pgshroud.proxy.session import responses as r
 from pgshroud.proxy.session.outcome import Outcome
 from pgshroud.proxy.session.privacy import NO_SETTINGS
-from pgshroud.proxy.budget.answer_cache import AnswerKey
 from pgshroud.rewriter.catalog import Catalog
 from pgshroud.rewriter.names import upstream_name
 from pgshroud.rewriter.plans import Local, Passthrough, Plan, Release, Rewrite
@@ -49,7 +50,7 @@ class Statement:
     longer counts as private.
     """
 
-    __slots__ = ("plan", "formats", "sql", "privacy", "answer", "param_types", "cache_key", "upstream", "inferred")
+    __slots__ = ("answer", "cache_key", "formats", "inferred", "param_types", "plan", "privacy", "sql", "upstream")
 
     def __init__(
         self,
@@ -86,7 +87,7 @@ class Prepared(NamedTuple):
 class Registry:
     """The statements and portals with plans of their own, by client name."""
 
-    __slots__ = ("statements", "portals", "prepared_under", "up", "_fresh")
+    __slots__ = ("_fresh", "portals", "prepared_under", "statements", "up")
 
     def __init__(self, *, translated: bool) -> None:
         self.statements: dict[str, Statement] = {}

@@ -12,7 +12,8 @@ does no I/O: its generators yield what they wait for.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 from pgshroud import sqlstate
 from pgshroud.proxy.budget.answer_cache import AnswerCache, AnswerKey, CachedAnswer, Claim

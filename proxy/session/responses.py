@@ -11,10 +11,12 @@ refusals and private releases appear in order between relayed responses.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from pgshroud.proxy.session.answers import data_row_frames, notices, out_of_range, row_description, simple_query_answer
+from pgshroud import sqlstate
 from pgshroud.proxy.codec.messages import CommandComplete, DataRow, ErrorResponse, ParameterDescription, PortalSuspended
+from pgshroud.proxy.session.answers import data_row_frames, notices, out_of_range, row_description, simple_query_answer
 from pgshroud.rewriter.plans import Column, LocalAnswer, PrivacySetting, RawResult
 
 if TYPE_CHECKING:
@@ -52,7 +54,7 @@ class Action(ABC):
 
 
 class Unit:
-    __slots__ = ("ends", "extended", "is_sync", "action")
+    __slots__ = ("action", "ends", "extended", "is_sync")
 
     def __init__(self, ends: frozenset[int], *, extended: bool, is_sync: bool = False, action: Action | None = None):
         self.ends = ends
@@ -75,7 +77,7 @@ class Replace(Action):
     """Send `replacement` in place of the placeholder's message of a kind in
     `at`; PostgreSQL's errors (an aborted transaction, say) pass through."""
 
-    __slots__ = ("replacement", "at", "passthrough")
+    __slots__ = ("at", "passthrough", "replacement")
 
     def __init__(self, replacement: bytes, at: frozenset[int], passthrough: frozenset[int] = frozenset()) -> None:
         self.replacement = replacement
@@ -117,7 +119,7 @@ class PortalAnswer:
     is that Execute's rows, as PostgreSQL counts them.
     """
 
-    __slots__ = ("notices", "rows", "next", "tag", "started")
+    __slots__ = ("next", "notices", "rows", "started", "tag")
 
     def __init__(self) -> None:
         self.notices = b""
@@ -164,7 +166,7 @@ class Fetch(Action):
     transaction is not aborted) and its completion lands in order; it
     becomes the portal's next rows."""
 
-    __slots__ = ("portal", "max_rows")
+    __slots__ = ("max_rows", "portal")
 
     def __init__(self, portal: PortalAnswer, max_rows: int) -> None:
         self.portal = portal
@@ -205,7 +207,7 @@ class NeedsWorker(Exception):
     `transform.prepare()` on a worker thread, then hand the same frame to
     the action again."""
 
-    def __init__(self, transform: "Transform") -> None:
+    def __init__(self, transform: Transform) -> None:
         super().__init__("a large private answer is built on a worker thread")
         self.transform = transform
 
@@ -217,8 +219,17 @@ class Transform(Action):
     could carry protected values. The answer's own notices go first.
     """
 
-    __slots__ = ("finalize", "columns", "formats", "describe", "rows", "on_error", "portal", "max_rows",
-                 "prepared")
+    __slots__ = (
+        "columns",
+        "describe",
+        "finalize",
+        "formats",
+        "max_rows",
+        "on_error",
+        "portal",
+        "prepared",
+        "rows",
+    )
 
     def __init__(
         self,
@@ -258,7 +269,7 @@ class Transform(Action):
             assert answer is not None
             problem = out_of_range(answer)  # of released values only: post-processing, as PostgreSQL fails
             if problem is not None:
-                return error_bytes("22003", problem)
+                return error_bytes(sqlstate.NUMERIC_VALUE_OUT_OF_RANGE, problem)
             portal = self.portal if self.portal is not None else PortalAnswer()
             portal.fill(answer, self.formats)
             head = portal.take_notices()
@@ -274,7 +285,7 @@ class Transform(Action):
         failure is kept and raised where the frame is handled."""
         try:
             self.prepared = self.finalize(self._raw())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - raised on the event loop, where the answer fails closed
             self.prepared = exc
         self.rows = []
 
@@ -292,9 +303,9 @@ class UpstreamCheck(Action):
     `outcome` gets None once PostgreSQL accepted the statement, or its
     ErrorResponse frame."""
 
-    __slots__ = ("outcome", "error")
+    __slots__ = ("error", "outcome")
 
-    def __init__(self, outcome: "Outcome[bytes | None]") -> None:
+    def __init__(self, outcome: Outcome[bytes | None]) -> None:
         self.outcome = outcome
         self.error: bytes | None = None
 
@@ -317,7 +328,7 @@ class ParameterTypes(Action):
 
     __slots__ = ("types",)
 
-    def __init__(self, types: "Outcome[tuple[int, ...]]") -> None:
+    def __init__(self, types: Outcome[tuple[int, ...]]) -> None:
         self.types = types
 
     def frame(self, kind: int, frame: bytes) -> bytes:
@@ -338,10 +349,10 @@ class Settle(Action):
     the statement succeeded, once its CommandComplete or error passes or
     once it is known that it will never run."""
 
-    __slots__ = ("inner", "change", "settled", "done")
+    __slots__ = ("change", "done", "inner", "settled")
 
     def __init__(
-        self, inner: Action | None, change: PrivacySetting, settled: Callable[["Settle", bool], None]
+        self, inner: Action | None, change: PrivacySetting, settled: Callable[[Settle, bool], None]
     ) -> None:
         self.inner = inner
         self.change = change

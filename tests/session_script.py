@@ -3,7 +3,7 @@
 A `Script` plays both the client and PostgreSQL and carries out what the
 conversation asks for, as its driver would: sends are recorded per side,
 requests are answered at once (the ledger's calls from an in-memory ledger,
-planning and a large answer's finalize in place). Every effect is kept, in
+the answer cache's claims, planning and a large answer's finalize in place). Every effect is kept, in
 order, in `effects`.
 """
 
@@ -51,6 +51,11 @@ class MemoryLedger:
     charges: list[tuple[str, Cost]] = field(default_factory=list)
     down: bool = False
 
+    async def standing(self, user: str) -> list[Any]:
+        if self.down:
+            raise ConnectionError("the ledger is unreachable")
+        return []
+
     async def charge(self, user: str, cost: Cost) -> Refuse | None:
         if self.down:
             raise ConnectionError("the ledger is unreachable")
@@ -71,9 +76,14 @@ def complete(call: Coroutine[Any, Any, Any]) -> Any:
 
 class Script:
     def __init__(self, user: str, *, ledger: object | None = None, policy: Policy | None = POLICY,
-                 catalog: Catalog = CATALOG, planner: Callable[..., Any] = plan) -> None:
+                 catalog: Catalog = CATALOG, planner: Callable[..., Any] = plan, cache_seconds: float = 0,
+                 claim: Callable[[ClaimAnswer], Any] | None = None) -> None:
+        """`cache_seconds`: the answer cache's lifetime (0: off); `claim`: how a
+        claim on it is answered (by default, the cache's claim, which finds no
+        other session's release in flight)."""
         config = ServerConfig("127.0.0.1", 0, UpstreamTarget.parse("host=localhost port=5432"),
-                              answer_cache_seconds=0)
+                              answer_cache_seconds=cache_seconds)
+        self._claim = claim
         self.shared = SessionContext(config, planner, ledger, policy, lambda: catalog)  # type: ignore[arg-type]
         role = policy.role_for(user) if policy is not None else None
         self.conversation = Conversation(user, role, DATE_STYLE, self.shared)
@@ -139,7 +149,11 @@ class Script:
             return run_planner(self.shared.planner, request.sql, request.context)
         if isinstance(request, FinalizeOffLoop):
             return request.transform.prepare()
-        assert not isinstance(request, ClaimAnswer), "the answer cache is off in scripts"
+        if isinstance(request, ClaimAnswer):
+            if self._claim is not None:
+                return self._claim(request)
+            assert self.shared.answers is not None
+            return complete(self.shared.answers.claim(request.key))
         raise AssertionError(f"unexpected request {request!r}")
 
 

@@ -38,7 +38,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 
@@ -50,7 +50,8 @@ from scipy import stats
 from pgshroud.policies.loader import loads_policy
 from pgshroud.policies.model import Policy
 from pgshroud.rewriter import PlanContext, plan
-from pgshroud.rewriter.plans import Cost, RawResult, Refuse, Release
+from pgshroud.rewriter.plans import Cost, RawResult, Release  # noqa: F401 (Cost: test_dp_audit reads A.Cost)
+from tests.memory_ledger import MemoryLedger
 
 # --- the small audit database ---------------------------------------------
 
@@ -199,15 +200,8 @@ def _role_exists(execute: Callable[[str, str], object]) -> bool:
 # --- pgshroud in this process ----------------------------------------------
 
 
-@dataclass
-class CountingLedger:
-    """An in-memory ledger with no limit that records every charge."""
-
-    charges: list[tuple[str, Cost]] = field(default_factory=list)
-
-    async def charge(self, user: str, cost: Cost) -> Refuse | None:
-        self.charges.append((user, cost))
-        return None
+# The audit's ledger: no limit, every charge recorded as (user, cost) in `charges`.
+CountingLedger = MemoryLedger
 
 
 def start_audit_proxy(upstream_dsn: str, policy: Policy, catalog_dsn: str, ledger: CountingLedger):

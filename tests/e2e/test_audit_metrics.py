@@ -30,6 +30,7 @@ from pgshroud.policies.model import Budgets, EpsilonDelta
 from pgshroud.proxy.ops.audit import AuditLog, Fingerprints, normalised_statements, scrub_reason
 from pgshroud.proxy.ops.catalog import read_catalog
 from pgshroud.proxy.budget.ledger import PostgresLedger
+from pgshroud.proxy.budget.protocol import Charged, SharedRelease
 from pgshroud.proxy.ops.metrics import Histogram, Metrics, MetricsServer
 from pgshroud.proxy.session.driver import SessionContext
 from pgshroud.rewriter import plan
@@ -103,17 +104,16 @@ def test_histogram_buckets_are_cumulative():
 # ------------------------------------------------------------ through a proxy
 
 
-class SwitchableLedger:
+class SwitchableLedger(PostgresLedger):
     """The real ledger, or a refusal as an exhausted budget gives, at the flip of `exhausted`."""
 
-    def __init__(self, ledger: PostgresLedger) -> None:
-        self.ledger = ledger
-        self.exhausted = False
+    exhausted = False
 
-    async def charge(self, user: str, cost: Cost) -> Refuse | None:
+    async def charge_standing(self, user: str, cost: Cost,
+                              release: SharedRelease | None = None) -> Refuse | Charged:
         if self.exhausted:
             return Refuse("53400", "privacy budget exhausted: user \"analyst\" has epsilon 0.25 of 10000 left")
-        return await self.ledger.charge(user, cost)
+        return await super().charge_standing(user, cost, release)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def watched(pg, health_db, health_policy, tmp_path_factory):
     audit = AuditLog(str(path), flush_interval=0.05)
     metrics = Metrics()
     metrics.audit_counts = audit.counts
-    ledger = SwitchableLedger(PostgresLedger(health_db, policy))
+    ledger = SwitchableLedger(health_db, policy)
     shared = SessionContext(proxy_config(make_conninfo(pg.dsn(), sslmode="disable")), plan, ledger=ledger,
                             policy=policy, catalog=lambda: catalog, audit=audit, metrics=metrics)
     proxy = RunningProxy(shared)

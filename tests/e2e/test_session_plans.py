@@ -9,10 +9,9 @@ answers arrive in order and that refusals behave like PostgreSQL errors.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psycopg
 import pytest
@@ -39,6 +38,7 @@ from pgshroud.rewriter.plans import (
     Release,
     Rewrite,
 )
+from tests.memory_ledger import MemoryLedger, capped
 
 SETTING = LocalAnswer("SHOW", (Column("setting"),), (("on",),))
 
@@ -74,22 +74,10 @@ def fake_planner(sql: str, context: PlanContext):
     return plans
 
 
-@dataclass
-class MemoryLedger:
-    budget: float
-    charges: list[tuple[str, Cost]] = field(default_factory=list)
-
-    async def charge(self, user: str, cost: Cost) -> Refuse | None:
-        await asyncio.sleep(0.01)  # a real ledger commits durably before answering
-        if sum(c.epsilon for _, c in self.charges) + cost.epsilon > self.budget:
-            return Refuse("53400", "privacy budget exhausted")
-        self.charges.append((user, cost))
-        return None
-
-
 @pytest.fixture
 def ledger() -> MemoryLedger:
-    return MemoryLedger(budget=1.0)
+    """Epsilon 1 for all charges together; 10 ms a charge, as a real ledger commits durably before answering."""
+    return MemoryLedger(capped(1.0), latency=0.01)
 
 
 @pytest.fixture
@@ -250,7 +238,7 @@ def test_release_charges_then_answers_simple(conn, ledger):
 
 
 def test_release_extended_text_binary_and_prepared(conn, ledger):
-    ledger.budget = 10
+    ledger.policy = capped(10)
     assert conn.execute("release select count(*) from items").fetchone() == (1500,)
     assert conn.execute("release select count(*) from items", binary=True).fetchone() == (1500,)
     assert conn.execute("release select count(*) from items", prepare=True).fetchone() == (1500,)

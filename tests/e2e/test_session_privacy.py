@@ -56,6 +56,7 @@ from pgshroud.rewriter.plans import (
     Refuse,
     Release,
 )
+from tests.memory_ledger import MemoryLedger
 from tests.rawclient import RawClient
 
 DEFAULTS = {"epsilon": "1", "delta": "0"}
@@ -145,16 +146,6 @@ class FakePlanner:
         return next(privacy for sql, privacy in reversed(self.seen) if marker in sql)
 
 
-@dataclass
-class MemoryLedger:
-    charges: list[Cost] = field(default_factory=list)
-
-    async def charge(self, user: str, cost: Cost) -> Refuse | None:
-        await asyncio.sleep(0.005)
-        self.charges.append(cost)
-        return None
-
-
 @pytest.fixture
 def planner() -> FakePlanner:
     return FakePlanner()
@@ -162,7 +153,8 @@ def planner() -> FakePlanner:
 
 @pytest.fixture
 def ledger() -> MemoryLedger:
-    return MemoryLedger()
+    """No limit, and no standings to report (so notices say the cost alone); 5 ms a charge."""
+    return MemoryLedger(latency=0.005)
 
 
 @pytest.fixture
@@ -202,7 +194,7 @@ def test_set_show_reset_round_trip_simple_and_extended(conn, planner, ledger):
         cursor.execute("set pgshroud.delta to '1e-6'")
         assert cursor.execute("show pgshroud.all").fetchall() == [("epsilon", "0.5"), ("delta", "1e-6")]
         assert cursor.execute("release select 7").fetchone() == (1007,)
-        assert ledger.charges[-1] == Cost(0.5)
+        assert ledger.costs[-1] == Cost(0.5)
         assert cursor.execute("reset pgshroud.epsilon").statusmessage == "RESET"
         assert planner.privacy_of("show pgshroud.all") == {"epsilon": "0.5", "delta": "1e-6"}
         assert cursor.execute("show pgshroud.all").fetchall() == [("epsilon", "1"), ("delta", "1e-6")]
@@ -275,7 +267,7 @@ def test_statements_after_a_set_in_the_same_query_are_planned_with_it(conn, ledg
     cur = simple(conn).execute("set pgshroud.epsilon = 0.25; show pgshroud.epsilon; release select 1")
     assert all_results(cur) == [[], [("0.25",)], [(1001,)]]
     assert seen == [released("0.25")]
-    assert ledger.charges == [Cost(0.25)]
+    assert ledger.costs == [Cost(0.25)]
 
 
 def test_statements_after_a_set_in_the_same_pipeline_are_planned_with_it(conn, ledger):
@@ -288,7 +280,7 @@ def test_statements_after_a_set_in_the_same_pipeline_are_planned_with_it(conn, l
         after = conn.execute("show pgshroud.epsilon")
     assert (shown.fetchone(), release.fetchone(), after.fetchone()) == (("0.25",), (1001,), ("1",))
     assert seen == [released("0.25")]
-    assert ledger.charges == [Cost(0.25)]
+    assert ledger.costs == [Cost(0.25)]
 
 
 def test_reset_all_and_discard_all_clear_the_settings(conn, planner):
@@ -322,7 +314,7 @@ def test_prepared_statements_follow_setting_changes(conn, ledger):
     assert conn.execute("release select 2", prepare=True).fetchone() == (1002,)
     assert conn.execute("show pgshroud.epsilon", prepare=True).fetchone() == ("0.5",)
     assert seen == [released("1")] * 2 + [released("0.5")]
-    assert ledger.charges == [Cost(1.0), Cost(1.0), Cost(0.5)]
+    assert ledger.costs == [Cost(1.0), Cost(1.0), Cost(0.5)]
 
 
 def test_asyncpg_settings_and_its_statement_cache(proxy, ledger):
@@ -344,7 +336,7 @@ def test_asyncpg_settings_and_its_statement_cache(proxy, ledger):
 
     seen = asyncio.run(asyncio.wait_for(run(), 60))
     assert seen == [released("1"), released("0.5")]
-    assert ledger.charges == [Cost(1.0), Cost(0.5)]
+    assert ledger.costs == [Cost(1.0), Cost(0.5)]
 
 
 def test_psql_set_show_and_release_notice(proxy, ledger):
@@ -360,7 +352,7 @@ def test_psql_set_show_and_release_notice(proxy, ledger):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["SET", "0.5", "1004", "RESET", "1"]
     assert proc.stderr == f"psql:<stdin>:3: NOTICE:  {released('0.5')}\n"
-    assert ledger.charges == [Cost(0.5)]
+    assert ledger.costs == [Cost(0.5)]
 
 
 # Notices
@@ -475,7 +467,7 @@ def test_execute_with_row_limits_serves_the_release_once_in_pieces(proxy, ledger
         assert summary(client.read_until_ready()) == [
             "D:1005", "C:SELECT 1", "C:SELECT 0", "C:SELECT 0", "Z:T"]
         client.query("commit")
-    assert ledger.charges == [Cost(1.0)]
+    assert ledger.costs == [Cost(1.0)]
 
 
 def test_row_limits_behave_as_postgres_for_the_same_rows(proxy):
@@ -523,7 +515,7 @@ def test_pipelined_executes_of_two_portals_stay_in_order(proxy, ledger):
         ]
         assert second == ["C:SELECT 0", "Z:T"]
         client.query("rollback")
-    assert ledger.charges == [Cost(1.0)]
+    assert ledger.costs == [Cost(1.0)]
 
 
 def test_local_answer_with_a_row_limit(proxy):
@@ -562,7 +554,7 @@ def test_a_failed_transaction_refuses_later_fetches(proxy, ledger):
         client.send(encode(Execute("p", 2), Sync()))
         assert summary(client.read_until_ready()) == ["E:25P02", "Z:E"]
         client.query("rollback")
-    assert ledger.charges == [Cost(1.0)]
+    assert ledger.costs == [Cost(1.0)]
 
 
 def test_asyncpg_cursor_fetches_a_release_in_pieces(proxy, ledger):
@@ -581,7 +573,7 @@ def test_asyncpg_cursor_fetches_a_release_in_pieces(proxy, ledger):
     pieces, iterated = asyncio.run(asyncio.wait_for(run(), 60))
     assert pieces == [[1001, 1002], [1003, 1004], [1005], []]
     assert iterated == [1001, 1002, 1003, 1004, 1005]
-    assert ledger.charges == [Cost(1.0), Cost(1.0)]
+    assert ledger.costs == [Cost(1.0), Cost(1.0)]
 
 
 JDBC_FETCH = """
@@ -634,7 +626,7 @@ def test_jdbc_fetch_size_and_its_server_prepared_statement(proxy, ledger, tmp_pa
         "rows 1001 1002 1003 1004 1005", "notice " + released("1"),
         "rows 1001 1002 1003 1004 1005", "notice " + released("0.5"),
     ]
-    assert ledger.charges == [Cost(1.0), Cost(0.5)]
+    assert ledger.costs == [Cost(1.0), Cost(0.5)]
 
 
 def test_executing_a_release_portal_again_does_not_run_it_again(proxy, ledger):
@@ -643,7 +635,7 @@ def test_executing_a_release_portal_again_does_not_run_it_again(proxy, ledger):
                            Sync()))
         assert summary(client.read_until_ready()) == [
             "ParseComplete", "BindComplete", "N:" + released("1"), "D:1001", "C:SELECT 1", "C:SELECT 0", "Z:I"]
-    assert ledger.charges == [Cost(1.0)]
+    assert ledger.costs == [Cost(1.0)]
 
 
 # helpers

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pgshroud.sqlstate import PROTOCOL_VIOLATION
+
 
 class ProtocolViolation(Exception):
     """The remote peer broke the PostgreSQL wire protocol.
@@ -10,4 +12,4 @@ class ProtocolViolation(Exception):
     itself reports for such input (ERRCODE_PROTOCOL_VIOLATION).
     """
 
-    sqlstate = "08P01"
+    sqlstate = PROTOCOL_VIOLATION

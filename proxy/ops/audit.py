@@ -78,7 +78,7 @@ from typing import IO
 from sqlglot import TokenType
 
 import pgshroud
-from pgshroud.proxy.ops.config import ConfigError
+from pgshroud.proxy.ops.errors import ConfigError
 from pgshroud.rewriter.cache import normalise
 from pgshroud.rewriter.plans import Local, Passthrough, Plan, Refuse, Release, Rewrite
 from pgshroud.rewriter.statements import LexError, split_statements

@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from psycopg.conninfo import conninfo_to_dict
 
+from pgshroud import sqlstate
 from pgshroud.policies.model import Policy
 from pgshroud.policies.setup_sql import CATALOG_CHANNEL, CATALOG_TRIGGERS
-from pgshroud.proxy.ops.config import ConfigError, UpstreamTarget
+from pgshroud.proxy.ops.config import UpstreamTarget
+from pgshroud.proxy.ops.connect import asyncpg_arguments as asyncpg_arguments  # noqa: PLC0414 - for the ledger
+from pgshroud.proxy.ops.connect import connect_own
+from pgshroud.proxy.ops.errors import ConfigError
 from pgshroud.rewriter import PlanContext, Planner, QueryPlan, Refuse
 from pgshroud.rewriter.catalog import PINNED_SEARCH_PATH, SYSTEM_SCHEMAS, Cast, Catalog, CatalogType, Operator, Relation
 
@@ -149,23 +152,6 @@ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
 """
 
 
-def asyncpg_arguments(conninfo: str) -> dict[str, object]:
-    """asyncpg takes URIs only; libpq key=value strings are translated."""
-    params = conninfo_to_dict(conninfo)
-    names = {"host": "host", "port": "port", "user": "user", "password": "password", "dbname": "database",
-             "sslmode": "ssl", "passfile": "passfile"}
-    arguments: dict[str, object] = {names[k]: v for k, v in params.items() if k in names and v is not None}
-    port = params.get("port")
-    if port is not None:
-        arguments["port"] = int(port)
-    return arguments
-
-
-async def connect_own(conninfo: str, application_name: str | None = None) -> asyncpg.Connection:
-    settings = {"application_name": application_name} if application_name else None
-    return await asyncpg.connect(**asyncpg_arguments(conninfo), server_settings=settings)
-
-
 async def read_catalog(conninfo: str, version: int = 0) -> Catalog:
     conn = await connect_own(conninfo)
     try:
@@ -282,7 +268,7 @@ async def notifications_installed(conn: asyncpg.Connection) -> bool:
     return bool(await conn.fetchval(_NOTIFYING, list(CATALOG_TRIGGERS), len(CATALOG_TRIGGERS)))
 
 
-STALE_SQLSTATE = "55000"
+STALE_SQLSTATE = sqlstate.OBJECT_NOT_IN_PREREQUISITE_STATE
 APPLICATION_NAME = "pgshroud catalog"  # the keeper's connection, as pg_stat_activity shows it
 
 

@@ -12,15 +12,13 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from pgshroud.proxy.ops.errors import ConfigError as ConfigError  # noqa: PLC0414 - callers find it here
+
 if TYPE_CHECKING:
     from pgshroud.proxy.wire.client_auth import ClientAuthenticator
 
 # sslmode values libpq accepts, weakest first.
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-
-
-class ConfigError(ValueError):
-    """A configuration value is unusable; the message says which and why."""
 
 
 @dataclass(frozen=True)

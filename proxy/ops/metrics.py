@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterable, Sequence
 from time import perf_counter
 from typing import Any
 
+from pgshroud import sqlstate
 from pgshroud.rewriter.plans import Local, Passthrough, Refuse, Release, Rewrite
 
 log = logging.getLogger("pgshroud.metrics")
@@ -55,7 +56,7 @@ KINDS = ("passthrough", "rewrite", "release", "local", "refuse")
 PLANNING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 UPSTREAM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _PLANNED = frozenset({"query", "parse", "function_call"})
-LEDGER_FAILED = "58000"  # the session's refusal when the ledger cannot be reached
+LEDGER_FAILED = sqlstate.SYSTEM_ERROR  # the session's refusal when the ledger cannot be reached
 _KIND_OF = {Passthrough: "passthrough", Rewrite: "rewrite", Release: "release", Local: "local", Refuse: "refuse"}
 
 

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import asyncpg
 
+from pgshroud import sqlstate
 from pgshroud.proxy.codec.errors import ProtocolViolation
 from pgshroud.proxy.codec.messages import (
     AuthenticationOk,
@@ -50,8 +51,8 @@ from pgshroud.proxy.codec.messages import (
     SASLInitialResponse,
     SASLResponse,
 )
-from pgshroud.proxy.ops.catalog import asyncpg_arguments
-from pgshroud.proxy.ops.config import ConfigError
+from pgshroud.proxy.ops.connect import asyncpg_arguments
+from pgshroud.proxy.ops.errors import ConfigError
 from pgshroud.proxy.wire.errors import ClientFacingError
 from pgshroud.proxy.wire.leg import Leg
 from pgshroud.proxy.wire.scram import (
@@ -199,7 +200,7 @@ class ClientAuthenticator:
             row = await pool.fetchrow(self.auth_query, user)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.error("the auth query failed: %s", exc)
-            raise ClientFacingError("08006", "pgshroud cannot look up the credentials of users now") from None
+            raise ClientFacingError(sqlstate.CONNECTION_FAILURE, "pgshroud cannot look up the credentials of users now") from None
         if row is None or len(row) == 0 or row[-1] is None:
             return None
         # A plain password costs a PBKDF2: off the event loop.
@@ -233,13 +234,13 @@ class ClientAuthenticator:
         try:
             initial = SASLInitialResponse.decode(await _password_message(client))
             if initial.data is None:
-                raise ScramError("08P01", "malformed SCRAM message", "the client sent no SCRAM data")
+                raise ScramError(sqlstate.PROTOCOL_VIOLATION, "malformed SCRAM message", "the client sent no SCRAM data")
             client.write(AuthenticationSASLContinue(server.first(initial.mechanism, initial.data)).encode())
             final = server.final(SASLResponse.decode(await _password_message(client)).data)
         except ScramError as exc:
-            if exc.sqlstate == "28P01":
+            if exc.sqlstate == sqlstate.INVALID_PASSWORD:
                 log.info("password authentication failed for user %r", user)
-                raise ClientFacingError("28P01", f'password authentication failed for user "{user}"') from None
+                raise ClientFacingError(sqlstate.INVALID_PASSWORD, f'password authentication failed for user "{user}"') from None
             message = f"{exc.message}: {exc.detail}" if exc.detail else exc.message
             raise ClientFacingError(exc.sqlstate, message) from None
         assert secret is not None and server.client_key is not None

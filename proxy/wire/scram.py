@@ -24,6 +24,8 @@ import stringprep
 import unicodedata
 from dataclasses import dataclass, field
 
+from pgshroud import sqlstate
+
 SCRAM = "SCRAM-SHA-256"
 SCRAM_PLUS = "SCRAM-SHA-256-PLUS"
 CHANNEL_BINDING = "tls-server-end-point"
@@ -43,7 +45,7 @@ class ScramError(Exception):
 
 
 def _malformed(detail: str) -> ScramError:
-    return ScramError("08P01", "malformed SCRAM message", detail)
+    return ScramError(sqlstate.PROTOCOL_VIOLATION, "malformed SCRAM message", detail)
 
 
 def _hmac(key: bytes, message: bytes) -> bytes:
@@ -188,14 +190,14 @@ class ScramServer:
     def first(self, mechanism: str, message: bytes) -> bytes:
         """The server-first-message answering the client-first-message."""
         if mechanism not in self.mechanisms:
-            raise ScramError("08P01", "client selected an invalid SASL authentication mechanism")
+            raise ScramError(sqlstate.PROTOCOL_VIOLATION, "client selected an invalid SASL authentication mechanism")
         text = _text(message)
         flag, sep, rest = text.partition(",")
         authzid, sep2, bare = rest.partition(",")
         if not (sep and sep2):
             raise _malformed("the GS2 header is incomplete")
         if flag == "y" and self._end_point is not None:
-            raise ScramError("08P01", "SCRAM channel binding negotiation error",
+            raise ScramError(sqlstate.PROTOCOL_VIOLATION, "SCRAM channel binding negotiation error",
                              "The client supports SCRAM channel binding but thinks the server does not. "
                              "However, this server does support channel binding.")
         if flag.startswith("p="):
@@ -203,17 +205,17 @@ class ScramServer:
                 raise _malformed("The client selected SCRAM-SHA-256 without channel binding, but the SCRAM "
                                  "message includes channel binding data.")
             if flag[2:] != CHANNEL_BINDING:
-                raise ScramError("08P01", "unsupported SCRAM channel-binding type", repr(flag[2:]))
+                raise ScramError(sqlstate.PROTOCOL_VIOLATION, "unsupported SCRAM channel-binding type", repr(flag[2:]))
         elif flag not in ("n", "y"):
             raise _malformed(f"unexpected channel-binding flag {flag[:20]!r}")
         elif mechanism == SCRAM_PLUS:
             raise _malformed("The client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include "
                              "channel binding data.")
         if authzid:
-            raise ScramError("0A000", "client uses authorization identity, but it is not supported")
+            raise ScramError(sqlstate.FEATURE_NOT_SUPPORTED, "client uses authorization identity, but it is not supported")
         attributes = _attributes(bare, "client-first-message")
         if attributes[0][0] == "m":
-            raise ScramError("0A000", "client requires an unsupported SCRAM extension")
+            raise ScramError(sqlstate.FEATURE_NOT_SUPPORTED, "client requires an unsupported SCRAM extension")
         if len(attributes) < 2 or attributes[0][0] != "n" or attributes[1][0] != "r":
             raise _malformed("expected n= and r= attributes")
         client_nonce = attributes[1][1]
@@ -241,7 +243,7 @@ class ScramServer:
             assert self._end_point is not None
             expected += self._end_point
         if not hmac.compare_digest(binding, expected):
-            raise ScramError("08P01", "SCRAM channel binding check failed")
+            raise ScramError(sqlstate.PROTOCOL_VIOLATION, "SCRAM channel binding check failed")
         if not hmac.compare_digest(attributes[1][1].encode("ascii"), self._nonce.encode("ascii")):
             raise _malformed("the nonce does not match")
         proof = _unb64(proof_text, "the proof")
@@ -252,7 +254,7 @@ class ScramServer:
         client_key = _xor(proof, _hmac(verifier.stored_key, auth))
         matches = hmac.compare_digest(hashlib.sha256(client_key).digest(), verifier.stored_key)
         if not (matches and self._real):
-            raise ScramError("28P01", "password authentication failed")
+            raise ScramError(sqlstate.INVALID_PASSWORD, "password authentication failed")
         self.client_key = client_key
         return f"v={_b64(_hmac(verifier.server_key, auth))}".encode("ascii")
 
@@ -299,7 +301,7 @@ class ScramClient:
             return Keys.from_password(self._password, salt, iterations)
         assert self._keys is not None
         if (salt, iterations) != (self._keys.salt, self._keys.iterations):
-            raise ScramError("28000", "the server's SCRAM verifier is not the one pgshroud checked the client "
+            raise ScramError(sqlstate.INVALID_AUTHORIZATION_SPECIFICATION, "the server's SCRAM verifier is not the one pgshroud checked the client "
                                       "against (another salt or iteration count)")
         return self._keys
 
@@ -321,10 +323,10 @@ class ScramClient:
         """Raise ScramError unless the server proved it knows the verifier."""
         text = _text(server_final)
         if text.startswith("e="):
-            raise ScramError("28000", f"the server refused the SCRAM exchange: {text[2:]}")
+            raise ScramError(sqlstate.INVALID_AUTHORIZATION_SPECIFICATION, f"the server refused the SCRAM exchange: {text[2:]}")
         expected = f"v={_b64(_hmac(self._server_key, self._auth))}".encode("ascii")
         if not hmac.compare_digest(text.encode("ascii", "replace"), expected):
-            raise ScramError("28000", "the server's SCRAM signature is wrong: it does not hold the user's verifier")
+            raise ScramError(sqlstate.INVALID_AUTHORIZATION_SPECIFICATION, "the server's SCRAM signature is wrong: it does not hold the user's verifier")
 
 
 def _text(message: bytes) -> str:

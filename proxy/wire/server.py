@@ -14,6 +14,7 @@ import socket
 import ssl
 import struct
 
+from pgshroud import sqlstate
 from pgshroud.policies.model import Policy
 from pgshroud.proxy.codec.errors import ProtocolViolation
 from pgshroud.proxy.codec.framing import MAX_STARTUP_PACKET_LENGTH
@@ -88,16 +89,16 @@ class Server:
         except ProtocolViolation as exc:
             leg = leg or (wrapped[0] if wrapped else None)
             log.warning("closing a connection that broke the protocol: %s", exc)
-            self._fatal(leg, sock, "08P01", str(exc))
+            self._fatal(leg, sock, sqlstate.PROTOCOL_VIOLATION, str(exc))
         except TimeoutError:
             leg = leg or (wrapped[0] if wrapped else None)
-            self._fatal(leg, sock, "08P01", "incomplete startup packet: timed out")
+            self._fatal(leg, sock, sqlstate.PROTOCOL_VIOLATION, "incomplete startup packet: timed out")
         except (LegClosed, ConnectionError, ssl.SSLError, OSError) as exc:
             log.info("connection closed during startup: %s", type(exc).__name__)
             self._fatal(leg, sock, None, None)
         except Exception:
             log.exception("internal error while serving a connection")
-            self._fatal(leg or (wrapped[0] if wrapped else None), sock, "XX000", "internal error in pgshroud")
+            self._fatal(leg or (wrapped[0] if wrapped else None), sock, sqlstate.INTERNAL_ERROR, "internal error in pgshroud")
 
     async def _negotiate(self, sock: socket.socket, wrapped: list[Leg]) -> tuple[Leg, StartupMessage | CancelRequest]:
         tls = self.config.tls
@@ -146,10 +147,10 @@ class Server:
 
     async def _serve_client(self, leg: Leg, startup: StartupMessage) -> None:
         if self._draining:
-            self._fatal(leg, None, "57P03", "pgshroud is shutting down")
+            self._fatal(leg, None, sqlstate.CANNOT_CONNECT_NOW, "pgshroud is shutting down")
             return
         if self._clients >= self.config.max_connections:
-            self._fatal(leg, None, "53300", "sorry, too many clients already")
+            self._fatal(leg, None, sqlstate.TOO_MANY_CONNECTIONS, "sorry, too many clients already")
             return
         self._clients += 1
         try:

@@ -15,6 +15,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 
+from pgshroud import sqlstate
 from pgshroud.policies.model import Access, Policy, Role
 from pgshroud.proxy.codec.errors import ProtocolViolation
 from pgshroud.proxy.codec.framing import frame as _frame
@@ -67,7 +68,7 @@ def role_for(policy: Policy | None, user: str) -> Role | None:
         return None
     role = policy.role_for(user)
     if role is None or role.access == Access.DENY:
-        raise ClientFacingError("28000", f'pgshroud\'s policy does not allow user "{user}" to connect')
+        raise ClientFacingError(sqlstate.INVALID_AUTHORIZATION_SPECIFICATION, f'pgshroud\'s policy does not allow user "{user}" to connect')
     return role
 
 
@@ -78,7 +79,7 @@ def check_non_raw_startup(startup: StartupMessage, role: Role | None) -> None:
         check_startup_parameters(startup.params)
     except SettingRefused as exc:
         raise ClientFacingError(
-            "42501", f'{exc} for role "{role.name}"', hint="Connect without it; pgshroud fixes these settings."
+            sqlstate.INSUFFICIENT_PRIVILEGE, f'{exc} for role "{role.name}"', hint="Connect without it; pgshroud fixes these settings."
         ) from None
 
 
@@ -117,11 +118,11 @@ def upstream_startup(startup: StartupMessage, *, pin_search_path: bool = False,
 def check_startup(startup: StartupMessage) -> tuple[str, str]:
     user = startup.param("user")
     if not user:
-        raise ClientFacingError("28000", "no PostgreSQL user name specified in startup packet")
+        raise ClientFacingError(sqlstate.INVALID_AUTHORIZATION_SPECIFICATION, "no PostgreSQL user name specified in startup packet")
     replication = startup.param("replication")
     if replication is not None and replication.lower() not in _REPLICATION_OFF:
         raise ClientFacingError(
-            "0A000",
+            sqlstate.FEATURE_NOT_SUPPORTED,
             "pgshroud does not accept replication connections",
             hint="Connect replication clients to PostgreSQL directly.",
         )
@@ -153,7 +154,7 @@ async def establish(
     try:
         upstream = await connect(config.upstream, max_length=config.max_message_size)
     except UpstreamUnavailable as exc:
-        raise ClientFacingError("08006", str(exc)) from None
+        raise ClientFacingError(sqlstate.CONNECTION_FAILURE, str(exc)) from None
     try:
         upstream.write(upstream_startup(startup, pin_search_path=rewritten,
                                         pin_timing=named is not None and named.aggregates_privately).encode())
@@ -198,7 +199,7 @@ async def _relay_authentication(client: Leg, upstream: Leg, user: str, *, refuse
             if refuse_trust and not exchanged:
                 log.warning("refused a login as %r: PostgreSQL let it in without any password exchange", user)
                 raise ClientFacingError(
-                    "28000",
+                    sqlstate.INVALID_AUTHORIZATION_SPECIFICATION,
                     f'PostgreSQL let user "{user}" in without a password (trust, or a similar method in '
                     "pg_hba.conf for pgshroud's connections), so the client proved nothing; pgshroud refuses it",
                     hint="Require scram-sha-256 (or md5, password) in pg_hba.conf for connections from "
@@ -217,7 +218,7 @@ async def _relay_authentication(client: Leg, upstream: Leg, user: str, *, refuse
             client.write(_frame(b"R", payload))
         else:
             raise ClientFacingError(
-                "28000",
+                sqlstate.INVALID_AUTHORIZATION_SPECIFICATION,
                 f"pgshroud cannot relay {type(request).__name__.removeprefix('Authentication')} authentication",
                 hint="Use password, md5 or scram-sha-256 authentication for connections from pgshroud.",
             )
@@ -227,7 +228,7 @@ async def _relay_sasl_start(client: Leg, upstream: Leg, request: AuthenticationS
     # Channel binding ties SCRAM to one TLS connection; a proxy holds two.
     mechanisms = tuple(m for m in request.mechanisms if not m.endswith("-PLUS"))
     if not mechanisms:
-        raise ClientFacingError("28000", "the upstream PostgreSQL offers only SCRAM with channel binding")
+        raise ClientFacingError(sqlstate.INVALID_AUTHORIZATION_SPECIFICATION, "the upstream PostgreSQL offers only SCRAM with channel binding")
     client.write(AuthenticationSASL(mechanisms).encode())
     kind, payload = await _client_password(client)
     initial = SASLInitialResponse.decode(payload)
@@ -235,7 +236,7 @@ async def _relay_sasl_start(client: Leg, upstream: Leg, request: AuthenticationS
         # 'y' says "I could bind, you did not offer it"; a server on TLS
         # takes that as a downgrade attack and rejects it.
         raise ClientFacingError(
-            "28000",
+            sqlstate.INVALID_AUTHORIZATION_SPECIFICATION,
             "SCRAM channel binding cannot pass through pgshroud when both the client and "
             "pgshroud's upstream connection use TLS",
             hint="Connect with channel_binding=disable, or give --upstream sslmode=disable "
@@ -259,12 +260,12 @@ async def _log_in_upstream(client: Leg, upstream: Leg, credentials: Credentials)
                 raise
             if isinstance(request, AuthenticationOk):
                 if scram is not None and not verified:
-                    raise ScramError("28000", "PostgreSQL ended the SCRAM exchange without proving that it holds "
+                    raise ScramError(sqlstate.INVALID_AUTHORIZATION_SPECIFICATION, "PostgreSQL ended the SCRAM exchange without proving that it holds "
                                               "the user's verifier")
                 return
             if isinstance(request, (AuthenticationCleartextPassword, AuthenticationMD5Password)):
                 if credentials.password is None:
-                    raise ScramError("28000", "PostgreSQL asks for a password, and pgshroud holds only a SCRAM "
+                    raise ScramError(sqlstate.INVALID_AUTHORIZATION_SPECIFICATION, "PostgreSQL asks for a password, and pgshroud holds only a SCRAM "
                                               "verifier for this user (use scram-sha-256 in pg_hba.conf)")
                 password = credentials.password.encode("utf-8")
                 if isinstance(request, AuthenticationMD5Password):
@@ -284,10 +285,10 @@ async def _log_in_upstream(client: Leg, upstream: Leg, credentials: Credentials)
                 verified = True
             else:
                 method = type(request).__name__.removeprefix("Authentication")
-                raise ScramError("28000", f"pgshroud cannot answer {method} authentication")
+                raise ScramError(sqlstate.INVALID_AUTHORIZATION_SPECIFICATION, f"pgshroud cannot answer {method} authentication")
     except ScramError as exc:
         log.warning("pgshroud could not log in to PostgreSQL as %r: %s", user, exc.message)
-        raise ClientFacingError("28000", f'pgshroud could not log in to PostgreSQL as user "{user}": {exc.message}',
+        raise ClientFacingError(sqlstate.INVALID_AUTHORIZATION_SPECIFICATION, f'pgshroud could not log in to PostgreSQL as user "{user}": {exc.message}',
                                 hint="pgshroud logs in with the password or the SCRAM keys of the user's own "
                                      "verifier: the upstream must hold the same one.") from None
 
@@ -299,7 +300,7 @@ def _scram_client(upstream: Leg, mechanisms: tuple[str, ...], credentials: Crede
         certificate = ssl_object.getpeercert(binary_form=True)
         end_point = end_point_hash(certificate) if certificate else None
     if end_point is None and SCRAM not in mechanisms:
-        raise ScramError("28000", f"PostgreSQL offers no SASL mechanism pgshroud can use ({', '.join(mechanisms)})")
+        raise ScramError(sqlstate.INVALID_AUTHORIZATION_SPECIFICATION, f"PostgreSQL offers no SASL mechanism pgshroud can use ({', '.join(mechanisms)})")
     if credentials.password is not None:
         return ScramClient(password=credentials.password, end_point=end_point)
     return ScramClient(keys=credentials.keys, end_point=end_point)
@@ -327,7 +328,7 @@ async def _relay_until_ready(client: Leg, upstream: Leg, statuses: dict[str, str
             status = ParameterStatus.decode(payload)
             problem = check_parameter_status(status.name, status.value) if check_status else None
             if problem is not None:
-                raise ClientFacingError("42501", f"pgshroud cannot serve this session safely: {problem}")
+                raise ClientFacingError(sqlstate.INSUFFICIENT_PRIVILEGE, f"pgshroud cannot serve this session safely: {problem}")
             statuses[status.name] = status.value
             client.write(_frame(kind, payload))
         elif kind == b"N":
@@ -343,4 +344,4 @@ async def _upstream_frame(upstream: Leg) -> tuple[bytes, bytes]:
     try:
         return await upstream.read_frame()
     except ConnectionError:
-        raise ClientFacingError("08006", "the upstream PostgreSQL closed the connection during startup") from None
+        raise ClientFacingError(sqlstate.CONNECTION_FAILURE, "the upstream PostgreSQL closed the connection during startup") from None

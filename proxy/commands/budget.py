@@ -18,6 +18,7 @@ JSON lines file, as `pgshroud serve --audit-log` writes decisions.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import getpass
 import json
@@ -81,7 +82,7 @@ def scope_of(user: str | None, role: str | None, dataset: bool, command: str) ->
     return "dataset", ""
 
 
-def run_budget(args, out: TextIO) -> int:
+def run_budget(args: argparse.Namespace, out: TextIO) -> int:
     policy = load_policy(args.policy)
     conninfo = own_conninfo(UpstreamTarget.parse(args.upstream), policy)
     if args.budget_command == "show":
@@ -127,7 +128,7 @@ def _check_capped(policy: Policy, scope: str, name: str, command: str) -> None:
 def _who(note: str | None) -> str:
     try:
         user = getpass.getuser()
-    except Exception:
+    except (OSError, KeyError):  # no login name and no passwd entry
         user = "unknown"
     text = f"by {user}@{socket.gethostname()}"
     return f"{text}: {note}" if note else text
@@ -137,8 +138,8 @@ def _describe(scope: str, name: str) -> str:
     return {"user": f"user {name}", "role": f"role {name}", "dataset": "the dataset"}[scope]
 
 
-async def _adjust(conninfo: str, policy: Policy, action: str, scope: str, name: str, args, out: TextIO,
-                  epsilon: Decimal = Decimal(0), delta: Decimal = Decimal(0)) -> int:
+async def _adjust(conninfo: str, policy: Policy, action: str, scope: str, name: str, args: argparse.Namespace,
+                  out: TextIO, epsilon: Decimal = Decimal(0), delta: Decimal = Decimal(0)) -> int:
     ledger = PostgresLedger(conninfo, policy)
     note = _who(args.note)
     try:

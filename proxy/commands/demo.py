@@ -6,11 +6,13 @@ import asyncio
 import logging
 import sys
 from importlib import resources
+from typing import Any
 
 from psycopg.conninfo import make_conninfo
 
 from pgshroud.policies.loader import load_policy
 from pgshroud.proxy.commands.pgcluster import PgBinariesNotFound
+from pgshroud.proxy.commands.serve import run_event_loop, serve_until_signalled
 from pgshroud.proxy.commands.setup import run_setup
 from pgshroud.proxy.ops.config import ServerConfig, UpstreamTarget
 from pgshroud.proxy.session.driver import SessionContext
@@ -20,7 +22,6 @@ log = logging.getLogger("pgshroud.demo")
 
 
 def run_demo(*, port: int, patients: int) -> int:
-    from pgshroud.proxy.commands.cli import run_event_loop, serve_until_signalled
     from pgshroud.proxy.commands.demo_cluster import instructions, prepare_demo_cluster
     from pgshroud.proxy.commands.demo_data import TerminalProgress
 
@@ -45,7 +46,8 @@ def run_demo(*, port: int, patients: int) -> int:
         async def main() -> None:
             ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             serving = asyncio.create_task(serve_until_signalled(SessionContext(config, plan, policy=policy), ready))
-            await asyncio.wait([ready, serving], return_when=asyncio.FIRST_COMPLETED)
+            first: list[asyncio.Future[Any]] = [ready, serving]
+            await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
             if ready.done():
                 print("\n" + instructions("127.0.0.1", ready.result(), cluster), flush=True)
                 print(f"Policy: {policy.source} (admin sees raw data, clinician masked rows, analyst only "

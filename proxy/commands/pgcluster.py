@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 from types import TracebackType
+from typing import Any, Self
 
 import psycopg
 from psycopg.conninfo import make_conninfo
@@ -82,7 +83,7 @@ def find_pg_bindir() -> Path:
             return bindir
     pg_config = shutil.which("pg_config")
     if pg_config:
-        result = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
+        result = subprocess.run([pg_config, "--bindir"], check=False, capture_output=True, text=True)
         bindir = Path(result.stdout.strip())
         if result.returncode == 0 and _is_bindir(bindir):
             return bindir
@@ -97,7 +98,8 @@ def _free_port(host: str) -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _conf_value(value: str) -> str:
@@ -140,7 +142,7 @@ class ThrowawayCluster:
 
     # -- lifecycle -------------------------------------------------------
 
-    def start(self) -> ThrowawayCluster:
+    def start(self) -> Self:
         """Create the cluster and start the server; returns self."""
         if self.root_dir is not None:
             raise ClusterError("cluster already started")
@@ -168,7 +170,7 @@ class ThrowawayCluster:
             shutil.rmtree(self.root_dir, ignore_errors=True)
             self.root_dir = None
 
-    def __enter__(self) -> ThrowawayCluster:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -191,20 +193,20 @@ class ThrowawayCluster:
         """A libpq conninfo string, over TCP unless `host` says otherwise."""
         if user is None:
             user, password = self.superuser, password or self.superuser_password
-        params: dict[str, object] = {"host": host or self.host, "port": self.port, "user": user, "dbname": dbname}
+        params: dict[str, str | int] = {"host": host or self.host, "port": self.port, "user": user, "dbname": dbname}
         if password is not None:
             params["password"] = password
-        return make_conninfo(**params)
+        return make_conninfo("", **params)
 
     def admin_dsn(self, dbname: str = "postgres") -> str:
         """The superuser over the unix socket, where authentication is trust."""
         return make_conninfo(host=str(self.socket_dir), port=self.port, user=self.superuser, dbname=dbname)
 
-    def execute(self, sql: str, dbname: str = "postgres") -> list[tuple]:
+    def execute(self, sql: str, dbname: str = "postgres") -> list[tuple[Any, ...]]:
         """Run SQL as the superuser (autocommit); returns the last row-returning statement's rows."""
         with psycopg.connect(self.admin_dsn(dbname), autocommit=True) as conn:
             cursor = conn.execute(sql)
-            rows: list[tuple] = []
+            rows: list[tuple[Any, ...]] = []
             while True:
                 if cursor.description is not None:
                     rows = cursor.fetchall()
@@ -243,7 +245,7 @@ class ThrowawayCluster:
         if self._as_root:
             command = ["runuser", "-u", SERVER_OS_USER, "--", *command]
         # The server user may not be able to enter the caller's working directory.
-        result = subprocess.run(command, capture_output=True, text=True, cwd=self.root_dir)
+        result = subprocess.run(command, check=False, capture_output=True, text=True, cwd=self.root_dir)
         if check and result.returncode != 0:
             raise ClusterError(f"{argv[0]} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
         return result

@@ -7,8 +7,9 @@ import asyncio
 from pgshroud.policies.loader import load_policy
 from pgshroud.policies.model import Access, Policy
 from pgshroud.proxy.ops.access_check import access_warnings
-from pgshroud.proxy.ops.catalog import connect_own, own_conninfo, read_catalog
+from pgshroud.proxy.ops.catalog import own_conninfo, read_catalog
 from pgshroud.proxy.ops.config import ConfigError, UpstreamTarget
+from pgshroud.proxy.ops.connect import connect_own
 from pgshroud.rewriter import PlanContext, Release, plan
 from pgshroud.rewriter.catalog import SYSTEM_SCHEMAS, Catalog
 

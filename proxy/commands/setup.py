@@ -25,7 +25,7 @@ import re
 import secrets
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import psycopg
 
@@ -135,19 +135,27 @@ def run_setup(
     return 0
 
 
-def _setup(conn: psycopg.Connection, given: bytes | None, rotate_key: bool, grants: list[str],
+def _one_row(cur: psycopg.Cursor[tuple[Any, ...]], sql: str) -> tuple[Any, ...]:
+    """The row of a query that always returns exactly one."""
+    row = cur.execute(sql).fetchone()
+    if row is None:
+        raise psycopg.DataError(f"no row from: {sql}")
+    return row
+
+
+def _setup(conn: psycopg.Connection[tuple[Any, ...]], given: bytes | None, rotate_key: bool, grants: list[str],
            grant_to: list[str]) -> list[str]:
     key = given if given is not None else secrets.token_bytes(32)
     cur = conn.cursor()
-    database, user, superuser = cur.execute(
-        "SELECT current_database(), current_user, rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user"
-    ).fetchone()
+    database, user, superuser = _one_row(
+        cur, "SELECT current_database(), current_user, rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user"
+    )
     cur.execute(KEY_STAGING_DDL)
     with cur.copy(KEY_COPY) as copy:
         copy.write_row(key_row(key))
     del key
     same_before = None
-    if cur.execute(KEY_TABLE_EXISTS).fetchone()[0]:
+    if _one_row(cur, KEY_TABLE_EXISTS)[0]:
         row = cur.execute(KEY_MATCHES).fetchone()
         same_before = row[0] if row else None
     for statement in setup_statements(given is not None, rotate_key):

@@ -185,7 +185,8 @@ class _Patients:
 
     def first_event_day(self) -> np.ndarray:
         """Nobody is seen before the dataset starts or before being born."""
-        return np.maximum(self.birth_day, (FIRST_DAY - OLDEST_BIRTH).astype(int))
+        first: np.ndarray = np.maximum(self.birth_day, (FIRST_DAY - OLDEST_BIRTH).astype(int))
+        return first
 
 
 def _sql(name: str) -> str:

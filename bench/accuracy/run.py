@@ -103,10 +103,10 @@ def tail(path: Path, lines: int = 30) -> str:
 def git_commit() -> str:
     """HEAD, and whether the work tree differs from it outside bench/ (what pgshroud ran is then not HEAD)."""
     try:
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip() or "?"
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], check=False,
+                              capture_output=True, text=True, timeout=10).stdout.strip() or "?"
         dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "--",
-                                ".", ":!bench"], capture_output=True, text=True, timeout=10).stdout.strip()
+                                ".", ":!bench"], check=False, capture_output=True, text=True, timeout=10).stdout.strip()
     except OSError:
         return "?"
     return f"`{head}` + uncommitted changes" if dirty else f"`{head}`"
@@ -246,7 +246,7 @@ def ensure_smartnoise_venv(venv: Path) -> Path:
     """The virtualenv with smartnoise-sql and psycopg2, created on first use."""
     python = venv / "bin" / "python"
     check = [str(python), "-c", "import snsql, psycopg2"]
-    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+    if python.exists() and subprocess.run(check, check=False, capture_output=True).returncode == 0:
         return python
     base = getattr(sys, "_base_executable", None) or sys.executable
     log(f"creating smartnoise-sql's virtualenv in {venv} ({', '.join(SMARTNOISE_PACKAGES)})")
@@ -261,7 +261,7 @@ class Smartnoise:
 
     def __init__(self, python: Path, workdir: Path) -> None:
         self.logfile = workdir / "smartnoise-worker.log"
-        self._errors = open(self.logfile, "wb")
+        self._errors = open(self.logfile, "wb")  # noqa: SIM115 - the worker's stderr while it lives
         self.proc = subprocess.Popen([str(python), str(HERE / "smartnoise_worker.py")], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._errors, text=True)
 
@@ -577,16 +577,16 @@ def report(args, queries, exact_answers, summaries, calibration, meta) -> str:
                              f"{'on' if c['censor_dims'] else 'off'}")
         lines.append("")
     header_lines = [
-        f"`{meta['command']}`, {meta['started']} ({meta['seconds']:.0f} s): pgshroud at {meta['commit']}, "
+        (f"`{meta['command']}`, {meta['started']} ({meta['seconds']:.0f} s): pgshroud at {meta['commit']}, "
         f"{meta['patients']:,} patients ({meta['visits']:,} visits), epsilon {args.epsilon:g} and delta "
         f"{args.delta:g} per query, {args.rounds} rounds (after one warm-up round). {meta['machine']}; "
         f"PostgreSQL {meta['postgres']}; {meta['smartnoise']}. Load average {meta['load_start']} at start, "
-        f"{meta['load_end']} at end.",
+        f"{meta['load_end']} at end."),
         "",
-        "Error: median over rounds and output cells of |answer - exact| / |exact| (groups matched by key; cells "
+        ("Error: median over rounds and output cells of |answer - exact| / |exact| (groups matched by key; cells "
         "whose exact value is 0 or NULL are left out). Groups: released groups that match an exact group "
         "(median over rounds, min-max), over the exact groups. Latency: median wall time of one query at the "
-        "client, rows fetched; (Nx) is the ratio to the exact query sent directly.",
+        "client, rows fetched; (Nx) is the ratio to the exact query sent directly."),
         "",
     ]
     return "\n".join(header_lines + lines)
@@ -712,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
         if ledger is not None:
             ledger["answers"] = sum(answered_by_pgshroud)
             log(f"pgshroud's ledger: {ledger}")
-        for name, by_system in results.items():
+        for name in results:
             again = exact_db.run(next(q for q in queries if q.name == name).sql)
             if sorted(map(repr, again.rows)) != sorted(map(repr, exact_answers[name].rows)):
                 log(f"note: the exact answer of {name} changed during the run (floating point?)")

@@ -106,7 +106,7 @@ class Worker:
                 calibration[name] = self.calibrate(reader, sql, epsilon, delta)
                 calibration[name]["censor_dims"] = bool(query["censor_dims"])
                 self.readers[name] = reader
-            except Exception as exc:  # smartnoise-sql refuses the query (parser, validator, rewriter)
+            except Exception as exc:  # noqa: BLE001 - smartnoise-sql refuses the query (parser, validator, rewriter)
                 calibration[name] = {"refused": message(exc)}
                 self.refused[name] = message(exc)
         return {"calibration": calibration, "versions": versions()}
@@ -151,7 +151,7 @@ class Worker:
         started = time.perf_counter()
         try:
             result = reader.execute(self.sql[name])
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a refusal, whatever smartnoise-sql raises for it
             return {"refused": message(exc), "seconds": time.perf_counter() - started}
         seconds = time.perf_counter() - started
         columns, rows = result[0], result[1:]
@@ -160,13 +160,13 @@ class Worker:
 
 
 def versions() -> dict:
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
     found = {}
     for package in ("smartnoise-sql", "opendp", "psycopg2-binary"):
         try:
             found[package] = version(package)
-        except Exception:
+        except PackageNotFoundError:
             found[package] = "?"
     return found
 
@@ -181,7 +181,7 @@ def main() -> int:
             break
         try:
             answer = getattr(worker, request["op"])(request)
-        except Exception:
+        except Exception:  # noqa: BLE001 - reported to the runner, which stops
             answer = {"fatal": traceback.format_exc()}
         out.write(json.dumps(answer) + "\n")
         out.flush()

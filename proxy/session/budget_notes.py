@@ -26,6 +26,7 @@ from decimal import Decimal
 
 from pgshroud.proxy.budget.answer_cache import CachedAnswer
 from pgshroud.proxy.budget.ledger import Standing, exact, period_window, show_number
+from pgshroud.proxy.budget.protocol import Charged
 from pgshroud.rewriter.plans import Cost, LocalAnswer
 
 # The notice release.py adds to every private answer with noisy columns.
@@ -70,7 +71,7 @@ def cost_notice(cost: Cost, standings: Sequence[Standing] | None, overlapping: f
     if overlapping is not None:
         again = (f" (charged again: a release of the same statement for {'the role' if role else 'you'} was still "
                  f"running after {overlapping:.0f} s and is presumed lost)")
-    before = getattr(standings, "paid_before", None)  # ledger.Charged
+    before = standings.paid_before if isinstance(standings, Charged) else None
     if before is not None:
         again += (f" (charged again: the role paid for the same statement at "
                   f"{before.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S UTC')}, but this pgshroud process "

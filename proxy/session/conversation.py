@@ -90,6 +90,7 @@ from pgshroud.proxy.session.effects import (
     Close as CloseSide,
 )
 from pgshroud.proxy.session.outcome import Outcome, OutcomeCancelled
+from pgshroud.proxy.session.planning import OFF_LOOP_LENGTH, Planning, plan_key
 from pgshroud.proxy.session.privacy import RESET_ALL, PrivacySettings, applied, resets_all, setting_change
 from pgshroud.proxy.session.registry import (
     NAMING_FRAMES,
@@ -102,7 +103,7 @@ from pgshroud.proxy.session.registry import (
     two_names,
 )
 from pgshroud.proxy.session.release import NO_LEDGER, Charged, Releases
-from pgshroud.rewriter import PlanContext, Planner, plan_function_call
+from pgshroud.rewriter import plan_function_call
 from pgshroud.rewriter.names import upstream_name, with_client_names
 from pgshroud.rewriter.plans import (
     Column,
@@ -131,10 +132,6 @@ SENTINEL_SQL = "SELECT 'pgshroud: statement refused'::pg_catalog.int4"
 # The prepared statement that stands in upstream for a private answer
 # repeated from the answer cache; closed and parsed again at each use.
 CACHED_STATEMENT = "pgshroud_cached_answer"
-# Query and Parse frames longer than this are planned on a worker thread:
-# short enough that a statement planned in place holds the loop for
-# milliseconds even where planning is not linear in its length.
-OFF_LOOP_LENGTH = 1024
 # Frames that may be relayed before they are complete, to avoid buffering
 # large rows and COPY data.
 _STREAMABLE = frozenset(b"Dd")
@@ -177,7 +174,6 @@ class Conversation:
 
     def __init__(self, user: str, role: Role | None, statuses: Mapping[str, str], shared: SessionContext) -> None:
         self.user = user
-        self.role = role
         self.shared = shared
         self._started_rewritten = role is not None and role.access != Access.RAW
         self._phase = Phase.READY
@@ -191,8 +187,6 @@ class Conversation:
         # Cursors declared for private queries, with their released answers.
         self._cursors = HeldCursors()
         self._releases = Releases(user, shared, self._cursors)
-        # Plans made on a worker thread for the message being handled, by _plan_key.
-        self._preplanned: dict[tuple[object, ...], list[Plan]] = {}
         # Waiting work (see _block): the generator, and what it waits for.
         self._work: Work[bytes] | None = None
         self._work_starts = False  # blocked, to start once the current input is handled
@@ -202,7 +196,7 @@ class Conversation:
         self._settled_waiter: Outcome[None] | None = None  # see _upstream_settled
         self._blocked = False  # work waits; client input waits for it
         self._finalizing = False  # a private answer is being built on a worker thread
-        self.plan_context = self._fresh_context()
+        self._planning = Planning(user, role, shared, self._privacy)
         self._pending: deque[r.Unit] = deque()
         # PostgreSQL's transaction status as of its last ReadyForQuery.
         self._transaction_status = IDLE
@@ -442,14 +436,14 @@ class Conversation:
 
     def _query_frame(self, kind: int, data: bytes, pos: int, end: int) -> bytes | None:
         sql = Query.decode(data[pos + 5 : end]).sql
-        if self._plans_off_loop(end - pos):
+        if self._planning.off_loop(end - pos):
             self._block(self._planned_then(kind, data[pos:end], sql))
             return b""
         return self._on_query(sql)
 
     def _parse_frame(self, kind: int, data: bytes, pos: int, end: int) -> bytes | None:
         parse = Parse.decode(data[pos + 5 : end])
-        if self._plans_off_loop(end - pos):
+        if self._planning.off_loop(end - pos):
             self._block(self._planned_then(kind, data[pos:end], parse.sql))
             return b""
         return self._on_parse(parse)
@@ -483,79 +477,22 @@ class Conversation:
 
     # planning
 
-    def _fresh_context(self) -> PlanContext:
-        role = self.role
-        if isinstance(self.shared.policy, Policy) and role is not None:
-            # The reloaded policy decides again. A session that started raw
-            # was not vetted at startup (settings, search_path), so it may
-            # not turn into a rewritten one: it gets no role and is refused.
-            role = self.shared.policy.role_for(self.user)
-            if role is not None and (role.access == Access.DENY or (
-                    not self._started_rewritten and role.access != Access.RAW)):
-                role = None
-            self.role = role
-        return PlanContext(
-            user=self.user,
-            policy=self.shared.policy,
-            role_sees_raw=role is not None and role.access == Access.RAW,
-            role=role,
-            catalog=self.shared.catalog(),
-            privacy=self._privacy.planned,
-        )
-
-    def _context(self) -> PlanContext:
-        """The plan context, renewed when the policy or catalog changed, and
-        with the privacy settings statements are now planned under."""
-        context = self.plan_context
-        if context.policy is not self.shared.policy or (
-            context.policy is not None and not context.role_sees_raw and context.catalog is not self.shared.catalog()
-        ):
-            context = self.plan_context = self._fresh_context()
-        elif context.privacy is not self._privacy.planned:
-            context = self.plan_context = replace(context, privacy=self._privacy.planned)
-        return context
-
     def _plan(self, sql: str, privacy: Mapping[str, str] | None = None) -> list[Plan]:
-        context = self._context()
-        if privacy is not None and privacy != context.privacy:
-            context = replace(context, privacy=privacy)
-        analysed = context.policy is not None and not context.role_sees_raw
-        limit = self.shared.config.max_statement_length
-        if analysed and len(sql) > limit:
-            return [Refuse(sqlstate.PROGRAM_LIMIT_EXCEEDED, f"the statement is too long for pgshroud to analyse "
-                           f"({len(sql)} characters; the limit is {limit})",
-                           hint="Shorten it, or ask the operator to raise pgshroud serve --max-statement-length.")]
-        preplanned = self._preplanned.get(_plan_key(sql, context)) if self._preplanned else None
-        if preplanned is not None:
-            plans = preplanned
-        else:
-            # Only statements that the planner analyses are timed.
-            metrics = self._metrics if analysed else None
-            started = perf_counter() if metrics is not None else 0.0
-            plans = run_planner(self.shared.planner, sql, context)
-            if metrics is not None:
-                metrics.planning.observe(perf_counter() - started)
-        if not plans:
-            return [Refuse(sqlstate.INTERNAL_ERROR, "pgshroud could not analyse this statement, so it was refused")]
+        plans = self._planning.plan(sql, privacy)
         if self._cursors and any(type(p) is Passthrough and _CLOSES_ALL.match(p.sql) for p in plans):
             self._cursors.clear()
         return [self._reachable(p) if type(p) is Rewrite and p.reaches is not None else p for p in plans]
-
-    def _plans_off_loop(self, frame_length: int) -> bool:
-        """Long statements of analysed sessions are planned on a worker
-        thread, so that no one statement holds up every other session;
-        short ones (and every raw session's) are planned in place."""
-        return frame_length > OFF_LOOP_LENGTH and self._started_rewritten
 
     def _planned_then(self, kind: int, frame: bytes, sql: str) -> Work[bytes]:
         """A Query, Parse or Bind whose statement is planned on a worker
         thread (for a Query also again under each privacy setting it
         changes, for a Bind under the settings or catalog that changed),
         then handled as if planned in place: the bytes to send upstream."""
-        context = self._context()
+        planning = self._planning
+        context = planning.current()
         started = perf_counter()
         plans: list[Plan] = yield PlanOffLoop(sql, context)
-        self._preplanned = {_plan_key(sql, context): plans}
+        planning.preplanned = {plan_key(sql, context): plans}
         if kind == Q:
             privacy = context.privacy
             for plan in plans[:-1]:
@@ -564,7 +501,7 @@ class Conversation:
                 if changed != privacy:
                     privacy = changed
                     again = replace(context, privacy=privacy)
-                    self._preplanned[_plan_key(sql, again)] = yield PlanOffLoop(sql, again)
+                    planning.preplanned[plan_key(sql, again)] = yield PlanOffLoop(sql, again)
         if self._metrics is not None:
             self._metrics.planning.observe(perf_counter() - started)
         try:
@@ -575,7 +512,7 @@ class Conversation:
             else:
                 out = self._on_bind(frame[5:])
         finally:
-            self._preplanned = {}
+            planning.preplanned = {}
         then, self._then = self._then, None
         if then is not None:
             return (yield from then)
@@ -628,7 +565,7 @@ class Conversation:
 
     @property
     def _role_name(self) -> str | None:
-        return self.role.name if self.role is not None else None
+        return self._planning.role_name
 
     # simple Query
 
@@ -841,7 +778,7 @@ class Conversation:
         return r.Deferred(answer, at=r.FETCH_AT)
 
     def _answer_key(self, statement: object, plan: Release, privacy: Mapping[str, str]) -> AnswerKey | None:
-        return self._releases.key(statement, plan, privacy, self.plan_context, self._role_name,
+        return self._releases.key(statement, plan, privacy, self._planning.context, self._role_name,
                                   self._answer_settings)
 
     # extended protocol
@@ -851,7 +788,7 @@ class Conversation:
         plan = plans[0] if len(plans) == 1 else Refuse(sqlstate.SYNTAX_ERROR,
                                                          "cannot insert multiple commands into a prepared statement")
         registry = self._registry
-        context = self.plan_context
+        context = self._planning.context
         if context.policy is not None and not context.role_sees_raw:
             registry.prepared_under[parse.name] = Prepared(context.policy, context.catalog, parse.sql,
                                                            sent_text(plan))
@@ -989,7 +926,7 @@ class Conversation:
             return Refuse(sqlstate.FEATURE_NOT_SUPPORTED,
                           f'prepared statement "{name}" was planned before a change of the database schema',
                           hint="Prepare it again.")
-        self._registry.prepared_under[name] = prepared._replace(catalog=self.plan_context.catalog)
+        self._registry.prepared_under[name] = prepared._replace(catalog=self._planning.context.catalog)
         return None
 
     def _bind_repeat(self, bind: Bind, cached: CachedAnswer, formats: tuple[int, ...], sql: str | None,
@@ -1175,7 +1112,7 @@ class Conversation:
         return Parse("", SENTINEL_SQL, ()).encode()
 
     def _on_function_call(self, call: FunctionCall) -> bytes | None:
-        plan = plan_function_call(call.function_oid, self._context())
+        plan = plan_function_call(call.function_oid, self._planning.current())
         if self._watched:
             self._decided("function_call", None, (plan,))
         if isinstance(plan, Refuse):
@@ -1432,21 +1369,6 @@ _UNLISTED: dict[Phase, Handler] = {
     Phase.TERMINATED: Conversation._skip_frame,
     Phase.CLOSED: Conversation._skip_frame,
 }
-
-
-def run_planner(planner: Planner, sql: str, context: PlanContext) -> list[Plan]:
-    """The planner's plans; none when it failed (the statement is refused)."""
-    try:
-        return list(planner(sql, context))
-    except Exception:
-        log.exception("planner failed; refusing the statement")
-        return []
-
-
-def _plan_key(sql: str, context: PlanContext) -> tuple[object, ...]:
-    """What a plan depends on besides the planner: the text, the policy and
-    catalog snapshot (by identity) and the privacy settings."""
-    return (sql, id(context.policy), id(context.catalog), tuple(sorted(context.privacy.items())))
 
 
 def _columns(plan: Local | Release | Passthrough) -> tuple[Column, ...]:

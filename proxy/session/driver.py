@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from pgshroud.proxy.session.context import SessionContext
-from pgshroud.proxy.session.conversation import Conversation, run_planner
+from pgshroud.proxy.session.conversation import Conversation
 from pgshroud.proxy.session.effects import (
     CancelUpstream,
     Charge,
@@ -36,6 +36,7 @@ from pgshroud.proxy.session.effects import (
     Side,
     WaitCancelled,
 )
+from pgshroud.proxy.session.planning import run_planner
 from pgshroud.proxy.wire.leg import Leg
 from pgshroud.proxy.wire.upstream import send_cancel
 
@@ -167,10 +168,13 @@ class Session:
 
     async def _perform(self, request: Request) -> Any:
         loop = asyncio.get_running_loop()
+        ledger = self.shared.ledger
         if isinstance(request, Charge):
-            return await self._charge(request)
+            assert ledger is not None
+            return await ledger.charge_standing(request.user, request.cost, request.release)
         if isinstance(request, ReadStanding):
-            return await self.shared.ledger.standing(request.user)  # type: ignore[union-attr]
+            assert ledger is not None
+            return await ledger.standing(request.user)
         if isinstance(request, ClaimAnswer):
             return await self._claim(request)
         if isinstance(request, PlanOffLoop):
@@ -179,15 +183,6 @@ class Session:
         assert isinstance(request, FinalizeOffLoop)
         return await loop.run_in_executor(_WORKERS, request.transform.prepare)
 
-    async def _charge(self, request: Charge) -> Any:
-        """The ledger's charge: with where the user's budgets stand after it
-        when the ledger tells (charge_standing), else its refusal or None."""
-        ledger = self.shared.ledger
-        assert ledger is not None
-        charge_standing = getattr(ledger, "charge_standing", None)
-        if charge_standing is not None:
-            return await charge_standing(request.user, request.cost, request.release)
-        return await ledger.charge(request.user, request.cost)
 
     async def _claim(self, request: ClaimAnswer) -> CachedAnswer | Claim | None:
         """The answer cache's claim, waited for at most the request's timeout

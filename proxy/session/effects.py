@@ -69,9 +69,8 @@ class CancelUpstream:
 
 @dataclass(frozen=True, slots=True)
 class Charge:
-    """Charge `cost` to `user` in the ledger. Result: the ledger's Refuse, or
-    where the user's budgets stand after the charge (None when the ledger
-    does not tell)."""
+    """Charge `cost` to `user` in the ledger (Ledger.charge_standing). Result:
+    the ledger's Refuse, or where the user's budgets stand after the charge."""
 
     user: str
     cost: Cost

@@ -87,7 +87,7 @@ class Releases:
                ) -> Work[tuple[Refuse | None, Sequence[Standing] | None]]:
         """Charge the release (`key`: its answer cache key, which tells a role's
         shared release): the ledger's refusal, or None and where the user's
-        budgets stand after the charge (None when the ledger does not say)."""
+        budgets stand after the charge."""
         refusal: Refuse | None
         standings = None
         if self._shared.ledger is None:
@@ -101,15 +101,14 @@ class Releases:
                 log.exception("ledger charge failed")
                 refusal = LEDGER_DOWN
             else:
-                refusal, standings = (outcome, None) if isinstance(outcome, Refuse) or outcome is None \
-                    else (None, outcome)
+                refusal, standings = (outcome, None) if isinstance(outcome, Refuse) else (None, outcome)
         if self._metrics is not None:
             self._metrics.charge(role, plan.spec.cost, refusal)
         return refusal, standings
 
     def standing(self) -> Work[Sequence[Standing] | Refuse]:
         """Where the user's budgets stand now, or why that cannot be told."""
-        if getattr(self._shared.ledger, "standing", None) is None:
+        if self._shared.ledger is None:
             return NO_LEDGER
         try:
             standings: Sequence[Standing] = yield ReadStanding(self.user)

@@ -2,7 +2,7 @@
 
 A `Script` plays both the client and PostgreSQL and carries out what the
 conversation asks for, as its driver would: sends are recorded per side,
-requests are answered at once (the ledger's calls from an in-memory ledger,
+requests are answered at once (the ledger's calls from tests/memory_ledger.py,
 the answer cache's claims, planning and a large answer's finalize in place). Every effect is kept, in
 order, in `effects`.
 """
@@ -10,15 +10,16 @@ order, in `effects`.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
+from pgshroud.policies.accounting import Standing
 from pgshroud.policies.model import Policy
+from pgshroud.proxy.budget.protocol import Charged, SharedRelease
 from pgshroud.proxy.codec.framing import NEED_DATA, FrameReader
 from pgshroud.proxy.codec.messages import BackendMessage, FrontendMessage, decode_backend, decode_frontend
 from pgshroud.proxy.ops.config import ServerConfig, UpstreamTarget
 from pgshroud.proxy.session.context import SessionContext
-from pgshroud.proxy.session.conversation import Conversation, run_planner
+from pgshroud.proxy.session.conversation import Conversation
 from pgshroud.proxy.session.effects import (
     CancelUpstream,
     Charge,
@@ -34,44 +35,35 @@ from pgshroud.proxy.session.effects import (
     SendUpstream,
     Side,
 )
+from pgshroud.proxy.session.planning import run_planner
 from pgshroud.rewriter import plan
 from pgshroud.rewriter.catalog import Catalog
 from pgshroud.rewriter.plans import Cost, Refuse
+from tests.memory_ledger import MemoryLedger
 from tests.rewriter_fixtures import CATALOG, POLICY
 
 DATE_STYLE = {"DateStyle": "ISO, MDY", "TimeZone": "UTC", "IntervalStyle": "postgres"}
 
 
-@dataclass
-class MemoryLedger:
-    """A ledger in memory: `budget` epsilon for everyone together; `down`
-    makes every call fail as an unreachable ledger's would."""
+class DownLedger(MemoryLedger):
+    """A ledger that cannot be reached: every call fails."""
 
-    budget: float
-    charges: list[tuple[str, Cost]] = field(default_factory=list)
-    down: bool = False
+    async def charge_standing(self, user: str, cost: Cost, release: SharedRelease | None = None) -> Refuse | Charged:
+        raise ConnectionError("the ledger is unreachable")
 
-    async def standing(self, user: str) -> list[Any]:
-        if self.down:
-            raise ConnectionError("the ledger is unreachable")
-        return []
-
-    async def charge(self, user: str, cost: Cost) -> Refuse | None:
-        if self.down:
-            raise ConnectionError("the ledger is unreachable")
-        if sum(c.epsilon for _, c in self.charges) + cost.epsilon > self.budget:
-            return Refuse("53400", "privacy budget exhausted")
-        self.charges.append((user, cost))
-        return None
+    async def standing(self, user: str) -> list[Standing]:
+        raise ConnectionError("the ledger is unreachable")
 
 
 def complete(call: Coroutine[Any, Any, Any]) -> Any:
-    """The value of a coroutine that never waits (the in-memory ledger's)."""
-    try:
-        call.send(None)
-    except StopIteration as done:
-        return done.value
-    raise AssertionError("the coroutine waited")
+    """The value of a coroutine that waits for nothing outside it (the
+    in-memory ledger's: an uncontended lock, a sleep of no time)."""
+    for _ in range(100):
+        try:
+            call.send(None)
+        except StopIteration as done:
+            return done.value
+    raise AssertionError("the coroutine waits for something")
 
 
 class Script:
@@ -142,7 +134,7 @@ class Script:
     def _perform(self, request: Effect) -> Any:
         ledger: Any = self.shared.ledger
         if isinstance(request, Charge):
-            return complete(ledger.charge(request.user, request.cost))
+            return complete(ledger.charge_standing(request.user, request.cost, request.release))
         if isinstance(request, ReadStanding):
             return complete(ledger.standing(request.user))
         if isinstance(request, PlanOffLoop):

@@ -20,6 +20,7 @@ from pgshroud.proxy.codec.messages import (
     Execute,
     FieldDescription,
     Flush,
+    FunctionCall,
     NoticeResponse,
     Parse,
     ParseComplete,
@@ -30,10 +31,11 @@ from pgshroud.proxy.codec.messages import (
     Terminate,
 )
 from pgshroud.proxy.session.conversation import SENTINEL_SQL
-from pgshroud.proxy.session.effects import Charge, SendClient, SendUpstream, Side
+from pgshroud.proxy.session.effects import Charge, PlanOffLoop, SendClient, SendUpstream, Side
 from pgshroud.proxy.session.release import WITHHELD_ERROR
 from pgshroud.rewriter.names import upstream_name
-from tests.session_script import MemoryLedger, Script, backend, frontend
+from tests.memory_ledger import MemoryLedger, capped
+from tests.session_script import DownLedger, Script, backend, frontend
 
 IDLE = ReadyForQuery(b"I")
 ONE_COLUMN = RowDescription((FieldDescription("?column?", 0, 0, 23, 4, -1, 0),))
@@ -157,7 +159,7 @@ def _run_check(script: Script) -> None:
 
 
 def test_a_private_answer_is_charged_before_it_is_sent():
-    ledger = MemoryLedger(budget=1.0)
+    ledger = MemoryLedger(capped(1.0))
     script = Script("analyst", ledger=ledger)
     script.client(Query(PRIVATE_COUNT))
     assert (Side.CLIENT, "charging") in script.paused
@@ -176,7 +178,7 @@ def test_a_private_answer_is_charged_before_it_is_sent():
 
 
 def test_a_refused_charge_sends_nothing_of_the_private_query():
-    script = Script("analyst", ledger=MemoryLedger(budget=0.01))
+    script = Script("analyst", ledger=MemoryLedger(capped(0.01)))
     script.client(Query(PRIVATE_COUNT))
     _run_check(script)
     (query,) = frontend(script.upstream_sent())
@@ -187,7 +189,7 @@ def test_a_refused_charge_sends_nothing_of_the_private_query():
 
 
 def test_a_ledger_that_fails_releases_nothing():
-    script = Script("analyst", ledger=MemoryLedger(budget=1.0, down=True))
+    script = Script("analyst", ledger=DownLedger())
     script.client(Query(PRIVATE_COUNT))
     _run_check(script)
     assert frontend(script.upstream_sent()) == [Query(SENTINEL_SQL)]
@@ -204,7 +206,7 @@ def test_without_a_ledger_nothing_is_released():
 
 
 def test_an_upstream_error_inside_a_private_answer_is_withheld():
-    script = Script("analyst", ledger=MemoryLedger(budget=1.0))
+    script = Script("analyst", ledger=MemoryLedger(capped(1.0)))
     script.client(Query(PRIVATE_COUNT))
     _run_check(script)
     script.upstream_sent()
@@ -213,7 +215,7 @@ def test_an_upstream_error_inside_a_private_answer_is_withheld():
 
 
 def test_a_prepared_private_statement_lives_upstream_under_a_name_of_its_own_and_is_charged_at_execute():
-    ledger = MemoryLedger(budget=1.0)
+    ledger = MemoryLedger(capped(1.0))
     script = Script("analyst", ledger=ledger)
     script.client(Parse("counted", PRIVATE_COUNT, ()), Bind("", "counted", (), (), ()), Execute("", 0), Sync())
     parse, bind, flush = frontend(script.upstream_sent())
@@ -232,7 +234,7 @@ def test_a_prepared_private_statement_lives_upstream_under_a_name_of_its_own_and
 
 
 def test_a_private_execute_whose_bind_failed_is_not_charged():
-    ledger = MemoryLedger(budget=1.0)
+    ledger = MemoryLedger(capped(1.0))
     script = Script("analyst", ledger=ledger)
     script.client(Parse("counted", PRIVATE_COUNT, ()), Bind("", "counted", (), (), ()), Execute("", 0), Sync())
     script.upstream_sent()
@@ -284,3 +286,22 @@ def test_draining_closes_an_idle_session_at_once_and_a_busy_one_when_it_is_done(
     busy.upstream(_answer_of_one(), IDLE)
     got = backend(busy.client_got())
     assert got[-1].sqlstate == sqlstate.ADMIN_SHUTDOWN and busy.closed == {Side.CLIENT, Side.UPSTREAM}
+
+
+def test_a_long_statement_is_planned_off_the_loop_and_then_sent_as_a_short_one_is():
+    script = Script("clinician")
+    long_sql = "SELECT 1 AS " + "x" * 40 + ", " + ", ".join(f"{i} AS c{i}" for i in range(200))
+    script.client(Query(long_sql), Query("SELECT 2"))
+    assert any(isinstance(e, PlanOffLoop) for e in script.effects)
+    # The client's input waited for the plan, so the two Queries went upstream in order.
+    assert script.upstream_sent() == Query(long_sql).encode() + Query("SELECT 2").encode()
+    assert not script.paused
+
+
+def test_a_refused_function_call_is_answered_in_its_turn():
+    script = Script("clinician")
+    script.client(FunctionCall(1, (), (), 0))
+    assert frontend(script.upstream_sent()) == [Query(SENTINEL_SQL)]
+    script.upstream(ErrorResponse.build("ERROR", "42883", "the sentinel failed"), IDLE)
+    error, ready = backend(script.client_got())
+    assert error.sqlstate == sqlstate.INSUFFICIENT_PRIVILEGE and ready == IDLE

@@ -19,7 +19,8 @@ from pgshroud.proxy.codec.messages import (
 )
 from pgshroud.proxy.session.effects import Charge, ClaimAnswer, ReadStanding, WaitCancelled
 from pgshroud.proxy.session.registry import PLACEHOLDER_SQL
-from tests.session_script import MemoryLedger, Script, backend, frontend
+from tests.memory_ledger import MemoryLedger, capped
+from tests.session_script import Script, backend, frontend
 
 IDLE, IN_TRANSACTION = ReadyForQuery(b"I"), ReadyForQuery(b"T")
 PRIVATE_COUNT = "SELECT count(*) FROM patients"
@@ -65,11 +66,11 @@ def test_a_setting_whose_statement_failed_does_not_hold():
 
 
 def test_show_budget_reads_the_ledger():
-    script = Script("analyst", ledger=MemoryLedger(budget=1.0))
+    script = Script("analyst", ledger=MemoryLedger(capped(1.0)))
     got = _local(script, "SHOW pgshroud.budget")
     assert any(isinstance(e, ReadStanding) for e in script.effects)
     (row,) = [m for m in got if isinstance(m, DataRow)]
-    assert row.values[0].startswith(b"0 epsilon left now")
+    assert row.values[0].startswith(b"1 epsilon left now")
 
 
 def test_show_budget_without_a_ledger_is_refused_with_the_reason():
@@ -91,7 +92,7 @@ def _release(script: Script) -> list[object]:
 
 
 def test_a_repeated_private_answer_comes_from_the_cache_at_no_cost():
-    ledger = MemoryLedger(budget=1.0)
+    ledger = MemoryLedger(capped(1.0))
     script = Script("analyst", ledger=ledger, cache_seconds=60)
     first = _release(script)
     (answer,) = [m for m in first if isinstance(m, DataRow)]
@@ -105,7 +106,7 @@ def test_a_cancel_request_ends_the_wait_for_another_sessions_release():
     def cancelled(claim: ClaimAnswer) -> None:
         raise WaitCancelled
 
-    ledger = MemoryLedger(budget=1.0)
+    ledger = MemoryLedger(capped(1.0))
     script = Script("analyst", ledger=ledger, cache_seconds=60, claim=cancelled)
     script.client(Query(PRIVATE_COUNT))
     # Nothing of the private query goes upstream, nothing is charged.

@@ -22,6 +22,8 @@ from pgshroud.proxy.codec.messages import (
     Flush,
     FunctionCall,
     NoticeResponse,
+    NotificationResponse,
+    ParameterStatus,
     Parse,
     ParseComplete,
     Query,
@@ -305,3 +307,35 @@ def test_a_refused_function_call_is_answered_in_its_turn():
     script.upstream(ErrorResponse.build("ERROR", "42883", "the sentinel failed"), IDLE)
     error, ready = backend(script.client_got())
     assert error.sqlstate == sqlstate.INSUFFICIENT_PRIVILEGE and ready == IDLE
+
+
+def test_a_private_answer_split_anywhere_is_the_same_answer():
+    def answer(split: bool) -> list[type]:
+        script = Script("analyst", ledger=MemoryLedger(capped(1.0)))
+        script.client(Query(PRIVATE_COUNT))
+        _run_check(script)
+        script.upstream_sent()
+        rows = b"".join(m.encode() for m in (RowDescription(()), DataRow((b"0", None, b"40", b"40")),
+                                             CommandComplete("SELECT 1"), IDLE))
+        for chunk in ([rows[i : i + 1] for i in range(len(rows))] if split else [rows]):
+            script.upstream(chunk)
+        return [type(m) for m in backend(script.client_got())]
+
+    assert answer(split=True) == answer(split=False) == [NoticeResponse, RowDescription, DataRow, CommandComplete,
+                                                         ReadyForQuery]
+
+
+def test_a_session_whose_settings_become_unsafe_is_closed():
+    script = Script("clinician")
+    script.client(Query("SELECT 1"))
+    script.upstream(ParameterStatus("standard_conforming_strings", "off"))
+    (error,) = backend(script.client_got())
+    assert error.sqlstate == sqlstate.INSUFFICIENT_PRIVILEGE and "standard_conforming_strings" in error.message
+    assert script.closed == {Side.CLIENT, Side.UPSTREAM}
+
+
+def test_notifications_never_reach_a_rewritten_session():
+    script = Script("clinician")
+    script.client(Query("SELECT 1"))
+    script.upstream(NotificationResponse(1, "channel", "a value"), _answer_of_one(), IDLE)
+    assert backend(script.client_got()) == [*backend(_answer_of_one()), IDLE]

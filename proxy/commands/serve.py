@@ -85,10 +85,8 @@ async def _serve_until_signalled(
         await server.start()
     except OSError as exc:
         raise ConfigError(f"--listen {shared.config.listen_host}:{shared.config.listen_port}: {exc.strerror or exc}") from None
-    log.info("listening on %s:%d, upstream %s", shared.config.listen_host, server.port,
-             shared.config.upstream.describe())
-    if ready is not None:
-        ready.set_result(server.port)
+    # The signals are handled before anyone is told the server listens, so
+    # that whoever waits for that line can stop it at once.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -96,6 +94,10 @@ async def _serve_until_signalled(
     client_auth = shared.config.client_auth
     if policy_path is not None or client_auth is not None:
         loop.add_signal_handler(signal.SIGHUP, lambda: reload(shared, policy_path))
+    log.info("listening on %s:%d, upstream %s", shared.config.listen_host, server.port,
+             shared.config.upstream.describe())
+    if ready is not None:
+        ready.set_result(server.port)
     await stop.wait()
     log.info("draining: no new connections, waiting for running statements")
     await server.shutdown()

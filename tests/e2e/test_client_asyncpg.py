@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import io
 import json
+import re
 import time
 from decimal import Decimal
 
@@ -47,6 +48,10 @@ def rows(records) -> list[tuple]:
 
 def error(exc: BaseException) -> tuple:
     fields = exc.as_dict() if isinstance(exc, asyncpg.PostgresError) else {}
+    # A temporary schema is named after the backend's slot (pg_temp_3), which
+    # depends on the connections open at the moment, not on the path taken.
+    if re.fullmatch(r"pg_temp_\d+", str(fields.get("schema_name", ""))):
+        fields["schema_name"] = "pg_temp_N"
     return type(exc).__name__, getattr(exc, "sqlstate", None), str(exc), sorted(fields.items())
 
 

@@ -70,7 +70,7 @@ def client_env() -> dict[str, str]:
 def run(cmd: list[str], *, timeout: float, cwd: Path | None = None,
         env: dict[str, str] | None = None, what: str) -> subprocess.CompletedProcess:
     try:
-        proc = subprocess.run(cmd, cwd=cwd, env=env or client_env(), capture_output=True,
+        proc = subprocess.run(cmd, check=False, cwd=cwd, env=env or client_env(), capture_output=True,
                               text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"{what} timed out after {timeout}s\ncommand: {cmd}\n"
@@ -127,8 +127,9 @@ def pg_bindir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def jdbc_classes(request) -> Path:
-    """ClientCheck compiled once per source/driver/compiler, cached under .pytest_cache."""
+def jdbc_classes(request, tmp_path_factory) -> Path:
+    """ClientCheck compiled once per source/driver/compiler, cached under .pytest_cache
+    (in the run's temporary directory when pytest's cache is off: -p no:cacheprovider)."""
     javac = require_tool("javac", "apt-get install -y openjdk-17-jdk-headless")
     require_tool("java", "apt-get install -y openjdk-17-jre-headless")
     if not JDBC_JAR.is_file():
@@ -140,7 +141,8 @@ def jdbc_classes(request) -> Path:
     key.update(source.read_bytes())
     key.update(f"{JDBC_JAR.resolve()}:{jar_stat.st_size}:{jar_stat.st_mtime_ns}".encode())
     key.update(os.path.realpath(javac).encode())
-    cache_root = Path(request.config.cache.mkdir("pgshroud-jdbc"))
+    cache = getattr(request.config, "cache", None)
+    cache_root = Path(cache.mkdir("pgshroud-jdbc")) if cache else tmp_path_factory.getbasetemp() / "pgshroud-jdbc"
     target = cache_root / key.hexdigest()[:16]
     if (target / "ClientCheck.class").is_file():
         return target

@@ -22,6 +22,11 @@ from dataclasses import dataclass
 
 from pgshroud.rewriter.plans import Passthrough, Plan, Refuse, Rewrite
 
+# A replacement the planner made: the span [start, end) of the Query text and its new text.
+Replacement = tuple[int, int, str]
+# A statement's span in the Query text and its replacements.
+Layout = tuple[int, int, list[Replacement]]
+
 # Everything that is not a plain literal, a word or punctuation makes the
 # text uncacheable: - and / (comments), $ (dollar quotes, parameters),
 # " (quoted identifiers), backslashes, E'', U&'', B'', X'' prefixes.
@@ -32,7 +37,7 @@ _SLOT = "\x00"
 
 @dataclass(frozen=True)
 class _Template:
-    kind: type
+    kind: type[Passthrough | Rewrite | Refuse]
     parts: tuple[str | int, ...]  # text, or the index of a literal slot
     refusal: Refuse | None = None
 
@@ -40,7 +45,7 @@ class _Template:
         if self.refusal is not None:
             return self.refusal
         text = "".join(p if isinstance(p, str) else literals[p] for p in self.parts)
-        return self.kind(text)
+        return Rewrite(text) if self.kind is Rewrite else Passthrough(text)
 
 
 def normalise(sql: str) -> tuple[str, list[tuple[int, int]]] | None:
@@ -69,7 +74,8 @@ class PlanCache:
     def __init__(self, size: int = 4096) -> None:
         self.size = size
         self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple, tuple[tuple[object, object], tuple[_Template, ...]]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], tuple[tuple[object, object], tuple[_Template, ...]]] = (
+            OrderedDict())
         self.hits = 0
         self.misses = 0
 
@@ -89,7 +95,7 @@ class PlanCache:
         return [t.fill(literals) for t in entry[1]]
 
     def put(
-        self, role: str, owners: tuple[object, object], sql: str, plans: list[Plan], layouts: list[tuple[int, int, list]]
+        self, role: str, owners: tuple[object, object], sql: str, plans: list[Plan], layouts: list[Layout]
     ) -> None:
         """Remember the plans of a text of queries. `layouts` gives, per
         plan, the statement's span in `sql` and its replacements
@@ -116,16 +122,19 @@ class PlanCache:
 
 
 def _template(
-    sql: str, start: int, end: int, plan: Passthrough | Rewrite, replacements: list, literals: list
+    sql: str, start: int, end: int, plan: Passthrough | Rewrite, replacements: list[Replacement],
+    literals: list[tuple[int, int]],
 ) -> _Template | None:
     """The statement's plan text as fixed parts and literal slots."""
-    events = sorted(
-        [(s, e, ("replace", text)) for s, e, text in replacements]
-        + [(s, e, ("literal", i)) for i, (s, e) in enumerate(literals) if start <= s and e <= end]
+    # A replacement's text, or the index of a literal slot, at each span.
+    events: list[tuple[int, int, str | int]] = sorted(
+        [(s, e, text) for s, e, text in replacements]
+        + [(s, e, i) for i, (s, e) in enumerate(literals) if start <= s and e <= end],
+        key=lambda event: (event[0], event[1]),
     )
     parts: list[str | int] = []
     position = start
-    for s, e, (what, value) in events:
+    for s, e, value in events:
         if s < position:
             return None  # overlapping spans: do not cache
         parts.append(sql[position:s])
@@ -134,7 +143,7 @@ def _template(
     parts.append(sql[position:end])
     template = _Template(type(plan), tuple(p for p in parts if p != ""))
     # The template must give back exactly the plan it was made from.
-    if template.fill([sql[s:e] for s, e in literals]).sql != plan.sql:
+    if template.fill([sql[s:e] for s, e in literals]) != plan:
         return None
     return template
 

@@ -5,10 +5,9 @@ which a statement can run a function without calling it by name. Built by
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Mapping
 
 SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
 # pg_catalog is searched first implicitly; `public` is the pinned search_path.

@@ -17,39 +17,48 @@ PostgreSQL picks, every one it could pick is checked.
 
 from __future__ import annotations
 
-from sqlglot.tokens import Token, TokenType
+from sqlglot.tokenizer_core import Token, TokenType
 
 from pgshroud.rewriter.catalog import PINNED_SEARCH_PATH, Catalog, Operator
 
 # Words that take a parenthesis as SQL syntax rather than as a call.
 SYNTAX_WORDS = frozenset(
-    """in exists values array row cast over filter as using on and or not select where from join any all some
-    group by lateral table coalesce nullif greatest least extract position substring overlay trim distinct into
-    returning union intersect except case when then else is between like ilike similar window partition order
-    with recursive rows range groups grouping cube rollup sets limit offset fetch for of collate at zone escape
-    interval treat only inner outer cross full natural xmlelement xmlforest xmlattributes xmlparse xmlserialize
-    xmlconcat xmlroot xmlpi xmlexists xmlagg xmltable columns passing json_object json_array json_objectagg
-    json_arrayagg json_exists json_query json_value json_table json_scalar json_serialize json
-    varchar char character nchar numeric decimal dec timestamp time bit varbit float double precision
-    current_time current_timestamp localtime localtimestamp normalize having to""".split()
+    [
+        "in", "exists", "values", "array", "row", "cast", "over", "filter", "as", "using", "on", "and", "or", "not",
+        "select", "where", "from", "join", "any", "all", "some", "group", "by", "lateral", "table", "coalesce",
+        "nullif", "greatest", "least", "extract", "position", "substring", "overlay", "trim", "distinct", "into",
+        "returning", "union", "intersect", "except", "case", "when", "then", "else", "is", "between", "like", "ilike",
+        "similar", "window", "partition", "order", "with", "recursive", "rows", "range", "groups", "grouping", "cube",
+        "rollup", "sets", "limit", "offset", "fetch", "for", "of", "collate", "at", "zone", "escape", "interval",
+        "treat", "only", "inner", "outer", "cross", "full", "natural", "xmlelement", "xmlforest", "xmlattributes",
+        "xmlparse", "xmlserialize", "xmlconcat", "xmlroot", "xmlpi", "xmlexists", "xmlagg", "xmltable", "columns",
+        "passing", "json_object", "json_array", "json_objectagg", "json_arrayagg", "json_exists", "json_query",
+        "json_value", "json_table", "json_scalar", "json_serialize", "json", "varchar", "char", "character", "nchar",
+        "numeric", "decimal", "dec", "timestamp", "time", "bit", "varbit", "float", "double", "precision",
+        "current_time", "current_timestamp", "localtime", "localtimestamp", "normalize", "having", "to",
+    ]
 )
 
 # Immutable or stable, yet they read relations, files or other sessions'
 # statements, or execute SQL given as text.
 DENIED = frozenset(
-    """query_to_xml query_to_xmlschema query_to_xml_and_xmlschema table_to_xml table_to_xmlschema
-    table_to_xml_and_xmlschema cursor_to_xml cursor_to_xmlschema schema_to_xml schema_to_xmlschema
-    schema_to_xml_and_xmlschema database_to_xml database_to_xmlschema database_to_xml_and_xmlschema
-    ts_stat pg_read_file pg_read_binary_file pg_ls_dir pg_stat_file pg_ls_logdir pg_ls_waldir pg_ls_tmpdir
-    pg_ls_archive_statusdir pg_stat_get_activity pg_stat_get_backend_activity pg_current_logfile
-    set_config pg_notify""".split()
+    [
+        "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema", "table_to_xml", "table_to_xmlschema",
+        "table_to_xml_and_xmlschema", "cursor_to_xml", "cursor_to_xmlschema", "schema_to_xml", "schema_to_xmlschema",
+        "schema_to_xml_and_xmlschema", "database_to_xml", "database_to_xmlschema", "database_to_xml_and_xmlschema",
+        "ts_stat", "pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file", "pg_ls_logdir", "pg_ls_waldir",
+        "pg_ls_tmpdir", "pg_ls_archive_statusdir", "pg_stat_get_activity", "pg_stat_get_backend_activity",
+        "pg_current_logfile", "set_config", "pg_notify",
+    ]
 )
 # Volatile by declaration, but they only read the catalog; psql's \d and
 # \d+ call them.
 CATALOG_READERS = frozenset(
-    """pg_partition_ancestors pg_partition_tree pg_partition_root pg_relation_size pg_table_size
-    pg_total_relation_size pg_indexes_size pg_database_size pg_tablespace_size pg_relation_filenode
-    pg_relation_filepath""".split()
+    [
+        "pg_partition_ancestors", "pg_partition_tree", "pg_partition_root", "pg_relation_size", "pg_table_size",
+        "pg_total_relation_size", "pg_indexes_size", "pg_database_size", "pg_tablespace_size", "pg_relation_filenode",
+        "pg_relation_filepath",
+    ]
 )
 # Near-exact row counts undo the noise of differentially private answers.
 ROW_COUNT_FUNCTIONS_PREFIXES = ("pg_stat_get_", "pg_relation_size", "pg_total_relation_size", "pg_table_size",

@@ -8,7 +8,9 @@ what the client itself prepared or declared, under whichever protocol.
 
 from __future__ import annotations
 
-from sqlglot.tokens import Token, TokenType
+import itertools
+
+from sqlglot.tokenizer_core import Token, TokenType
 
 from pgshroud.rewriter.names import quoted_upstream_name, sql_name
 from pgshroud.rewriter.plans import CursorStep
@@ -101,7 +103,7 @@ def declared_cursor(statement: Statement) -> tuple[str, bool, bool]:
         if word not in _DECLARE_WORDS or token.token_type == TokenType.IDENTIFIER:
             raise NamedCommandError(f'unexpected "{token.text}" in DECLARE')
         words.append(word)
-    hold = any(a == "with" and b == "hold" for a, b in zip(words, words[1:]))
+    hold = any(a == "with" and b == "hold" for a, b in itertools.pairwise(words))
     return sql_name(tokens[1]), hold, "binary" in words
 
 

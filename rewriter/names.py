@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from sqlglot.tokens import Token, TokenType
+from sqlglot.tokenizer_core import Token, TokenType
 
 # PostgreSQL truncates names to NAMEDATALEN - 1 bytes, at a character boundary.
 MAX_NAME_BYTES = 63

@@ -47,11 +47,9 @@ import math
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
-from typing import Union
 
 from pgshroud.rewriter.mechanisms import (
     SYSTEM_RNG,
-    smallest_satisfying,
     DiscreteGaussian,
     DiscreteLaplace,
     Loss,
@@ -61,6 +59,7 @@ from pgshroud.rewriter.mechanisms import (
     discrete_gaussian_tail_bound,
     discrete_laplace_tail_bound,
     exp_lower,
+    smallest_satisfying,
 )
 
 __all__ = ["NoisyThresholdSelection", "TruncatedGeometricSelection", "threshold_for"]
@@ -200,7 +199,7 @@ class TruncatedGeometricSelection:
         return len(self._table) - 1
 
 
-CountMechanism = Union[DiscreteLaplace, DiscreteGaussian]
+CountMechanism = DiscreteLaplace | DiscreteGaussian
 
 
 def _tail_upper(mechanism: CountMechanism, t: int) -> Decimal | float:

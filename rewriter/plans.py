@@ -7,11 +7,12 @@ each kind out; nothing here touches the network.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Context, Decimal
 from enum import Enum
 from fractions import Fraction
-from typing import Protocol, Sequence
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +87,14 @@ class Cost:
     delta: Decimal = Decimal(0)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "epsilon", _cost_decimal(self.epsilon))
-        object.__setattr__(self, "delta", _cost_decimal(self.delta))
+        object.__setattr__(self, "epsilon", cost_decimal(self.epsilon))
+        object.__setattr__(self, "delta", cost_decimal(self.delta))
 
 
 _ROUND_UP = Context(prec=34, rounding=ROUND_CEILING)
 
 
-def _cost_decimal(value: Decimal | Fraction | float | int) -> Decimal:
+def cost_decimal(value: Decimal | Fraction | float) -> Decimal:
     """Conversion only: whether a cost is finite and >= 0 is the ledger's to check."""
     if isinstance(value, float):
         return Decimal(repr(value))
@@ -109,6 +110,8 @@ def _cost_decimal(value: Decimal | Fraction | float | int) -> Decimal:
         if denominator == 1:  # 2**a * 5**b: a decimal of max(a, b) places, exactly (no context rounds it)
             return Decimal(f"{value.numerator * 10**places // value.denominator}E-{places}")
         return _ROUND_UP.divide(Decimal(value.numerator), Decimal(value.denominator))
+    if isinstance(value, bool):
+        raise TypeError("a cost is a number, not a truth value")
     return value
 
 
@@ -135,6 +138,10 @@ class ReleaseSpec(Protocol):
     def columns(self) -> tuple[Column, ...]: ...
 
     def finalize(self, raw: RawResult) -> LocalAnswer: ...
+
+    def explain(self) -> list[str]:
+        """The privacy plan, one line each, as EXPLAIN shows it."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

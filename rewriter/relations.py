@@ -24,7 +24,8 @@ class RelationRef:
 
 def fold(identifier: exp.Identifier) -> str:
     """The name PostgreSQL sees: unquoted identifiers fold to lower case."""
-    return identifier.this if identifier.quoted else identifier.this.lower()
+    name: str = identifier.this
+    return name if identifier.quoted else name.lower()
 
 
 def _name_span(table: exp.Table) -> tuple[int, int]:
@@ -39,7 +40,7 @@ def _cte_in_scope(table: exp.Table, name: str) -> bool:
     """Whether an unqualified name at this place means a CTE, by PostgreSQL's
     scoping: a query's CTEs are visible in its own body and, within its WITH,
     to the CTEs after them (and to themselves under RECURSIVE)."""
-    child: exp.Expression = table
+    child: exp.Expr = table
     node = table.parent
     while node is not None:
         if isinstance(node, exp.With) and isinstance(child, exp.CTE):
@@ -50,14 +51,15 @@ def _cte_in_scope(table: exp.Table, name: str) -> bool:
                 return True
         else:
             with_clause = node.args.get("with_") or node.args.get("with")
-            if isinstance(with_clause, exp.With) and child is not with_clause:
-                if name in (fold(cte.args["alias"].this) for cte in with_clause.expressions):
-                    return True
+            if isinstance(with_clause, exp.With) and child is not with_clause and name in (
+                fold(cte.args["alias"].this) for cte in with_clause.expressions
+            ):
+                return True
         child, node = node, node.parent
     return False
 
 
-def find_relations(tree: exp.Expression, catalog: Catalog, user: str) -> list[RelationRef]:
+def find_relations(tree: exp.Expr, catalog: Catalog, user: str) -> list[RelationRef]:
     """Every table reference that is not a CTE, resolved.
 
     A CTE may not share its name with a relation the session can see:

@@ -9,17 +9,20 @@ or driver commonly sets is allowed; the rest is refused.
 
 from __future__ import annotations
 
-from sqlglot.tokens import Token, TokenType
+from sqlglot.tokenizer_core import Token, TokenType
 
 from pgshroud.rewriter.statements import Statement
 
 ALLOWED_SETTINGS = frozenset(
-    """application_name datestyle timezone extra_float_digits intervalstyle statement_timeout lock_timeout
-    idle_in_transaction_session_timeout idle_session_timeout client_min_messages bytea_output
-    default_transaction_isolation default_transaction_read_only default_transaction_deferrable
-    transaction_isolation transaction_read_only lc_messages lc_monetary lc_numeric lc_time work_mem
-    jit geqo enable_seqscan enable_indexscan enable_bitmapscan enable_hashjoin enable_mergejoin enable_nestloop
-    client_encoding xmloption gin_fuzzy_search_limit max_parallel_workers_per_gather""".split()
+    [
+        "application_name", "datestyle", "timezone", "extra_float_digits", "intervalstyle", "statement_timeout",
+        "lock_timeout", "idle_in_transaction_session_timeout", "idle_session_timeout", "client_min_messages",
+        "bytea_output", "default_transaction_isolation", "default_transaction_read_only",
+        "default_transaction_deferrable", "transaction_isolation", "transaction_read_only", "lc_messages",
+        "lc_monetary", "lc_numeric", "lc_time", "work_mem", "jit", "geqo", "enable_seqscan", "enable_indexscan",
+        "enable_bitmapscan", "enable_hashjoin", "enable_mergejoin", "enable_nestloop", "client_encoding", "xmloption",
+        "gin_fuzzy_search_limit", "max_parallel_workers_per_gather",
+    ]
 )
 # Client encodings whose every multibyte character has all bytes >= 0x80,
 # so no byte of one can be read as a quote or backslash: text lexes alike
@@ -43,8 +46,10 @@ TIMING_SETTINGS = frozenset({"statement_timeout", "lock_timeout", "idle_in_trans
 # Settings that change how long a query runs, which such sessions may not
 # SET either: they would widen a difference one person makes in it.
 TIMING_SHAPERS = frozenset(
-    """work_mem jit geqo enable_seqscan enable_indexscan enable_bitmapscan enable_hashjoin enable_mergejoin
-    enable_nestloop max_parallel_workers_per_gather gin_fuzzy_search_limit""".split()
+    [
+        "work_mem", "jit", "geqo", "enable_seqscan", "enable_indexscan", "enable_bitmapscan", "enable_hashjoin",
+        "enable_mergejoin", "enable_nestloop", "max_parallel_workers_per_gather", "gin_fuzzy_search_limit",
+    ]
 )
 
 
@@ -152,7 +157,7 @@ _SET_CONFIG_ENDS = ([TokenType.COMMA, TokenType.TRUE, TokenType.R_PAREN],
                     [TokenType.COMMA, TokenType.FALSE, TokenType.R_PAREN])
 
 
-def _plain_string(statement: Statement, token) -> bool:
+def _plain_string(statement: Statement, token: Token) -> bool:
     """A '...' literal, not E'', U&'' or a dollar quote, whose token text may differ from its value."""
     return statement.text[token.start - statement.start] == "'"
 
@@ -216,9 +221,7 @@ def _options(value: str) -> list[tuple[str, str]]:
         word = words[i]
         if word == "-c" and i + 1 < len(words):
             word, i = words[i + 1], i + 1
-        elif word.startswith("-c"):
-            word = word[2:]
-        elif word.startswith("--"):
+        elif word.startswith(("-c", "--")):
             word = word[2:]
         else:
             raise SettingRefused(f'startup option "{word}" is not allowed')

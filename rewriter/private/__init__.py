@@ -7,11 +7,12 @@ adds noise and post-processes its raw totals in the proxy.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlglot import exp
-from sqlglot.tokens import Token
+from sqlglot.tokenizer_core import Token
 
+from pgshroud import sqlstate
 from pgshroud.policies.model import Policy, Role
 from pgshroud.rewriter.catalog import Catalog
 from pgshroud.rewriter.plans import Refuse, Release
@@ -27,7 +28,7 @@ __all__ = ["PrivateRelease", "plan_private"]
 MAX_NODES = 1000
 
 
-def plan_private(tree: exp.Expression, policy: Policy, role: Role, catalog: Catalog, user: str,
+def plan_private(tree: exp.Expr, policy: Policy, role: Role, catalog: Catalog, user: str,
                  privacy: Mapping[str, str], tokens: Sequence[Token] = ()) -> Release | Refuse:
     try:
         epsilon = current("epsilon", privacy, policy)
@@ -36,14 +37,14 @@ def plan_private(tree: exp.Expression, policy: Policy, role: Role, catalog: Cata
         return Refuse(exc.sqlstate, str(exc))
     nodes = sum(1 for _ in tree.walk())
     if nodes > MAX_NODES:
-        return Refuse("54000", f"pgshroud cannot answer this privately: the statement has {nodes} terms, more than "
+        return Refuse(sqlstate.PROGRAM_LIMIT_EXCEEDED, f"pgshroud cannot answer this privately: the statement has {nodes} terms, more than "
                       f"the {MAX_NODES} a private query may have (each row's work must stay small)",
                       hint="Split it into simpler queries, or filter with shorter conditions.")
     try:
         query = PrivateAnalyser(policy, role, catalog, user).analyse(tree.copy(), written_function_names(tokens))
         release = PrivateRelease(query, epsilon, delta)
     except PrivateRefusal as exc:
-        return Refuse("42501", f"pgshroud cannot answer this privately: {exc}", hint=exc.hint)
+        return Refuse(sqlstate.INSUFFICIENT_PRIVILEGE, f"pgshroud cannot answer this privately: {exc}", hint=exc.hint)
     except ValueError as exc:
-        return Refuse("42501", f"pgshroud cannot answer this privately: {exc}")
+        return Refuse(sqlstate.INSUFFICIENT_PRIVILEGE, f"pgshroud cannot answer this privately: {exc}")
     return Release(release.sql, release)

@@ -14,7 +14,7 @@ PostgreSQL resolves, modifiers included (a numeric(10,2) is below 10**8 in
 magnitude with two digits after the point; a float may be NaN or
 infinite), from how pgshroud reads protected columns (numerics clamped to
 +-1e100, dates and timestamps to a range well inside PostgreSQL's, with
-infinities read as NULL: analysis._tamed), and from clamps the analyst
+infinities read as NULL: views.clamp), and from clamps the analyst
 writes (`least(greatest(x, 0), 100)`). Arithmetic is carried out in
 numeric, whose range is checked to stay far below numeric's limit, and the
 SQL never lets PostgreSQL convert a computed numeric to a float type it
@@ -57,10 +57,10 @@ from __future__ import annotations
 import datetime
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
-from typing import Callable
 
 from sqlglot import exp
 
@@ -134,16 +134,19 @@ def _epoch(year: int, month: int = 1, day: int = 1) -> Fraction:
 
 DAY = Fraction(86400)
 DATE_TRUNC_UNITS = frozenset(
-    "microseconds milliseconds second minute hour day week month quarter year decade".split()
+    ["microseconds", "milliseconds", "second", "minute", "hour", "day", "week", "month", "quarter", "year", "decade"]
 )
 # date_trunc to these reaches back up to a thousand years, past PostgreSQL's
 # earliest timestamp for the earliest dates pgshroud lets through.
 FAR_TRUNC_UNITS = frozenset({"century", "millennium"})
-DATE_FIELDS = frozenset("year month day dow isodow doy quarter week decade century millennium isoyear epoch julian".split())
-TIME_FIELDS = DATE_FIELDS | frozenset("hour minute second milliseconds microseconds".split())
-FRACTION_FIELDS = frozenset("epoch second milliseconds microseconds".split())
+DATE_FIELDS = frozenset(["year", "month", "day", "dow", "isodow", "doy", "quarter", "week", "decade", "century", "millennium", "isoyear", "epoch", "julian"])
+TIME_FIELDS = DATE_FIELDS | frozenset(["hour", "minute", "second", "milliseconds", "microseconds"])
+FRACTION_FIELDS = frozenset(["epoch", "second", "milliseconds", "microseconds"])
 INTERVAL_FIELDS = frozenset(
-    "year month day quarter decade century millennium epoch hour minute second milliseconds microseconds".split())
+    [
+        "year", "month", "day", "quarter", "decade", "century", "millennium", "epoch", "hour", "minute", "second",
+        "milliseconds", "microseconds",
+    ])
 # Fields of finite dates and timestamps that cycle: their ranges whatever the
 # value, and NULL (not an infinity) for infinite values.
 CYCLIC_FIELDS = {
@@ -164,7 +167,7 @@ COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ
 ARITHMETIC = (exp.Add, exp.Sub, exp.Mul)
 ROUNDING = (exp.Round, exp.Trunc, exp.Floor, exp.Ceil)
 
-# Protected numerics are read clamped to this (analysis.NUMERIC_LIMIT).
+# Protected numerics are read clamped to this (views.NUMERIC_LIMIT).
 TAMED_NUMERIC = Fraction(10) ** 100
 # Results of arithmetic stay below this, far from numeric's 10**131072.
 MAX_MAGNITUDE = Fraction(10) ** 1000
@@ -184,7 +187,7 @@ _ISO_DATE = re.compile(r"\s*(\d{4})-\d{2}-\d{2}(?:[ T][\d:.]+)?(?:\s*[+-]\d{2}(?
 # types without a time zone). Between these, every conversion between date
 # and timestamp types, in any time zone, and date_trunc to a decade or less
 # stay inside PostgreSQL's range: they are the clamps of protected columns
-# (analysis.EARLIEST, LATEST), 4700 BC to 294000 AD.
+# (views.EARLIEST, LATEST), 4700 BC to 294000 AD.
 SAFE_EARLIEST, SAFE_LATEST = _epoch(-4699), _epoch(294000)
 # The server clock, for now(), current_date and their kin: no clock is this wrong.
 NOW_EARLIEST, NOW_LATEST = _epoch(1970), _epoch(10000)
@@ -271,7 +274,7 @@ def _truncate(value: Fraction, places: int) -> Fraction:
     return math.trunc(value * scale) / scale
 
 
-def literal_number(node: exp.Expression) -> Fraction | None:
+def literal_number(node: exp.Expr) -> Fraction | None:
     """The value of a numeric literal (with sign and parentheses), else None."""
     if isinstance(node, exp.Paren):
         return literal_number(node.this)
@@ -286,9 +289,9 @@ def literal_number(node: exp.Expression) -> Fraction | None:
     return None
 
 
-def literal_string(node: exp.Expression) -> str | None:
+def literal_string(node: exp.Expr) -> str | None:
     if isinstance(node, exp.Literal) and node.is_string:
-        return node.this
+        return str(node.this)
     if isinstance(node, exp.Var):
         return node.name
     return None
@@ -368,20 +371,20 @@ class RowExpressions:
 
     # the public face: checking, typing and the SQL come from one pass
 
-    def type_of(self, node: exp.Expression) -> str:
+    def type_of(self, node: exp.Expr) -> str:
         """The expression's type as PostgreSQL resolves it; raises
         ExpressionRefused for what may fail on some value."""
         return self._emit(node)[1].declared
 
-    def facts_of(self, node: exp.Expression) -> Facts:
+    def facts_of(self, node: exp.Expr) -> Facts:
         """What is certain about the values of the expression's SQL."""
         return self._emit(node)[1]
 
-    def safe_sql(self, node: exp.Expression) -> str:
+    def safe_sql(self, node: exp.Expr) -> str:
         """The expression as SQL whose evaluation cannot fail."""
         return self.safe_node(node).sql("postgres")
 
-    def safe_node(self, node: exp.Expression) -> exp.Expression:
+    def safe_node(self, node: exp.Expr) -> exp.Expr:
         """A copy of the expression as PostgreSQL must evaluate it: number
         operands of arithmetic cast to numeric, integer division truncating,
         floats matched with computed numerics as numeric."""
@@ -389,7 +392,7 @@ class RowExpressions:
 
     # one node
 
-    def _emit(self, node: exp.Expression) -> tuple[exp.Expression, Facts]:
+    def _emit(self, node: exp.Expr) -> tuple[exp.Expr, Facts]:
         if isinstance(node, exp.Column):
             if isinstance(node.this, exp.Star):
                 raise ExpressionRefused("a whole-row reference cannot be used in a private query; name the columns")
@@ -474,7 +477,8 @@ class RowExpressions:
         if isinstance(node, exp.AtTimeZone):
             return self._at_time_zone(node)
         if isinstance(node, exp.Anonymous) and node.name.lower() in CALLS:
-            return getattr(self, CALLS[node.name.lower()])(node)
+            call: Callable[[exp.Anonymous], tuple[exp.Expr, Facts]] = getattr(self, CALLS[node.name.lower()])
+            return call(node)
         if isinstance(node, (exp.Lower, exp.Upper, exp.Length)):
             inner, facts = self._emit(node.this)
             if facts.type not in t.TEXTS and facts.type != "unknown":
@@ -517,7 +521,7 @@ class RowExpressions:
             declared = "numeric"
         return Facts(declared, declared, value, value, scale, nullable=False, constant=True)
 
-    def _adopt(self, node: exp.Expression, facts: Facts, target: str) -> Facts:
+    def _adopt(self, node: exp.Expr, facts: Facts, target: str) -> Facts:
         """A string literal, NULL or bind parameter in a context of type `target`:
         PostgreSQL gives it that type when it parses the statement or binds."""
         if isinstance(node, exp.Paren):
@@ -530,8 +534,8 @@ class RowExpressions:
 
     # arithmetic
 
-    def _number(self, node: exp.Expression, what: str,
-                emitted: tuple[exp.Expression, Facts] | None = None) -> tuple[exp.Expression, Facts]:
+    def _number(self, node: exp.Expr, what: str,
+                emitted: tuple[exp.Expr, Facts] | None = None) -> tuple[exp.Expr, Facts]:
         """An operand of arithmetic or of a numeric function, as numeric."""
         sql, facts = emitted or self._emit(node)
         if facts.type == "unknown" and isinstance(node, exp.Parameter):
@@ -544,7 +548,7 @@ class RowExpressions:
             return _numeric_from_float(sql, facts)
         return exp.Cast(this=exp.Paren(this=sql), to=exp.DataType.build("numeric")), replace(facts, type="numeric")
 
-    def _checked(self, facts: Facts, node: exp.Expression, *operands: tuple[exp.Expression, Facts]) -> Facts:
+    def _checked(self, facts: Facts, node: exp.Expr, *operands: tuple[exp.Expr, Facts]) -> Facts:
         """Arithmetic's result, refused if numeric could overflow; the message
         names the operand whose size is unknown."""
         magnitude = facts.magnitude
@@ -558,7 +562,7 @@ class RowExpressions:
             )
         return facts
 
-    def _negate(self, node: exp.Neg) -> tuple[exp.Expression, Facts]:
+    def _negate(self, node: exp.Neg) -> tuple[exp.Expr, Facts]:
         value = literal_number(node)
         if value is not None:
             _, facts = self._emit(node.this)
@@ -569,7 +573,7 @@ class RowExpressions:
             facts, declared=declared, low=None if facts.high is None else -facts.high,
             high=None if facts.low is None else -facts.low, neg_inf=facts.pos_inf, pos_inf=facts.neg_inf)
 
-    def _arithmetic(self, node: exp.Expression) -> tuple[exp.Expression, Facts]:
+    def _arithmetic(self, node: exp.Expr) -> tuple[exp.Expr, Facts]:
         left, right = self._emit(node.this), self._emit(node.expression)
         if left[1].type in t.TIMES or right[1].type in t.TIMES:
             return self._date_arithmetic(node, left, right)
@@ -597,8 +601,8 @@ class RowExpressions:
         return (_rebuild(node, this=a_node, expression=b_node),
                 self._checked(facts, node, (node.this, a), (node.expression, b)))
 
-    def _date_arithmetic(self, node: exp.Expression, left: tuple[exp.Expression, Facts],
-                         right: tuple[exp.Expression, Facts]) -> tuple[exp.Expression, Facts]:
+    def _date_arithmetic(self, node: exp.Expr, left: tuple[exp.Expr, Facts],
+                         right: tuple[exp.Expr, Facts]) -> tuple[exp.Expr, Facts]:
         if isinstance(node, exp.Sub) and left[1].type == right[1].type == "date":
             if not (left[1].within and right[1].within):
                 raise ExpressionRefused("subtracting dates fails for infinite dates; only dates of protected "
@@ -641,7 +645,7 @@ class RowExpressions:
         emitted = _rebuild(node, this=left[0], expression=right[0])
         return emitted, moved
 
-    def _division(self, node: exp.Expression) -> tuple[exp.Expression, Facts]:
+    def _division(self, node: exp.Expr) -> tuple[exp.Expr, Facts]:
         divisor = literal_number(node.expression)
         if divisor is None or divisor == 0:
             raise ExpressionRefused(
@@ -658,18 +662,18 @@ class RowExpressions:
         declared_divisor = _as_number(divisor_facts.declared)
         integers = dividend.declared in t.INTEGERS and declared_divisor in t.INTEGERS
         # _rebuild keeps `typed`: without it sqlglot writes x / y as CAST(x AS DOUBLE PRECISION) / y.
-        result: exp.Expression = _rebuild(node, this=dividend_node, expression=divisor_node)
+        result: exp.Expr = _rebuild(node, this=dividend_node, expression=divisor_node)
         if isinstance(node, exp.Mod):
             declared = t.arithmetic(dividend.declared, declared_divisor) if integers else "numeric"
             limit = abs(divisor)
-            low = Fraction(0) if dividend.low is not None and dividend.low >= 0 else -limit
-            high = Fraction(0) if dividend.high is not None and dividend.high <= 0 else limit
+            lowest = Fraction(0) if dividend.low is not None and dividend.low >= 0 else -limit
+            highest = Fraction(0) if dividend.high is not None and dividend.high <= 0 else limit
             if dividend.low is not None:
-                low = max(low, min(dividend.low, Fraction(0)))
+                lowest = max(lowest, min(dividend.low, Fraction(0)))
             if dividend.high is not None:
-                high = min(high, max(dividend.high, Fraction(0)))
+                highest = min(highest, max(dividend.high, Fraction(0)))
             scale = None if dividend.scale is None else max(dividend.scale, divisor_facts.scale or 0)
-            facts = Facts(declared, "numeric", low, high, scale, nan=dividend.nan or dividend.infinite,
+            facts = Facts(declared, "numeric", lowest, highest, scale, nan=dividend.nan or dividend.infinite,
                           nullable=dividend.nullable)
             return result, facts
         declared = t.arithmetic(_as_number(dividend.declared), declared_divisor)
@@ -686,7 +690,7 @@ class RowExpressions:
             facts = replace(facts, scale=0)
         return result, self._checked(facts, node, (node.this, dividend))
 
-    def _abs(self, node: exp.Abs) -> tuple[exp.Expression, Facts]:
+    def _abs(self, node: exp.Abs) -> tuple[exp.Expr, Facts]:
         inner, facts = self._number(node.this, "abs")
         if facts.constant:
             inner = _numeric_constant(inner)  # abs(5) would be integer, the facts are numeric's
@@ -699,7 +703,7 @@ class RowExpressions:
         return _rebuild(node, this=inner), replace(facts, declared=declared, low=low, high=high, neg_inf=False,
                                                    pos_inf=facts.infinite)
 
-    def _rounding(self, node: exp.Expression) -> tuple[exp.Expression, Facts]:
+    def _rounding(self, node: exp.Expr) -> tuple[exp.Expr, Facts]:
         name = node.key.lower()
         inner, facts = self._number(node.this, name)
         if facts.constant:
@@ -733,7 +737,7 @@ class RowExpressions:
 
     # conditions
 
-    def _condition(self, node: exp.Expression) -> tuple[exp.Expression, Facts]:
+    def _condition(self, node: exp.Expr) -> tuple[exp.Expr, Facts]:
         emitted, facts = self._emit(node)
         if facts.declared not in ("boolean", "unknown"):
             raise ExpressionRefused(f"a condition must be a boolean, got {facts.declared}")
@@ -743,7 +747,7 @@ class RowExpressions:
     def _boolean(parts: list[Facts]) -> Facts:
         return Facts("boolean", "boolean", nullable=any(p.nullable for p in parts))
 
-    def _like(self, node: exp.Expression) -> tuple[exp.Expression, Facts]:
+    def _like(self, node: exp.Expr) -> tuple[exp.Expr, Facts]:
         inner, facts = self._emit(node.this)
         if facts.type not in t.TEXTS and facts.type != "unknown":
             raise ExpressionRefused(f"LIKE needs text in a private query, got {facts.declared}")
@@ -761,7 +765,7 @@ class RowExpressions:
 
     # choosing among values
 
-    def _unify(self, nodes: list[exp.Expression], verb: str) -> tuple[list[tuple[exp.Expression, Facts]], str]:
+    def _unify(self, nodes: list[exp.Expr], verb: str) -> tuple[list[tuple[exp.Expr, Facts]], str]:
         """Values PostgreSQL resolves to one type (operands of a comparison,
         results of CASE, arguments of COALESCE, ...), with the conversions it
         makes shown safe. A float that meets a computed numeric is compared
@@ -794,9 +798,9 @@ class RowExpressions:
                     )
         return adopted, declared
 
-    def _case(self, node: exp.Case) -> tuple[exp.Expression, Facts]:
+    def _case(self, node: exp.Case) -> tuple[exp.Expr, Facts]:
         ifs = node.args.get("ifs") or []
-        conditions: list[exp.Expression] = []
+        conditions: list[exp.Expr] = []
         subject_node = None
         if node.this is not None:
             (subject, *values), _ = self._unify([node.this, *(branch.this for branch in ifs)], "compare")
@@ -810,11 +814,11 @@ class RowExpressions:
         parts, declared = self._unify(([default] if default is not None else []) + results, "mix")
         otherwise, chosen = (parts[0][0], parts[1:]) if default is not None else (None, parts)
         new_ifs = [exp.If(this=condition, true=part[0]) for condition, part in zip(conditions, chosen)]
-        values = [f for _, f in parts]
-        facts = _union(values, declared, nullable=default is None or any(v.nullable for v in values))
+        branch_facts = [f for _, f in parts]
+        facts = _union(branch_facts, declared, nullable=default is None or any(f.nullable for f in branch_facts))
         return exp.Case(this=subject_node, ifs=new_ifs, default=otherwise), facts
 
-    def _choice(self, node: exp.Expression) -> tuple[exp.Expression, Facts]:
+    def _choice(self, node: exp.Expr) -> tuple[exp.Expr, Facts]:
         parts, declared = self._unify([node.this, *node.expressions], "mix")
         rebuilt = _rebuild(node, this=parts[0][0], expressions=[p[0] for p in parts[1:]])
         values = [f for _, f in parts]
@@ -824,7 +828,7 @@ class RowExpressions:
 
     # casts
 
-    def _cast(self, node: exp.Cast) -> tuple[exp.Expression, Facts]:
+    def _cast(self, node: exp.Cast) -> tuple[exp.Expr, Facts]:
         target = t.cast_target(node.to)
         if target is None:
             raise ExpressionRefused(
@@ -860,8 +864,8 @@ class RowExpressions:
         converted, result = self._convert(inner, facts, target, node.this)
         return _rebuild(node, this=converted), result
 
-    def _convert(self, inner: exp.Expression, facts: Facts, target: t.SqlType,
-                 source: exp.Expression) -> tuple[exp.Expression, Facts]:
+    def _convert(self, inner: exp.Expr, facts: Facts, target: t.SqlType,
+                 source: exp.Expr) -> tuple[exp.Expr, Facts]:
         """An explicit cast of values with these facts to `target`: the SQL to
         cast and what the result can be; refused if it can fail."""
         name, kind = target.name, facts.type
@@ -899,8 +903,8 @@ class RowExpressions:
             return inner, replace(facts, declared=name, constant=False)
         raise ExpressionRefused(f"a cast from {described} is not allowed in a private query")
 
-    def _convert_number(self, inner: exp.Expression, facts: Facts, target: t.SqlType,
-                        source: exp.Expression) -> tuple[exp.Expression, Facts]:
+    def _convert_number(self, inner: exp.Expr, facts: Facts, target: t.SqlType,
+                        source: exp.Expr) -> tuple[exp.Expr, Facts]:
         name, kind = target.name, facts.type
         what = _short(source)
         if kind in t.FLOATS and name not in t.FLOATS:
@@ -960,7 +964,7 @@ class RowExpressions:
 
     # dates and times
 
-    def _date_trunc(self, node: exp.TimestampTrunc) -> tuple[exp.Expression, Facts]:
+    def _date_trunc(self, node: exp.TimestampTrunc) -> tuple[exp.Expr, Facts]:
         unit_node = node.args.get("unit") or exp.Null()
         unit = literal_string(unit_node)
         if node.args.get("zone") is not None:
@@ -992,7 +996,7 @@ class RowExpressions:
             return _rebuild(node, this=inner, unit=bound), replace(result, nullable=True)
         return _rebuild(node, this=inner), result
 
-    def _extract(self, node: exp.Extract) -> tuple[exp.Expression, Facts]:
+    def _extract(self, node: exp.Extract) -> tuple[exp.Expr, Facts]:
         field = literal_string(node.this)
         inner, facts = self._emit(node.expression)
         if facts.declared == "interval":
@@ -1028,7 +1032,7 @@ class RowExpressions:
 
     # functions of dates and times
 
-    def _now(self, node: exp.Expression) -> tuple[exp.Expression, Facts]:
+    def _now(self, node: exp.Expr) -> tuple[exp.Expr, Facts]:
         """now() and its kin: the same value for every row, computed upstream
         in the session's time zone, and near the present."""
         if isinstance(node, exp.Anonymous):
@@ -1050,7 +1054,7 @@ class RowExpressions:
                                               f"({int(digits)})", dialect="postgres"))
         return cast, _now_facts(kind)
 
-    def _interval(self, node: exp.Interval) -> tuple[exp.Expression, Facts]:
+    def _interval(self, node: exp.Interval) -> tuple[exp.Expr, Facts]:
         """An interval literal: how far it can move a date, when its text says."""
         unit = node.args.get("unit")
         if not (isinstance(node.this, exp.Literal) and node.this.is_string) or (
@@ -1060,7 +1064,7 @@ class RowExpressions:
         facts = _typed_literal(text, t.SqlType("interval"))
         return node.copy(), replace(facts, constant=False)
 
-    def _age(self, node: exp.Anonymous) -> tuple[exp.Expression, Facts]:
+    def _age(self, node: exp.Anonymous) -> tuple[exp.Expr, Facts]:
         """age(a[, b]): an interval of years, months and days. PostgreSQL converts
         dates to timestamps with time zone for it, so they must be in range."""
         if not 1 <= len(node.expressions) <= 2:
@@ -1078,7 +1082,7 @@ class RowExpressions:
         facts = Facts("interval", "interval", -span, span, nullable=any(f.nullable for _, f in parts))
         return _rebuild(node, expressions=[sql for sql, _ in parts]), facts
 
-    def _make_date(self, node: exp.Anonymous) -> tuple[exp.Expression, Facts]:
+    def _make_date(self, node: exp.Anonymous) -> tuple[exp.Expr, Facts]:
         """make_date(year, month, day) fails for a day that does not exist: its
         arguments must be integers that cannot name one, or literals (a call
         of literals is computed when PostgreSQL plans the statement, rows or none)."""
@@ -1104,7 +1108,7 @@ class RowExpressions:
             )
         return emitted, _calendar_facts(year, nullable)
 
-    def _to_date(self, node: exp.Expression) -> tuple[exp.Expression, Facts]:
+    def _to_date(self, node: exp.Expr) -> tuple[exp.Expr, Facts]:
         """to_date and to_timestamp of literals (Superset's time ranges): computed
         for each row, so the text must be a valid date in the format's layout."""
         kind = "date" if isinstance(node, exp.StrToDate) else "timestamp with time zone"
@@ -1120,7 +1124,7 @@ class RowExpressions:
         return emitted, time_facts(kind, kind, _epoch(year) - ZONE_MARGIN, _epoch(year + 1) + ZONE_MARGIN,
                                    nullable=False)
 
-    def _at_time_zone(self, node: exp.AtTimeZone) -> tuple[exp.Expression, Facts]:
+    def _at_time_zone(self, node: exp.AtTimeZone) -> tuple[exp.Expr, Facts]:
         """x AT TIME ZONE 'UTC' (Looker's "now" in the query's time zone)."""
         zone = node.args.get("zone")
         if not (isinstance(zone, exp.Literal) and zone.is_string and zone.this.upper() in UTC_NAMES):
@@ -1138,7 +1142,7 @@ class RowExpressions:
         return _rebuild(node, this=inner), time_facts(kind, kind, facts.low - ZONE_MARGIN / 2,
                                                       facts.high + ZONE_MARGIN / 2, nullable=facts.nullable)
 
-    def _to_char(self, node: exp.TimeToStr) -> tuple[exp.Expression, Facts]:
+    def _to_char(self, node: exp.TimeToStr) -> tuple[exp.Expr, Facts]:
         """to_char of a date or timestamp with a literal format of date fields."""
         inner, facts = self._emit(node.this)
         if facts.type not in t.TIMES:
@@ -1161,7 +1165,7 @@ class RowExpressions:
 
     # bounds
 
-    def bounds_of(self, node: exp.Expression) -> Interval:
+    def bounds_of(self, node: exp.Expr) -> Interval:
         """Interval bounds of a numeric expression's values (None: unbounded)."""
         value = literal_number(node)
         if value is not None:
@@ -1187,14 +1191,14 @@ class RowExpressions:
             return self.bounds_of(node.this)
         if isinstance(node, exp.Least):
             parts = [self.bounds_of(c) for c in [node.this, *node.expressions]]
-            lows = [p[0] for p in parts]
+            known_lows = [p[0] for p in parts if p[0] is not None]
             highs = [p[1] for p in parts if p[1] is not None]
-            return (None if None in lows else min(lows), min(highs) if highs else None)  # type: ignore[type-var]
+            return (None if len(known_lows) < len(parts) else min(known_lows), min(highs) if highs else None)
         if isinstance(node, exp.Greatest):
             parts = [self.bounds_of(c) for c in [node.this, *node.expressions]]
             lows = [p[0] for p in parts if p[0] is not None]
-            highs = [p[1] for p in parts]
-            return (max(lows) if lows else None, None if None in highs else max(highs))  # type: ignore[type-var]
+            known_highs = [p[1] for p in parts if p[1] is not None]
+            return (max(lows) if lows else None, None if len(known_highs) < len(parts) else max(known_highs))
         if isinstance(node, exp.Case):
             branches = [b.args["true"] for b in node.args.get("ifs") or []]
             if node.args.get("default") is not None:
@@ -1222,9 +1226,7 @@ PARAMETER_INTERVAL_REACH = 2_300_000 * DAY
 MAX_TEXT_INTERVAL = 1_000_000 * 366 * DAY
 # date_trunc's units PostgreSQL reads for the fields a private query may truncate to
 # (datetime.c, deltatktbl; it compares the first 10 characters).
-TRUNC_UNIT_SPELLINGS = frozenset("""microsecon us usec usecond useconds usecs millisecon ms msec msecond mseconds
-    msecs s sec second seconds secs m min mins minute minutes h hour hours hr hrs d day days w week weeks mon mons
-    month months qtr quarter y year years yr yrs dec decade decades decs microseconds milliseconds""".split())
+TRUNC_UNIT_SPELLINGS = frozenset(["microsecon", "us", "usec", "usecond", "useconds", "usecs", "millisecon", "ms", "msec", "msecond", "mseconds", "msecs", "s", "sec", "second", "seconds", "secs", "m", "min", "mins", "minute", "minutes", "h", "hour", "hours", "hr", "hrs", "d", "day", "days", "w", "week", "weeks", "mon", "mons", "month", "months", "qtr", "quarter", "y", "year", "years", "yr", "yrs", "dec", "decade", "decades", "decs", "microseconds", "milliseconds"])
 UTC_NAMES = frozenset({"UTC", "GMT", "ETC/UTC", "ETC/GMT"})
 # to_date/to_timestamp formats of literal dates (as sqlglot writes them back), and their layouts.
 DATE_LAYOUTS = {
@@ -1242,13 +1244,13 @@ def _valid_date(text: str, layout: str) -> int | None:
         return None
     fields = [int(g) for g in match.groups()]
     try:
-        datetime.datetime(*fields)
+        datetime.datetime(*fields)  # type: ignore[arg-type]  # year, month, day and the time's fields
     except ValueError:
         return None
     return fields[0]
 
 
-def _bounded_unit_guard(unit: exp.Expression) -> exp.Expression:
+def _bounded_unit_guard(unit: exp.Expr) -> exp.Expr:
     """date_trunc's unit bound as a parameter, passed on only when it names
     a unit a private query may truncate to, else NULL: an unknown unit would
     fail for each row, and century or millennium can leave the range."""
@@ -1257,7 +1259,7 @@ def _bounded_unit_guard(unit: exp.Expression) -> exp.Expression:
     return exp.Case(ifs=[exp.If(this=known, true=unit.copy())])
 
 
-def _bound_unit(unit: exp.Expression) -> exp.Expression | None:
+def _bound_unit(unit: exp.Expr) -> exp.Expr | None:
     """The guarded unit, when date_trunc's unit is a bind parameter (Django, SQLAlchemy)."""
     inner = unit.this if isinstance(unit, exp.Cast) and t.cast_target(unit.to) is not None \
         and t.cast_target(unit.to).name in t.TEXTS else unit  # type: ignore[union-attr]
@@ -1266,17 +1268,17 @@ def _bound_unit(unit: exp.Expression) -> exp.Expression | None:
     return _bounded_unit_guard(unit)
 
 
-def _bounded_interval(cast: exp.Cast) -> exp.Expression:
+def _bounded_interval(cast: exp.Cast) -> exp.Expr:
     """CAST($n AS interval), or NULL when it could move a date out of range."""
     bound = exp.Interval(this=exp.Literal.string(PARAMETER_INTERVAL_BOUND))
     between = exp.Between(this=cast.copy(), low=exp.Neg(this=bound.copy()), high=bound)
     return exp.Case(ifs=[exp.If(this=between, true=cast.copy())])
 
 
-def _bound_text(node: exp.Expression) -> bool:
+def _bound_text(node: exp.Expr) -> bool:
     """Text computed from bind parameters and literals only, with at least one
     parameter: '%' || $1 || '%', upper($1), $1::text."""
-    def plain(part: exp.Expression) -> bool:
+    def plain(part: exp.Expr) -> bool:
         if isinstance(part, exp.Paren):
             return plain(part.this)
         if isinstance(part, (exp.Parameter, exp.Literal)):
@@ -1297,13 +1299,13 @@ def _bound_text(node: exp.Expression) -> bool:
 _BAD_PATTERN_SQL = (r"(^|[^\\])(\\\\)*\\$", f"(%+[^%]*){{{MAX_LIKE_WILDCARDS + 1}}}")
 
 
-def _guarded_pattern(pattern: exp.Expression) -> exp.Expression:
+def _guarded_pattern(pattern: exp.Expr) -> exp.Expr:
     bad = exp.or_(*(exp.RegexpLike(this=exp.Paren(this=pattern.copy()), expression=exp.Literal.string(regex))
                     for regex in _BAD_PATTERN_SQL))
     return exp.Case(ifs=[exp.If(this=bad, true=exp.Null())], default=exp.Paren(this=pattern.copy()))
 
 
-def _constant_text(node: exp.Expression) -> str | None:
+def _constant_text(node: exp.Expr) -> str | None:
     """The text of literals joined with ||, as PostgreSQL prints them, else None."""
     if isinstance(node, exp.Paren):
         return _constant_text(node.this)
@@ -1381,22 +1383,22 @@ def _field_bounds(field: str, facts: Facts) -> Interval:
     return (Fraction(low // years - 1), Fraction(high // years + 1))
 
 
-def _rebuild(node: exp.Expression, **children: object) -> exp.Expression:
+def _rebuild(node: exp.Expr, **children: object) -> exp.Expr:
     """A node of the same kind with some children replaced and the rest copied."""
     args: dict[str, object] = {}
     for key, value in node.args.items():
         if key in children:
             args[key] = children[key]
-        elif isinstance(value, exp.Expression):
+        elif isinstance(value, exp.Expr):
             args[key] = value.copy()
         elif isinstance(value, list):
-            args[key] = [v.copy() if isinstance(v, exp.Expression) else v for v in value]
+            args[key] = [v.copy() if isinstance(v, exp.Expr) else v for v in value]
         else:
             args[key] = value
     return node.__class__(**args)
 
 
-def _short(node: exp.Expression) -> str:
+def _short(node: exp.Expr) -> str:
     text = node.sql("postgres")
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -1405,13 +1407,13 @@ def _as_number(declared: str) -> str:
     return declared if declared != "unknown" else "numeric"
 
 
-def _numeric_constant(node: exp.Expression) -> exp.Expression:
+def _numeric_constant(node: exp.Expr) -> exp.Expr:
     """A constant operand as numeric: integer constants would overflow in
     integer arithmetic when PostgreSQL folds them."""
     return exp.Cast(this=exp.Paren(this=node), to=exp.DataType.build("numeric"))
 
 
-def _numeric_from_float(node: exp.Expression, facts: Facts) -> tuple[exp.Expression, Facts]:
+def _numeric_from_float(node: exp.Expr, facts: Facts) -> tuple[exp.Expr, Facts]:
     cast = exp.Cast(this=exp.Paren(this=node), to=exp.DataType.build("numeric"))
     return cast, _float_as_numeric(facts)
 

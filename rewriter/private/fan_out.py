@@ -13,7 +13,8 @@ source has more than one row per person.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping, Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
 
 from sqlglot import exp
 
@@ -27,9 +28,14 @@ class FanOutRefused(ValueError):
 
 
 class JoinedSource(Protocol):
-    alias: str
-    label: str
-    columns: Mapping[str, object]
+    @property
+    def alias(self) -> str: ...
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def columns(self) -> Mapping[str, object]: ...
 
     @property
     def protected(self) -> bool: ...
@@ -38,7 +44,7 @@ class JoinedSource(Protocol):
 Find = Callable[[exp.Column], tuple[str, str] | None]  # (alias, column) of a reference, None if unknown
 
 
-def column_equalities(conditions: Iterable[exp.Expression], find: Find) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+def column_equalities(conditions: Iterable[exp.Expr], find: Find) -> list[tuple[tuple[str, str], tuple[str, str]]]:
     """Pairs of (alias, column) that a conjunct `a = b` of the conditions equates."""
     pairs = []
     for condition in conditions:
@@ -106,7 +112,7 @@ def _joined_on_a_key(alias: str, keys: tuple[frozenset[str], ...], bounded: set[
     return any(key <= equated for key in keys)
 
 
-def _conjuncts(condition: exp.Expression) -> list[exp.Expression]:
+def _conjuncts(condition: exp.Expr) -> list[exp.Expr]:
     while isinstance(condition, exp.Paren):
         condition = condition.this
     if isinstance(condition, exp.And):

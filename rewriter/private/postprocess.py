@@ -7,14 +7,25 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
+from collections.abc import Callable, Sequence
 from decimal import Decimal, localcontext
 from fractions import Fraction
+from typing import Any
 
 from sqlglot import exp
 
 from pgshroud.rewriter.private import types as t
+from pgshroud.rewriter.private.query import OrderItem
 
 Value = int | float | Fraction | Decimal | str | bool | None
+# A released row: its keys' text, its values by variable name, and its output.
+ReleasedRow = tuple[Any, dict[str, Value], Any]
+_ROUNDINGS: dict[type[exp.Expr], Callable[[Any], Value]] = {exp.Abs: abs, exp.Floor: math.floor, exp.Ceil: math.ceil}
+_COMPARISONS: dict[type[exp.Expr], Callable[[Any, Any], bool]] = {
+    exp.EQ: operator.eq, exp.NEQ: operator.ne, exp.GT: operator.gt, exp.GTE: operator.ge, exp.LT: operator.lt,
+    exp.LTE: operator.le,
+}
 
 
 def parse_key(text: str | None, type_name: str) -> Value:
@@ -84,7 +95,7 @@ def _round_half_away(value: Fraction, places: int = 0) -> Fraction:
     return Fraction(rounded if value >= 0 else -rounded) / scale
 
 
-def evaluate(node: exp.Expression, values: dict[str, Value]) -> Value:
+def evaluate(node: exp.Expr, values: dict[str, Value]) -> Value:
     if isinstance(node, exp.Var):
         return values[node.name]
     if isinstance(node, exp.Literal):
@@ -112,7 +123,7 @@ def evaluate(node: exp.Expression, values: dict[str, Value]) -> Value:
             return inner
         if isinstance(inner, float) and digits is None:
             return float(round(inner))
-        rounded = _in_range(_round_half_away(Fraction(inner), places))  # type: ignore[arg-type]
+        rounded = _in_range(_round_half_away(Fraction(inner), places))
         if digits is None or rounded is None:
             return rounded
         # numeric round(x, n) prints n decimals, trailing zeros included;
@@ -123,8 +134,7 @@ def evaluate(node: exp.Expression, values: dict[str, Value]) -> Value:
         inner = evaluate(node.this, values)
         if inner is None or not _finite(inner):
             return inner
-        operation = {exp.Abs: abs, exp.Floor: math.floor, exp.Ceil: math.ceil}[type(node)]
-        return operation(inner)  # type: ignore[arg-type]
+        return _ROUNDINGS[type(node)](inner)
     if isinstance(node, exp.Coalesce):
         for child in [node.this, *node.expressions]:
             value = evaluate(child, values)
@@ -144,9 +154,7 @@ def evaluate(node: exp.Expression, values: dict[str, Value]) -> Value:
             return None
         if isinstance(left, str) != isinstance(right, str):
             left, right = _number(left), _number(right)
-        compare = {exp.EQ: lambda a, b: a == b, exp.NEQ: lambda a, b: a != b, exp.GT: lambda a, b: a > b,
-                   exp.GTE: lambda a, b: a >= b, exp.LT: lambda a, b: a < b, exp.LTE: lambda a, b: a <= b}
-        return compare[type(node)](left, right)
+        return _COMPARISONS[type(node)](left, right)
     if isinstance(node, exp.And):
         left, right = evaluate(node.this, values), evaluate(node.expression, values)
         if left is False or right is False:
@@ -167,16 +175,16 @@ def evaluate(node: exp.Expression, values: dict[str, Value]) -> Value:
     raise ValueError(f"cannot evaluate {node.key}")
 
 
-def _arithmetic(node: exp.Expression, left: Value, right: Value) -> Value:
+def _arithmetic(node: exp.Expr, left: Value, right: Value) -> Value:
     return _in_range(_exact_arithmetic(node, left, right))
 
 
-def _exact_arithmetic(node: exp.Expression, left: Value, right: Value) -> Value:
+def _exact_arithmetic(node: exp.Expr, left: Value, right: Value) -> Value:
     if left is None or right is None:
         return None
     left, right = (Fraction(v) if isinstance(v, Decimal) else v for v in (left, right))
     if isinstance(left, float) or isinstance(right, float):
-        left, right = float(left), float(right)  # type: ignore[arg-type]
+        left, right = float(left), float(right)
     if isinstance(node, exp.Add):
         return left + right  # type: ignore[operator]
     if isinstance(node, exp.Sub):
@@ -191,7 +199,7 @@ def _exact_arithmetic(node: exp.Expression, left: Value, right: Value) -> Value:
         return int(Fraction(left, right))  # truncates toward zero, as PostgreSQL
     if isinstance(left, float):
         return left / right  # type: ignore[operator]
-    return Fraction(left) / Fraction(right)  # type: ignore[arg-type]
+    return Fraction(left) / Fraction(right)
 
 
 def _cast(value: Value, target: str) -> Value:
@@ -199,13 +207,13 @@ def _cast(value: Value, target: str) -> Value:
     if value is None:
         return None
     if kind in t.INTEGERS:
-        return _in_range(int(_round_half_away(Fraction(value)))) if _finite(value) else None  # type: ignore[arg-type]
+        return _in_range(int(_round_half_away(Fraction(value)))) if _finite(value) else None
     if kind == "numeric":
         if isinstance(value, str) or not _finite(value):
             return _number(value)
-        return Fraction(value)  # type: ignore[arg-type]
+        return Fraction(value)
     if kind in t.FLOATS:
-        return float(value)  # type: ignore[arg-type]
+        return float(value)
     if kind == "text":
         return format_value(value, "numeric" if isinstance(value, Fraction) else "text")
     return value
@@ -222,11 +230,11 @@ def format_value(value: Value, type_name: str) -> str | None:
     if type_name in t.INTEGERS:
         return str(int(_round_half_away(Fraction(value)))) if not isinstance(value, str) else value
     if type_name in t.FLOATS:
-        return repr(float(value)) if not isinstance(value, str) else value  # type: ignore[arg-type]
+        return repr(float(value)) if not isinstance(value, str) else value
     if isinstance(value, Decimal):
         return format(value, "f")
     if type_name == "numeric" and not isinstance(value, str):
-        return decimal_text(Fraction(value))  # type: ignore[arg-type]
+        return decimal_text(Fraction(value))
     if isinstance(value, Fraction):
         return decimal_text(value)
     return str(value)
@@ -240,12 +248,12 @@ def decimal_text(value: Fraction, places: int = 6) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def key_order(key_text: tuple[str | None, ...], types: tuple[str, ...]) -> tuple:
+def key_order(key_text: tuple[str | None, ...], types: tuple[str, ...]) -> tuple[tuple[int, Any, str], ...]:
     """Where a released group goes before the analyst's ORDER BY: by its
     keys' values (numbers as numbers, other values by their text, NaN after
     numbers, NULL last), a total order that depends on the released keys
     alone, never on the order PostgreSQL produced the groups in."""
-    parts: list[tuple] = []
+    parts: list[tuple[int, Any, str]] = []
     for text, type_name in zip(key_text, types):
         if text is None:
             parts.append((3, 0, ""))
@@ -263,15 +271,17 @@ def key_order(key_text: tuple[str | None, ...], types: tuple[str, ...]) -> tuple
     return tuple(parts)
 
 
-def sort_rows(rows: list, order) -> list:
+def sort_rows(rows: list[ReleasedRow], order: Sequence[OrderItem]) -> list[ReleasedRow]:
     """ORDER BY on evaluated rows; NULLs last ascending and first descending, as PostgreSQL.
     The sort is stable: ties keep the order rows come in (see key_order)."""
     if not order:
         return rows
 
-    def compare(a, b) -> int:
+    def compare(a: ReleasedRow, b: ReleasedRow) -> int:
         for item in order:
-            x, y = evaluate(item.expression, a[1]), evaluate(item.expression, b[1])
+            # Values an ORDER BY compares are of one type: PostgreSQL typed the expression.
+            x: Any = evaluate(item.expression, a[1])
+            y: Any = evaluate(item.expression, b[1])
             if x == y:
                 continue
             if x is None or y is None:

@@ -62,13 +62,13 @@ class Output:
     aggregates (exp.Var names `key{i}` and `agg{i}`), with its type."""
 
     name: str
-    expression: exp.Expression
+    expression: exp.Expr
     type_name: str
 
 
 @dataclass(frozen=True)
 class OrderItem:
-    expression: exp.Expression  # over keys and aggregates, as Output
+    expression: exp.Expr  # over keys and aggregates, as Output
     descending: bool
     nulls_first: bool
 
@@ -109,7 +109,7 @@ class Running:
     `peers`: a RANGE frame (the default), where groups equal in the ORDER BY
     share the total that includes them all; ROWS adds one group at a time."""
 
-    expression: exp.Expression  # over keys and aggregates, as Output
+    expression: exp.Expr  # over keys and aggregates, as Output
     order: tuple[OrderItem, ...]
     peers: bool
     type_name: str
@@ -125,7 +125,7 @@ class Stage:
     Tableau wrap aggregates): its WHERE, ORDER BY and LIMIT evaluated on
     them, after the stages inside it."""
 
-    where: exp.Expression | None = None
+    where: exp.Expr | None = None
     order: tuple[OrderItem, ...] = ()
     limit: Bound = None
     offset: Bound = 0
@@ -141,7 +141,7 @@ class PrivateQuery:
     keys: tuple[Key, ...]
     aggregates: tuple[Aggregate, ...]
     outputs: tuple[Output, ...]
-    having: exp.Expression | None = None
+    having: exp.Expr | None = None
     order: tuple[OrderItem, ...] = ()
     limit: Bound = None
     offset: Bound = 0

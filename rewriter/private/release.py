@@ -25,17 +25,55 @@ import secrets
 from dataclasses import dataclass, field
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
 from fractions import Fraction
+from typing import Any
 
 from sqlglot import exp
 
 from pgshroud.rewriter.mechanisms import DiscreteLaplace, Rng, margin_of_error, release_real
 from pgshroud.rewriter.partition_selection import NoisyThresholdSelection
-from pgshroud.rewriter.plans import Column, Cost, LocalAnswer, RawResult
+from pgshroud.rewriter.plans import Column, Cost, LocalAnswer, RawResult, cost_decimal
 from pgshroud.rewriter.private import query as q
 from pgshroud.rewriter.private import types as t
-from pgshroud.rewriter.private.bounding import (BUCKETS, HISTOGRAM, MAX_PUBLIC_GROUPS, UNITS, Measurement, bounded_sql,
-                                       measurements, measurements_for, needs_people_counts)
-from pgshroud.rewriter.private.postprocess import evaluate, format_value, key_order, parse_key, sort_rows
+from pgshroud.rewriter.private.bounding import (
+    BUCKETS,
+    HISTOGRAM,
+    MAX_PUBLIC_GROUPS,
+    UNITS,
+    Measurement,
+    bounded_sql,
+    measurements,
+    measurements_for,
+    needs_people_counts,
+)
+from pgshroud.rewriter.private.postprocess import (
+    ReleasedRow,
+    Value,
+    evaluate,
+    format_value,
+    key_order,
+    parse_key,
+    sort_rows,
+)
+
+# A group's noisy measurements: a value each, or a histogram's noisy counts.
+Noisy = dict[Measurement, Any]
+
+
+@dataclass
+class _Totals:
+    """One group's raw totals: its people, each measurement's total, each histogram's counts by bucket."""
+
+    units: Fraction = Fraction(0)
+    measures: dict[int, Fraction] = field(default_factory=dict)
+    histograms: dict[int, dict[int, int]] = field(default_factory=dict)
+
+
+def _not_null(text: str | None) -> str:
+    """A total PostgreSQL computes for every row it sends (a count is never NULL)."""
+    if text is None:
+        raise ValueError("a count of the bounded query is NULL")
+    return text
+
 
 GRID_STEPS = 1024  # grid points per L1 sensitivity of a real-valued sum
 _ROOT = Context(prec=40, Emax=MAX_EMAX, Emin=MIN_EMIN)  # standard deviations, to 40 digits
@@ -144,7 +182,7 @@ class PrivateRelease:
     @property
     def cost(self) -> Cost:
         # Exactly the epsilon and delta the mechanisms were built from.
-        return Cost(self.epsilon, self.delta if self.selection is not None else Fraction(0))
+        return Cost(cost_decimal(self.epsilon), cost_decimal(self.delta if self.selection is not None else Fraction(0)))
 
     @property
     def columns(self) -> tuple[Column, ...]:
@@ -167,11 +205,13 @@ class PrivateRelease:
             if kept is None:
                 continue
             keys = [parse_key(text, k.type_name) for text, k in zip(key_text, query.keys)]
-            values = {f"key{i}": v for i, v in enumerate(keys)}
+            # Values post-processing reads (a date quantile is a date).
+            values: dict[str, Any] = {f"key{i}": v for i, v in enumerate(keys)}
             values.update({f"agg{i}": self._aggregate(a, kept) for i, a in enumerate(query.aggregates)})
             values.update(values_of_constants)
             for name, (i, of_key) in per_key.items():  # ranks and tests of text keys, computed by PostgreSQL
-                values[name] = None if key_text[i] is None else of_key.get(key_text[i])
+                text = key_text[i]
+                values[name] = None if text is None else of_key.get(text)
             if query.having is not None and evaluate(query.having, values) is not True:
                 continue
             rows.append((key_text, values, kept))
@@ -185,7 +225,8 @@ class PrivateRelease:
         notices = query.notices + self._margins([noisy for _, _, noisy in rows])
         return LocalAnswer(f"SELECT {len(out)}", self.columns, tuple(out), notices=notices)
 
-    def _split(self, raw: RawResult) -> tuple[RawResult, dict[str, tuple[int, dict]], tuple[str | None, ...]]:
+    def _split(self, raw: RawResult) -> tuple[RawResult, dict[str, tuple[int, dict[str, object]]],
+                                               tuple[str | None, ...]]:
         """The answer's own rows; for each variable `rank{i}` and `test{j}`,
         its key and its value for each value of the key; the constants' text
         (bounding.extra_columns)."""
@@ -211,8 +252,8 @@ class PrivateRelease:
         keyed = {name: (key, values) for (name, values), key in zip(per_key.items(), keys_of)}
         return RawResult(raw.columns, raw.type_oids, tuple(rows)), keyed, constants
 
-    def _stage(self, rows: list, where: exp.Expression | None, order: tuple, limit: q.Bound, offset: q.Bound,
-               constants: dict) -> list:
+    def _stage(self, rows: list[ReleasedRow], where: exp.Expr | None, order: tuple[q.OrderItem, ...],
+               limit: q.Bound, offset: q.Bound, constants: dict[str, Value]) -> list[ReleasedRow]:
         """One query level's WHERE, ORDER BY (text keys by PostgreSQL's rank of
         them), OFFSET and LIMIT over released rows."""
         if where is not None:
@@ -221,7 +262,7 @@ class PrivateRelease:
         start, count = (_bound(b, constants) for b in (offset, limit))
         return rows[start or 0 : None if count is None else (start or 0) + count]
 
-    def _running(self, rows: list) -> None:
+    def _running(self, rows: list[ReleasedRow]) -> None:
         """Each running total (SUM(...) OVER (ORDER BY keys)) over the released
         groups, in the window's order: with RANGE, groups equal in it (peers)
         share the total that includes them all. NULLs add nothing; a total
@@ -229,7 +270,7 @@ class PrivateRelease:
         for index, running in enumerate(self.query.running):
             order = tuple(self._by_rank(item) for item in running.order)
             ordered = sort_rows(rows, order)
-            total = None
+            total: Any = None  # a sum of released values of one type, as PostgreSQL typed them
             position = 0
             while position < len(ordered):
                 end = position + 1
@@ -251,7 +292,7 @@ class PrivateRelease:
             return q.OrderItem(exp.var(f"rank{node.name[3:]}"), item.descending, item.nulls_first)
         return item
 
-    def _margins(self, released: list[dict]) -> tuple[str, ...]:
+    def _margins(self, released: list[Noisy]) -> tuple[str, ...]:
         """A notice with each noisy column's 95% margin of error (the largest
         over the rows released), from the noise's scale and released values only."""
         parts = []
@@ -267,7 +308,7 @@ class PrivateRelease:
             return ()
         return ("95% margins of error from the noise (not from bounding): " + ", ".join(parts),)
 
-    def _margin(self, aggregate: q.Aggregate, noisy: dict) -> Fraction | None:
+    def _margin(self, aggregate: q.Aggregate, noisy: Noisy) -> Fraction | None:
         """The 95% margin of one aggregate in one group: counts and sums from
         their mechanism; an average by first-order propagation through the
         noisy centred sum over the noisy count. None where no simple margin
@@ -278,18 +319,20 @@ class PrivateRelease:
         margins = [self.margins[m] for m in found]
         if aggregate.kind != q.AVG:
             return margins[0]
-        centred, count = noisy[found[0]], max(noisy[found[1]], Fraction(1))
+        centred: Fraction = noisy[found[0]]
+        count: Fraction = max(noisy[found[1]], Fraction(1))
         return margins[0] / count + abs(centred) * margins[1] / (count * count)
 
     # steps
 
-    def _groups(self, raw: RawResult) -> list[tuple[tuple[str | None, ...], dict]]:
+    def _groups(self, raw: RawResult) -> list[tuple[tuple[str | None, ...], _Totals]]:
         """Raw totals per group, empty public groups included."""
         width = len(self.query.keys)
-        groups: dict[tuple[str | None, ...], dict] = {}
+        groups: dict[tuple[str | None, ...], _Totals] = {}
         # Domains PostgreSQL lists (policy lists cast to the column's type,
         # public tables' values) are read from the result.
-        domains: list[set | tuple | None] = [set() if k.domain_sql else k.domain for k in self.query.keys]
+        domains: list[set[str] | tuple[str | None, ...] | None] = [
+            set() if k.domain_sql else k.domain for k in self.query.keys]
         for row in raw.rows:
             kind, bucket = int(row[0] or 0), row[1]
             if kind < 0:  # a public value of key -kind-1
@@ -298,50 +341,50 @@ class PrivateRelease:
                     domains[-kind - 1].add(value)  # type: ignore[union-attr]
                 continue
             key = tuple(row[2 : 2 + width])
-            totals = groups.setdefault(key, {"units": Fraction(0), "m": {}, "hist": {}})
+            totals = groups.setdefault(key, _Totals())
             values = row[2 + width :]
             if kind == 0:
-                totals["units"] = Fraction(values[0] or 0)
+                totals.units = Fraction(values[0] or 0)
                 for i, value in enumerate(values[1:], start=1):
-                    if value is not None or i not in totals["m"]:
-                        totals["m"][i] = Fraction(Decimal(value)) if value is not None else Fraction(0)
+                    if value is not None or i not in totals.measures:
+                        totals.measures[i] = Fraction(Decimal(value)) if value is not None else Fraction(0)
             elif bucket is None:  # a distinct count, totalled in its own row
-                totals["m"][kind] = Fraction(Decimal(values[0]))
+                totals.measures[kind] = Fraction(Decimal(_not_null(values[0])))
             else:
-                totals["hist"].setdefault(kind, {})[int(bucket)] = int(Decimal(values[0]))
+                totals.histograms.setdefault(kind, {})[int(bucket)] = int(Decimal(_not_null(values[0])))
         if any(d is not None for d in domains):
             groups = {k: v for k, v in groups.items()
                       if all(d is None or value in d for value, d in zip(k, domains))}
         if self.query.keys and all(d is not None for d in domains):
-            ordered = [sorted(d) if isinstance(d, set) else d for d in domains]
-            _check_groups(math.prod(len(d) for d in ordered))  # type: ignore[arg-type]
-            for key in itertools.product(*ordered):  # type: ignore[arg-type]
-                groups.setdefault(tuple(key), {"units": Fraction(0), "m": {}, "hist": {}})
+            ordered = [sorted(d) if isinstance(d, set) else d for d in domains if d is not None]
+            _check_groups(math.prod(len(d) for d in ordered))
+            for key in itertools.product(*ordered):
+                groups.setdefault(tuple(key), _Totals())
         if not self.query.keys and not groups:
-            groups[()] = {"units": Fraction(0), "m": {}, "hist": {}}
+            groups[()] = _Totals()
         return list(groups.items())
 
-    def _noisy(self, totals: dict) -> dict | None:
+    def _noisy(self, totals: _Totals) -> Noisy | None:
         """Noisy measurements of one group, or None when selection drops it."""
         found = self.found
-        noisy: dict[Measurement, object] = {}
+        noisy: Noisy = {}
         if self.selection is not None:
-            released = self.selection.select(int(totals["units"]), self.rng)
+            released = self.selection.select(int(totals.units), self.rng)
             if released is None:
                 return None
             noisy[found[0]] = Fraction(released)
         elif found[0] in self.noises:
-            noisy[found[0]] = self.noises[found[0]].add(totals["units"], self.rng)
+            noisy[found[0]] = self.noises[found[0]].add(totals.units, self.rng)
         for i, measurement in enumerate(found[1:], start=1):
             noise = self.noises[measurement]
             if measurement.kind == HISTOGRAM:
-                counts = totals["hist"].get(i, {})
+                counts = totals.histograms.get(i, {})
                 noisy[measurement] = [noise.add(Fraction(counts.get(b, 0)), self.rng) for b in range(1, BUCKETS + 1)]
             else:
-                noisy[measurement] = noise.add(totals["m"].get(i, Fraction(0)), self.rng)
+                noisy[measurement] = noise.add(totals.measures.get(i, Fraction(0)), self.rng)
         return noisy
 
-    def _aggregate(self, aggregate: q.Aggregate, noisy: dict) -> object:
+    def _aggregate(self, aggregate: q.Aggregate, noisy: Noisy) -> object:
         parts = [noisy[m] for m in measurements_for(aggregate)]
         kind = aggregate.kind
         if kind in (q.COUNT_ROWS, q.COUNT, q.COUNT_UNITS, q.COUNT_DISTINCT):
@@ -374,7 +417,8 @@ class PrivateRelease:
             return q.DAY_ZERO + datetime.timedelta(days=math.floor(value))
         return value
 
-    def _output(self, output: q.Output, key_text: tuple, values: dict, constants: tuple) -> str | None:
+    def _output(self, output: q.Output, key_text: tuple[str | None, ...], values: dict[str, Value],
+                constants: tuple[str | None, ...]) -> str | None:
         node = output.expression
         if node.key == "var" and node.name.startswith("key"):
             return key_text[int(node.name[3:])]
@@ -417,7 +461,7 @@ class PrivateRelease:
         return lines
 
 
-def _bound(bound: q.Bound, constants: dict) -> int | None:
+def _bound(bound: q.Bound, constants: dict[str, Value]) -> int | None:
     """A LIMIT or OFFSET: a literal, or a bind value PostgreSQL read (NULL: none; never negative, PostgreSQL failed those)."""
     if isinstance(bound, str):
         value = constants.get(bound)
@@ -451,7 +495,8 @@ def _quantile(counts: list[Fraction], p: Fraction, low: Fraction, high: Fraction
     noise), made non-decreasing and non-negative, and the quantile is
     interpolated linearly inside the bucket where they reach p of the total.
     """
-    cumulative, running = [], Fraction(0)
+    cumulative: list[Fraction] = []
+    running = Fraction(0)
     for count in counts:
         running += count
         cumulative.append(max(running, cumulative[-1] if cumulative else Fraction(0)))

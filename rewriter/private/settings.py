@@ -12,12 +12,13 @@ costs next to nothing, so an analyst could ask as many as they like."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from decimal import Decimal
 from fractions import Fraction
-from typing import Mapping
 
+from pgshroud import sqlstate
 from pgshroud.policies.model import Policy
-from pgshroud.rewriter.plans import Column, SessionRead, Local, LocalAnswer, PrivacySetting
+from pgshroud.rewriter.plans import Column, Local, LocalAnswer, PrivacySetting, SessionRead
 
 NAMES = ("epsilon", "delta")
 # Shown, never set: where the user's privacy budgets stand.
@@ -34,9 +35,9 @@ _MAX_LITERAL = 40
 class SettingError(ValueError):
     """A privacy setting that cannot be set; the message says why."""
 
-    def __init__(self, message: str, sqlstate: str = "22023") -> None:
+    def __init__(self, message: str, code: str = sqlstate.INVALID_PARAMETER_VALUE) -> None:
         super().__init__(message)
-        self.sqlstate = sqlstate
+        self.sqlstate = code
 
 
 def policy_decimal(value: float) -> Decimal:
@@ -84,9 +85,9 @@ def set_plan(name: str, value: str | None, policy: Policy) -> Local:
     """SET (value) or RESET (None) of pgshroud.<name>."""
     if name in (BUDGET, LAST_ANSWER):
         # As PostgreSQL refuses SET of a read-only parameter (server_version).
-        raise SettingError(f'parameter "pgshroud.{name}" cannot be changed', "55P02")
+        raise SettingError(f'parameter "pgshroud.{name}" cannot be changed', sqlstate.CANT_CHANGE_RUNTIME_PARAM)
     if name not in NAMES:
-        raise SettingError(f'unrecognized configuration parameter "pgshroud.{name}"', "42704")
+        raise SettingError(f'unrecognized configuration parameter "pgshroud.{name}"', sqlstate.UNDEFINED_OBJECT)
     if value is not None:
         parse_value(name, value, policy)
         value = value.strip().strip("'").strip()
@@ -101,7 +102,7 @@ def show_plan(name: str, privacy: Mapping[str, str], policy: Policy) -> Local:
         # The session fills it with its last private answer's cost and margins.
         return Local(LocalAnswer("SHOW", (Column(f"pgshroud.{name}"),)), reads=SessionRead.LAST_ANSWER)
     if name not in NAMES:
-        raise SettingError(f'unrecognized configuration parameter "pgshroud.{name}"', "42704")
+        raise SettingError(f'unrecognized configuration parameter "pgshroud.{name}"', sqlstate.UNDEFINED_OBJECT)
     value = privacy.get(name)
     text = value if value is not None else f"{getattr(policy.privacy.default, name):g}"
     return Local(LocalAnswer("SHOW", (Column(f"pgshroud.{name}"),), ((text,),)))

@@ -5,12 +5,13 @@ from __future__ import annotations
 if __name__ != "pgshroud.rewriter":
     raise ImportError(f"pgshroud's rewriter package is imported as pgshroud.rewriter, not as {__name__}")
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol
+from typing import Protocol
 
+from pgshroud import sqlstate
 from pgshroud.policies.model import Policy, Role
 from pgshroud.rewriter.catalog import Catalog
-from pgshroud.rewriter.policy_planner import QueryAnalyser
 from pgshroud.rewriter.plans import (
     Column,
     Cost,
@@ -26,6 +27,7 @@ from pgshroud.rewriter.plans import (
     ReleaseSpec,
     Rewrite,
 )
+from pgshroud.rewriter.policy_planner import QueryAnalyser
 
 __all__ = [
     "Column", "Cost", "Local", "LocalAnswer", "Passthrough", "Plan", "PlanContext",
@@ -68,7 +70,7 @@ def plan(sql: str, context: PlanContext) -> QueryPlan:
     if context.policy is None or context.role_sees_raw:
         return (Passthrough(sql),)
     if not isinstance(context.policy, Policy) or context.role is None or context.catalog is None:
-        return (Refuse("42501", "pgshroud has no policy role or catalog for this session, so it refuses",
+        return (Refuse(sqlstate.INSUFFICIENT_PRIVILEGE, "pgshroud has no policy role or catalog for this session, so it refuses",
                        hint="The policy may have changed since you connected: reconnect."),)
     return tuple(QueryAnalyser(context.policy, context.role, context.catalog, context.user,
                                context.privacy).plan_text(sql))
@@ -80,7 +82,7 @@ def plan_function_call(function_oid: int, context: PlanContext) -> Passthrough |
     if context.policy is None or context.role_sees_raw:
         return Passthrough("")
     return Refuse(
-        "42501",
+        sqlstate.INSUFFICIENT_PRIVILEGE,
         "pgshroud does not allow fast-path function calls",
         hint="Call the function in a SELECT statement instead.",
     )

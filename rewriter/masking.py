@@ -9,37 +9,17 @@ keeps exactly the meaning the user gave it.
 
 from __future__ import annotations
 
-from pgshroud.policies.masks import mask_expression
 from pgshroud.policies.model import ProtectedTable
 from pgshroud.rewriter.catalog import Relation
 from pgshroud.rewriter.relations import RelationRef
-
-INNER_ALIAS = '"pgshroud_raw"'
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+from pgshroud.rewriter.views import quote_ident, relation_view
 
 
 def masked_subquery(table: ProtectedTable, relation: Relation, role: str, row_filter: str | None) -> str:
-    columns = []
-    for name, type_name in relation.columns:
-        column_policy = table.columns.get(name)
-        target = quote_ident(name)
-        if column_policy is None:
-            # Columns the policy does not name read as NULL, typed as before.
-            columns.append(f"NULL::{type_name} AS {target}")
-        else:
-            expression = mask_expression(column_policy.mask_for(role), f"{INNER_ALIAS}.{target}", type_name)
-            columns.append(f"{expression} AS {target}")
-    source = f"{quote_ident(relation.schema)}.{quote_ident(relation.name)} AS {INNER_ALIAS}"
-    sql = f"SELECT {', '.join(columns)} FROM {source}"
-    if row_filter is not None:
-        # OFFSET 0 keeps PostgreSQL from pulling the subquery up or pushing
-        # the user's predicates below the filter, where they would be
-        # evaluated on hidden rows (an error there is an oracle).
-        sql += f" WHERE ({row_filter}) OFFSET 0"
-    return f"({sql})"
+    """The relation as a masked role reads it row by row: every column
+    through its mask (the privacy unit too), the row filter fenced off from
+    the user's predicates, values as the masks give them."""
+    return relation_view(table, relation, role, row_filter, raw_unit=False, clamped=False, fenced=True)
 
 
 def splice(text: str, offset: int, replacements: list[tuple[int, int, str]]) -> str:

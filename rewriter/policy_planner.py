@@ -10,41 +10,49 @@ Anything that cannot be analysed is refused.
 
 from __future__ import annotations
 
-
 import functools
-from decimal import Decimal, InvalidOperation
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Mapping
+from decimal import Decimal, InvalidOperation
 
 from sqlglot import exp
-from sqlglot.tokens import TokenType
+from sqlglot.tokenizer_core import Token, TokenType
 
+from pgshroud import sqlstate
 from pgshroud.policies.model import Access, Policy, Role
-from pgshroud.rewriter.catalog import SYSTEM_SCHEMAS, Catalog
+from pgshroud.rewriter import access
 from pgshroud.rewriter.cache import PlanCache
-from pgshroud.rewriter.functions import FunctionRefused, check_functions
+from pgshroud.rewriter.catalog import Catalog, Relation
+from pgshroud.rewriter.masking import masked_subquery, replacement_for, splice
 from pgshroud.rewriter.named_commands import (
-    NamedCommandError, close_or_deallocate, declared_cursor, execute_arguments, fetch_or_move, fetch_step, renamed,
+    NamedCommandError,
+    close_or_deallocate,
+    declared_cursor,
+    execute_arguments,
+    fetch_or_move,
+    fetch_step,
+    renamed,
 )
-from pgshroud.rewriter.masking import INNER_ALIAS, masked_subquery, quote_ident, replacement_for, splice
 from pgshroud.rewriter.plans import Column, Cursor, Local, LocalAnswer, Passthrough, Plan, Refuse, Release, Rewrite
 from pgshroud.rewriter.private import plan_private
 from pgshroud.rewriter.private.settings import SettingError, set_plan, show_plan
-from pgshroud.rewriter.relations import RelationError, find_relations, fold
+from pgshroud.rewriter.query_analysis import ROW_COUNT_COLUMNS, QueryAnalysis, analyse_query
+from pgshroud.rewriter.refusal import Refusal
+from pgshroud.rewriter.relations import fold
 from pgshroud.rewriter.settings import (
-    TIMING_SETTINGS, TIMING_SHAPERS, SettingRefused, check_reset, check_set, check_set_config, set_config_arguments,
+    TIMING_SETTINGS,
+    TIMING_SHAPERS,
+    SettingRefused,
+    check_reset,
+    check_set,
+    check_set_config,
+    set_config_arguments,
 )
 from pgshroud.rewriter.statements import LexError, Statement, parse_statement, split_statements
+from pgshroud.rewriter.views import INNER_ALIAS, quote_ident
 
-POLICY = "42501"
+POLICY = sqlstate.INSUFFICIENT_PRIVILEGE
 
-# Catalog relations that expose data values or other sessions' statements.
-HIDDEN_CATALOG = frozenset(
-    """pg_statistic pg_stats pg_stats_ext pg_stats_ext_exprs pg_statistic_ext_data pg_stat_activity
-    pg_stat_statements pg_stat_statements_info pg_largeobject pg_authid pg_shadow pg_user_mapping
-    pg_user_mappings pg_prepared_xacts pg_stat_progress_copy pg_prepared_statements pg_cursors""".split()
-)
-ROW_COUNT_COLUMNS = frozenset({"reltuples", "relpages", "relallvisible"})
 TRANSACTION_WORDS = frozenset({"begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release"})
 # They only remove a cursor or prepared statement, whose name is translated
 # (rewriter/named_commands.py).
@@ -55,10 +63,8 @@ WRITE_WORDS = {"insert": "insert", "update": "update", "delete": "delete", "merg
                "do": "do"}
 
 
-class Refusal(Exception):
-    def __init__(self, sqlstate: str, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.refuse = Refuse(sqlstate, message, hint)
+# A replacement: the span [start, end) of the whole Query text and its new text.
+Replacement = tuple[int, int, str]
 
 
 class QueryAnalyser:
@@ -71,7 +77,6 @@ class QueryAnalyser:
         self.catalog = catalog
         self.user = user
         self.privacy = privacy or {}
-        self.allowed_functions = policy.allow_functions | role.allow_functions
         self.aggregates_privately = role.aggregates_privately
 
     def plan_text(self, sql: str) -> list[Plan]:
@@ -82,46 +87,63 @@ class QueryAnalyser:
         try:
             statements = split_statements(sql)
         except LexError as exc:
-            return [Refuse("42601", str(exc), hint="Check the statement's quotes, dollar quotes and comments.")]
+            return [Refuse(sqlstate.SYNTAX_ERROR, str(exc),
+                           hint="Check the statement's quotes, dollar quotes and comments.")]
         plans: list[Plan] = []
-        self._layouts: list[tuple[int, int, list]] | None = []
+        layouts: list[tuple[int, int, list[Replacement]]] = []
+        cacheable = True
         for statement in statements:
-            self._replacements: list[tuple[int, int, str]] = []
-            try:
-                plans.append(self.plan_statement(statement))
-            except Refusal as refusal:
-                plans.append(refusal.refuse)
-            except RecursionError:
-                plans.append(Refuse("54001", "the statement is nested too deeply for pgshroud to analyse"))
-            if self._layouts is not None:
-                self._layouts.append((statement.start, statement.start + len(statement.text), self._replacements))
+            plan, replacements = self._planned(statement)
+            plans.append(plan)
+            if replacements is None:
+                cacheable = False
+            else:
+                layouts.append((statement.start, statement.start + len(statement.text), replacements))
         if not plans:
             return [Passthrough(sql)]
-        if self._layouts is not None:
-            PLAN_CACHE.put(self.role.name, owners, sql, plans, self._layouts)
+        if cacheable:
+            PLAN_CACHE.put(self.role.name, owners, sql, plans, layouts)
         return plans
 
+    def _planned(self, statement: Statement) -> tuple[Plan, list[Replacement] | None]:
+        """One statement's plan and, when the plan is a function of the text
+        with its literals taken out (rewriter/cache.py), the replacements that
+        made it; None otherwise. Only plain queries can be: other statements'
+        plans, set_config's and private answers' depend on their literals."""
+        setting = set_config_arguments(statement) if statement.first_word == "select" else None
+        template = statement.first_word in QUERY_WORDS and setting is None
+        try:
+            if setting is not None:
+                return self._set_config(statement, *setting), None
+            if template:
+                return self._query(statement)
+            return self.plan_statement(statement), None
+        except Refusal as refusal:
+            return refusal.refuse, [] if template else None
+        except RecursionError:
+            return (Refuse(sqlstate.STATEMENT_TOO_COMPLEX, "the statement is nested too deeply for pgshroud to analyse"),
+                    [] if template else None)
+
+    def _query(self, statement: Statement) -> tuple[Plan, list[Replacement] | None]:
+        """A query's plan: a private answer, or the query with its protected relations masked."""
+        analysis = None
+        if self.aggregates_privately:
+            analysis = self._analysed(statement)
+            private = self._private_plan(analysis, probes=True)
+            if private is not None:
+                return private, None  # the noise and the cost are not a function of the normalised text
+        replacements = self._masking(statement, analysis)
+        if not replacements:
+            return Passthrough(statement.text), []
+        return Rewrite(splice(statement.text, statement.start, replacements)), replacements
+
     def plan_statement(self, statement: Statement) -> Plan:
-        """One statement's plan. Only plain queries keep the text cacheable:
-        other statements' plans can depend on their literals."""
+        """The plan of a statement that is not a plain query."""
         word = statement.first_word
-        if word not in QUERY_WORDS:
-            self._layouts = None
         if statement.words(2) in (["prepare", "transaction"], ["commit", "prepared"], ["rollback", "prepared"]):
             raise Refusal(POLICY, "two-phase commit is not allowed through pgshroud")
-        if word == "select" and (setting := set_config_arguments(statement)) is not None:
-            self._layouts = None  # whether it is allowed depends on its literals
-            return self._set_config(statement, *setting)
-        if word in QUERY_WORDS:
-            private = self._private_plan(statement.text, probes=True)
-            if private is not None:
-                self._layouts = None  # the noise and the cost are not a function of the normalised text
-                return private
-            rewritten, replacements = self._rewrite(statement.text)
-            self._replacements = [(s + statement.start, e + statement.start, t) for s, e, t in replacements]
-            return Passthrough(statement.text) if rewritten == statement.text else Rewrite(rewritten)
         if word == "table":
-            return self._query_plan(statement.text)
+            return self._rewritten(statement)
         if word in TRANSACTION_WORDS:
             return Passthrough(statement.text)
         if word in ("fetch", "move"):
@@ -135,8 +157,8 @@ class QueryAnalyser:
         if word == "listen":
             raise Refusal(POLICY, "LISTEN is not allowed through pgshroud: notifications carry values no policy "
                           "masks", hint="Listen on a direct connection of a role that sees raw data.")
-        if word in ("set", "reset", "show") and _pgshroud_setting(statement) is not None:
-            return self._privacy_setting(statement)
+        if word in ("set", "reset", "show") and (name := _pgshroud_setting(statement)) is not None:
+            return self._privacy_setting(statement, name)
         if word == "show":
             return Passthrough(statement.text)
         if word == "set":
@@ -163,49 +185,64 @@ class QueryAnalyser:
 
     # queries
 
-    def _query_plan(self, text: str) -> Plan:
-        rewritten = self.rewrite_query(text)
-        return Passthrough(text) if rewritten == text else Rewrite(rewritten)
+    def _analysed(self, statement: Statement) -> QueryAnalysis:
+        return analyse_query(statement, self.policy, self.role, self.catalog, self.user)
 
-    def rewrite_query(self, text: str) -> str:
-        """The query with every protected relation masked; refuses what it cannot analyse."""
-        return self._rewrite(text)[0]
+    def _rewritten(self, statement: Statement) -> Plan:
+        """A query of a statement, masked: Passthrough when nothing needed masking."""
+        replacements = self._masking(statement)
+        return Rewrite(splice(statement.text, statement.start, replacements)) if replacements \
+            else Passthrough(statement.text)
 
-    def _rewrite(self, text: str, probe: bool = False) -> tuple[str, list[tuple[int, int, str]]]:
-        """The rewritten query and its replacements, as offsets into `text`.
-        `probe`: the query is a zero-row probe that never runs (_probe_plan),
-        so relations the role may only aggregate are read as they are."""
-        expanded = _expand_table_commands(text)
-        if expanded != text:
-            # TABLE x means SELECT * FROM x; the masked subquery needs the latter.
-            rewritten = self.rewrite_query(expanded)
-            return rewritten, [(0, len(text), rewritten)]
-        statement, refs = self.analyse(text)
+    def _masked_text(self, query: Statement) -> str:
+        """The text of a query (part of a statement) with its protected relations masked."""
+        return splice(query.text, query.start, self._masking(query))
+
+    def _masked_new_text(self, text: str) -> str:
+        """A query pgshroud wrote itself, with its protected relations masked."""
+        return self._masked_text(_new_query(text))
+
+    def _masking(self, query: Statement, analysis: QueryAnalysis | None = None,
+                 probe: bool = False) -> list[Replacement]:
+        """The replacements that mask a query's protected relations, as spans
+        of the whole Query text; `analysis`: the query's, when the caller has
+        it already. `probe`: the query is a zero-row probe that never runs
+        (_probe_plan), so relations the role may only aggregate are read as
+        they are."""
+        expanded = _table_commands_expanded(query)
+        if expanded is not None:
+            # TABLE x means SELECT * FROM x; the masked subquery needs the
+            # latter, a new text analysed on its own.
+            return [(query.start, query.start + len(query.text), self._masked_new_text(expanded))]
+        if analysis is None:
+            analysis = self._analysed(query)
         replacements = []
         renamed: set[tuple[str, str]] = set()
-        for ref in refs:
-            subquery = self._relation_subquery(ref.relation, probe)
+        for ref in analysis.refs:
+            subquery = self._relation_subquery(ref.relation, analysis.tree, probe)
             if subquery is not None:
-                replacements.append(replacement_for(ref, subquery))  # offsets into `text`
+                replacements.append(replacement_for(ref, subquery))
                 if not ref.has_alias:
                     renamed.add((ref.relation.schema, ref.relation.name))
         if not replacements:
-            return text, []
+            return []
         # `public.patients.ssn` must now name the subquery, which has no schema.
-        replacements += [(start, end, "") for start, end in _schema_qualifiers(self._tree, renamed)]
-        rewritten = splice(text, 0, replacements)
-        self._verify_masked(rewritten, probe)
-        return rewritten, replacements
+        replacements += [(start, end, "") for start, end in _schema_qualifiers(analysis.tree, renamed)]
+        self._verify_masked(splice(query.text, query.start, replacements), probe)
+        return replacements
 
     def _verify_masked(self, rewritten: str, probe: bool = False) -> None:
         """A second look at the rewritten text: every protected relation it
         reads must be the inner relation of a masked subquery. Catches any
-        splice that went wrong before PostgreSQL sees it."""
+        splice that went wrong before PostgreSQL sees it. A check of the
+        text pgshroud wrote, parsed on purpose apart from the query's
+        analysis: nothing of this parse is used but its verdict."""
         try:
             (statement,) = split_statements(rewritten)
             tree = parse_statement(statement)
-        except Exception:
-            raise Refusal("XX000", "pgshroud could not verify its own rewrite, so it refused the statement") from None
+        except Exception:  # noqa: BLE001 - whatever fails to parse fails the check
+            raise Refusal(sqlstate.INTERNAL_ERROR,
+                          "pgshroud could not verify its own rewrite, so it refused the statement") from None
         for table in tree.find_all(exp.Table):
             if not isinstance(table.this, exp.Identifier):
                 continue
@@ -219,107 +256,48 @@ class QueryAnalyser:
             if probe and self.role.access_to(relation.qualified) == Access.AGGREGATE:
                 continue
             if table.alias != INNER_ALIAS.strip('"'):
-                raise Refusal("XX000", "pgshroud's rewrite left a protected relation unmasked, so it refused")
+                raise Refusal(sqlstate.INTERNAL_ERROR,
+                              "pgshroud's rewrite left a protected relation unmasked, so it refused")
 
-    def analyse(self, text: str) -> tuple[Statement, list]:
-        """Parse a query, check its functions, and resolve its relations."""
-        try:
-            statements = split_statements(text)
-        except LexError as exc:
-            raise Refusal("42601", str(exc)) from None
-        if len(statements) != 1:
-            raise Refusal("42601", "pgshroud cannot analyse this statement: a query here must be one statement",
-                          hint="Remove the semicolon inside it.")
-        (statement,) = statements
-        try:
-            tree = parse_statement(statement)
-        except RecursionError:
-            raise
-        except Exception as exc:  # sqlglot's ParseError and anything unexpected: refuse, never pass
-            # Never the parser's own words: they name its internals, not the user's SQL.
-            raise Refusal("42601", f"pgshroud cannot parse this statement{_parse_position(exc)}",
-                          hint=PARSE_HINT) from None
-        if not isinstance(tree, (exp.Select, exp.SetOperation, exp.Values, exp.Subquery)):
-            raise Refusal(POLICY, "only queries are allowed here")
-        if any(isinstance(node, exp.Into) for node in tree.find_all(exp.Into)):
-            raise Refusal(POLICY, "SELECT INTO creates a table and is not allowed")
-        if any(isinstance(node, (exp.Insert, exp.Update, exp.Delete, exp.Merge)) for node in tree.walk()):
-            raise Refusal(POLICY, "data-modifying statements in WITH are not allowed")
-        aggregate = self.role.access == Access.AGGREGATE
-        alias_starts = frozenset(
-            alias.this.meta["start"]
-            for alias in tree.find_all(exp.TableAlias)
-            if alias.args.get("columns") and isinstance(alias.this, exp.Identifier) and "start" in alias.this.meta
-        )
-        try:
-            # median() is not PostgreSQL's: pgshroud answers it privately.
-            allowed = self.allowed_functions | ({"pg_catalog.median"} if self.aggregates_privately else set())
-            check_functions(statement.tokens, self.catalog, allowed=allowed,
-                            aggregate_role=aggregate, alias_starts=alias_starts)
-            refs = find_relations(tree, self.catalog, self.user)
-        except FunctionRefused as exc:
-            raise Refusal(POLICY, str(exc), hint=_function_hint(str(exc))) from None
-        except RelationError as exc:
-            raise Refusal(POLICY, str(exc), hint=RELATION_HINT) from None
-        if aggregate and any(c.name.lower() in ROW_COUNT_COLUMNS for c in tree.find_all(exp.Column)):
-            raise Refusal(POLICY, "row-count statistics (reltuples, relpages) are not available to aggregate roles",
-                          hint="Count rows with count(*), which pgshroud answers privately.")
-        self._tree = tree
-        return statement, refs
-
-    def _relation_subquery(self, relation, probe: bool = False) -> str | None:
+    def _relation_subquery(self, relation: Relation, tree: exp.Expr, probe: bool = False) -> str | None:
         """None when the relation is read as it is; the masked subquery otherwise.
-        `probe`: for a statement that never runs (_probe_plan)."""
-        if relation.schema == "pgshroud":
-            raise Refusal(POLICY, "pgshroud's own schema is not readable")
-        if relation.schema in SYSTEM_SCHEMAS:
-            if relation.name in HIDDEN_CATALOG:
-                raise Refusal(POLICY, f'"{relation.qualified}" exposes data values or other sessions\' statements')
-            if self.role.access == Access.AGGREGATE and relation.name.startswith(("pg_stat_", "pg_statio_")):
-                raise Refusal(POLICY, f'"{relation.qualified}" reveals row counts to aggregate roles')
-            if self.role.access == Access.AGGREGATE and relation.qualified == "pg_catalog.pg_class":
-                return _pg_class_without_counts(relation, _system_columns_named(self._tree))
-            return None
-        name = relation.qualified
-        if name in self.policy.public_tables:
-            if self.role.access_to(name) == Access.DENY:
-                raise Refusal(POLICY, f'role "{self.role.name}" may not read "{name}"')
-            return None
-        table = self.policy.protected_tables.get(name)
-        if table is None:
-            raise Refusal(POLICY, f'relation "{name}" is not named in the policy',
-                          hint="Ask the privacy officer to declare it public or protected.")
-        access = self.role.access_to(name)
-        if access == Access.RAW:
-            return None
-        if access == Access.DENY:
-            raise Refusal(POLICY, f'role "{self.role.name}" may not read "{name}"')
-        if access == Access.AGGREGATE and probe:
-            return None  # nothing of it is read: only its columns' names and types are
-        if access == Access.AGGREGATE:
+        `tree`: the query that reads it. `probe`: for a statement that never runs (_probe_plan)."""
+        try:
+            decision = access.decide(self.policy, self.role, relation)
+        except access.AccessRefused as exc:
+            raise Refusal(POLICY, str(exc), hint=exc.hint) from None
+        reading = decision.reading
+        if reading == access.Reading.CATALOG_WITHOUT_ROW_COUNTS:
+            return _pg_class_without_counts(relation, _system_columns_named(tree))
+        if reading == access.Reading.PRIVATE and not probe:
             raise Refusal(
                 POLICY,
-                f'role "{self.role.name}" may read "{name}" only through differentially private aggregates',
-                hint="Write a SELECT with count, sum, avg, ... (and GROUP BY), or add LIMIT 0 to see the "
-                "columns; row-level reads, COPY and SQL-level PREPARE of private queries are refused (prepare "
-                "them through the protocol, or read them through DECLARE ... CURSOR).",
-            )
+                f'role "{self.role.name}" may read "{relation.qualified}" only through differentially private '
+                "aggregates", hint=access.PRIVATE_HINT)
+        if reading != access.Reading.MASKED or decision.table is None:
+            # As stored; a probe of a private table reads nothing of it, only
+            # its columns' names and types.
+            return None
+        table = decision.table
         try:
             return masked_subquery(table, relation, self.role.name, table.row_filters.get(self.role.name))
         except ValueError as exc:
-            raise Refusal("XX000", f"the policy's mask for {name} cannot be applied: {exc}") from None
+            raise Refusal(sqlstate.INTERNAL_ERROR,
+                          f"the policy's mask for {relation.qualified} cannot be applied: {exc}") from None
 
     # statements that wrap a query
 
     def _declare(self, statement: Statement) -> Plan:
-        position = _word_position(statement, "for")
-        if position is None:
-            raise Refusal("42601", "DECLARE without FOR query")
-        query = statement.text[position:]
+        found = _query_after(statement, "for")
+        if found is None:
+            raise Refusal(sqlstate.SYNTAX_ERROR, "DECLARE without FOR query")
+        position, query = found
         head = self._renamed_head(statement, position)
-        private = self._private_plan(query, probes=True)
+        private = None
+        if self.aggregates_privately:
+            private = self._private_plan(self._analysed(query), probes=True)
         if private is None:
-            return Rewrite(head + self.rewrite_query(query))
+            return Rewrite(head + statement.text[position:query.start - statement.start] + self._masked_text(query))
         if isinstance(private, Rewrite):  # a zero-row probe: PostgreSQL's own cursor over no row
             return Rewrite(f"{head} {private.sql}")
         if not isinstance(private, Release):
@@ -327,39 +305,38 @@ class QueryAnalyser:
         try:
             name, hold, binary = declared_cursor(statement)
         except NamedCommandError as exc:
-            raise Refusal("42601", str(exc)) from None
+            raise Refusal(sqlstate.SYNTAX_ERROR, str(exc)) from None
         if binary:
-            raise Refusal("0A000", "pgshroud holds private answers in text: a BINARY cursor of a private query is "
-                          "not supported", hint="Declare the cursor without BINARY.")
+            raise Refusal(sqlstate.FEATURE_NOT_SUPPORTED, "pgshroud holds private answers in text: a BINARY cursor "
+                          "of a private query is not supported", hint="Declare the cursor without BINARY.")
         # Charged once; its answer is held by the session and read by FETCH.
         return replace(private, cursor=Cursor(name, hold))
 
     def _prepare(self, statement: Statement) -> Plan:
-        position = _word_position(statement, "as")
-        if position is None:
-            raise Refusal("42601", "PREPARE without AS statement")
-        query = statement.text[position:]
-        (inner,) = split_statements(query)
-        if inner.first_word not in ("select", "with", "values", "table"):
+        found = _query_after(statement, "as")
+        if found is None:
+            raise Refusal(sqlstate.SYNTAX_ERROR, "PREPARE without AS statement")
+        position, query = found
+        if query.first_word not in ("select", "with", "values", "table"):
             raise Refusal(POLICY, "only queries may be prepared")
         head = self._renamed_head(statement, position)
-        return Rewrite(head + self.rewrite_query(query))
+        return Rewrite(head + statement.text[position:query.start - statement.start] + self._masked_text(query))
 
     def _renamed_head(self, statement: Statement, position: int) -> str:
         """`PREPARE name ... AS` or `DECLARE name ... FOR` with the name translated."""
         if len(statement.tokens) < 2 or statement.tokens[1].start - statement.start >= position:
-            raise Refusal("42601", f"{statement.first_word.upper()} needs a name")
+            raise Refusal(sqlstate.SYNTAX_ERROR, f"{statement.first_word.upper()} needs a name")
         try:
             text = renamed(statement, 1)
         except NamedCommandError as exc:
-            raise Refusal("42601", str(exc)) from None
+            raise Refusal(sqlstate.SYNTAX_ERROR, str(exc)) from None
         return text[: position + len(text) - len(statement.text)]
 
     def _closed(self, statement: Statement) -> Plan:
         try:
             text, name = close_or_deallocate(statement)
         except NamedCommandError as exc:
-            raise Refusal("42601", str(exc)) from None
+            raise Refusal(sqlstate.SYNTAX_ERROR, str(exc)) from None
         if name is None:
             return Passthrough(text)  # ALL
         return Rewrite(text, reaches=("S" if statement.first_word == "deallocate" else "P", name))
@@ -368,7 +345,7 @@ class QueryAnalyser:
         try:
             text, name = fetch_or_move(statement)
         except NamedCommandError as exc:
-            raise Refusal("42601", str(exc)) from None
+            raise Refusal(sqlstate.SYNTAX_ERROR, str(exc)) from None
         return Rewrite(text, reaches=("P", name), step=fetch_step(statement))
 
     def _execute(self, statement: Statement) -> Plan:
@@ -377,10 +354,10 @@ class QueryAnalyser:
         try:
             text, name, arguments = execute_arguments(statement)
         except NamedCommandError as exc:
-            raise Refusal("42601", str(exc)) from None
+            raise Refusal(sqlstate.SYNTAX_ERROR, str(exc)) from None
         if arguments is not None:
             query = f"SELECT {arguments}"
-            if self.rewrite_query(query) != query:
+            if self._masked_new_text(query) != query:
                 raise Refusal(POLICY, "EXECUTE arguments may not read protected relations")
         return Rewrite(text, reaches=("S", name))
 
@@ -393,9 +370,8 @@ class QueryAnalyser:
             close = _matching_paren(tokens, 1)
             if [t.text.lower() for t in tokens[close + 1 : close + 3]] != ["to", "stdout"]:
                 raise refused
-            query = text[tokens[2].start - base : tokens[close].start - base]
-            rest = text[tokens[close].start - base :]
-            return _wrapped(text, text[: tokens[2].start - base], query + rest, self.rewrite_query(query) + rest)
+            replacements = self._masking(statement.part(2, close))
+            return Rewrite(splice(text, base, replacements)) if replacements else Passthrough(text)
         to = next((i for i, t in enumerate(tokens) if i > 1 and t.text.lower() == "to"), None)
         if to is None or to + 1 >= len(tokens) or tokens[to + 1].text.lower() != "stdout":
             raise refused
@@ -408,13 +384,15 @@ class QueryAnalyser:
             target = text[tokens[1].start - base : tokens[opening].start - base].strip()
         # Copy the masked rows instead of the table.
         query = f"SELECT {columns} FROM {target}"
-        return Rewrite(f"COPY ({self.rewrite_query(query)}) TO STDOUT{options}")
+        return Rewrite(f"COPY ({self._masked_new_text(query)}) TO STDOUT{options}")
 
     def _explain(self, statement: Statement) -> Plan:
         """EXPLAIN [ANALYZE] [VERBOSE] or EXPLAIN (options) of a query, read by
         tokens: whatever follows the options must be a query, and only a query."""
         query, analyze = _explained_query(statement)
-        private = self._private_plan(query)
+        expanded = _table_commands_expanded(query)
+        analysis = self._analysed(query if expanded is None else _new_query(expanded))
+        private = self._private_plan(analysis) if self.aggregates_privately else None
         if isinstance(private, Refuse):
             return private
         if isinstance(private, Release):
@@ -424,42 +402,38 @@ class QueryAnalyser:
             # The privacy plan, computed without reading anything.
             rows = tuple((line,) for line in private.spec.explain())
             return Local(LocalAnswer("EXPLAIN", (Column("QUERY PLAN"),), rows))
-        _, refs = self.analyse(query)
-        for ref in refs:
+        for ref in analysis.refs:
             if ref.relation.qualified in self.policy.protected_tables:
                 raise Refusal(
                     POLICY, "EXPLAIN is not allowed on protected relations: its row estimates come from the data"
                 )
-            self._relation_subquery(ref.relation)  # refuses what the role may not read at all
+            self._relation_subquery(ref.relation, analysis.tree)  # refuses what the role may not read at all
         return Passthrough(statement.text)
 
     # differential privacy
 
-    def _private_plan(self, text: str, probes: bool = False) -> Plan | None:
+    def _private_plan(self, analysis: QueryAnalysis, probes: bool = False) -> Plan | None:
         """The private plan of a query that reads a table this role may only
         aggregate; None for any other query. `probes`: a zero-row probe of
         such a query is answered with its columns (_probe_plan)."""
-        if not self.aggregates_privately:
-            return None
-        statement, refs = self.analyse(text)
         if not any(
             ref.relation.qualified in self.policy.protected_tables
             and self.role.access_to(ref.relation.qualified) == Access.AGGREGATE
-            for ref in refs
+            for ref in analysis.refs
         ):
             return None
-        tree = self._tree
+        tree = analysis.tree
         row_level = _row_level(tree)
         if probes and _returns_no_row(tree, row_level):
-            return self._probe_plan(text)
+            return self._probe_plan(analysis)
         private = plan_private(tree, self.policy, self.role, self.catalog, self.user, self.privacy,
-                               statement.tokens)
+                               analysis.statement.tokens)
         if isinstance(private, Refuse) and row_level:
             hint = (private.hint + " " if private.hint else "") + PROBE_HINT
             private = Refuse(private.sqlstate, private.message, hint)
         return private
 
-    def _probe_plan(self, text: str) -> Rewrite:
+    def _probe_plan(self, analysis: QueryAnalysis) -> Rewrite:
         """A row-level query of protected tables that returns no row by its
         literals alone (LIMIT 0, WHERE false), as BI tools send to learn a
         query's columns: answered with PostgreSQL's columns and types and no
@@ -467,14 +441,15 @@ class QueryAnalyser:
         with a false one-time filter, so nothing below it is executed and no
         row is read; it costs no budget. Every check of a query still applies
         to what is inside, and relations the role may not read are refused."""
-        rewritten, _ = self._rewrite(text, probe=True)
+        query = analysis.statement
+        rewritten = splice(query.text, query.start, self._masking(query, analysis, probe=True))
         wrapped = f"SELECT * FROM (\n{rewritten}\n) AS {PROBE_ALIAS} WHERE false"
         _check_probe_wrapper(wrapped)
         return Rewrite(wrapped)
 
-    def _privacy_setting(self, statement: Statement) -> Plan:
+    def _privacy_setting(self, statement: Statement, name: str) -> Plan:
+        """SET, RESET or SHOW of pgshroud.`name`."""
         word = statement.first_word
-        name = _pgshroud_setting(statement)
         try:
             if word == "show":
                 return show_plan(name, self.privacy, self.policy)
@@ -515,7 +490,7 @@ class QueryAnalyser:
             raise Refusal(POLICY, str(exc), hint=hint) from None
         return Passthrough(statement.text)
 
-    def _checked(self, statement: Statement, check) -> Plan:
+    def _checked(self, statement: Statement, check: Callable[[Statement], None]) -> Plan:
         try:
             check(statement)
         except SettingRefused as exc:
@@ -527,7 +502,7 @@ PROBE_ALIAS = '"pgshroud_probe"'
 PROBE_HINT = "To see a query's columns without any row, add LIMIT 0 (or WHERE false)."
 
 
-def _row_level(tree: exp.Expression) -> bool:
+def _row_level(tree: exp.Expr) -> bool:
     """A single SELECT that returns a row per row it reads: no aggregate in
     its own select list (subqueries aside), no GROUP BY, HAVING or DISTINCT."""
     if not isinstance(tree, exp.Select):
@@ -541,7 +516,7 @@ def _row_level(tree: exp.Expression) -> bool:
     return True
 
 
-def _returns_no_row(tree: exp.Select, row_level: bool) -> bool:
+def _returns_no_row(tree: exp.Expr, row_level: bool) -> bool:
     """LIMIT 0 (or FETCH FIRST 0 ROWS) with a literal, or a WHERE that is
     false by its literals alone where that leaves no row: not for an
     aggregate without GROUP BY, which returns its one row over no rows."""
@@ -556,7 +531,7 @@ def _returns_no_row(tree: exp.Select, row_level: bool) -> bool:
     return isinstance(where, exp.Where) and _literal_truth(where.this) is False
 
 
-def _literal_truth(node: exp.Expression) -> bool | None:
+def _literal_truth(node: exp.Expr) -> bool | None:
     """The truth of a condition made only of literals (FALSE, NOT TRUE,
     1 = 0, 1 <> 1, 'a' = 'b', and conjunctions), as PostgreSQL folds it;
     None when it is not one or pgshroud cannot tell."""
@@ -578,14 +553,14 @@ def _literal_truth(node: exp.Expression) -> bool | None:
     return None
 
 
-def _literal_value(node: exp.Expression | None) -> tuple[str, object] | None:
+def _literal_value(node: exp.Expr | None) -> tuple[str, object] | None:
     """('number', Decimal) or ('string', text) of a plain literal: an
     unsigned or negated number, or a '...' string (E'', U&'' and dollar
     quotes are other node types, and are not read)."""
     negative = isinstance(node, exp.Neg)
-    if negative:
+    if isinstance(node, exp.Neg):
         node = node.this
-    if type(node) is not exp.Literal:
+    if not isinstance(node, exp.Literal) or type(node) is not exp.Literal:  # not a subclass (national strings)
         return None
     if node.is_string:
         return None if negative else ("string", node.this)
@@ -602,10 +577,12 @@ def _check_probe_wrapper(wrapped: str) -> None:
     try:
         (statement,) = split_statements(wrapped)
         tree = parse_statement(statement)
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever fails to parse fails the check
         tree = None
-    source = tree.args.get("from_") or tree.args.get("from") if isinstance(tree, exp.Select) else None
-    where = tree.args.get("where") if isinstance(tree, exp.Select) else None
+    if not isinstance(tree, exp.Select):
+        raise Refusal(sqlstate.INTERNAL_ERROR, "pgshroud could not verify its own rewrite, so it refused the statement")
+    source = tree.args.get("from_") or tree.args.get("from")
+    where = tree.args.get("where")
     shape_ok = (
         source is not None and isinstance(source.this, exp.Subquery) and source.this.alias == PROBE_ALIAS.strip('"')
         and len(tree.expressions) == 1 and isinstance(tree.expressions[0], exp.Star)
@@ -614,34 +591,44 @@ def _check_probe_wrapper(wrapped: str) -> None:
                                                "with_", "laterals", "distinct", "locks"))
     )
     if not shape_ok:
-        raise Refusal("XX000", "pgshroud could not verify its own rewrite, so it refused the statement")
+        raise Refusal(sqlstate.INTERNAL_ERROR, "pgshroud could not verify its own rewrite, so it refused the statement")
 
 
 _TABLE_FOLLOWS = frozenset({"(", "union", "intersect", "except", "all", "distinct", "for", "as"})
 
 
-def _expand_table_commands(text: str) -> str:
-    """Each `TABLE name` command (not the keyword in other roles) as `SELECT * FROM name`."""
-    try:
-        (statement,) = split_statements(text)
-    except (LexError, ValueError):
-        return text
-    tokens = statement.tokens
+def _table_commands_expanded(query: Statement) -> str | None:
+    """The query's text with each `TABLE name` command (not the keyword in
+    other roles) as `SELECT * FROM name`; None when it has none."""
+    tokens = query.tokens
     spans = [
-        (token.start, token.end + 1)
+        (token.start, token.end + 1, "SELECT * FROM")
         for i, token in enumerate(tokens)
         if token.token_type == TokenType.TABLE
         and (i == 0 or tokens[i - 1].text.lower() in _TABLE_FOLLOWS)
         # `... AS table,` is a column alias: a TABLE command names a relation next.
         and i + 1 < len(tokens) and tokens[i + 1].token_type in (TokenType.VAR, TokenType.IDENTIFIER, TokenType.ONLY)
     ]
-    return splice(text, 0, [(start, end, "SELECT * FROM") for start, end in spans]) if spans else text
+    return splice(query.text, query.start, spans) if spans else None
+
+
+def _new_query(text: str) -> Statement:
+    """A query pgshroud wrote itself (from COPY's table and columns, EXECUTE's
+    arguments, a TABLE command spelled out): a text of its own, lexed here."""
+    try:
+        statements = split_statements(text)
+    except LexError as exc:
+        raise Refusal(sqlstate.SYNTAX_ERROR, str(exc)) from None
+    if len(statements) > 1:
+        raise Refusal(sqlstate.SYNTAX_ERROR, "pgshroud cannot analyse this statement: a query here must be one "
+                      "statement", hint="Remove the semicolon inside it.")
+    return statements[0] if statements else Statement("", 0, ())
 
 
 _EXPLAIN_WORDS = frozenset({"analyze", "analyse", "verbose"})
 
 
-def _explained_query(statement: Statement) -> tuple[str, bool]:
+def _explained_query(statement: Statement) -> tuple[Statement, bool]:
     """The query an EXPLAIN explains, and whether it asks for ANALYZE (any
     mention of the option counts, whatever value it is given)."""
     tokens = statement.tokens
@@ -658,7 +645,7 @@ def _explained_query(statement: Statement) -> tuple[str, bool]:
         tokens[i].text.lower() not in ("select", "with", "values", "table")
     ):
         raise Refusal(POLICY, "only EXPLAIN of a query is allowed")
-    return _expand_table_commands(statement.text[tokens[i].start - statement.start :]), analyze
+    return statement.part(i), analyze
 
 
 # Columns every table has but `*` leaves out; DataGrip reads xmin as a
@@ -666,12 +653,12 @@ def _explained_query(statement: Statement) -> tuple[str, bool]:
 SYSTEM_COLUMNS = ("tableoid", "xmin", "cmin", "xmax", "cmax", "ctid")
 
 
-def _system_columns_named(tree: exp.Expression) -> tuple[str, ...]:
+def _system_columns_named(tree: exp.Expr) -> tuple[str, ...]:
     named = {fold(c.this) for c in tree.find_all(exp.Column) if isinstance(c.this, exp.Identifier)}
     return tuple(name for name in SYSTEM_COLUMNS if name in named)
 
 
-def _pg_class_without_counts(relation, system_columns: tuple[str, ...] = ()) -> str:
+def _pg_class_without_counts(relation: Relation, system_columns: tuple[str, ...] = ()) -> str:
     """pg_class with its row-count estimates read as NULL (for `*` and whole
     rows), and the system columns the statement names, which a subquery
     would otherwise lose (only those: `*` must not gain them)."""
@@ -685,7 +672,7 @@ def _pg_class_without_counts(relation, system_columns: tuple[str, ...] = ()) -> 
     return f"(SELECT {columns} FROM pg_catalog.pg_class)"
 
 
-def _schema_qualifiers(tree: exp.Expression, renamed: set[tuple[str, str]]) -> list[tuple[int, int]]:
+def _schema_qualifiers(tree: exp.Expr, renamed: set[tuple[str, str]]) -> list[tuple[int, int]]:
     """Spans of `schema.` in column references to relations now replaced by subqueries."""
     spans = []
     for column in tree.find_all(exp.Column):
@@ -707,19 +694,16 @@ def _pgshroud_setting(statement: Statement) -> str | None:
     return None
 
 
-def _wrapped(original: str, head: str, query: str, rewritten: str) -> Plan:
-    return Passthrough(original) if rewritten == query else Rewrite(head + rewritten)
-
-
-def _word_position(statement: Statement, word: str) -> int | None:
-    for token in statement.tokens:
+def _query_after(statement: Statement, word: str) -> tuple[int, Statement] | None:
+    """The offset in the statement's text just after its first `word` (not
+    inside a string), and the tokens after it as a query of their own."""
+    for i, token in enumerate(statement.tokens):
         if token.text.lower() == word and token.token_type != TokenType.STRING:
-            return token.end + 1 - statement.start
+            return token.end + 1 - statement.start, statement.part(i + 1)
     return None
 
 
-
-def _matching_paren(tokens, open_index: int) -> int:
+def _matching_paren(tokens: Sequence[Token], open_index: int) -> int:
     depth = 0
     for i in range(open_index, len(tokens)):
         if tokens[i].token_type == TokenType.L_PAREN:
@@ -728,29 +712,4 @@ def _matching_paren(tokens, open_index: int) -> int:
             depth -= 1
             if depth == 0:
                 return i
-    raise Refusal("42601", "unbalanced parentheses")
-
-
-RELATION_HINT = ("Read the tables and views the policy declares public or protected, by their names in this "
-                 "database; ask the privacy officer to declare any other.")
-
-
-def _function_hint(message: str) -> str:
-    if '"set_config"' in message:
-        return ("Write SET name = value, or SELECT set_config('name', 'value', false) alone with literal arguments, "
-                "for a setting SET may change.")
-    return "Write the query without it, or ask the privacy officer to name it in the policy's allow_functions."
-
-
-PARSE_HINT = ("pgshroud analyses every statement before PostgreSQL sees it and refuses what it cannot read: if "
-              "PostgreSQL accepts this statement, write the construct near that place another way.")
-
-
-def _parse_position(exc: Exception) -> str:
-    """ near line L, column C, where the parser says it stopped; empty when it does not say."""
-    errors = getattr(exc, "errors", None)
-    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-        line, column = errors[0].get("line"), errors[0].get("col")
-        if isinstance(line, int) and isinstance(column, int):
-            return f" near line {line}, column {column}"
-    return ""
+    raise Refusal(sqlstate.SYNTAX_ERROR, "unbalanced parentheses")

@@ -8,11 +8,14 @@ for every session it rewrites), so token offsets index the original text.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from sqlglot import exp
 from sqlglot.dialects.postgres import Postgres
-from sqlglot.tokens import Token, TokenType
+from sqlglot.parsers.postgres import PostgresParser
+from sqlglot.tokenizer_core import Token, TokenType
 
 _DIALECT = Postgres()
 
@@ -20,7 +23,7 @@ _DIALECT = Postgres()
 class _Tokenizer(Postgres.Tokenizer):
     # sqlglot swallows the rest of EXPLAIN, DECLARE, PREPARE, ... as one raw
     # string; pgshroud needs their every token, like any other statement's.
-    COMMANDS: set = set()
+    COMMANDS: ClassVar[set[TokenType]] = set()
 
 
 # sqlglot reads date_part(f, x) as EXTRACT(f FROM x), which PostgreSQL types
@@ -31,22 +34,29 @@ DATE_PART_MARK = "date_part"
 _ONE_INTERVAL_PART = re.compile(r"\s*[+-]?\d+(?:\.\d+)?\s*[a-z]+\s*", re.IGNORECASE)
 
 
-def _marked_date_part(parser: "_Parser") -> exp.Expression:
-    node = Postgres.Parser.FUNCTION_PARSERS["DATE_PART"](parser)
+def _marked_date_part(parser: _Parser) -> exp.Expr:
+    node: exp.Expr = PostgresParser.FUNCTION_PARSERS["DATE_PART"](parser)
     node.meta[DATE_PART_MARK] = True
     return node
 
 
-class _Parser(Postgres.Parser):
+class _Parser(PostgresParser):
     """sqlglot's postgres parser, reading arrays of object identifier types
     (`x::regtype[]` in pgcli's function list, `CAST(x AS oid[])`) as the
     array types PostgreSQL reads them as: sqlglot takes regtype, oid,
     regclass, ... for types that cannot be followed by brackets. It marks
     date_part apart from extract (DATE_PART_MARK)."""
 
-    FUNCTION_PARSERS = {**Postgres.Parser.FUNCTION_PARSERS, "DATE_PART": _marked_date_part}
+    FUNCTION_PARSERS: ClassVar[dict[str, Callable[..., exp.Expr]]] = {
+        **PostgresParser.FUNCTION_PARSERS, "DATE_PART": _marked_date_part}
+    # Token offsets index the whole Query; the text the parser is given is
+    # one statement's, which starts at this offset.
+    text_start = 0
 
-    def _parse_interval_span(self, this, parse_function_unit: bool = True):
+    def _find_sql(self, start: Token, end: Token) -> str:
+        return self.sql[start.start - self.text_start : end.end + 1 - self.text_start]
+
+    def _parse_interval_span(self, this: exp.Expr, parse_function_unit: bool = True) -> exp.Interval:
         """`interval '1 day 02:00'`, `'3 days ago'`, `'P1DT2H'`: kept as
         written. sqlglot keeps only the string's first `n unit` and drops the
         rest ('1 day 02:00' would reach PostgreSQL as '1 DAY')."""
@@ -56,7 +66,7 @@ class _Parser(Postgres.Parser):
             self.raise_error("an interval literal with units of its own cannot also take a field qualifier")
         return self.expression(exp.Interval(this=this))
 
-    def _parse_types(self, *args, **kwargs):
+    def _parse_types(self, *args: Any, **kwargs: Any) -> exp.Expr | None:
         this = super()._parse_types(*args, **kwargs)
         if not isinstance(this, exp.ObjectIdentifier):
             return this
@@ -87,11 +97,21 @@ class Statement:
     def words(self, n: int) -> list[str]:
         return [t.text.lower() for t in self.tokens[:n]]
 
+    def part(self, first: int, stop: int | None = None) -> Statement:
+        """Tokens [first:stop] as a statement of their own (the query of a
+        DECLARE, EXPLAIN or COPY), without lexing again: its text runs from
+        the first of them to the last, offsets stay the whole Query's."""
+        tokens = self.tokens[first:stop]
+        if not tokens:
+            return Statement("", self.start + len(self.text), ())
+        start = tokens[0].start
+        return Statement(self.text[start - self.start : tokens[-1].end + 1 - self.start], start, tokens)
+
 
 def split_statements(sql: str) -> list[Statement]:
     try:
         tokens = _Tokenizer().tokenize(sql)
-    except Exception as exc:  # sqlglot raises TokenError and, on odd input, others
+    except Exception as exc:  # noqa: BLE001 - sqlglot raises TokenError and, on odd input, others
         raise LexError(f"cannot tokenize the statement: {exc}") from None
     statements: list[Statement] = []
     current: list[Token] = []
@@ -144,9 +164,10 @@ def _keyword_aliases_as_names(tokens: list[Token]) -> list[Token]:
     return out
 
 
-def parse_statement(statement: Statement):
+def parse_statement(statement: Statement) -> exp.Expr:
     """The sqlglot tree of one statement (positions index the whole Query)."""
     parser = _Parser(dialect=_DIALECT)
+    parser.text_start = statement.start
     trees = parser.parse(_keyword_aliases_as_names(list(statement.tokens)), statement.text)
     if len(trees) != 1 or trees[0] is None:
         raise LexError("expected exactly one statement")

@@ -18,19 +18,18 @@ outside that shape is refused with the reason and what to write instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from sqlglot import exp
-from sqlglot.tokens import TokenType
+from sqlglot.tokenizer_core import Token, TokenType
 
-from pgshroud.policies.masks import mask_expression
-from pgshroud.policies.model import Access, Policy, ProtectedTable, Role
+from pgshroud.policies.model import Policy, ProtectedTable, Role
+from pgshroud.rewriter import access
 from pgshroud.rewriter.catalog import Catalog, Relation
-from pgshroud.rewriter.masking import quote_ident
 from pgshroud.rewriter.private import query as q
 from pgshroud.rewriter.private import types as t
-from pgshroud.rewriter.private.fan_out import FanOutRefused, check_fan_out, column_equalities, using_equalities
 from pgshroud.rewriter.private.expressions import (
     ColumnInfo,
     ExpressionRefused,
@@ -39,7 +38,9 @@ from pgshroud.rewriter.private.expressions import (
     column_facts,
     literal_number,
 )
+from pgshroud.rewriter.private.fan_out import FanOutRefused, check_fan_out, column_equalities, using_equalities
 from pgshroud.rewriter.relations import fold
+from pgshroud.rewriter.views import quote_ident, relation_view
 
 
 class PrivateRefusal(ValueError):
@@ -73,52 +74,19 @@ class Source:
 
 AGGREGATE_CLASSES = (exp.Count, exp.Sum, exp.Avg, exp.Variance, exp.VariancePop, exp.Stddev, exp.StddevPop,
                      exp.StddevSamp, exp.Min, exp.Max, exp.Median, exp.WithinGroup, exp.Filter, exp.AggFunc)
-KINDS = {exp.Sum: q.SUM, exp.Avg: q.AVG, exp.Variance: q.VAR_SAMP, exp.VariancePop: q.VAR_POP,
+KINDS: dict[type[exp.Expr], str] = {exp.Sum: q.SUM, exp.Avg: q.AVG, exp.Variance: q.VAR_SAMP, exp.VariancePop: q.VAR_POP,
          exp.Stddev: q.STDDEV_SAMP, exp.StddevSamp: q.STDDEV_SAMP, exp.StddevPop: q.STDDEV_POP,
          exp.Min: q.MIN, exp.Max: q.MAX}
 
 
-def aggregate_view(table: ProtectedTable, relation: Relation, role: str, row_filter: str | None) -> str:
+def aggregate_view(table: ProtectedTable, relation: Relation, role: str) -> str:
     """A protected relation as an aggregate role reads it inside the bounded
     query: columns the role may aggregate raw (mask `none`) and the privacy
-    unit unmasked, every other column masked, unnamed columns NULL."""
-    inner = '"pgshroud_raw"'
-    columns = []
-    for name, type_name in relation.columns:
-        policy = table.columns.get(name)
-        target = quote_ident(name)
-        if name == table.privacy_unit.column:
-            columns.append(f"{inner}.{target}")
-        elif policy is None:
-            columns.append(f"NULL::{type_name} AS {target}")
-        else:
-            value = mask_expression(policy.mask_for(role), f"{inner}.{target}", type_name)
-            columns.append(f"{_tamed(value, t.base_type(type_name))} AS {target}")
-    sql = f"SELECT {', '.join(columns)} FROM {quote_ident(relation.schema)}.{quote_ident(relation.name)} AS {inner}"
-    if row_filter is not None:
-        sql += f" WHERE ({row_filter})"
-    return f"({sql})"
-
-
-# Values outside these ranges are clamped into them (infinite dates and
-# timestamps read as NULL), so that no expression a private query allows can
-# fail on them: numeric arithmetic stays far below numeric's limit of
-# 10**131072, and dates convert to timestamps in any time zone.
-NUMERIC_LIMIT = "1e100"
-EARLIEST, LATEST = "4700-01-01 BC", "294000-01-01"
-
-
-def _tamed(value: str, type_name: str) -> str:
-    if type_name == "numeric":
-        # GREATEST and LEAST skip NULLs, so NULL must not reach them.
-        return (f"(CASE WHEN {value} IS NULL OR {value} = 'NaN'::numeric THEN {value} "
-                f"ELSE LEAST(GREATEST({value}, -{NUMERIC_LIMIT}), {NUMERIC_LIMIT}) END)")
-    if type_name in t.TIMES:
-        cast = {"date": "date", "timestamp without time zone": "timestamp",
-                "timestamp with time zone": "timestamptz"}[type_name]
-        return (f"(CASE WHEN isfinite({value}) THEN LEAST(GREATEST({value}, '{EARLIEST}'::{cast}), "
-                f"'{LATEST}'::{cast}) END)")
-    return value
+    unit unmasked, every other column masked, unnamed columns NULL; values
+    clamped (rewriter/views.py). The row filter needs no fence: the bounded
+    query evaluates only expressions pgshroud has checked."""
+    return relation_view(table, relation, role, table.row_filters.get(role), raw_unit=True, clamped=True,
+                         fenced=False)
 
 
 def _column_info(table: ProtectedTable | None, relation: Relation, role: str) -> dict[str, ColumnInfo]:
@@ -178,7 +146,7 @@ class PrivateAnalyser:
         self.rows = RowExpressions(self._resolve)
         self.aggregates: list[q.Aggregate] = []
         self.keys: list[q.Key] = []
-        self.key_nodes: list[exp.Expression] = []
+        self.key_nodes: list[exp.Expr] = []
         self.notices: list[str] = []
         self.ctes: dict[str, exp.Select] = {}
         self.deriving = False  # reading a subquery in FROM, which may group by the unit
@@ -190,7 +158,7 @@ class PrivateAnalyser:
 
     # entry
 
-    def analyse(self, tree: exp.Expression, written: list[str | None] | None = None) -> q.PrivateQuery:
+    def analyse(self, tree: exp.Expr, written: list[str | None] | None = None) -> q.PrivateQuery:
         """`written`: the function name each select item starts with as the
         analyst wrote it (sqlglot folds var_samp into variance), for column names."""
         self.written = written or []
@@ -279,10 +247,9 @@ class PrivateAnalyser:
 
     def _renamed(self, tree: exp.Select, outputs: tuple[q.Output, ...]) -> tuple[q.Output, ...]:
         """The aggregate's columns under the names its alias gives them: AS t(a, b)."""
-        from_ = tree.args.get("from_") or tree.args.get("from")
-        alias = from_.this.args.get("alias")
+        alias = _from_item(tree).args.get("alias")
         names = [fold(c) for c in alias.columns] if isinstance(alias, exp.TableAlias) else []
-        if len(names) > len(outputs):
+        if isinstance(alias, exp.TableAlias) and len(names) > len(outputs):
             raise PrivateRefusal(f"{alias.sql('postgres')[:60]} names {len(names)} columns, but the aggregate has "
                                  f"{len(outputs)}")
         return tuple(replace(o, name=n) for o, n in zip(outputs, names)) + outputs[len(names):]
@@ -315,11 +282,11 @@ class PrivateAnalyser:
         return replace(inner, outputs=tuple(outputs), outer=inner.outer + (stage,), constants=tuple(self.constants),
                        key_tests=tuple(self.key_tests))
 
-    def _collated(self, expression: exp.Expression) -> exp.Expression:
+    def _collated(self, expression: exp.Expr) -> exp.Expr:
         """Order comparisons of a text key with a string literal, as tests
         PostgreSQL evaluates under the key's collation (Python's order of
         strings is the C collation's, which the database's need not be)."""
-        def test(node: exp.Expression) -> exp.Expression:
+        def test(node: exp.Expr) -> exp.Expr:
             if type(node) not in ORDER_OPERATORS:
                 return node
             left, right, operator = node.this, node.expression, ORDER_OPERATORS[type(node)]
@@ -335,7 +302,7 @@ class PrivateAnalyser:
 
         return expression.transform(test)
 
-    def _text_key(self, node: exp.Expression) -> int | None:
+    def _text_key(self, node: exp.Expr) -> int | None:
         while isinstance(node, exp.Paren):
             node = node.this
         if isinstance(node, exp.Var) and node.name.startswith("key"):
@@ -345,7 +312,7 @@ class PrivateAnalyser:
 
     def _outer_outputs(self, tree: exp.Select, alias: str, inner: tuple[q.Output, ...],
                        columns: dict[str, q.Output | None]) -> list[q.Output]:
-        outputs = []
+        outputs: list[q.Output] = []
         for position, item in enumerate(tree.expressions):
             node = item.unalias()
             star = isinstance(node, exp.Star) or (isinstance(node, exp.Column) and isinstance(node.this, exp.Star))
@@ -375,11 +342,11 @@ class PrivateAnalyser:
                                  hint=f'Qualify the columns of the aggregate by "{alias}".')
         return fold(column.this) if isinstance(column.this, exp.Identifier) else column.name
 
-    def _outer(self, node: exp.Expression, alias: str, columns: dict[str, q.Output | None],
-               where: str) -> exp.Expression:
+    def _outer(self, node: exp.Expr, alias: str, columns: dict[str, q.Output | None],
+               where: str) -> exp.Expr:
         """An outer query's expression over the aggregate's columns, as an
         expression over its keys, aggregates and constants."""
-        def substitute(each: exp.Expression) -> exp.Expression:
+        def substitute(each: exp.Expr) -> exp.Expr:
             if isinstance(each, exp.Column) and not isinstance(each.this, exp.Star):
                 name = self._outer_name(each, alias)
                 if name not in columns:
@@ -403,7 +370,7 @@ class PrivateAnalyser:
 
     # values that depend on no row
 
-    def _constant(self, node: exp.Expression) -> exp.Var:
+    def _constant(self, node: exp.Expr) -> exp.Var:
         """A value that reads no row, computed upstream once: its variable."""
         sql, type_name = self._constant_sql(node)
         if type_name not in t.OIDS or type_name == "unknown":
@@ -414,13 +381,13 @@ class PrivateAnalyser:
             self.constants.append(constant)
         return exp.var(f"const{self.constants.index(constant)}")
 
-    def _constant_sql(self, node: exp.Expression) -> tuple[str, str]:
+    def _constant_sql(self, node: exp.Expr) -> tuple[str, str]:
         if not any(isinstance(n, TIME_NODES) for n in node.walk()):
             type_name = self._row_check(node, "the select list")
             return self.rows.safe_sql(node), "text" if type_name == "unknown" else type_name
         return self._time_constant(node)
 
-    def _time_constant(self, node: exp.Expression) -> tuple[str, str]:
+    def _time_constant(self, node: exp.Expr) -> tuple[str, str]:
         """now(), current_date, localtimestamp, interval literals, their sums,
         differences and casts to dates, timestamps and text: the SQL and
         PostgreSQL's type."""
@@ -477,7 +444,7 @@ class PrivateAnalyser:
         offset_value = self._bound(offset.expression, "offset") if offset is not None else 0
         return limit_value, (0 if offset_value is None else offset_value)
 
-    def _bound(self, node: exp.Expression, clause: str) -> q.Bound:
+    def _bound(self, node: exp.Expr, clause: str) -> q.Bound:
         if isinstance(node, exp.Null) or (isinstance(node, exp.Var) and node.name.upper() == "ALL"):
             return None
         source = node
@@ -583,13 +550,13 @@ class PrivateAnalyser:
                                           "when the table has no alias.")
             column.set("db", None)
 
-    def _source(self, item: exp.Expression) -> Source:
+    def _source(self, item: exp.Expr) -> Source:
         alias_node = item.args.get("alias")
         if isinstance(alias_node, exp.TableAlias) and alias_node.columns:
             raise PrivateRefusal(f"column aliases in FROM ({alias_node.sql('postgres')[:60]}) are not supported in a "
                                  "private query", hint="Rename columns with AS in the select list instead.")
         if isinstance(item, exp.Subquery) and isinstance(item.this, exp.Select):
-            if not item.alias or not isinstance(alias_node.this, exp.Identifier):
+            if not item.alias or alias_node is None or not isinstance(alias_node.this, exp.Identifier):
                 raise PrivateRefusal("a subquery in FROM needs an alias")
             return self._derived(item.this, fold(alias_node.this))
         if not isinstance(item, exp.Table) or not isinstance(item.this, exp.Identifier):
@@ -599,27 +566,29 @@ class PrivateAnalyser:
         name = fold(item.this)
         alias_node = item.args.get("alias")
         aliased = alias_node is not None and isinstance(alias_node.this, exp.Identifier)
-        alias = fold(alias_node.this) if aliased else name
+        alias = fold(alias_node.this) if alias_node is not None and aliased else name
         if schema is None and name in self.ctes:
             return self._derived(self.ctes[name].copy(), alias)
         relation = self.catalog.resolve(fold(schema) if isinstance(schema, exp.Identifier) else None, name, self.user)
         if relation is None:
             raise PrivateRefusal(f'relation "{item.name}" is not known')
-        table = self.policy.protected_tables.get(relation.qualified)
-        if table is None and relation.qualified not in self.policy.public_tables:
-            raise PrivateRefusal(f'relation "{relation.qualified}" is not named in the policy')
-        access = self.role.access_to(relation.qualified)
-        if access == Access.DENY:
-            raise PrivateRefusal(f'role "{self.role.name}" may not read "{relation.qualified}"')
-        if table is not None and access != Access.AGGREGATE:
+        try:
+            decision = access.decide(self.policy, self.role, relation)
+        except access.AccessRefused as exc:
+            raise PrivateRefusal(str(exc), exc.hint) from None
+        if decision.reading in (access.Reading.CATALOG, access.Reading.CATALOG_WITHOUT_ROW_COUNTS):
+            raise PrivateRefusal(f'the system catalog relation "{relation.qualified}" cannot be a source of a '
+                                 "private query", hint="Read protected and public tables, joined on the privacy unit.")
+        if decision.reading in (access.Reading.RAW, access.Reading.MASKED):
             raise PrivateRefusal(f'role "{self.role.name}" reads "{relation.qualified}" row by row, '
                                  "so it cannot be mixed into a private aggregate")
+        table = decision.table
         columns = _column_info(table, relation, self.role.name)
         if table is None:
             sql = f"{quote_ident(relation.schema)}.{quote_ident(relation.name)}"
             return Source(alias, columns, f"{sql} AS {quote_ident(alias)}", relation.qualified,
                           unique_keys=relation.unique_keys, schema=None if aliased else relation.schema)
-        sql = aggregate_view(table, relation, self.role.name, table.row_filters.get(self.role.name))
+        sql = aggregate_view(table, relation, self.role.name)
         unit = table.privacy_unit
         # The table that identifies people has one row each (the policy says
         # so by naming its own column the unit), as has one keyed on it.
@@ -744,7 +713,7 @@ class PrivateAnalyser:
                       1 if per_person else max_groups, 1 if per_person else max_rows, is_table=False,
                       one_row_per_unit=per_person)
 
-    def _per_person(self, node: exp.Expression, allowance: int) -> tuple[str, ColumnInfo]:
+    def _per_person(self, node: exp.Expr, allowance: int) -> tuple[str, ColumnInfo]:
         """An aggregate of one person's rows, clamped to bounds from the policy."""
         label = node.sql("postgres")
         if isinstance(node, exp.Filter):
@@ -780,7 +749,8 @@ class PrivateAnalyser:
             raise PrivateRefusal(f"{label} needs bounds on its argument, and pgshroud cannot derive them",
                                  hint=_bounds_hint(argument, self))
         value = f"NULLIF(({self.rows.safe_sql(argument)})::numeric, 'NaN'::numeric)"
-        function = {exp.Sum: "sum", exp.Avg: "avg", exp.Min: "min", exp.Max: "max"}[type(node)]
+        functions: dict[type[exp.Expr], str] = {exp.Sum: "sum", exp.Avg: "avg", exp.Min: "min", exp.Max: "max"}
+        function = functions[type(node)]
         if isinstance(node, exp.Sum):
             low, high = allowance * min(low, Fraction(0)), allowance * max(high, Fraction(0))
             type_name = t.sum_type(argument_type)
@@ -849,8 +819,7 @@ class PrivateAnalyser:
                                                else column.name)
 
         equalities = column_equalities(conditions, find)
-        from_ = tree.args.get("from_") or tree.args.get("from")
-        earlier = [self.sources[from_.this.alias_or_name]]
+        earlier = [self.sources[_from_item(tree).alias_or_name]]
         for join in joins:
             alias = join.this.alias_or_name
             equalities += using_equalities(alias, [fold(u) for u in join.args.get("using") or []], earlier)
@@ -865,7 +834,7 @@ class PrivateAnalyser:
         except FanOutRefused as exc:
             raise PrivateRefusal(str(exc), hint=exc.hint) from None
 
-    def _unit_equalities(self, condition: exp.Expression) -> list[tuple[str, str]]:
+    def _unit_equalities(self, condition: exp.Expr) -> list[tuple[str, str]]:
         pairs = []
         for conjunct in _conjuncts(condition):
             # IS NOT DISTINCT FROM (Tableau's joins) equals = on units: rows whose unit is NULL are left out.
@@ -905,8 +874,7 @@ class PrivateAnalyser:
         return self._find(column)[1]
 
     def _source_sql(self, tree: exp.Select) -> str:
-        from_ = tree.args.get("from_") or tree.args.get("from")
-        parts = [f"FROM {self.sources[from_.this.alias_or_name].sql}"]
+        parts = [f"FROM {self.sources[_from_item(tree).alias_or_name].sql}"]
         for join in tree.args.get("joins") or []:
             source = self.sources[join.this.alias_or_name]
             side = (join.args.get("side") or "").upper()
@@ -924,7 +892,7 @@ class PrivateAnalyser:
 
     # row-level checks
 
-    def _row_check(self, node: exp.Expression, where: str) -> str:
+    def _row_check(self, node: exp.Expr, where: str) -> str:
         if any(isinstance(n, AGGREGATE_CLASSES) for n in node.walk()):
             raise PrivateRefusal(f"aggregates are not allowed in {where}")
         try:
@@ -965,7 +933,7 @@ class PrivateAnalyser:
                 # follows department, so its domain must not multiply department's.
                 self.keys[index] = replace(self.keys[index], domain=None, domain_sql=None)
 
-    def _add_key(self, node: exp.Expression, derived: bool = False) -> int:
+    def _add_key(self, node: exp.Expr, derived: bool = False) -> int:
         """`derived`: a function of other keys, whose domain is never public:
         public domains combine as a product, which would pair each value of
         the keys with every value of their function."""
@@ -1017,15 +985,15 @@ class PrivateAnalyser:
             narrowed = f'SELECT "d"."v" FROM ({domain_sql}) AS "d"("v") WHERE {test.sql("postgres")}'
             self.keys[index] = replace(key, domain_sql=narrowed)
 
-    def _key_condition(self, condition: exp.Expression) -> int | None:
+    def _key_condition(self, condition: exp.Expr) -> int | None:
         """The public column key a condition tests against row-independent
         values only, or None. An OR of such tests of one key is one too
         (Metabase writes (department = 'a' OR department = 'b'))."""
         while isinstance(condition, exp.Paren):
             condition = condition.this
         if isinstance(condition, exp.Or):
-            sides = {self._key_condition(condition.this), self._key_condition(condition.expression)}
-            return sides.pop() if len(sides) == 1 else None
+            keys = {self._key_condition(condition.this), self._key_condition(condition.expression)}
+            return keys.pop() if len(keys) == 1 else None
         node = condition.this if isinstance(condition, exp.Not) else condition
         if isinstance(node, exp.Paren):
             node = node.this
@@ -1049,7 +1017,7 @@ class PrivateAnalyser:
                 return index
         return None
 
-    def _domain(self, node: exp.Expression) -> tuple[str | None, ...] | None:
+    def _domain(self, node: exp.Expr) -> tuple[str | None, ...] | None:
         """The values a key can take, when they are public: a column's
         declared public domain, or the literal results of a CASE."""
         if isinstance(node, exp.Paren):
@@ -1072,9 +1040,9 @@ class PrivateAnalyser:
             return tuple(dict.fromkeys(values))
         return None
 
-    def _canonical(self, node: exp.Expression) -> str:
+    def _canonical(self, node: exp.Expr) -> str:
         """SQL with every column qualified by its source, to compare expressions."""
-        def qualify(n: exp.Expression) -> exp.Expression:
+        def qualify(n: exp.Expr) -> exp.Expr:
             if isinstance(n, exp.Column) and not isinstance(n.this, exp.Star):
                 owner = self._owner(n)
                 if owner is not None:
@@ -1098,8 +1066,8 @@ class PrivateAnalyser:
             outputs.append(q.Output(_output_name(item, written), expression, self._post_type(expression)))
         return outputs
 
-    def _post(self, node: exp.Expression, where: str, holders: set[int] | None = None,
-              sizes: dict[int, int] | None = None) -> exp.Expression:
+    def _post(self, node: exp.Expr, where: str, holders: set[int] | None = None,
+              sizes: dict[int, int] | None = None) -> exp.Expr:
         """An expression evaluated after aggregation, with aggregates and keys
         replaced by variables `agg{i}` and `key{i}`. `holders`: the ids of
         the nodes that contain an aggregate, and `sizes` their node counts,
@@ -1113,8 +1081,8 @@ class PrivateAnalyser:
             largest = max((_sizes(k)[id(k)] for k in self.key_nodes), default=0)
             if sizes[id(node)] <= largest:  # only a subtree no larger than a key can be one
                 canonical = self._canonical(node)
-                for index, key in enumerate(self.key_nodes):
-                    if self._canonical(key) == canonical:
+                for index, key_node in enumerate(self.key_nodes):
+                    if self._canonical(key_node) == canonical:
                         return exp.var(f"key{index}")
             if not list(node.find_all(exp.Column)):
                 # A constant: literals are evaluated here, anything else upstream.
@@ -1134,10 +1102,10 @@ class PrivateAnalyser:
         # at every level was quadratic too.
         arguments: dict[str, object] = {}
         for key, value in node.args.items():
-            if isinstance(value, exp.Expression):
+            if isinstance(value, exp.Expr):
                 arguments[key] = self._post(value, where, holders, sizes)
             elif isinstance(value, list):
-                arguments[key] = [self._post(v, where, holders, sizes) if isinstance(v, exp.Expression) else v
+                arguments[key] = [self._post(v, where, holders, sizes) if isinstance(v, exp.Expr) else v
                                   for v in value]
             else:
                 arguments[key] = value
@@ -1170,6 +1138,8 @@ class PrivateAnalyser:
                 raise PrivateRefusal(f"{label}: a running total's frame is UNBOUNDED PRECEDING to CURRENT ROW "
                                      "in a private query", hint=hint)
             peers = kind == "RANGE"
+        if order is None:
+            raise PrivateRefusal(f"{label}: a running total is ordered by group keys in a private query", hint=hint)
         items = []
         for ordered in order.expressions:
             expression = self._post(ordered.this, "a window's ORDER BY")
@@ -1186,19 +1156,19 @@ class PrivateAnalyser:
         self.running.append(running)
         return exp.var(f"run{len(self.running) - 1}")
 
-    def _of_keys(self, node: exp.Expression, among: list[exp.Expression] | None = None) -> bool:
+    def _of_keys(self, node: exp.Expr, among: list[exp.Expr] | None = None) -> bool:
         """Whether every column `node` reads lies inside one of its subtrees
         that is a group key (of `among`, by default all of them)."""
         keys = {self._canonical(k) for k in (self.key_nodes if among is None else among)}
         for column in node.find_all(exp.Column):
-            each: exp.Expression | None = column
+            each: exp.Expr | None = column
             while each is not None and each is not node and self._canonical(each) not in keys:
                 each = each.parent
             if each is None or each is node:
                 return False
         return True
 
-    def _post_type(self, node: exp.Expression) -> str:
+    def _post_type(self, node: exp.Expr) -> str:
         if isinstance(node, exp.Var):
             if node.name.startswith("const"):
                 return self.constants[int(node.name[5:])].type_name
@@ -1229,7 +1199,8 @@ class PrivateAnalyser:
             return t.nullif_type(self._post_type(node.this), self._post_type(node.expression))
         return "boolean"
 
-    def _read_order(self, tree: exp.Select, outputs: list[q.Output], post=None) -> list[q.OrderItem]:
+    def _read_order(self, tree: exp.Select, outputs: list[q.Output],
+                    post: Callable[[exp.Expr], exp.Expr] | None = None) -> list[q.OrderItem]:
         order = tree.args.get("order")
         if order is None:
             return []
@@ -1252,7 +1223,7 @@ class PrivateAnalyser:
 
     # aggregates
 
-    def _add_aggregate(self, node: exp.Expression) -> int:
+    def _add_aggregate(self, node: exp.Expr) -> int:
         aggregate = self._aggregate(node)
         for index, existing in enumerate(self.aggregates):
             if existing == aggregate:
@@ -1260,7 +1231,7 @@ class PrivateAnalyser:
         self.aggregates.append(aggregate)
         return len(self.aggregates) - 1
 
-    def _aggregate(self, node: exp.Expression) -> q.Aggregate:
+    def _aggregate(self, node: exp.Expr) -> q.Aggregate:
         label = node.sql("postgres")
         condition = None
         if isinstance(node, exp.Filter):
@@ -1323,8 +1294,8 @@ class PrivateAnalyser:
         never_null = condition is None and isinstance(argument, exp.Column) and self._never_null(argument)
         return q.Aggregate(kind, argument_sql, (low, high), output, quantile, label, never_null)
 
-    def _date_quantile(self, kind: str, quantile: Fraction | None, argument: exp.Expression,
-                       condition: exp.Expression | None, label: str) -> q.Aggregate:
+    def _date_quantile(self, kind: str, quantile: Fraction | None, argument: exp.Expr,
+                       condition: exp.Expr | None, label: str) -> q.Aggregate:
         """min, max or percentile_disc of a date column with bounds in the
         policy: a private quantile of its day number (days since 2000-01-01,
         which the tamed date always has), released as a date."""
@@ -1345,7 +1316,7 @@ class PrivateAnalyser:
         never_null = condition is None and isinstance(column, exp.Column) and self._never_null(column)
         return q.Aggregate(kind, days, day_bounds, "date", quantile, label, never_null)
 
-    def _count(self, node: exp.Count, condition: exp.Expression | None, label: str) -> q.Aggregate:
+    def _count(self, node: exp.Count, condition: exp.Expr | None, label: str) -> q.Aggregate:
         argument = node.this
         when = None if condition is None else self.rows.safe_sql(condition)
         if isinstance(argument, exp.Star) or argument is None:
@@ -1381,13 +1352,13 @@ POST_NODES = (exp.Var, exp.Literal, exp.Paren, exp.Neg, exp.Add, exp.Sub, exp.Mu
               exp.LTE, exp.And, exp.Or, exp.Not, exp.Is, exp.Null, exp.Boolean, exp.DataType)
 
 
-TIME_VALUES = {exp.CurrentTimestamp: ("CURRENT_TIMESTAMP", "timestamp with time zone"),
+TIME_VALUES: dict[type[exp.Expr], tuple[str, str]] = {exp.CurrentTimestamp: ("CURRENT_TIMESTAMP", "timestamp with time zone"),
                exp.CurrentDate: ("CURRENT_DATE", "date"),
                exp.Localtimestamp: ("LOCALTIMESTAMP", "timestamp without time zone")}
 TIME_NODES = (exp.CurrentTimestamp, exp.CurrentDate, exp.Localtimestamp, exp.CurrentTime, exp.Localtime, exp.Interval)
 
 
-ORDER_OPERATORS = {exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}
+ORDER_OPERATORS: dict[type[exp.Expr], str] = {exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}
 FLIPPED = {">": "<", ">=": "<=", "<": ">", "<=": ">="}
 # PostgreSQL names a cast of a constant by its type's internal name.
 INTERNAL_TYPE_NAMES = {"integer": "int4", "bigint": "int8", "smallint": "int2", "double precision": "float8",
@@ -1395,7 +1366,7 @@ INTERNAL_TYPE_NAMES = {"integer": "int4", "bigint": "int8", "smallint": "int2", 
                        "timestamp without time zone": "timestamp", "timestamp with time zone": "timestamptz"}
 
 
-def _needs_upstream(node: exp.Expression) -> bool:
+def _needs_upstream(node: exp.Expr) -> bool:
     """A constant inside post-processing that pgshroud cannot evaluate itself."""
     return not all(isinstance(n, POST_NODES) for n in node.walk())
 
@@ -1435,7 +1406,7 @@ def _output_type(kind: str, argument: str) -> str:
 KEY_CONDITIONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.And, exp.Or, exp.Not, exp.Is, exp.Paren)
 
 
-def _sizes(node: exp.Expression) -> dict[int, int]:
+def _sizes(node: exp.Expr) -> dict[int, int]:
     """The node count of every subtree of `node`, in one pass; names do not
     count, so that department and visits.department weigh the same."""
     sizes: dict[int, int] = {}
@@ -1445,7 +1416,7 @@ def _sizes(node: exp.Expression) -> dict[int, int]:
     return sizes
 
 
-def _aggregate_holders(node: exp.Expression) -> set[int]:
+def _aggregate_holders(node: exp.Expr) -> set[int]:
     """The ids of the nodes of `node` that are or contain an aggregate, in one pass."""
     holders: set[int] = set()
     for each in reversed(list(node.dfs())):  # every node after its descendants
@@ -1454,7 +1425,7 @@ def _aggregate_holders(node: exp.Expression) -> set[int]:
     return holders
 
 
-def _output_name(item: exp.Expression, written: str | None = None) -> str:
+def _output_name(item: exp.Expr, written: str | None = None) -> str:
     """The column name PostgreSQL would give: the alias, a column's name,
     a function's name (as written), `case`, or ?column?."""
     if isinstance(item, exp.Alias):
@@ -1472,9 +1443,9 @@ def _output_name(item: exp.Expression, written: str | None = None) -> str:
     if isinstance(node, exp.Column):
         return node.name
     if isinstance(node, exp.Cast):
-        inner = _output_name(node.this)
-        if inner != "?column?":
-            return inner
+        name = _output_name(node.this)
+        if name != "?column?":
+            return name
         target = t.cast_target(node.to)
         written = node.to.sql("postgres").lower().split("(")[0]
         return INTERNAL_TYPE_NAMES.get(target.name, target.name) if target is not None else written
@@ -1510,7 +1481,7 @@ def _require_number(label: str, argument_type: str) -> None:
     raise PrivateRefusal(f"{label} needs a numeric argument in a private query, got {argument_type}", hint=hint)
 
 
-def _quoted(node: exp.Expression) -> str:
+def _quoted(node: exp.Expr) -> str:
     """A refused function or construct by its SQL name (generate_series;
     power for c ^ 2; window, subquery), never the parser's class name."""
     if not isinstance(node, exp.Func):
@@ -1520,7 +1491,7 @@ def _quoted(node: exp.Expression) -> str:
     return node.sql("postgres").split("(", 1)[0].strip().lower() or node.key
 
 
-def written_function_names(tokens) -> list[str | None]:
+def written_function_names(tokens: Sequence[Token]) -> list[str | None]:
     """For each item of the top-level select list: the function name it
     starts with, as written (lower case unless quoted), `case`, or None."""
     depth, start = 0, None
@@ -1534,7 +1505,7 @@ def written_function_names(tokens) -> list[str | None]:
             break
     if start is None:
         return []
-    items: list[list] = [[]]
+    items: list[list[Token]] = [[]]
     depth = 0
     for token in tokens[start:]:
         if depth == 0 and token.token_type in (TokenType.FROM, TokenType.INTO, TokenType.WHERE, TokenType.GROUP_BY,
@@ -1563,7 +1534,7 @@ def written_function_names(tokens) -> list[str | None]:
     return names
 
 
-def _cast_argument(item: list) -> list:
+def _cast_argument(item: list[Token]) -> list[Token]:
     """CAST(f(...) AS type) is named f, as PostgreSQL names a cast after what
     it casts: the tokens from f on when the argument is one call, else as given."""
     cast = item and item[0].token_type == TokenType.VAR and item[0].text.upper() == "CAST"
@@ -1581,7 +1552,16 @@ def _cast_argument(item: list) -> list:
     return item
 
 
-def _alias_of(item: exp.Expression) -> str:
+def _from_item(tree: exp.Select) -> exp.Expr:
+    """The first item of a SELECT's FROM, which a private query has (_read_sources)."""
+    from_ = tree.args.get("from_") or tree.args.get("from")
+    if not isinstance(from_, exp.From):
+        raise PrivateRefusal("a private query reads a protected table")
+    item: exp.Expr = from_.this
+    return item
+
+
+def _alias_of(item: exp.Expr) -> str:
     """The name a FROM item goes by, folded as PostgreSQL folds it."""
     alias = item.args.get("alias")
     if isinstance(alias, exp.TableAlias) and isinstance(alias.this, exp.Identifier):
@@ -1593,14 +1573,14 @@ def _sql_number(x: Fraction) -> str:
     return str(x.numerator) if x.denominator == 1 else f"({x.numerator}::numeric / {x.denominator})"
 
 
-def _inside_from_subquery(node: exp.Expression, tree: exp.Select) -> bool:
+def _inside_from_subquery(node: exp.Expr, tree: exp.Select) -> bool:
     """Whether a node lies in a subquery that is a FROM item of `tree` (checked when that subquery is read)."""
     from_items = []
     from_ = tree.args.get("from_")
     if from_ is not None:
         from_items.append(from_.this)
     from_items += [join.this for join in tree.args.get("joins") or []]
-    parent = node
+    parent: exp.Expr | None = node
     while parent is not None and parent is not tree:
         if any(parent is item for item in from_items if isinstance(item, exp.Subquery)):
             return True
@@ -1612,7 +1592,7 @@ _ROW_INDEPENDENT = (exp.Literal, exp.Parameter, exp.Null, exp.Boolean, exp.Cast,
                     exp.DataType, exp.DataTypeParam, exp.Identifier)
 
 
-def _row_independent(node: exp.Expression) -> bool:
+def _row_independent(node: exp.Expr) -> bool:
     """A literal or bind value, cast or not: the same for every row."""
     return all(isinstance(n, _ROW_INDEPENDENT) for n in node.walk())
 
@@ -1626,13 +1606,13 @@ def _running_shape(node: exp.Window) -> bool:
             and any(isinstance(n, AGGREGATE_CLASSES) for n in function.this.walk()))
 
 
-def _select_item(node: exp.Expression, tree: exp.Select) -> bool:
+def _select_item(node: exp.Expr, tree: exp.Select) -> bool:
     """The node is a select-list item of `tree`, aliased or not."""
     item = node.parent if isinstance(node.parent, exp.Alias) else node
     return item.parent is tree and item.arg_key == "expressions"
 
 
-def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
+def _conjuncts(node: exp.Expr) -> list[exp.Expr]:
     if isinstance(node, exp.And):
         return _conjuncts(node.this) + _conjuncts(node.expression)
     if isinstance(node, exp.Paren):
@@ -1640,7 +1620,7 @@ def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
     return [node]
 
 
-def _bounds_hint(argument: exp.Expression, analyser: PrivateAnalyser) -> str:
+def _bounds_hint(argument: exp.Expr, analyser: PrivateAnalyser) -> str:
     columns = [c for c in argument.find_all(exp.Column)]
     for column in columns:
         owner = analyser._owner(column)

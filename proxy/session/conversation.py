@@ -60,7 +60,6 @@ from pgshroud.proxy.session.answers import (
     check_formats,
     result_formats,
     row_description,
-    simple_query_answer,
 )
 from pgshroud.proxy.session.bind_checks import as_inferred, declared_binary, negative_bound
 from pgshroud.proxy.session.cursors import (
@@ -68,6 +67,7 @@ from pgshroud.proxy.session.cursors import (
     CursorRead,
     HeldCursor,
     HeldCursors,
+    cursor_action,
     held_cursor_plan,
     outside_transaction,
     read_declared_cursors,
@@ -109,7 +109,6 @@ from pgshroud.rewriter.plans import (
     Column,
     Cursor,
     Local,
-    LocalAnswer,
     Passthrough,
     Plan,
     Refuse,
@@ -619,7 +618,7 @@ class Conversation:
                 actions.append(self._privacy.settle(None, RESET_ALL) if resets else None)
             elif isinstance(plan, CursorRead):
                 texts.append(PLACEHOLDER_SQL)
-                actions.append(self._cursor_action(plan))
+                actions.append(cursor_action(self._cursors, plan))
             elif isinstance(plan, Local):
                 texts.append(PLACEHOLDER_SQL)
                 action: r.Action = r.local_statement_action(plan.answer)
@@ -737,46 +736,6 @@ class Conversation:
         value = budget_notes.budget_value(self.user, standings, period)
         return Local(replace(plan.answer, rows=((value,),)), plan.setting)
 
-    def _current(self, plan: Local | Release | Passthrough) -> Local | Release | Passthrough:
-        """A prepared FETCH as of now: the cursor it reads may have been
-        declared again, with other columns, since it was prepared (Tableau
-        and psqlODBC repeat one FETCH text, which drivers then prepare)."""
-        if not isinstance(plan, CursorRead) or plan.step is None or plan.step.move:
-            return plan
-        held = self._cursors.get(plan.cursor)
-        if held is None or held.answer.columns == plan.answer.columns:
-            return plan
-        return replace(plan, answer=replace(plan.answer, columns=held.answer.columns))
-
-    def _read_cursor(self, plan: CursorRead) -> LocalAnswer | None:
-        """FETCH, MOVE or CLOSE of a held cursor, carried out when
-        PostgreSQL's answer to its placeholder arrives, so in its turn
-        among the statements around it (None: no such cursor now)."""
-        cursor = self._cursors.get(plan.cursor)
-        if cursor is None:  # closed, or its transaction ended
-            return None
-        if plan.step is None:
-            self._cursors.close(cursor)
-            return plan.answer
-        return cursor.read(plan.step)
-
-    def _cursor_action(self, plan: CursorRead, portal: Statement | None = None, max_rows: int = 0) -> r.Action:
-        """The action that answers a held cursor's FETCH, MOVE or CLOSE in
-        place of its placeholder: a simple Query's statement, or (`portal`)
-        an Execute of the extended protocol."""
-
-        def answer() -> bytes:
-            read = self._read_cursor(plan)
-            if read is None:
-                return r.error_bytes(sqlstate.INVALID_CURSOR_NAME, f'cursor "{plan.cursor}" does not exist')
-            if portal is None:
-                return simple_query_answer(read)
-            held = portal.answer = r.PortalAnswer()
-            held.fill(read, portal.formats or (0,) * len(read.columns))
-            return held.take(max_rows)
-
-        return r.Deferred(answer, at=r.FETCH_AT)
-
     def _answer_key(self, statement: object, plan: Release, privacy: Mapping[str, str]) -> AnswerKey | None:
         return self._releases.key(statement, plan, privacy, self._planning.context, self._role_name,
                                   self._answer_settings)
@@ -873,7 +832,7 @@ class Conversation:
             negative = negative_bound(bind, info.plan, info.param_types)
             if negative is not None:
                 return self._refuse_extended(r.ENDS_BIND, *negative)
-        plan = self._current(info.plan)
+        plan = self._cursors.as_of_now(info.plan)
         columns = _columns(plan)
         try:
             formats = result_formats(bind.result_formats, len(columns))
@@ -983,7 +942,7 @@ class Conversation:
         if info is None or type(info.plan) is Passthrough:
             self._expect(r.ENDS_DESCRIBE)
             return None
-        columns = _columns(self._current(info.plan))
+        columns = _columns(self._cursors.as_of_now(info.plan))
         formats = info.formats or (0,) * len(columns)
         self._expect(r.ENDS_DESCRIBE, action=r.describe_replacement(columns, formats))
         return None if info.upstream is None else Describe(describe.kind, info.upstream).encode()
@@ -1020,7 +979,7 @@ class Conversation:
             self._expect(r.ENDS_EXECUTE, action=self._privacy.settle(None, RESET_ALL))
             return None
         if isinstance(plan, CursorRead):
-            self._expect(r.ENDS_EXECUTE, action=self._cursor_action(plan, info, execute.max_rows))
+            self._expect(r.ENDS_EXECUTE, action=cursor_action(self._cursors, plan, info, execute.max_rows))
             return None
         if isinstance(plan, Local):
             if plan.reads is not None:

@@ -9,11 +9,17 @@ unless it was declared WITH HOLD.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from pgshroud import sqlstate
+from pgshroud.proxy.session import responses as r
+from pgshroud.proxy.session.answers import simple_query_answer
 from pgshroud.rewriter.names import upstream_name
-from pgshroud.rewriter.plans import Column, CursorStep, Local, LocalAnswer, Plan, Refuse, Release, Rewrite
+from pgshroud.rewriter.plans import Column, CursorStep, Local, LocalAnswer, Passthrough, Plan, Refuse, Release, Rewrite
+
+if TYPE_CHECKING:
+    from pgshroud.proxy.session.registry import Statement
 
 IDLE = ord("I")
 CURSOR_OUTSIDE_TRANSACTION = Refuse(sqlstate.NO_ACTIVE_SQL_TRANSACTION,
@@ -63,6 +69,29 @@ class HeldCursors:
 
     def close(self, cursor: HeldCursor) -> None:
         self._held.pop(upstream_name(cursor.name), None)
+
+    def as_of_now(self, plan: Local | Release | Passthrough) -> Local | Release | Passthrough:
+        """A prepared FETCH as of now: the cursor it reads may have been
+        declared again, with other columns, since it was prepared (Tableau
+        and psqlODBC repeat one FETCH text, which drivers then prepare)."""
+        if not isinstance(plan, CursorRead) or plan.step is None or plan.step.move:
+            return plan
+        held = self.get(plan.cursor)
+        if held is None or held.answer.columns == plan.answer.columns:
+            return plan
+        return replace(plan, answer=replace(plan.answer, columns=held.answer.columns))
+
+    def carry_out(self, plan: CursorRead) -> LocalAnswer | None:
+        """FETCH, MOVE or CLOSE of a held cursor, carried out when
+        PostgreSQL's answer to its placeholder arrives, so in its turn
+        among the statements around it (None: no such cursor now)."""
+        cursor = self.get(plan.cursor)
+        if cursor is None:  # closed, or its transaction ended
+            return None
+        if plan.step is None:
+            self.close(cursor)
+            return plan.answer
+        return cursor.read(plan.step)
 
     def transaction_ended(self) -> None:
         """Cursors without HOLD end with their transaction."""
@@ -116,3 +145,22 @@ def outside_transaction(plan: Release, status: int, *, alone: bool) -> bool:
     """A DECLARE without HOLD that PostgreSQL would refuse: no transaction
     block is open and (`alone`) no implicit one holds the statement."""
     return plan.cursor is not None and not plan.cursor.hold and alone and status == IDLE
+
+
+def cursor_action(cursors: HeldCursors, plan: CursorRead, portal: Statement | None = None,
+                  max_rows: int = 0) -> r.Action:
+    """The action that answers a held cursor's FETCH, MOVE or CLOSE in
+    place of its placeholder: a simple Query's statement, or (`portal`)
+    an Execute of the extended protocol."""
+
+    def answer() -> bytes:
+        read = cursors.carry_out(plan)
+        if read is None:
+            return r.error_bytes(sqlstate.INVALID_CURSOR_NAME, f'cursor "{plan.cursor}" does not exist')
+        if portal is None:
+            return simple_query_answer(read)
+        held = portal.answer = r.PortalAnswer()
+        held.fill(read, portal.formats or (0,) * len(read.columns))
+        return held.take(max_rows)
+
+    return r.Deferred(answer, at=r.FETCH_AT)

@@ -96,6 +96,9 @@ class Script:
     def drain(self) -> None:
         self._carry_out(self.conversation.drain())
 
+    def client_lost(self) -> None:
+        self._carry_out(self.conversation.client_lost())
+
     def upstream_sent(self) -> bytes:
         """What went upstream since the last call."""
         sent, self.to_upstream = bytes(self.to_upstream), bytearray()

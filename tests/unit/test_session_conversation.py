@@ -33,7 +33,7 @@ from pgshroud.proxy.codec.messages import (
     Terminate,
 )
 from pgshroud.proxy.session.conversation import SENTINEL_SQL
-from pgshroud.proxy.session.effects import Charge, PlanOffLoop, SendClient, SendUpstream, Side
+from pgshroud.proxy.session.effects import CancelUpstream, Charge, PlanOffLoop, SendClient, SendUpstream, Side
 from pgshroud.proxy.session.release import WITHHELD_ERROR
 from pgshroud.rewriter.names import upstream_name
 from tests.memory_ledger import MemoryLedger, capped
@@ -339,3 +339,14 @@ def test_notifications_never_reach_a_rewritten_session():
     script.client(Query("SELECT 1"))
     script.upstream(NotificationResponse(1, "channel", "a value"), _answer_of_one(), IDLE)
     assert backend(script.client_got()) == [*backend(_answer_of_one()), IDLE]
+
+
+def test_a_client_that_goes_away_mid_statement_gets_its_statement_cancelled():
+    busy = Script("clinician")
+    busy.client(Query("SELECT 1"))
+    busy.client_lost()
+    assert CancelUpstream() in busy.effects and busy.closed == {Side.UPSTREAM}
+    idle = Script("clinician")
+    idle.client_lost()
+    assert CancelUpstream() not in idle.effects
+    assert idle.upstream_sent() == Terminate().encode() and idle.closed == {Side.UPSTREAM}

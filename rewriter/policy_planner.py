@@ -1,11 +1,14 @@
 """Plans for sessions whose role does not see raw data.
 
-Each statement is classified by its leading words (sqlglot parses several
-utility statements as unrelated expressions, so its tree does not decide
-what kind of statement this is), then queries are analysed: every relation
-resolved and checked against the policy, every function against the
-allow-list, and protected relations replaced by masked subqueries.
-Anything that cannot be analysed is refused.
+A Query text is lexed once; each statement is classified by its leading
+words (sqlglot parses several utility statements as unrelated expressions,
+so its tree does not decide what kind of statement this is). Each query
+(alone, or inside DECLARE, EXPLAIN, COPY or PREPARE) is analysed once
+(rewriter/query_analysis.py), and that analysis decides it: a private answer
+(rewriter/private/), a zero-row probe (rewriter/probes.py), or the query
+with every protected relation replaced by the view the access decision
+(rewriter/access.py) names (rewriter/views.py). Anything that cannot be
+analysed is refused.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from decimal import Decimal, InvalidOperation
 
 from sqlglot import exp
 from sqlglot.tokenizer_core import Token, TokenType
@@ -36,7 +38,8 @@ from pgshroud.rewriter.named_commands import (
 from pgshroud.rewriter.plans import Column, Cursor, Local, LocalAnswer, Passthrough, Plan, Refuse, Release, Rewrite
 from pgshroud.rewriter.private import plan_private
 from pgshroud.rewriter.private.settings import SettingError, set_plan, show_plan
-from pgshroud.rewriter.query_analysis import ROW_COUNT_COLUMNS, QueryAnalysis, analyse_query
+from pgshroud.rewriter.probes import PROBE_ALIAS, PROBE_HINT, check_probe_wrapper, returns_no_row, row_level
+from pgshroud.rewriter.query_analysis import QueryAnalysis, analyse_query
 from pgshroud.rewriter.refusal import Refusal
 from pgshroud.rewriter.relations import fold
 from pgshroud.rewriter.settings import (
@@ -49,7 +52,7 @@ from pgshroud.rewriter.settings import (
     set_config_arguments,
 )
 from pgshroud.rewriter.statements import LexError, Statement, parse_statement, split_statements
-from pgshroud.rewriter.views import INNER_ALIAS, quote_ident
+from pgshroud.rewriter.views import INNER_ALIAS, pg_class_without_row_counts
 
 POLICY = sqlstate.INSUFFICIENT_PRIVILEGE
 
@@ -268,7 +271,10 @@ class QueryAnalyser:
             raise Refusal(POLICY, str(exc), hint=exc.hint) from None
         reading = decision.reading
         if reading == access.Reading.CATALOG_WITHOUT_ROW_COUNTS:
-            return _pg_class_without_counts(relation, _system_columns_named(tree))
+            try:
+                return pg_class_without_row_counts(relation, _system_columns_named(tree))
+            except ValueError as exc:
+                raise Refusal(POLICY, str(exc)) from None
         if reading == access.Reading.PRIVATE and not probe:
             raise Refusal(
                 POLICY,
@@ -423,12 +429,12 @@ class QueryAnalyser:
         ):
             return None
         tree = analysis.tree
-        row_level = _row_level(tree)
-        if probes and _returns_no_row(tree, row_level):
+        row_level_query = row_level(tree)
+        if probes and returns_no_row(tree, row_level_query):
             return self._probe_plan(analysis)
         private = plan_private(tree, self.policy, self.role, self.catalog, self.user, self.privacy,
                                analysis.statement.tokens)
-        if isinstance(private, Refuse) and row_level:
+        if isinstance(private, Refuse) and row_level_query:
             hint = (private.hint + " " if private.hint else "") + PROBE_HINT
             private = Refuse(private.sqlstate, private.message, hint)
         return private
@@ -444,7 +450,7 @@ class QueryAnalyser:
         query = analysis.statement
         rewritten = splice(query.text, query.start, self._masking(query, analysis, probe=True))
         wrapped = f"SELECT * FROM (\n{rewritten}\n) AS {PROBE_ALIAS} WHERE false"
-        _check_probe_wrapper(wrapped)
+        check_probe_wrapper(wrapped)
         return Rewrite(wrapped)
 
     def _privacy_setting(self, statement: Statement, name: str) -> Plan:
@@ -496,102 +502,6 @@ class QueryAnalyser:
         except SettingRefused as exc:
             raise Refusal(POLICY, str(exc)) from None
         return Passthrough(statement.text)
-
-
-PROBE_ALIAS = '"pgshroud_probe"'
-PROBE_HINT = "To see a query's columns without any row, add LIMIT 0 (or WHERE false)."
-
-
-def _row_level(tree: exp.Expr) -> bool:
-    """A single SELECT that returns a row per row it reads: no aggregate in
-    its own select list (subqueries aside), no GROUP BY, HAVING or DISTINCT."""
-    if not isinstance(tree, exp.Select):
-        return False
-    if any(tree.args.get(clause) for clause in ("group", "having", "distinct")):
-        return False
-    for item in tree.expressions:
-        for node in item.walk(prune=lambda n: isinstance(n, (exp.Select, exp.Subquery))):
-            if isinstance(node, (exp.AggFunc, exp.Window)):
-                return False
-    return True
-
-
-def _returns_no_row(tree: exp.Expr, row_level: bool) -> bool:
-    """LIMIT 0 (or FETCH FIRST 0 ROWS) with a literal, or a WHERE that is
-    false by its literals alone where that leaves no row: not for an
-    aggregate without GROUP BY, which returns its one row over no rows."""
-    limit = tree.args.get("limit")
-    count = limit.args.get("count") if isinstance(limit, exp.Fetch) else (
-        limit.expression if isinstance(limit, exp.Limit) else None)
-    if _literal_value(count) == ("number", 0):
-        return True
-    if not (row_level or tree.args.get("group") or tree.args.get("distinct")):
-        return False
-    where = tree.args.get("where")
-    return isinstance(where, exp.Where) and _literal_truth(where.this) is False
-
-
-def _literal_truth(node: exp.Expr) -> bool | None:
-    """The truth of a condition made only of literals (FALSE, NOT TRUE,
-    1 = 0, 1 <> 1, 'a' = 'b', and conjunctions), as PostgreSQL folds it;
-    None when it is not one or pgshroud cannot tell."""
-    if isinstance(node, exp.Paren):
-        return _literal_truth(node.this)
-    if isinstance(node, exp.Boolean):
-        return bool(node.this)
-    if isinstance(node, exp.Not):
-        inner = _literal_truth(node.this)
-        return None if inner is None else not inner
-    if isinstance(node, exp.And):
-        sides = (_literal_truth(node.this), _literal_truth(node.expression))
-        return False if False in sides else (True if sides == (True, True) else None)
-    if isinstance(node, (exp.EQ, exp.NEQ)):
-        left, right = _literal_value(node.this), _literal_value(node.expression)
-        if left is None or right is None or left[0] != right[0]:
-            return None  # '1' = 1 is a cast PostgreSQL resolves; not decided here
-        return (left == right) == isinstance(node, exp.EQ)
-    return None
-
-
-def _literal_value(node: exp.Expr | None) -> tuple[str, object] | None:
-    """('number', Decimal) or ('string', text) of a plain literal: an
-    unsigned or negated number, or a '...' string (E'', U&'' and dollar
-    quotes are other node types, and are not read)."""
-    negative = isinstance(node, exp.Neg)
-    if isinstance(node, exp.Neg):
-        node = node.this
-    if not isinstance(node, exp.Literal) or type(node) is not exp.Literal:  # not a subclass (national strings)
-        return None
-    if node.is_string:
-        return None if negative else ("string", node.this)
-    try:
-        value = Decimal(node.this)
-    except InvalidOperation:
-        return None
-    return ("number", -value if negative else value)
-
-
-def _check_probe_wrapper(wrapped: str) -> None:
-    """The wrapped probe must parse as exactly SELECT * FROM (query) AS alias
-    WHERE false: nothing of the query may have escaped its parentheses."""
-    try:
-        (statement,) = split_statements(wrapped)
-        tree = parse_statement(statement)
-    except Exception:  # noqa: BLE001 - whatever fails to parse fails the check
-        tree = None
-    if not isinstance(tree, exp.Select):
-        raise Refusal(sqlstate.INTERNAL_ERROR, "pgshroud could not verify its own rewrite, so it refused the statement")
-    source = tree.args.get("from_") or tree.args.get("from")
-    where = tree.args.get("where")
-    shape_ok = (
-        source is not None and isinstance(source.this, exp.Subquery) and source.this.alias == PROBE_ALIAS.strip('"')
-        and len(tree.expressions) == 1 and isinstance(tree.expressions[0], exp.Star)
-        and isinstance(where, exp.Where) and isinstance(where.this, exp.Boolean) and where.this.this is False
-        and not any(tree.args.get(k) for k in ("joins", "group", "having", "order", "limit", "offset", "with",
-                                               "with_", "laterals", "distinct", "locks"))
-    )
-    if not shape_ok:
-        raise Refusal(sqlstate.INTERNAL_ERROR, "pgshroud could not verify its own rewrite, so it refused the statement")
 
 
 _TABLE_FOLLOWS = frozenset({"(", "union", "intersect", "except", "all", "distinct", "for", "as"})
@@ -656,20 +566,6 @@ SYSTEM_COLUMNS = ("tableoid", "xmin", "cmin", "xmax", "cmax", "ctid")
 def _system_columns_named(tree: exp.Expr) -> tuple[str, ...]:
     named = {fold(c.this) for c in tree.find_all(exp.Column) if isinstance(c.this, exp.Identifier)}
     return tuple(name for name in SYSTEM_COLUMNS if name in named)
-
-
-def _pg_class_without_counts(relation: Relation, system_columns: tuple[str, ...] = ()) -> str:
-    """pg_class with its row-count estimates read as NULL (for `*` and whole
-    rows), and the system columns the statement names, which a subquery
-    would otherwise lose (only those: `*` must not gain them)."""
-    if not relation.columns:
-        raise Refusal(POLICY, "pg_class cannot be read by aggregate roles without a catalog snapshot")
-    columns = ", ".join(
-        [f"NULL::{type_name} AS {quote_ident(name)}" if name in ROW_COUNT_COLUMNS else quote_ident(name)
-         for name, type_name in relation.columns]
-        + [f"{quote_ident(name)} AS {quote_ident(name)}" for name in system_columns]
-    )
-    return f"(SELECT {columns} FROM pg_catalog.pg_class)"
 
 
 def _schema_qualifiers(tree: exp.Expr, renamed: set[tuple[str, str]]) -> list[tuple[int, int]]:

@@ -19,8 +19,8 @@ from pgshroud.rewriter.functions import FunctionRefused, check_functions
 from pgshroud.rewriter.refusal import Refusal
 from pgshroud.rewriter.relations import RelationError, RelationRef, find_relations
 from pgshroud.rewriter.statements import Statement, parse_statement
+from pgshroud.rewriter.views import ROW_COUNT_COLUMNS
 
-ROW_COUNT_COLUMNS = frozenset({"reltuples", "relpages", "relallvisible"})
 RELATION_HINT = ("Read the tables and views the policy declares public or protected, by their names in this "
                  "database; ask the privacy officer to declare any other.")
 PARSE_HINT = ("pgshroud analyses every statement before PostgreSQL sees it and refuses what it cannot read: if "

@@ -1,14 +1,14 @@
-"""The one builder of a protected relation's view: the subquery that stands
-in for the relation wherever a non-raw role's statement reads it.
+"""The views that stand in for relations a non-raw role reads: the one
+builder of a protected relation's view, and pg_class without its row counts.
 
 Masking (rewriter/masking.py) and private answers
-(rewriter/private/analysis.py) both read protected tables through it, so a
-change to how a column is masked cannot reach one of them and miss the
-other. What differs between the two is named by the caller: whether the
-privacy unit is read raw (a private answer needs it to bound each person's
-contribution; a masked row never shows it), whether values are clamped into
-ranges no allowed expression can fail on, and whether the row filter is
-fenced off from the user's predicates.
+(rewriter/private/analysis.py) both read protected tables through
+`relation_view`, so a change to how a column is masked cannot reach one of
+them and miss the other. What differs between the two is named by the
+caller: whether the privacy unit is read raw (a private answer needs it to
+bound each person's contribution; a masked row never shows it), whether
+values are clamped into ranges no allowed expression can fail on, and
+whether the row filter is fenced off from the user's predicates.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pgshroud.policies.masks import mask_expression
 from pgshroud.policies.model import ProtectedTable
 from pgshroud.rewriter.catalog import Relation
 
+# pg_class's estimates of a relation's size, which come from its rows.
+ROW_COUNT_COLUMNS = frozenset({"reltuples", "relpages", "relallvisible"})
 # The alias of the stored relation inside its view.
 INNER_ALIAS = '"pgshroud_raw"'
 
@@ -86,3 +88,18 @@ def clamp(value: str, format_type: str) -> str:
         return (f"(CASE WHEN isfinite({value}) THEN LEAST(GREATEST({value}, '{EARLIEST}'::{cast}), "
                 f"'{LATEST}'::{cast}) END)")
     return value
+
+
+def pg_class_without_row_counts(relation: Relation, system_columns: tuple[str, ...] = ()) -> str:
+    """pg_class as roles that aggregate read it: its row-count estimates
+    read as NULL (for `*` and whole rows), and the system columns the
+    statement names, which a subquery would otherwise lose (only those: `*`
+    must not gain them). ValueError without the catalog snapshot's columns."""
+    if not relation.columns:
+        raise ValueError("pg_class cannot be read by aggregate roles without a catalog snapshot")
+    columns = ", ".join(
+        [f"NULL::{type_name} AS {quote_ident(name)}" if name in ROW_COUNT_COLUMNS else quote_ident(name)
+         for name, type_name in relation.columns]
+        + [f"{quote_ident(name)} AS {quote_ident(name)}" for name in system_columns]
+    )
+    return f"(SELECT {columns} FROM pg_catalog.pg_class)"

@@ -91,34 +91,23 @@ from pgshroud.policies.accounting import (
     ChargeEvent,
     Standing,
     budgets_for,
-    compose,
     covers,
     exact,
-    has_aggregate_role,
     lifetime_budget,
     period_window,
     scope_budget,
     shares_answers,
-    show_number,
     standing_of,
     with_charge,
     with_lifetimes,
-    zcdp_epsilon,
 )
 from pgshroud.policies.model import Policy
 from pgshroud.policies.setup_sql import SCHEMA
 from pgshroud.proxy.budget.protocol import Activity, Charged, SharedRelease
 from pgshroud.proxy.budget.refusals import exhausted, no_budget
-from pgshroud.proxy.ops.catalog import asyncpg_arguments
-from pgshroud.proxy.ops.config import ConfigError
+from pgshroud.proxy.ops.connect import asyncpg_arguments
+from pgshroud.proxy.ops.errors import ConfigError
 from pgshroud.rewriter.plans import Cost, Refuse
-
-# The accounting names callers have long imported from here, besides the ledger's own.
-__all__ = [
-    "LEDGER", "LOCKS", "SHARED_ACCOUNT", "Activity", "Budget", "Charged", "PostgresLedger", "SharedRelease",
-    "Standing", "budgets_for", "compose", "exact", "has_aggregate_role", "period_window", "show_number",
-    "zcdp_epsilon",
-]
 
 log = logging.getLogger("pgshroud.ledger")
 

@@ -29,17 +29,11 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TextIO
 
+from pgshroud.policies.accounting import Standing, budgets_for, exact, period_window, show_number
 from pgshroud.policies.loader import load_policy
 from pgshroud.policies.model import Policy
-from pgshroud.proxy.budget.ledger import (
-    Activity,
-    PostgresLedger,
-    Standing,
-    budgets_for,
-    exact,
-    period_window,
-    show_number,
-)
+from pgshroud.proxy.budget.ledger import PostgresLedger
+from pgshroud.proxy.budget.protocol import Activity
 from pgshroud.proxy.ops.catalog import own_conninfo
 from pgshroud.proxy.ops.config import ConfigError, UpstreamTarget
 

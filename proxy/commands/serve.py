@@ -12,10 +12,11 @@ from typing import Any
 
 import asyncpg
 
+from pgshroud.policies.accounting import has_aggregate_role
 from pgshroud.policies.errors import PolicyError
 from pgshroud.policies.loader import load_policy
 from pgshroud.policies.model import Policy
-from pgshroud.proxy.budget.ledger import PostgresLedger, has_aggregate_role
+from pgshroud.proxy.budget.ledger import PostgresLedger
 from pgshroud.proxy.ops.access_check import access_warnings
 from pgshroud.proxy.ops.catalog import CatalogKeeper, own_conninfo
 from pgshroud.proxy.ops.config import ConfigError

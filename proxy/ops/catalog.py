@@ -19,7 +19,6 @@ from pgshroud import sqlstate
 from pgshroud.policies.model import Policy
 from pgshroud.policies.setup_sql import CATALOG_CHANNEL, CATALOG_TRIGGERS
 from pgshroud.proxy.ops.config import UpstreamTarget
-from pgshroud.proxy.ops.connect import asyncpg_arguments as asyncpg_arguments  # noqa: PLC0414 - for the ledger
 from pgshroud.proxy.ops.connect import connect_own
 from pgshroud.proxy.ops.errors import ConfigError
 from pgshroud.rewriter import PlanContext, Planner, QueryPlan, Refuse

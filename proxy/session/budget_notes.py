@@ -14,7 +14,7 @@
   share, and not to the user's own.
 
 Figures are the ledger's exact decimals, printed as `pgshroud budget show`
-prints them (proxy.ledger.show_number).
+prints them (pgshroud.policies.accounting.show_number).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from datetime import UTC
 from decimal import Decimal
 
+from pgshroud.policies.accounting import Standing, exact, period_window, show_number
 from pgshroud.proxy.budget.answer_cache import CachedAnswer
-from pgshroud.proxy.budget.ledger import Standing, exact, period_window, show_number
 from pgshroud.proxy.budget.protocol import Charged
 from pgshroud.rewriter.plans import Cost, LocalAnswer
 

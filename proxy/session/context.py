@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pgshroud.policies.model import Policy
 from pgshroud.proxy.budget import Ledger
 from pgshroud.proxy.budget.answer_cache import AnswerCache
 from pgshroud.proxy.ops.config import ServerConfig
@@ -28,7 +29,7 @@ class SessionContext:
         config: ServerConfig,
         planner: Planner,
         ledger: Ledger | None = None,
-        policy: object | None = None,
+        policy: Policy | None = None,
         catalog: Callable[[], Catalog | None] = lambda: None,
         audit: AuditLog | None = None,
         metrics: Metrics | None = None,

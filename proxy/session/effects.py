@@ -19,7 +19,7 @@ from pgshroud.proxy.session.outcome import Outcome
 
 if TYPE_CHECKING:
     from pgshroud.proxy.budget.answer_cache import AnswerKey
-    from pgshroud.proxy.budget.ledger import SharedRelease
+    from pgshroud.proxy.budget.protocol import SharedRelease
     from pgshroud.proxy.session.responses import Transform
     from pgshroud.rewriter import PlanContext
     from pgshroud.rewriter.plans import Cost

@@ -25,7 +25,7 @@ from pgshroud.proxy.session.effects import Charge, ClaimAnswer, ReadStanding, Wa
 from pgshroud.rewriter.plans import Cursor, Local, LocalAnswer, RawResult, Refuse, Release
 
 if TYPE_CHECKING:
-    from pgshroud.proxy.budget.ledger import Standing
+    from pgshroud.policies.accounting import Standing
     from pgshroud.proxy.session.context import SessionContext
     from pgshroud.rewriter import PlanContext
 

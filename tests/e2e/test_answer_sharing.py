@@ -43,15 +43,16 @@ from psycopg.conninfo import make_conninfo
 
 from pgshroud.policies.loader import loads_policy
 from pgshroud.policies.model import AnswerReuse, Budgets, EpsilonDelta, Policy
-from pgshroud.proxy.session import budget_notes
 from pgshroud.proxy.budget.answer_cache import AnswerCache, CachedAnswer, Claim
+from pgshroud.proxy.budget.ledger import SHARED_ACCOUNT, PostgresLedger
+from pgshroud.proxy.budget.protocol import Activity
 from pgshroud.proxy.commands.budget import _print_show, _show, run_budget
+from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
+from pgshroud.proxy.commands.setup import run_setup
 from pgshroud.proxy.ops.catalog import read_catalog
 from pgshroud.proxy.ops.config import ConfigError
-from pgshroud.proxy.budget.ledger import SHARED_ACCOUNT, Activity, PostgresLedger
-from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
+from pgshroud.proxy.session import budget_notes
 from pgshroud.proxy.session.driver import SessionContext
-from pgshroud.proxy.commands.setup import run_setup
 from pgshroud.rewriter import plan
 from pgshroud.rewriter.plans import Column, Cost, LocalAnswer, Refuse
 from tests.fix_proxy import RunningProxy, proxy_config

@@ -34,7 +34,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from pgshroud.proxy.budget.ledger import show_number
+from pgshroud.policies.accounting import show_number
 from tests.e2e.test_cli_serve import REPO, cli_env, free_port
 
 HEALTHCARE = REPO / "policies" / "examples" / "healthcare.yaml"

@@ -32,11 +32,12 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from pgshroud.policies.accounting import Budget, Standing
 from pgshroud.policies.model import Budgets, EpsilonDelta
 from pgshroud.proxy.budget.answer_cache import AnswerCache
-from pgshroud.proxy.session.budget_notes import budget_value, cost_notice, repeat_notice, with_notice
+from pgshroud.proxy.budget.ledger import PostgresLedger
 from pgshroud.proxy.ops.catalog import read_catalog
-from pgshroud.proxy.budget.ledger import Budget, PostgresLedger, Standing
+from pgshroud.proxy.session.budget_notes import budget_value, cost_notice, repeat_notice, with_notice
 from pgshroud.proxy.session.driver import SessionContext
 from pgshroud.rewriter import plan
 from pgshroud.rewriter.plans import Column, Cost, LocalAnswer

@@ -30,13 +30,14 @@ dp_accounting = pytest.importorskip("dp_accounting")
 from dp_accounting import dp_event, pld, rdp  # noqa: E402
 from dp_accounting.pld import common, privacy_loss_distribution  # noqa: E402
 
+from pgshroud.policies.accounting import compose, exact, zcdp_epsilon
 from pgshroud.policies.errors import PolicyError  # noqa: E402
 from pgshroud.policies.loader import loads_policy  # noqa: E402
 from pgshroud.policies.model import Access, Budgets, EpsilonDelta, Policy, Role  # noqa: E402
-from pgshroud.proxy.ops.config import ConfigError  # noqa: E402
-from pgshroud.proxy.budget.ledger import PostgresLedger, compose, exact, zcdp_epsilon  # noqa: E402
+from pgshroud.proxy.budget.ledger import PostgresLedger  # noqa: E402
 from pgshroud.proxy.commands.pgcluster import ThrowawayCluster  # noqa: E402
 from pgshroud.proxy.commands.setup import run_setup  # noqa: E402
+from pgshroud.proxy.ops.config import ConfigError  # noqa: E402
 from pgshroud.rewriter.mechanisms import zcdp_to_approx_dp  # noqa: E402
 from pgshroud.rewriter.plans import Cost, Refuse  # noqa: E402
 

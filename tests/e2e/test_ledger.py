@@ -31,12 +31,13 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from pgshroud.policies.accounting import exact, has_aggregate_role, period_window, show_number
 from pgshroud.policies.model import Access, Budgets, EpsilonDelta, Policy, Role
 from pgshroud.policies.setup_sql import MASKED_ROLE
-from pgshroud.proxy.ops.config import ConfigError
-from pgshroud.proxy.budget.ledger import SHARED_ACCOUNT, PostgresLedger, exact, has_aggregate_role, period_window, show_number
+from pgshroud.proxy.budget.ledger import SHARED_ACCOUNT, PostgresLedger
 from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
 from pgshroud.proxy.commands.setup import run_setup
+from pgshroud.proxy.ops.config import ConfigError
 from pgshroud.rewriter.plans import Cost, Refuse
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ import pytest
 
 from pgshroud.proxy.commands.pgcluster import PgBinariesNotFound, find_pg_bindir
 
-pytest_plugins = ["tests.fix_pg", "tests.fix_proxy", "tests.fix_health"]
+pytest_plugins = ["tests.fix_pg", "tests.fix_proxy", "tests.fix_health", "tests.compare"]
 
 E2E_DIR = Path(__file__).parent / "e2e"
 UNIT_DIR = Path(__file__).parent / "unit"
@@ -38,11 +38,37 @@ def missing_postgres() -> str | None:
     return None
 
 
+# The longest modules, run first so that no worker is left alone with one at
+# the end; their tests are independent and each takes long, so they are
+# shared out one by one (each worker builds their module fixtures once).
+LONG_MODULES = (
+    "test_dp_audit.py",
+    "test_private_expressions_fuzz.py",
+    "test_bi_differential.py",
+    "test_planner_time.py",
+    "test_security_crosscheck.py",
+)
+SPLIT_MODULES = frozenset({"test_dp_audit.py", "test_private_expressions_fuzz.py", "test_planner_time.py"})
+
+
+def _run_order(item: pytest.Item) -> tuple[int, int]:
+    name = item.path.name
+    if name in LONG_MODULES:
+        return 0, LONG_MODULES.index(name)
+    return (1 if item.path.is_relative_to(E2E_DIR) else 2), 0
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         # Every cluster-backed fixture depends on `pg`, so it is in the closure.
         if item.path.is_relative_to(UNIT_DIR) and "pg" in getattr(item, "fixturenames", ()):
             raise pytest.UsageError(f"{item.nodeid}: a unit test must not use PostgreSQL; move it to tests/e2e")
+        # Under `--dist loadgroup` (pyproject.toml) the tests of one e2e module
+        # run on one worker, which builds the module's databases, proxies and
+        # servers once; unit tests and the split modules go one by one.
+        if item.path.is_relative_to(E2E_DIR) and item.path.name not in SPLIT_MODULES:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    items.sort(key=_run_order)  # stable: each module keeps its own order
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -20,7 +20,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from tests.compare import Endpoint, endpoints, run_both  # noqa: F401
+from tests.compare import Endpoint, run_both
 
 pytestmark = pytest.mark.clients
 
@@ -58,7 +58,7 @@ def error(exc: BaseException) -> tuple:
 async def outcome(awaitable):
     try:
         return "ok", await awaitable
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         return "error", error(exc)
 
 

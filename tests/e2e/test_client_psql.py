@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.compare import Endpoint, Endpoints, endpoints, run_both  # noqa: F401
+from tests.compare import Endpoint, Endpoints, run_both
 
 pytestmark = pytest.mark.clients
 
@@ -32,7 +32,7 @@ def psql(endpoint: Endpoint, *args: str, script: str | None = None, timeout: flo
     if script is not None:
         argv += ["-f", "-"]
     try:
-        proc = subprocess.run(argv, input=script, env=endpoint.libpq_env(), capture_output=True,
+        proc = subprocess.run(argv, check=False, input=script, env=endpoint.libpq_env(), capture_output=True,
                               text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"psql against {endpoint.name} timed out after {timeout}s: {argv}\n"
@@ -68,7 +68,7 @@ def test_plain_queries(endpoints):
 
 def test_fetch_count_uses_a_cursor(endpoints):
     # With FETCH_COUNT psql reads through DECLARE ... CURSOR / FETCH in a transaction.
-    rc, out, err = same_psql(endpoints, "-A", "-t", "-v", "FETCH_COUNT=7", "-c",
+    rc, out, _err = same_psql(endpoints, "-A", "-t", "-v", "FETCH_COUNT=7", "-c",
                              "select id, name, doc from items order by id")
     assert rc == 0 and len(out.splitlines()) == 500
 
@@ -85,7 +85,7 @@ def test_multi_statement_string(endpoints):
 def test_describe_commands(endpoints):
     for command in (r"\d items", r"\dt", r"\d+", r"\d+ items", r"\di", r"\dn", r"\l app",
                     r"\df pg_catalog.lower", r"\dT+ pg_catalog.int4", r"\du app", r"\dx"):
-        rc, out, err = same_psql(endpoints, "-c", command)
+        rc, _out, err = same_psql(endpoints, "-c", command)
         assert (rc, err) == (0, ""), command
 
 
@@ -93,7 +93,7 @@ def test_describe_commands(endpoints):
 
 
 def test_copy_to_stdout(endpoints):
-    rc, out, err = same_psql(endpoints, "-c", r"\copy items to stdout")
+    rc, out, _err = same_psql(endpoints, "-c", r"\copy items to stdout")
     assert rc == 0 and len(out.splitlines()) == 500
     same_psql(endpoints, "-c", r"\copy items to stdout with (format csv, header, force_quote *)")
     same_psql(endpoints, "-c", r"\copy (select id, tags, doc from items where id % 7 = 0 order by id) to stdout")
@@ -252,12 +252,12 @@ select 'end';
 
     def normalize(result):
         rc, out, err = result
-        match = re.search(r"^SELF (\d+)$", out, re.M)
+        match = re.search(r"^SELF (\d+)$", out, re.MULTILINE)
         assert match, out
         out = out.replace(match.group(0), "SELF")
         return rc, out.replace(f"PID {match.group(1)}.", "PID <self>."), err
 
-    rc, out, err = same_psql(endpoints, "-A", "-t", script=script, normalize=normalize)
+    _rc, out, _err = same_psql(endpoints, "-A", "-t", script=script, normalize=normalize)
     assert out.count("Asynchronous notification") == 4
     assert "not delivered\"" not in out
 
@@ -278,7 +278,7 @@ select count(*) from pg_largeobject_metadata where oid = :LASTOID;
 
     def normalize(result):
         rc, out, err = result
-        match = re.search(r"^OID (\d+)$", out, re.M)
+        match = re.search(r"^OID (\d+)$", out, re.MULTILINE)
         assert match, (out, err)
         oid = match.group(1)
         exported = target.read_bytes() == source.read_bytes()
@@ -307,5 +307,5 @@ def test_sigint_cancels_the_running_query(endpoints):
             out, err = proc.communicate()
         return proc.returncode, out, err, time.monotonic() - start < 6
 
-    rc, out, err, quick = run_both(endpoints, observe)
+    _rc, _out, err, quick = run_both(endpoints, observe)
     assert err == "Cancel request sent\nERROR:  canceling statement due to user request\n" and quick

@@ -8,9 +8,8 @@ pgshroud and requires equal observations.
 
 from __future__ import annotations
 
-import re
-
 import hashlib
+import re
 import threading
 import time
 from decimal import Decimal
@@ -20,7 +19,7 @@ import pytest
 from psycopg import errors as e
 from psycopg.types.json import Jsonb
 
-from tests.compare import Endpoint, assert_same, endpoints, error_summary, outcome, run_both  # noqa: F401
+from tests.compare import Endpoint, assert_same, error_summary, outcome, run_both
 
 pytestmark = pytest.mark.clients
 
@@ -218,7 +217,7 @@ def test_pipeline_with_a_failing_statement(endpoints):
                 raised.append(error_summary(exc))
             states = []
             for cur in cursors:
-                states.append(outcome(lambda: (cur.statusmessage, cur.fetchall() if cur.description else None)))
+                states.append(outcome(lambda cur=cur: (cur.statusmessage, cur.fetchall() if cur.description else None)))
             after = conn.execute("select id, v from p order by id").fetchall()
             # A pipeline inside a transaction, rolled back by its error.
             conn.autocommit = False
@@ -236,7 +235,7 @@ def test_pipeline_with_a_failing_statement(endpoints):
             raised = [r for r in raised if r[0] != "PipelineAborted"]
             return raised, states, after, status, last
 
-    raised, states, after, status, last = run_both(endpoints, observe)
+    raised, _states, after, _status, last = run_both(endpoints, observe)
     assert [r[0] for r in raised] == ["UniqueViolation", "DivisionByZero", "UniqueViolation"], raised
     assert len(after) == 30 and last == (30,)
 

@@ -41,7 +41,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from tests.compare import Endpoint, endpoints, run_both, scratch_name  # noqa: F401
+from tests.compare import Endpoint, run_both, scratch_name
 
 pytestmark = pytest.mark.clients
 

@@ -1,4 +1,21 @@
-"""From SQL text to plans: the one seam every statement goes through."""
+"""From SQL text to plans: the one seam every statement goes through.
+
+Which file owns each step of a plan:
+
+- statements.py: lexing a Query text into statements (once), parsing one;
+- policy_planner.py: each statement's plan by its kind, and the plan cache's
+  templates (cache.py);
+- query_analysis.py: a query's one analysis (its tree, the relations it
+  reads, the function allow-list of functions.py);
+- access.py: the one access decision: whether a role reads a relation, and
+  as stored, masked or only privately;
+- views.py: the views that stand in for relations (a protected table's, for
+  masking and for private answers; pg_class without row counts); masking.py
+  splices them into the text the user wrote;
+- probes.py: zero-row probes; settings.py and named_commands.py: SET, RESET,
+  and statements that name cursors and prepared statements;
+- private/: differentially private answers (analysis, bounding, release).
+"""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ class PlanContext:
     """
 
     user: str
-    policy: object | None = None
+    policy: Policy | None = None
     role_sees_raw: bool = False
     role: Role | None = None
     catalog: Catalog | None = None

@@ -62,8 +62,6 @@ TRANSACTION_WORDS = frozenset({"begin", "start", "commit", "end", "rollback", "a
 CURSOR_WORDS = frozenset({"close", "deallocate"})
 QUERY_WORDS = frozenset({"select", "with", "values", "("})
 PLAN_CACHE = PlanCache()
-WRITE_WORDS = {"insert": "insert", "update": "update", "delete": "delete", "merge": "merge", "call": "call",
-               "do": "do"}
 
 
 # A replacement: the span [start, end) of the whole Query text and its new text.
@@ -178,12 +176,11 @@ class QueryAnalyser:
             return self._copy(statement)
         if word == "explain":
             return self._explain(statement)
-        kind = WRITE_WORDS.get(word, word)
         raise Refusal(
             POLICY,
             f"{word.upper()} statements are not allowed for role \"{self.role.name}\"",
-            hint=f"Role {self.role.name} may run SELECT queries; ask the privacy officer to allow "
-            f"'{kind}' in allow_statements if it needs more.",
+            hint=f"Role {self.role.name} may run SELECT queries; statements that write or change the database "
+            "need a role with access: raw.",
         )
 
     # queries

@@ -12,10 +12,12 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from pgshroud.policies.loader import load_policy
-from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.policies.model import Policy
 from pgshroud.proxy.commands.demo_data import load_demo_dataset
-from pgshroud.proxy.session.driver import SessionContext
+from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
 from pgshroud.proxy.commands.setup import run_setup
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.proxy.session.driver import SessionContext
 from pgshroud.rewriter import plan
 from tests.fix_proxy import RunningProxy, proxy_config
 
@@ -24,7 +26,7 @@ ROLES = ("admin", "clinician", "analyst")
 
 
 @pytest.fixture(scope="session")
-def health_db(pg) -> str:
+def health_db(pg: ThrowawayCluster) -> str:
     """Database `health` with the demo dataset, demo roles and pgshroud's setup; returns its admin DSN."""
     for role in ROLES:
         pg.execute(f"DROP ROLE IF EXISTS {role}")
@@ -39,13 +41,13 @@ def health_db(pg) -> str:
 
 
 @pytest.fixture(scope="session")
-def health_policy():
+def health_policy() -> Policy:
     with resources.as_file(resources.files("pgshroud.policies") / "examples" / "healthcare.yaml") as path:
         return load_policy(path)
 
 
 @pytest.fixture(scope="session")
-def guarded(pg, health_db, health_policy) -> Iterator[RunningProxy]:
+def guarded(pg: ThrowawayCluster, health_db: str, health_policy: Policy) -> Iterator[RunningProxy]:
     """pgshroud with the healthcare policy in front of `health`; `.dsn(user, "health")`."""
     catalog = asyncio.run(read_catalog(health_db))
     upstream = make_conninfo(pg.dsn(), sslmode="disable")
@@ -56,6 +58,6 @@ def guarded(pg, health_db, health_policy) -> Iterator[RunningProxy]:
 
 
 @pytest.fixture(scope="session")
-def raw_health(pg, health_db) -> str:
+def raw_health(pg: ThrowawayCluster, health_db: str) -> str:
     """A direct superuser connection string to `health`, to read the true values."""
     return health_db

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from pathlib import Path
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from psycopg.conninfo import make_conninfo
 
-from pgshroud.proxy.ops.config import ServerConfig, UpstreamTarget
-from pgshroud.proxy.wire.server import Server
+from pgshroud.policies.model import Policy
 from pgshroud.proxy.budget import Ledger
+from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
+from pgshroud.proxy.ops.config import ServerConfig, UpstreamTarget
 from pgshroud.proxy.session.driver import SessionContext
+from pgshroud.proxy.wire.server import Server
 from pgshroud.rewriter import Planner, plan
 
 
@@ -76,7 +79,7 @@ def proxy_config(upstream_dsn: str, **overrides: Any) -> ServerConfig:
 
 
 @pytest.fixture(scope="session")
-def shroud(pg) -> Iterator[RunningProxy]:
+def shroud(pg: ThrowawayCluster) -> Iterator[RunningProxy]:
     """pgshroud without a policy, in front of `pg`, as `pgshroud serve` runs it."""
     proxy = RunningProxy(SessionContext(proxy_config(make_conninfo(pg.dsn(), sslmode="disable")), plan))
     yield proxy
@@ -84,7 +87,7 @@ def shroud(pg) -> Iterator[RunningProxy]:
 
 
 @pytest.fixture
-def start_proxy(pg) -> Iterator[Callable[..., RunningProxy]]:
+def start_proxy(pg: ThrowawayCluster) -> Iterator[Callable[..., RunningProxy]]:
     """Start a pgshroud with a planner, ledger or config of the test's own."""
     started: list[RunningProxy] = []
 
@@ -93,7 +96,7 @@ def start_proxy(pg) -> Iterator[Callable[..., RunningProxy]]:
         *,
         ledger: Ledger | None = None,
         upstream_dsn: str | None = None,
-        policy: object | None = None,
+        policy: Policy | None = None,
         catalog: Any = None,
         **config: Any,
     ) -> RunningProxy:
@@ -109,8 +112,8 @@ def start_proxy(pg) -> Iterator[Callable[..., RunningProxy]]:
 
 
 @pytest.fixture(scope="session")
-def proxy_cert(tls_ca, tmp_path_factory) -> Path:
+def proxy_cert(tls_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Certificate and key (one PEM file) for pgshroud's client-facing TLS."""
-    path = tmp_path_factory.mktemp("shroud-tls") / "shroud.pem"
+    path: Path = tmp_path_factory.mktemp("shroud-tls") / "shroud.pem"
     tls_ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(str(path))
     return path

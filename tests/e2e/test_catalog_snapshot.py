@@ -6,7 +6,8 @@ import asyncio
 
 import psycopg
 
-from pgshroud.proxy.ops.catalog import CatalogKeeper, asyncpg_arguments, read_catalog
+from pgshroud.proxy.ops.catalog import CatalogKeeper, read_catalog
+from pgshroud.proxy.ops.connect import asyncpg_arguments
 from pgshroud.rewriter.catalog import Catalog
 
 

@@ -363,8 +363,8 @@ def _centre(answers: Sequence[Answer]) -> Answer:
 
 def _best_event(d: dict[str, np.ndarray], dp: dict[str, np.ndarray], alpha: float) -> tuple[Event, float]:
     best: tuple[Event, float] | None = None
-    for name in d:
-        x, y = np.sort(d[name]), np.sort(dp[name])
+    for name, values in d.items():
+        x, y = np.sort(values), np.sort(dp[name])
         thresholds = np.unique(np.concatenate([x, y]))
         if len(thresholds) > 2000:
             thresholds = np.unique(np.quantile(thresholds, np.linspace(0, 1, 2000)))
@@ -464,8 +464,7 @@ def private_release(sql: str, policy: Policy, catalog, epsilon: str = "1", user:
     privacy = {"epsilon": epsilon} if delta is None else {"epsilon": epsilon, "delta": delta}
     (only,) = plan(sql, PlanContext(user=user, policy=policy, role=policy.roles[role], catalog=catalog,
                                     privacy=privacy))
-    if not isinstance(only, Release):
-        raise AssertionError(f"{sql!r} was not planned as a private release: {only}")
+    assert isinstance(only, Release), f"{sql!r} was not planned as a private release: {only}"
     return only
 
 

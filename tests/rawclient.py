@@ -14,6 +14,7 @@ import ssl
 import struct
 import time
 from dataclasses import dataclass
+from typing import Self
 
 from pgshroud.proxy.codec.messages import (
     AuthenticationCleartextPassword,
@@ -62,7 +63,7 @@ class RawClient:
     # connecting
 
     @classmethod
-    def connect(cls, host: str, port: int, *, timeout: float = DEFAULT_TIMEOUT) -> "RawClient":
+    def connect(cls, host: str, port: int, *, timeout: float = DEFAULT_TIMEOUT) -> RawClient:
         sock = socket.create_connection((host, port), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return cls(sock, host, port, timeout)
@@ -70,7 +71,7 @@ class RawClient:
     @classmethod
     def connect_direct_tls(
         cls, host: str, port: int, context: ssl.SSLContext, *, timeout: float = DEFAULT_TIMEOUT
-    ) -> "RawClient":
+    ) -> RawClient:
         """Open TLS right away, as libpq's sslnegotiation=direct does."""
         client = cls.connect(host, port, timeout=timeout)
         client.sock = context.wrap_socket(client.sock, server_hostname=host)
@@ -82,7 +83,7 @@ class RawClient:
         except OSError:
             pass
 
-    def __enter__(self) -> "RawClient":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -171,7 +172,7 @@ class RawClient:
                 self._recv(65536)
             except ServerClosed:
                 return True
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 return False
             except (ssl.SSLError, OSError):
                 return True
@@ -198,8 +199,7 @@ class RawClient:
         while True:
             message = self.read()
             messages.append(message)
-            if isinstance(message, ErrorResponse):
-                raise AssertionError(f"startup failed: {message.fields}")
+            assert not isinstance(message, ErrorResponse), f"startup failed: {message.fields}"
             if isinstance(message, AuthenticationCleartextPassword):
                 self.send(PasswordMessage((password or "").encode()).encode())
             elif isinstance(message, AuthenticationMD5Password):

@@ -26,6 +26,8 @@ python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
+# mypy (strict) and ruff first: the code's checks are part of the suite.
+bash tests/lint.sh
 # One worker per core, each with a PostgreSQL cluster of its own
 # (tests/fix_pg.py); pyproject.toml sets how tests are shared out.
 exec .venv/bin/python -m pytest -q -n auto "$@"

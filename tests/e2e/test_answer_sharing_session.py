@@ -16,8 +16,8 @@ RACERS = 2  # sharing_proxy makes sharer1 and sharer2
 
 
 @pytest.mark.parametrize("simple", [False, True])
-def test_racing_users_of_a_sharing_role_are_charged_once(sharing_proxy, health_db, simple) -> None:
-    proxy, shared = sharing_proxy
+def test_racing_users_of_a_sharing_role_are_charged_once(sharing_proxy, health_db, simple) -> None:  # noqa: F811 - the fixture imported above
+    proxy, _shared = sharing_proxy
     sql = f"SELECT department, count(*), avg(cost) FROM visits WHERE cost > {100 + simple} GROUP BY 1"
     users = ["sharer1", "sharer2"] * 3
     start = threading.Barrier(len(users))
@@ -33,7 +33,7 @@ def test_racing_users_of_a_sharing_role_are_charged_once(sharing_proxy, health_d
                 conn.execute("SET pgshroud.epsilon = 0.5")
                 start.wait()
                 seen[index] = sorted(conn.execute(sql).fetchall())
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - the thread's failure, whatever it is, is the test's to report
             errors.append(exc)
 
     with psycopg.connect(health_db, autocommit=True) as conn:

@@ -19,7 +19,6 @@ import json
 import re
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import asyncpg
 import psycopg
@@ -27,16 +26,16 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from pgshroud.policies.model import Budgets, EpsilonDelta
-from pgshroud.proxy.ops.audit import AuditLog, Fingerprints, normalised_statements, scrub_reason
-from pgshroud.proxy.ops.catalog import read_catalog
 from pgshroud.proxy.budget.ledger import PostgresLedger
 from pgshroud.proxy.budget.protocol import Charged, SharedRelease
+from pgshroud.proxy.ops.audit import AuditLog, Fingerprints, normalised_statements, scrub_reason
+from pgshroud.proxy.ops.catalog import read_catalog
 from pgshroud.proxy.ops.metrics import Histogram, Metrics, MetricsServer
 from pgshroud.proxy.session.driver import SessionContext
 from pgshroud.rewriter import plan
 from pgshroud.rewriter.plans import Cost, Refuse
-from tests.fix_proxy import RunningProxy, proxy_config
 from tests.e2e.test_cli_serve import Serve, free_port
+from tests.fix_proxy import RunningProxy, proxy_config
 
 SSN = "123-45-6789"
 OTHER_SSN = "987-65-4321"
@@ -53,7 +52,7 @@ GROUPED = "SELECT department, count(*) FROM visits GROUP BY department"
     f"SELECT * FROM patients WHERE ssn = $tag${SSN}$tag$",
     f"SELECT * FROM patients WHERE ssn = U&'{SSN}'",
     f"SELECT * FROM patients WHERE ssn = N'{SSN}'",
-    f"SELECT * FROM patients WHERE ssn = '123-' '45-6789'",
+    "SELECT * FROM patients WHERE ssn = '123-' '45-6789'",
     "SELECT * FROM patients WHERE ssn_number = 123456789",
     "SELECT * FROM patients WHERE ssn_number = 123_456_789",
     "SELECT * FROM patients WHERE ssn_number = 1.23456789e8",

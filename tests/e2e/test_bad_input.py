@@ -121,7 +121,7 @@ def assert_fatal_and_closed(client: RawClient, sqlstate: str = "08P01") -> dict[
 def started_client(proxy, app_name: str) -> RawClient:
     client = RawClient.connect(proxy.host, proxy.port)
     client.startup("u_trust", "app", params={"application_name": app_name})
-    assert [m for m in client.query("select 1") if isinstance(m, DataRow)][0].values == (b"1",)
+    assert next(m for m in client.query("select 1") if isinstance(m, DataRow)).values == (b"1",)
     return client
 
 
@@ -181,7 +181,7 @@ def test_malformed_payload_gets_08P01(pg, proxy, bystander, app_name, data):
             assert client.wait_closed(5)
         else:
             client.read_until_ready()
-            assert [m for m in client.query("select 5") if isinstance(m, DataRow)][0].values == (b"5",)
+            assert next(m for m in client.query("select 5") if isinstance(m, DataRow)).values == (b"5",)
     bystander.check()
     wait_no_backend(pg, app_name)
 
@@ -199,7 +199,7 @@ def test_message_at_the_size_limit_is_accepted(proxy, bystander):
     with RawClient.connect(proxy.host, proxy.port) as client:
         client.startup("u_trust", "app")
         messages = client.query(sql)
-        assert [m for m in messages if isinstance(m, DataRow)][0].values == (str(MAX_MESSAGE_SIZE - 64).encode(),)
+        assert next(m for m in messages if isinstance(m, DataRow)).values == (str(MAX_MESSAGE_SIZE - 64).encode(),)
     bystander.check()
 
 

@@ -37,10 +37,10 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from pgshroud.policies.model import Budgets, EpsilonDelta, PrivacyDefaults
-from pgshroud.proxy.ops.catalog import read_catalog
 from pgshroud.proxy.budget.ledger import PostgresLedger
-from pgshroud.proxy.session.driver import SessionContext
 from pgshroud.proxy.commands.setup import run_setup
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.proxy.session.driver import SessionContext
 from pgshroud.rewriter import plan
 from tests.fix_proxy import RunningProxy, proxy_config
 
@@ -365,8 +365,8 @@ def compare_private(query: AggregateQuery, got: Answer, exact: Answer) -> list[s
     keys = key_columns(query, exact)
     by_key = {tuple(row[i] for i in keys): row for row in exact.rows}
     if len(by_key) != len(exact.rows):
-        return [f"keys {[exact.names[i] for i in keys]} do not identify the direct answer's rows; "
-                f"name them with '-- keys:'"]
+        return [(f"keys {[exact.names[i] for i in keys]} do not identify the direct answer's rows; "
+                f"name them with '-- keys:'")]
     if not keys and len(got.rows) != len(exact.rows):
         return [f"{len(got.rows)} rows, directly {len(exact.rows)}"]
     found = margins(got.notices)

@@ -77,7 +77,7 @@ def run_psql(conninfo: str, command: str) -> tuple[int, str, str]:
     dsn, password = without_password(conninfo)
     env = {**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10"}
     proc = subprocess.run([PSQL, "-X", "-P", "pager=off", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", command],
-                          env=env, capture_output=True, text=True, timeout=30)
+                          env=env, capture_output=True, text=True, timeout=30, check=False)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -383,7 +383,7 @@ def run_jdbc_metadata(classes: Path, conninfo: str, *extra: str) -> tuple[int, s
          "-cp", f"{JDBC_JAR}{os.pathsep}{classes}", "JdbcMetadata",
          params["host"], str(params["port"]), params["dbname"], params["user"], params.get("password") or "",
          *extra],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, timeout=120, check=False)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -401,7 +401,7 @@ def test_jdbc_database_metadata(guarded, jdbc_classes, jdbc_direct, role):
     # The analyst reads no rows of patients, so the query of ResultSetMetaData is the clinician's only.
     if role == "analyst":
         del expected["ResultSetMetaData(patients)"]
-    rc, out, err = run_jdbc_metadata(jdbc_classes, through_pgshroud(guarded, role),
+    _rc, out, err = run_jdbc_metadata(jdbc_classes, through_pgshroud(guarded, role),
                                      *(["catalog-only"] if role == "analyst" else []))
     got = jdbc_blocks(out)
     assert list(got) == list(expected), f"pgjdbc stopped early as {role}:\n{out[-2000:]}\n{err[-2000:]}"

@@ -55,11 +55,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from psycopg.conninfo import make_conninfo
 
 from pgshroud.policies.model import Budgets, EpsilonDelta
-from pgshroud.proxy.ops.catalog import read_catalog
-from pgshroud.proxy.commands.demo_data import load_demo_dataset
 from pgshroud.proxy.budget.ledger import PostgresLedger
-from pgshroud.proxy.session.driver import SessionContext
+from pgshroud.proxy.commands.demo_data import load_demo_dataset
 from pgshroud.proxy.commands.setup import run_setup
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.proxy.session.driver import SessionContext
 from pgshroud.rewriter import plan
 from tests.bi_grammar import PSYCOPG, BiQuery, bi_queries
 from tests.fix_proxy import RunningProxy, proxy_config

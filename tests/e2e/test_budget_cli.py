@@ -20,8 +20,8 @@ import psycopg
 import pytest
 
 from pgshroud.policies.loader import load_policy
-from pgshroud.proxy.commands.budget import bar
 from pgshroud.proxy.budget.ledger import PostgresLedger
+from pgshroud.proxy.commands.budget import bar
 from pgshroud.proxy.commands.setup import run_setup
 from pgshroud.rewriter.plans import Cost
 from tests.e2e.test_cli_serve import run_cli

@@ -291,7 +291,7 @@ def test_fifty_clients_on_two_processes_spend_exactly_the_cap(tmp_path, launch, 
 
 
 def test_kill_9_under_load_then_restart_keeps_the_ledger_consistent(tmp_path, launch, raw_health, racer):
-    cap = Decimal("20")
+    cap = Decimal(20)
     fits = int(cap / STEP)  # 200 answers
     policy = write_policy(tmp_path / "policy.yaml", racer, cap)
     victim, survivor = launch(policy), launch(policy)

@@ -24,7 +24,7 @@ import dataclasses
 import re
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
@@ -44,6 +44,7 @@ from pgshroud.rewriter.plans import Column, Cost, LocalAnswer
 from tests.fix_proxy import RunningProxy, proxy_config
 
 USERS = ("budgetee", "budgetee2")
+HALF = Cost(0.5)
 POINT = "SELECT count(*) FROM visits WHERE patient_id = {}"
 NUMBER = r"([0-9.e+-]+)"
 NOTICE = re.compile(rf"privacy cost: epsilon {NUMBER}, delta {NUMBER}; left now: epsilon {NUMBER}, delta {NUMBER}; "
@@ -73,7 +74,7 @@ def test_budget_value_begins_with_the_least_left_over_every_budget():
     assert "dataset (shared by all users): epsilon spent 99 of 500" in value
     assert value.endswith("period never: spent budget does not return")
 
-    rolling = [dataclasses.replace(standings[0], oldest_charge=datetime(2026, 1, 1, 12, tzinfo=timezone.utc))]
+    rolling = [dataclasses.replace(standings[0], oldest_charge=datetime(2026, 1, 1, 12, tzinfo=UTC))]
     assert budget_value("ann", rolling, "7d").endswith(
         "period 7d: each charge counts for 7d, the oldest that counts returns at 2026-01-08 12:00:00 UTC")
     assert budget_value("ann", [], "never").startswith('0 epsilon left now: no privacy budget applies to user "ann"')
@@ -108,7 +109,7 @@ def test_answer_cache_keeps_literals_owners_expiry_and_bounds():
     policy, catalog = object(), object()
     answer = LocalAnswer("SELECT 1", (Column("count", 20),), (("7",),))
 
-    def key(statement, user="ann", policy=policy, catalog=catalog, privacy=None, cost=Cost(0.5)):
+    def key(statement, user="ann", policy=policy, catalog=catalog, privacy=None, cost=HALF):
         return cache.key(user=user, role="analyst", policy=policy, catalog=catalog, privacy=privacy or {},
                          cost=cost, statement=statement)
 
@@ -221,7 +222,7 @@ def psql(proxy: RunningProxy, *commands: str, user: str = "budgetee") -> subproc
     args = ["psql", "-X", "-A", "-v", "ON_ERROR_STOP=1", dsn(proxy, user)]
     for command in commands:
         args += ["-c", command]
-    return subprocess.run(args, capture_output=True, text=True, timeout=60)
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_psql_show_budget_is_pgshroud_s_answer(cached, health_db, budget_policy):
@@ -229,7 +230,7 @@ def test_psql_show_budget_is_pgshroud_s_answer(cached, health_db, budget_policy)
     assert out.returncode == 0, out.stderr
     header, value, footer = out.stdout.splitlines()
     assert (header, footer) == ("pgshroud.budget", "(1 row)")
-    epsilon, delta = left_now(health_db, budget_policy)
+    epsilon, _delta = left_now(health_db, budget_policy)
     assert Decimal(value.split()[0]) == epsilon
     assert value.startswith(f"{value.split()[0]} epsilon left now (delta ")
     for part in ('user "budgetee": epsilon spent', "(cap 40, granted 0)", 'role "analyst" (shared by its users)',
@@ -260,7 +261,7 @@ def test_psql_repeat_is_the_same_answer_at_no_cost(cached, health_db):
     before = charges(health_db)
     out = psql(cached, POINT.format(21), POINT.format(21), POINT.format(22))
     assert out.returncode == 0, out.stderr
-    first, repeat, other = (out.stdout.splitlines()[i] for i in (1, 4, 7))
+    first, repeat, _other = (out.stdout.splitlines()[i] for i in (1, 4, 7))
     assert first == repeat
     assert charges(health_db) == before + 2  # 21 once, 22 once
     notices = [line for line in out.stderr.splitlines() if "NOTICE:" in line]
@@ -369,13 +370,13 @@ def test_asyncpg_log_listener_gets_the_notices_and_prepared_repeats_hit(cached, 
         finally:
             await conn.close()
 
-    shown, before, first, (forty_two, repeat, forty_three), again, seen = asyncio.run(run())
+    shown, before, first, (forty_two, repeat, _forty_three), again, seen = asyncio.run(run())
     assert shown.split()[0] != "" and Decimal(shown.split()[0]) > 0
     assert again == first and repeat == forty_two
     assert charges(health_db) == before + 3  # 41, 42 and 43 once each
     assert [bool(NOTICE.search(m)) for m in seen] == [True, True, False, True, False]
     assert REPEAT.search(seen[2]) and REPEAT.search(seen[4])
-    epsilon, delta = left_now(health_db, budget_policy)
+    epsilon, _delta = left_now(health_db, budget_policy)
     assert Decimal(NOTICE.search(seen[3]).group(3)) == epsilon
     assert Decimal(REPEAT.search(seen[4]).group(3)) == epsilon
 

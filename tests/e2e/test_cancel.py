@@ -76,7 +76,7 @@ def in_thread_when_running(pg, app_name: str, action) -> threading.Thread:
         try:
             wait_until_running(pg, app_name)
             action()
-        except BaseException as exc:  # reported by join_checked
+        except BaseException as exc:  # noqa: BLE001 - reported by join_checked, whatever it is
             errors.append(exc)
 
     thread = threading.Thread(target=run, daemon=True)
@@ -136,7 +136,7 @@ print(json.dumps(outcome))
 def assert_legacy_cancel(pg, dsn: str, app_name: str) -> None:
     result = subprocess.run(
         [sys.executable, "-c", LEGACY_CANCEL_CLIENT, dsn, pg.admin_dsn(), app_name],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True, text=True, timeout=30, check=False,
     )
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout)
@@ -181,7 +181,7 @@ def raw_sleep_and_cancel(pg, proxy, app_name: str, *, minor: int, ssl_first: boo
         assert time.monotonic() - started < 5
         errors = [m for m in messages if isinstance(m, ErrorResponse)]
         assert len(errors) == 1, messages
-        assert [m for m in client.query("select 2") if isinstance(m, DataRow)][0].values == (b"2",)
+        assert next(m for m in client.query("select 2") if isinstance(m, DataRow)).values == (b"2",)
     assert_no_leftover_sleep(pg, app_name)
     return error_fields(errors[0])
 
@@ -290,7 +290,7 @@ def test_cancel_with_wrong_key_does_nothing(pg, shroud, app_name, minor):
             send_cancel(shroud.host, shroud.port, process_id, secret)
         messages = client.read_until_ready()
         assert not [m for m in messages if isinstance(m, ErrorResponse)], messages
-        assert [m for m in messages if isinstance(m, DataRow)][0].values == (b"", b"slept")
+        assert next(m for m in messages if isinstance(m, DataRow)).values == (b"", b"slept")
     assert_no_leftover_sleep(pg, app_name)
 
 

@@ -80,8 +80,8 @@ def test_snapshot_resolves_what_runs_without_a_call(pg, health_db):
         "CREATE DOMAIN public.probe_d AS int CHECK (public.probe_one(VALUE) > 0)",
         "CREATE TABLE public.probe_t (d public.probe_d)",
         "CREATE TYPE public.probe_c AS (v int)",
-        "CREATE FUNCTION public.probe_to_c(a int) RETURNS public.probe_c LANGUAGE sql"
-        " AS 'SELECT ROW(a)::public.probe_c'",
+        ("CREATE FUNCTION public.probe_to_c(a int) RETURNS public.probe_c LANGUAGE sql"
+        " AS 'SELECT ROW(a)::public.probe_c'"),
         "CREATE CAST (int AS public.probe_c) WITH FUNCTION public.probe_to_c(int) AS IMPLICIT",
     ]
     dropped = [

@@ -27,19 +27,19 @@ import psycopg
 import pytest
 
 dp_accounting = pytest.importorskip("dp_accounting")
-from dp_accounting import dp_event, pld, rdp  # noqa: E402
-from dp_accounting.pld import common, privacy_loss_distribution  # noqa: E402
+from dp_accounting import dp_event, pld, rdp
+from dp_accounting.pld import common, privacy_loss_distribution
 
 from pgshroud.policies.accounting import compose, exact, zcdp_epsilon
-from pgshroud.policies.errors import PolicyError  # noqa: E402
-from pgshroud.policies.loader import loads_policy  # noqa: E402
-from pgshroud.policies.model import Access, Budgets, EpsilonDelta, Policy, Role  # noqa: E402
-from pgshroud.proxy.budget.ledger import PostgresLedger  # noqa: E402
-from pgshroud.proxy.commands.pgcluster import ThrowawayCluster  # noqa: E402
-from pgshroud.proxy.commands.setup import run_setup  # noqa: E402
-from pgshroud.proxy.ops.config import ConfigError  # noqa: E402
-from pgshroud.rewriter.mechanisms import zcdp_to_approx_dp  # noqa: E402
-from pgshroud.rewriter.plans import Cost, Refuse  # noqa: E402
+from pgshroud.policies.errors import PolicyError
+from pgshroud.policies.loader import loads_policy
+from pgshroud.policies.model import Access, Budgets, EpsilonDelta, Policy, Role
+from pgshroud.proxy.budget.ledger import PostgresLedger
+from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
+from pgshroud.proxy.commands.setup import run_setup
+from pgshroud.proxy.ops.config import ConfigError
+from pgshroud.rewriter.mechanisms import zcdp_to_approx_dp
+from pgshroud.rewriter.plans import Cost, Refuse
 
 SLACK = 1e-3  # the oracle's discretization interval, and then some
 INTERVAL = 1e-4

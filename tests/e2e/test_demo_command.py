@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
@@ -40,20 +39,20 @@ def test_demo_serves_the_dataset_and_cleans_up(tmp_path):
             if "Ctrl-C" in line:
                 break
         text = "".join(lines)
-        commands = dict(re.findall(r"^\s+(admin|clinician|analyst)\s+psql \"(postgresql://[^\"]+:%d/health)\"" % port, text, re.M))
+        commands = dict(re.findall(rf"^\s+(admin|clinician|analyst)\s+psql \"(postgresql://[^\"]+:{port}/health)\"", text, re.MULTILINE))
         assert set(commands) == {"admin", "clinician", "analyst"}, text
         direct = re.search(r"Direct to PostgreSQL on ([\d.]+):(\d+)", text)
         assert direct, text
         counts = subprocess.run(
             ["psql", "-X", "-A", "-t", commands["clinician"], "-c",
              "select (select count(*) from patients), (select count(*) from diagnoses) > 0"],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True, text=True, timeout=30, check=False,
         )
         assert counts.returncode == 0, counts.stderr
         assert counts.stdout.strip() == "300|t"
         wrong = subprocess.run(
             ["psql", "-X", commands["analyst"].replace("analyst:analyst@", "analyst:nope@"), "-c", "select 1"],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True, text=True, timeout=30, check=False,
         )
         assert wrong.returncode != 0 and "password authentication failed" in wrong.stderr
     finally:

@@ -227,8 +227,8 @@ def ledgered(pg, health_db, health_policy):
     from psycopg.conninfo import make_conninfo
 
     from pgshroud.policies.model import Budgets, EpsilonDelta
-    from pgshroud.proxy.ops.catalog import read_catalog
     from pgshroud.proxy.budget.ledger import PostgresLedger
+    from pgshroud.proxy.ops.catalog import read_catalog
     from pgshroud.proxy.session.driver import SessionContext
     from pgshroud.rewriter import plan
     from tests.fix_proxy import RunningProxy, proxy_config
@@ -259,7 +259,7 @@ def test_asyncpg_reads_pgshroud_answers_in_binary(ledgered, pg):
     columns, rows = asyncpg_rows(ledgered.dsn(BINARY_READER, "health"), sql)
     assert columns == expected_columns
     assert [len(rows)] == [len(expected_rows)] == [1]
-    today, i, j, lt, t, count, mean, some, stay = rows[0]
+    today, i, j, lt, t, count, _mean, some, stay = rows[0]
     assert (today, i, j) == expected_rows[0][:3]
     assert abs((lt - expected_rows[0][3]).total_seconds()) < 600
     assert abs((t - expected_rows[0][4]).total_seconds()) < 600

@@ -22,10 +22,11 @@ import json
 import os
 import re
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import asyncpg
 import psycopg
@@ -34,8 +35,8 @@ from psycopg.conninfo import make_conninfo
 from psycopg.pq import TransactionStatus
 
 from pgshroud.policies.loader import load_policy
-from pgshroud.proxy.ops.catalog import read_catalog
 from pgshroud.proxy.codec.messages import ErrorResponse, FunctionCall, ReadyForQuery, decode_backend
+from pgshroud.proxy.ops.catalog import read_catalog
 from pgshroud.proxy.session.driver import SessionContext
 from pgshroud.rewriter import plan
 from pgshroud.rewriter.masking import masked_subquery
@@ -164,7 +165,7 @@ def _fetch(dsn: str, sql: str) -> list[tuple]:
         return conn.execute(sql).fetchall()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_truth(raw_dsn: str, clinician_dsn: str, redactor_dsn: str | None) -> Truth:
     """The raw values (read directly), less whatever the masks legitimately show."""
     patients = _fetch(raw_dsn, "select name, ssn, email, phone, birth_date, zip, city from patients")
@@ -220,7 +221,7 @@ def load_truth(raw_dsn: str, clinician_dsn: str, redactor_dsn: str | None) -> Tr
     birth = next(b for _, _, _, _, b, _, _ in sorted(patients, key=lambda p: p[1])
                  if (b.month, b.day) != (1, 1) and b.isoformat() in secrets["patients.birth_date"])
     name = next(n for n, *_ in sorted(patients) if n not in visible_names)
-    ssn, email, phone = sorted(patients, key=lambda p: p[1])[0][1:4]
+    ssn, email, phone = min(patients, key=lambda p: p[1])[1:4]
     samples = {
         "raw_ssn": ssn,
         "raw_name": name,
@@ -434,7 +435,7 @@ def run_case(case: lc.Case, role: str, proxy: RunningProxy, truth: Truth, raw_ds
         params = tuple(_fill(p, samples) for p in step.params) if step.params is not None else None
         outcome = Outcome()
         if step.how.startswith("asyncpg"):
-            parts = dict(host=proxy.host, port=proxy.port, user=role, password=role, database="health", ssl=False)
+            parts = {"host": proxy.host, "port": proxy.port, "user": role, "password": role, "database": "health", "ssl": False}
             asyncio.run(_asyncpg_step(parts, step, sql, params or (), outcome, where))
         else:
             if conn is None:

@@ -31,9 +31,9 @@ from psycopg.conninfo import make_conninfo
 from pgshroud.policies.errors import PolicyErrors
 from pgshroud.policies.loader import loads_policy
 from pgshroud.policies.model import AuthenticationPolicy
+from pgshroud.proxy.codec.messages import AuthenticationSASL, ErrorResponse, Query, SASLInitialResponse, SASLResponse
 from pgshroud.proxy.ops.catalog import read_catalog
 from pgshroud.proxy.wire.client_auth import ClientAuthenticator
-from pgshroud.proxy.codec.messages import AuthenticationSASL, ErrorResponse, Query, SASLInitialResponse, SASLResponse
 from pgshroud.proxy.wire.scram import SCRAM
 from tests.rawclient import RawClient, error_fields
 
@@ -95,7 +95,7 @@ def test_trust_login_is_refused_with_psql(trusting):
     proxy = trusting()
     result = subprocess.run([psql, "-X", "-A", "-t", "-d", proxy.dsn("admin", "health", password="guess"),
                              "-c", "select ssn from patients limit 1"],
-                            capture_output=True, text=True, timeout=30, env={**os.environ, "PGCONNECT_TIMEOUT": "10"})
+                            capture_output=True, text=True, timeout=30, env={**os.environ, "PGCONNECT_TIMEOUT": "10"}, check=False)
     assert result.returncode == 2, result.stdout
     assert result.stdout == ""
     assert TRUST_REFUSED.format(user="admin") in result.stderr

@@ -8,24 +8,22 @@ PostgreSQL, and states what pgshroud should do instead.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import threading
 import time
 
 import psycopg
 import pytest
-
-import asyncio
-import dataclasses
-
 from psycopg.conninfo import make_conninfo
 
 from pgshroud.policies.model import Budgets, EpsilonDelta
-from pgshroud.proxy.ops.catalog import read_catalog
 from pgshroud.proxy.budget.ledger import PostgresLedger
+from pgshroud.proxy.ops.catalog import read_catalog
 from pgshroud.proxy.session.driver import SessionContext
 from pgshroud.rewriter import plan
-from tests.fix_proxy import RunningProxy, proxy_config
 from tests.e2e.test_private_clients import analyst_dsn, charges, private_proxy  # noqa: F401 (fixture)
+from tests.fix_proxy import RunningProxy, proxy_config
 
 SMALLINT_MAX = 32767
 INTEGER_MAX = 2147483647
@@ -46,7 +44,7 @@ def _connect(proxy) -> psycopg.Connection:
 
 
 @pytest.mark.parametrize("sql,limit", OUT_OF_TYPE)
-def test_outer_arithmetic_never_releases_a_value_outside_its_column_type(private_proxy, sql, limit):
+def test_outer_arithmetic_never_releases_a_value_outside_its_column_type(private_proxy, sql, limit):  # noqa: F811 - the fixture imported above
     """Text format: pgshroud answers 40000 in a column it describes as
     smallint (2147483648 as integer), where PostgreSQL raises 22003. A client
     that trusts RowDescription (pgjdbc getShort, Npgsql) fails on it; the
@@ -62,7 +60,7 @@ def test_outer_arithmetic_never_releases_a_value_outside_its_column_type(private
 
 
 @pytest.mark.parametrize("sql,limit", OUT_OF_TYPE)
-def test_outer_arithmetic_in_binary_does_not_close_the_connection(private_proxy, raw_health, sql, limit):
+def test_outer_arithmetic_in_binary_does_not_close_the_connection(private_proxy, raw_health, sql, limit):  # noqa: F811 - the fixture imported above
     """Binary format: the same statements end the connection with XX000
     ("failed while building an answer") after the release is charged; psycopg,
     asyncpg and pgjdbc ask for binary results of integers."""
@@ -75,7 +73,7 @@ def test_outer_arithmetic_in_binary_does_not_close_the_connection(private_proxy,
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-def test_a_cast_of_a_noisy_count_to_smallint_does_not_close_the_connection(private_proxy):
+def test_a_cast_of_a_noisy_count_to_smallint_does_not_close_the_connection(private_proxy):  # noqa: F811 - the fixture imported above
     """The plain spelling: count(*)::smallint over a table with more rows than
     smallint holds after noise. PostgreSQL would raise 22003 on the exact count;
     pgshroud types it smallint and, in binary, fails while building the answer."""
@@ -93,19 +91,18 @@ def test_a_cast_of_a_noisy_count_to_smallint_does_not_close_the_connection(priva
     ("SELECT generate_series(1, c) FROM (SELECT count(*) AS c FROM visits) AS t", "generate_series"),
     ("SELECT c ^ 2 FROM (SELECT count(*) AS c FROM visits) AS t", "power"),
 ])
-def test_refusals_of_outer_functions_name_them_as_written(private_proxy, sql, written):
+def test_refusals_of_outer_functions_name_them_as_written(private_proxy, sql, written):  # noqa: F811 - the fixture imported above
     """The refusal said "EXPLODINGGENERATESERIES cannot be applied ..." (a
     parser class name) for generate_series and "POW" for the ^ operator; it
     names the function as SQL does (c ^ 2 is power(c, 2) to PostgreSQL)."""
-    with _connect(private_proxy) as conn:
-        with pytest.raises(psycopg.Error) as caught:
-            conn.execute(sql)
+    with _connect(private_proxy) as conn, pytest.raises(psycopg.Error) as caught:
+        conn.execute(sql)
     message = caught.value.diag.message_primary or ""
     assert "EXPLODING" not in message.upper(), message
     assert written in message.lower(), message
 
 
-def test_integer_arithmetic_runs_in_numeric_and_cannot_fail_on_a_row(private_proxy, raw_health):
+def test_integer_arithmetic_runs_in_numeric_and_cannot_fail_on_a_row(private_proxy, raw_health):  # noqa: F811 - the fixture imported above
     """(current_date - birth_date) * 100000 overflows integer for everyone born
     more than 58 years ago: PostgreSQL raises 22003 for the statement. pgshroud
     runs a private query's row arithmetic in numeric by design (README,
@@ -113,9 +110,8 @@ def test_integer_arithmetic_runs_in_numeric_and_cannot_fail_on_a_row(private_pro
     whether some row holds an extreme value: it answers, and charges, where
     PostgreSQL would fail on the data. This pins that documented deviation."""
     sql = "SELECT count(*) FROM patients WHERE (current_date - birth_date) * 100000 > 0"
-    with psycopg.connect(raw_health) as direct:
-        with pytest.raises(psycopg.errors.NumericValueOutOfRange):
-            direct.execute(sql)
+    with psycopg.connect(raw_health) as direct, pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        direct.execute(sql)
     before = charges(raw_health)
     with _connect(private_proxy) as conn:
         assert conn.execute(sql).fetchone()[0] >= 0

@@ -162,7 +162,7 @@ def test_an_operator_created_a_moment_ago_is_refused_once_notified(pg, kept, ssn
         owner.execute(DROP)
         for conn in (owner, clinician, admin):
             conn.close()
-    ms = lambda values: f"median {statistics.median(values) * 1000:.2f} ms, max {max(values) * 1000:.2f} ms"  # noqa: E731
+    ms = lambda values: f"median {statistics.median(values) * 1000:.2f} ms, max {max(values) * 1000:.2f} ms"
     print(f"\n{ROUNDS} rounds; the query sent at once: {immediate} (None: it beat the notification and ran); "
           f"sent once the notification was heard: {after_notice}; from the DDL's commit to the notification: "
           f"{ms(notified)}, to the fresh snapshot: {ms(refreshed)}")
@@ -256,6 +256,6 @@ def test_check_warns_without_event_triggers_and_about_creators(pg, health_db, he
                    "REVOKE CREATE ON SCHEMA public FROM clinician", dbname="health")
     assert NOT_NOTIFIED in after
     assert [w for w in after if "may CREATE" in w] == [
-        "user clinician (role clinician) may CREATE in schema public, on pgshroud's search path: over a direct "
+        ("user clinician (role clinician) may CREATE in schema public, on pgshroud's search path: over a direct "
         "connection it can define operators, casts, types and functions that pgshroud refuses only once its "
-        "catalog snapshot has them; revoke CREATE on the schema"]
+        "catalog snapshot has them; revoke CREATE on the schema")]

@@ -33,9 +33,9 @@ from pgshroud.rewriter.catalog import Cast, Catalog, CatalogType, Operator
 from pgshroud.rewriter.functions import FunctionRefused, called_functions, check_functions, operator_runs
 from pgshroud.rewriter.plans import Refuse
 from pgshroud.rewriter.statements import split_statements
+from tests.e2e.test_bi_catalog import CATALOG_QUERIES
 from tests.fix_proxy import RunningProxy, proxy_config
 from tests.rewriter_fixtures import CATALOG, POLICY
-from tests.e2e.test_bi_catalog import CATALOG_QUERIES
 
 POLICY_STATE = "42501"
 NON_RAW = ("clinician", "analyst")

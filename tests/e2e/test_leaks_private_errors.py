@@ -31,13 +31,13 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from pgshroud.policies.model import Budgets, EpsilonDelta
-from pgshroud.proxy.ops.catalog import read_catalog
 from pgshroud.proxy.budget.ledger import PostgresLedger
+from pgshroud.proxy.ops.catalog import read_catalog
 from pgshroud.proxy.session.driver import SessionContext
 from pgshroud.rewriter import plan
 from pgshroud.rewriter.plans import Refuse, Release
-from tests.fix_proxy import RunningProxy, proxy_config
 from tests.e2e.test_private_expressions_fuzz import fuzz, run_everywhere  # noqa: F401  (a fixture)
+from tests.fix_proxy import RunningProxy, proxy_config
 
 REFUSED = "42501"
 
@@ -113,8 +113,8 @@ REFUSED_DISGUISES = [
     "CAST(CASE WHEN patient_id = {p} THEN diagnosis_code ELSE '2024-01-01' END AS date) > '2000-01-01'",
     "patient_id = {p} AND department::numeric > 0",
     # floats overflowing: arithmetic is numeric, the cast is not
-    "CAST(CASE WHEN patient_id = {p} AND department = 'Psychiatry' THEN 1e99 * 1e99 * 1e99 * 1e99 ELSE 0 END "
-    "AS double precision) = 0",
+    ("CAST(CASE WHEN patient_id = {p} AND department = 'Psychiatry' THEN 1e99 * 1e99 * 1e99 * 1e99 ELSE 0 END "
+    "AS double precision) = 0"),
     "CAST(CASE WHEN patient_id = {p} THEN cost * 1e35 ELSE 0 END AS real) > 0",
     # bit strings and other types the checker does not model
     "CAST(CASE WHEN patient_id = {p} THEN length_of_stay ELSE 0 END AS bit(3)) = B'101'",
@@ -169,25 +169,25 @@ def planned(fuzz, sql: str) -> Release | Refuse:  # noqa: F811
 
 @pytest.mark.parametrize(("sql", "reason"), [
     ("SELECT count(*) FROM readings r WHERE CAST(r.ratio AS numeric(10,2)) > 0", "infinities"),
-    ("SELECT count(*) FROM readings r WHERE CAST(least(greatest(r.ratio, -999.4999999999999999), "
-     "999.4999999999999999) AS numeric(3,0)) > 0", "1000 or more"),
+    (("SELECT count(*) FROM readings r WHERE CAST(least(greatest(r.ratio, -999.4999999999999999), "
+     "999.4999999999999999) AS numeric(3,0)) > 0"), "1000 or more"),
     ("SELECT count(*) FROM readings r WHERE CAST(r.ratio AS real) > 0", "keep it double precision"),
     ("SELECT count(*) FROM readings r WHERE CAST(r.ratio AS integer) > 0", "NaN"),
     ("SELECT count(*) FROM readings r WHERE CAST(r.big AS integer) > 0", "least(greatest("),
     ("SELECT count(*) FROM readings r WHERE CAST(r.amount * r.amount * r.amount * r.amount AS double precision) > 0",
      "beyond its range"),
-    ("SELECT count(*) FROM readings r WHERE r.amount * r.amount * r.amount * r.amount * r.amount * r.amount * "
-     "r.amount * r.amount * r.amount * r.amount * r.amount > 0", "numeric's limit"),
+    (("SELECT count(*) FROM readings r WHERE r.amount * r.amount * r.amount * r.amount * r.amount * r.amount * "
+     "r.amount * r.amount * r.amount * r.amount * r.amount > 0"), "numeric's limit"),
     ("SELECT count(*) FROM labs l WHERE l.taken_at > CAST('294276-12-31' AS timestamp)", "its own type"),
     ("SELECT count(*) FROM readings r WHERE r.seen - r.seen > interval '1 day'", "extract(epoch"),
     ("SELECT count(*) FROM readings r WHERE CAST($1 AS numeric(3,0)) = r.small", "bind parameter"),
     ("SELECT count(*) FROM readings r WHERE r.amount * $1 > 0", "clamp it first"),
     ("SELECT count(*) FROM readings r WHERE r.label LIKE '" + "%a" * 17 + "'", "at most 16 runs of %"),
     ("SELECT count(*) FROM readings r WHERE CAST(r.label AS char(10485760)) = 'a'", "cast to varchar(n)"),
-    ("SELECT count(*) FROM (SELECT patient_id, length_of_stay * 100000 AS big FROM visits) v "
-     "WHERE CAST(big AS integer) > 0", "from numeric to integer"),
-    ("SELECT count(*) FROM (SELECT patient_id, sum(least(greatest(cost, 0), 100)) AS total FROM visits "
-     "GROUP BY patient_id) per WHERE CAST(total AS numeric(3,0)) > 0", "numeric(3,0)"),
+    (("SELECT count(*) FROM (SELECT patient_id, length_of_stay * 100000 AS big FROM visits) v "
+     "WHERE CAST(big AS integer) > 0"), "from numeric to integer"),
+    (("SELECT count(*) FROM (SELECT patient_id, sum(least(greatest(cost, 0), 100)) AS total FROM visits "
+     "GROUP BY patient_id) per WHERE CAST(total AS numeric(3,0)) > 0"), "numeric(3,0)"),
 ])
 def test_failable_expressions_over_other_types_are_refused(sql, reason, fuzz):  # noqa: F811
     result = planned(fuzz, sql)
@@ -203,8 +203,8 @@ def test_failable_expressions_over_other_types_are_refused(sql, reason, fuzz):  
     # numeric -> double precision of 1e-16383 rounds to zero rather than fail
     "SELECT count(*) FROM readings r WHERE CAST(r.amount AS double precision) > 0",
     "SELECT count(*) FROM readings r WHERE CAST(least(greatest(r.ratio, -1e6), 1e6) AS numeric(10,2)) > 0",
-    "SELECT count(*) FROM readings r WHERE CAST(least(greatest(r.ratio, -1e30), 1e30) AS numeric) > 0 "
-    "AND CAST(r.small AS integer) > 0",
+    ("SELECT count(*) FROM readings r WHERE CAST(least(greatest(r.ratio, -1e30), 1e30) AS numeric) > 0 "
+    "AND CAST(r.small AS integer) > 0"),
     "SELECT count(*) FROM readings r WHERE r.amount * r.amount > 0 AND r.amount / 1e-50 > 0 AND r.amount % 7 < 1",
     # dates and timestamps read from protected tables convert and truncate safely in any time zone
     "SELECT count(*) FROM readings r WHERE r.day < r.seen AND date_trunc('week', r.day) < CAST(r.seen AS timestamptz)",
@@ -212,10 +212,10 @@ def test_failable_expressions_over_other_types_are_refused(sql, reason, fuzz):  
     "SELECT extract(epoch FROM r.seen) - extract(epoch FROM r.day) AS k, count(*) FROM readings r GROUP BY 1",
     "SELECT count(*) FROM labs l WHERE l.taken_at > CAST('2024-01-01' AS timestamp)",
     # per person values and subquery columns carry what is known of them
-    "SELECT count(*) FROM (SELECT patient_id, sum(least(greatest(cost, 0), 100)) AS total FROM visits "
-    "GROUP BY patient_id) per WHERE CAST(total AS numeric(6,2)) > 0",
-    "SELECT count(*) FROM (SELECT patient_id, length_of_stay * 1000 AS big FROM visits) v "
-    "WHERE CAST(big AS bigint) > 0",
+    ("SELECT count(*) FROM (SELECT patient_id, sum(least(greatest(cost, 0), 100)) AS total FROM visits "
+    "GROUP BY patient_id) per WHERE CAST(total AS numeric(6,2)) > 0"),
+    ("SELECT count(*) FROM (SELECT patient_id, length_of_stay * 1000 AS big FROM visits) v "
+    "WHERE CAST(big AS bigint) > 0"),
     "SELECT count(*) FROM readings r WHERE r.label LIKE '%a%b%' AND r.flag ILIKE '\\\\%'",
 ])
 def test_safe_expressions_over_other_types_run_on_adversarial_rows(sql, fuzz):  # noqa: F811

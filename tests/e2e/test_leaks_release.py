@@ -357,12 +357,12 @@ def case_key(column: str, values: int) -> str:
 
 # Each under the 1,000 terms a private statement may have.
 @pytest.mark.parametrize("sql", [
-    f"SELECT department, {case_key('length_of_stay', 40)} AS k, {case_key('cost', 20)} AS l, count(*) FROM visits "
-    "GROUP BY 1, 2, 3",
-    f"SELECT {case_key('length_of_stay', 25)} AS k, {case_key('cost', 25)} AS l, "
-    f"{case_key('visit_id', 25)} AS m, count(*) FROM visits GROUP BY 1, 2, 3",
-    "SELECT department, sex, count(*) FROM visits JOIN patients "
-    f"USING (patient_id) GROUP BY 1, 2, {case_key('length_of_stay', 60)}, {case_key('cost', 5)}",
+    (f"SELECT department, {case_key('length_of_stay', 40)} AS k, {case_key('cost', 20)} AS l, count(*) FROM visits "
+    "GROUP BY 1, 2, 3"),
+    (f"SELECT {case_key('length_of_stay', 25)} AS k, {case_key('cost', 25)} AS l, "
+    f"{case_key('visit_id', 25)} AS m, count(*) FROM visits GROUP BY 1, 2, 3"),
+    ("SELECT department, sex, count(*) FROM visits JOIN patients "
+    f"USING (patient_id) GROUP BY 1, 2, {case_key('length_of_stay', 60)}, {case_key('cost', 5)}"),
 ])
 def test_listed_domains_are_counted_when_planned(health_policy, health_catalog, sql):
     """Domains the plan knows (the policy's lists, a CASE's literals) are
@@ -374,8 +374,8 @@ def test_listed_domains_are_counted_when_planned(health_policy, health_catalog, 
 
 @pytest.mark.parametrize("sql", [
     THREE_CODES,
-    f"SELECT diagnosis_code, department, {case_key('length_of_stay', 14)} AS k, count(*) FROM visits "
-    "GROUP BY 1, 2, 3",
+    (f"SELECT diagnosis_code, department, {case_key('length_of_stay', 14)} AS k, count(*) FROM visits "
+    "GROUP BY 1, 2, 3"),
 ])
 def test_public_table_domains_are_counted_before_groups_are_built(health_db, health_policy, health_catalog, sql):
     """A public table's values are known only from the answer: they are
@@ -503,8 +503,8 @@ POST_PROCESSING = [
     ("SELECT floor(count(*) * 1e300::float8 * 1e300::float8) FROM visits", lambda v: v == "Infinity"),
     ("SELECT round(count(*) * 1e300::float8 * 1e300::float8, 2) FROM visits", lambda v: v == "Infinity"),
     ("SELECT (count(*) * 1e300::float8 * 1e300::float8)::numeric FROM visits", lambda v: v == "Infinity"),
-    ("SELECT avg(cost) / 3 / 7 / 11 / 13 / 17 / 19 / 23 / 29 / 31 / 37 / 41 / 43 / 47 / 53 / 59 / 61 / 67 "
-     "/ 71 / 73 / 79 / 83 / 89 / 97 / 101 / 103 / 107 / 109 / 113 / 127 FROM visits", lambda v: v == "0"),
+    (("SELECT avg(cost) / 3 / 7 / 11 / 13 / 17 / 19 / 23 / 29 / 31 / 37 / 41 / 43 / 47 / 53 / 59 / 61 / 67 "
+     "/ 71 / 73 / 79 / 83 / 89 / 97 / 101 / 103 / 107 / 109 / 113 / 127 FROM visits"), lambda v: v == "0"),
 ]
 
 

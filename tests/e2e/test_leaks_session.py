@@ -18,11 +18,12 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgshroud.policies.model import Budgets, EpsilonDelta
-from pgshroud.proxy.ops.catalog import read_catalog
 from pgshroud.proxy.budget.ledger import PostgresLedger
 from pgshroud.proxy.codec.messages import CommandComplete, DataRow, ErrorResponse
+from pgshroud.proxy.ops.catalog import read_catalog
 from pgshroud.proxy.session.driver import SessionContext
-from pgshroud.proxy.session.release import WITHHELD_ERROR, withheld_error as _withheld_error
+from pgshroud.proxy.session.release import WITHHELD_ERROR
+from pgshroud.proxy.session.release import withheld_error as _withheld_error
 from pgshroud.rewriter import plan
 from pgshroud.rewriter.names import upstream_name
 from tests.fix_proxy import RunningProxy, proxy_config
@@ -184,8 +185,8 @@ def test_private_prepared_statements_still_release(proxy):
 @pytest.mark.parametrize(
     "sql",
     [
-        "EXPLAIN ANALYZE MERGE INTO diagnoses d USING patients p ON false WHEN NOT MATCHED AND p.patient_id = 1 "
-        "THEN INSERT VALUES (p.ssn::int::text, 'x')",
+        ("EXPLAIN ANALYZE MERGE INTO diagnoses d USING patients p ON false WHEN NOT MATCHED AND p.patient_id = 1 "
+        "THEN INSERT VALUES (p.ssn::int::text, 'x')"),
         "EXPLAIN ANALYZE INSERT INTO diagnoses SELECT ssn, name FROM patients",
         "EXPLAIN (ANALYZE) CREATE MATERIALIZED VIEW leak AS SELECT ssn FROM patients",
         "EXPLAIN (ANALYZE, FORMAT JSON) UPDATE patients SET name = name",

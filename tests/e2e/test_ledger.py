@@ -356,7 +356,7 @@ def test_grants_add_budget_and_resets_void_earlier_rows(db) -> None:
     assert [step is None for step in steps[:6]] == [True, False, True, False, True, False]
     assert "has epsilon 0 of 1.5 left" in steps[3].message
     # The reset voids the user's earlier charges and grant; the dataset still counts them.
-    assert steps[6] == (Decimal("1.0"), Decimal("1.0")) and steps[7] == (Decimal("2.5"), Decimal("100"))
+    assert steps[6] == (Decimal("1.0"), Decimal("1.0")) and steps[7] == (Decimal("2.5"), Decimal(100))
     assert [row[0] for row in ledger_rows(db)] == ["charge", "grant", "charge", "reset", "charge"]
     assert_totals_match_the_ledger(db)
 
@@ -559,8 +559,8 @@ def test_the_ledger_is_the_owners_only_and_append_only(pg, databases) -> None:
     try:
         with psycopg.connect(pg.dsn(user="u_scram", dbname=database, password="u_scram"), autocommit=True) as member:
             for statement in ("SELECT * FROM pgshroud.budget_ledger", "SELECT * FROM pgshroud.budget_lock",
-                              "INSERT INTO pgshroud.budget_ledger (kind, user_name, epsilon, delta) "
-                              "VALUES ('grant', 'u_scram', 100, 0)"):
+                              ("INSERT INTO pgshroud.budget_ledger (kind, user_name, epsilon, delta) "
+                              "VALUES ('grant', 'u_scram', 100, 0)")):
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     member.execute(statement)
 

@@ -27,10 +27,10 @@ from psycopg.conninfo import make_conninfo
 from pgshroud.policies.errors import PolicyErrors
 from pgshroud.policies.loader import load_policy, loads_policy
 from pgshroud.policies.model import Budgets, EpsilonDelta
-from pgshroud.proxy.ops.catalog import read_catalog
 from pgshroud.proxy.budget.ledger import PostgresLedger
-from pgshroud.proxy.session.driver import SessionContext
 from pgshroud.proxy.commands.setup import run_setup
+from pgshroud.proxy.ops.catalog import read_catalog
+from pgshroud.proxy.session.driver import SessionContext
 from pgshroud.rewriter import PlanContext, plan
 from pgshroud.rewriter.plans import Refuse, Release
 from tests.fix_proxy import RunningProxy, proxy_config
@@ -84,53 +84,53 @@ def near(private: object, exact: object) -> bool:
 # (tool, SQL exactly as the tool writes it); all answered.
 TOOL_QUERIES = [
     ("metabase count by",
-     'SELECT "public"."visits"."department" AS "department", COUNT(*) AS "count" FROM "public"."visits" '
-     'GROUP BY "public"."visits"."department" ORDER BY "public"."visits"."department" ASC'),
+     ('SELECT "public"."visits"."department" AS "department", COUNT(*) AS "count" FROM "public"."visits" '
+     'GROUP BY "public"."visits"."department" ORDER BY "public"."visits"."department" ASC')),
     ("metabase median",
-     'SELECT PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY "public"."visits"."length_of_stay") AS "median" '
-     'FROM "public"."visits"'),
+     ('SELECT PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY "public"."visits"."length_of_stay") AS "median" '
+     'FROM "public"."visits"')),
     ("metabase joined",
-     'SELECT "Patients"."sex" AS "Patients__sex", COUNT(*) AS "count" FROM "public"."visits" '
+     ('SELECT "Patients"."sex" AS "Patients__sex", COUNT(*) AS "count" FROM "public"."visits" '
      'LEFT JOIN "public"."patients" AS "Patients" ON "public"."visits"."patient_id" = "Patients"."patient_id" '
-     'GROUP BY "Patients"."sex" ORDER BY "Patients"."sex" ASC'),
+     'GROUP BY "Patients"."sex" ORDER BY "Patients"."sex" ASC')),
     ("metabase filtered sum",
-     'SELECT SUM("public"."visits"."cost") AS "sum", AVG("public"."visits"."length_of_stay") AS "avg" '
-     'FROM "public"."visits" WHERE "public"."visits"."department" = \'Cardiology\''),
+     ('SELECT SUM("public"."visits"."cost") AS "sum", AVG("public"."visits"."length_of_stay") AS "avg" '
+     'FROM "public"."visits" WHERE "public"."visits"."department" = \'Cardiology\'')),
     ("prisma",
-     'SELECT "public"."visits"."department", SUM("public"."visits"."cost") AS "_sum_cost", '
+     ('SELECT "public"."visits"."department", SUM("public"."visits"."cost") AS "_sum_cost", '
      'COUNT("public"."visits"."cost") FILTER (WHERE "public"."visits"."cost" > 100) AS "_count" '
      'FROM "public"."visits" WHERE 1=1 GROUP BY "public"."visits"."department" '
-     'ORDER BY "public"."visits"."department" ASC'),
+     'ORDER BY "public"."visits"."department" ASC')),
     ("power bi",
-     'select "_"."department", "_"."a0" from (select "rows"."department" as "department", count(1) as "a0" '
+     ('select "_"."department", "_"."a0" from (select "rows"."department" as "department", count(1) as "a0" '
      'from (select "_"."department" from "public"."visits" "_") "rows" group by "department") "_" '
-     'where not "_"."a0" is null limit 1000001'),
+     'where not "_"."a0" is null limit 1000001')),
     ("superset",
-     "SELECT department AS department, count(*) AS count FROM public.visits GROUP BY department "
-     "ORDER BY count DESC LIMIT 10000"),
+     ("SELECT department AS department, count(*) AS count FROM public.visits GROUP BY department "
+     "ORDER BY count DESC LIMIT 10000")),
     ("superset virtual dataset",
-     "SELECT department AS department, count(*) AS count FROM (SELECT * FROM visits) AS virtual_table "
-     "GROUP BY department ORDER BY count DESC LIMIT 10000"),
+     ("SELECT department AS department, count(*) AS count FROM (SELECT * FROM visits) AS virtual_table "
+     "GROUP BY department ORDER BY count DESC LIMIT 10000")),
     ("tableau",
-     'SELECT "visits"."department" AS "department", SUM(1) AS "cnt:visits:ok" FROM "public"."visits" "visits" '
-     "GROUP BY 1"),
+     ('SELECT "visits"."department" AS "department", SUM(1) AS "cnt:visits:ok" FROM "public"."visits" "visits" '
+     "GROUP BY 1")),
     ("looker",
-     'SELECT visits.department AS "visits.department", COUNT(*) AS "visits.count" FROM public.visits AS visits '
-     "GROUP BY 1 ORDER BY 1 FETCH NEXT 500 ROWS ONLY"),
+     ('SELECT visits.department AS "visits.department", COUNT(*) AS "visits.count" FROM public.visits AS visits '
+     "GROUP BY 1 ORDER BY 1 FETCH NEXT 500 ROWS ONLY")),
     ("outer arithmetic",
-     'SELECT t.department, t.n * 10 / 10 AS "same", round(t.a, 1) AS "a", t.a::float AS "af" FROM '
+     ('SELECT t.department, t.n * 10 / 10 AS "same", round(t.a, 1) AS "a", t.a::float AS "af" FROM '
      "(SELECT department, count(*) AS n, avg(cost) AS a FROM visits GROUP BY 1) t "
-     "WHERE t.n IS NOT NULL ORDER BY t.department OFFSET 2 ROWS FETCH FIRST 5 ROWS ONLY"),
+     "WHERE t.n IS NOT NULL ORDER BY t.department OFFSET 2 ROWS FETCH FIRST 5 ROWS ONLY")),
     ("column aliases of the aggregate",
      "SELECT * FROM (SELECT department, count(*) FROM visits GROUP BY 1) AS t(d, n) WHERE n IS NOT NULL ORDER BY d"),
     ("nested wrappers",
-     "SELECT x.* FROM (SELECT y.department, y.n FROM (SELECT department, count(*) n FROM visits GROUP BY 1) y "
-     "ORDER BY y.department LIMIT 5) x ORDER BY x.department DESC LIMIT 2"),
+     ("SELECT x.* FROM (SELECT y.department, y.n FROM (SELECT department, count(*) n FROM visits GROUP BY 1) y "
+     "ORDER BY y.department LIMIT 5) x ORDER BY x.department DESC LIMIT 2")),
     ("unquoted aliases fold",
      "SELECT Src.department, count(*) FROM (SELECT department FROM visits) AS Src GROUP BY 1 ORDER BY 1"),
     ("cte wrapper",
-     'WITH "source" AS (SELECT department, count(*) AS "count" FROM visits GROUP BY department) '
-     'SELECT "source"."department", "source"."count" FROM "source" ORDER BY "source"."department" DESC LIMIT 3'),
+     ('WITH "source" AS (SELECT department, count(*) AS "count" FROM visits GROUP BY department) '
+     'SELECT "source"."department", "source"."count" FROM "source" ORDER BY "source"."department" DESC LIMIT 3')),
 ]
 
 
@@ -159,7 +159,7 @@ def test_values_that_read_no_row_are_postgresql_typed_and_spelt(bi_proxy, raw_he
     direct_columns, (direct,) = described(raw_health, CONSTANTS)
     columns, (row,) = described(analyst_dsn(bi_proxy), CONSTANTS)
     assert columns == direct_columns
-    assert row[5:11] == ("x", Decimal("1000"), Decimal("1.50"), None, None, 7) == direct[5:11]
+    assert row[5:11] == ("x", Decimal(1000), Decimal("1.50"), None, None, 7) == direct[5:11]
     assert row[1] == direct[1]  # current_date
     for mine, theirs in zip(row[:5], direct[:5]):
         assert abs(mine - theirs) < datetime.timedelta(minutes=1)
@@ -353,8 +353,8 @@ TAILS = [("", ()), (" LIMIT 3", ()), (" FETCH FIRST 3 ROWS ONLY", ()), (" OFFSET
 CONSTANTS_IN = ["", "now() AS at, ", "'x' AS label, ", "current_date, "]
 WRAPPERS = ["{inner}", 'SELECT * FROM ({inner}) "_" WHERE "_"."n" IS NOT NULL',
             'SELECT "_"."department", "_"."n" * 2 AS twice FROM ({inner}) "_" ORDER BY 1 LIMIT 5',
-            "SELECT t.department, round(t.n::numeric, 1) AS r, 'k' AS tag FROM ({inner}) AS t "
-            "WHERE t.department <> 'Psychiatry' AND NOT t.n IS NULL ORDER BY t.n DESC, t.department"]
+            ("SELECT t.department, round(t.n::numeric, 1) AS r, 'k' AS tag FROM ({inner}) AS t "
+            "WHERE t.department <> 'Psychiatry' AND NOT t.n IS NULL ORDER BY t.n DESC, t.department")]
 
 
 def _composed(rng) -> tuple[str, tuple]:
@@ -410,8 +410,8 @@ def test_composed_shapes_are_answered_as_postgresql_reads_them(health_db, health
 
 @pytest.mark.parametrize("sql", [
     "SELECT t.{key} FROM (SELECT {key}, count(*) FROM stays GROUP BY 1) t WHERE t.{key} > 'alpha' ORDER BY 1",
-    "SELECT {key}, count(*) > -1000000 AS counted FROM stays GROUP BY 1 HAVING {key} > 'alpha' AND count(*) IS NOT NULL "
-    "ORDER BY 1",
+    ("SELECT {key}, count(*) > -1000000 AS counted FROM stays GROUP BY 1 HAVING {key} > 'alpha' AND count(*) IS NOT NULL "
+    "ORDER BY 1"),
     "SELECT t.{key}, 'b' <= t.{key} AS after_b FROM (SELECT {key}, count(*) FROM stays GROUP BY 1) t ORDER BY 1 DESC",
 ])
 @pytest.mark.parametrize("key", ["ward", "label"])
@@ -430,24 +430,24 @@ def test_comparisons_of_a_text_key_follow_the_database_collation(collated, key, 
     # Superset's and Metabase's ratios guard the divisor with NULLIF.
     "SELECT count(*)::float / NULLIF(count(DISTINCT patient_id), 0) AS per_patient, NULLIF(count(*), 0) FROM visits",
     # Django's joins USING the key name it unqualified: the one merged column.
-    "SELECT count(DISTINCT patient_id), count(*) FROM visits AS V LEFT JOIN patients AS Pat USING (patient_id) "
-    "WHERE patient_id > 5",
+    ("SELECT count(DISTINCT patient_id), count(*) FROM visits AS V LEFT JOIN patients AS Pat USING (patient_id) "
+    "WHERE patient_id > 5"),
     "SELECT CAST(extract(month FROM visit_date) AS integer), count(*) FROM visits GROUP BY 1 ORDER BY 1",
     # A function of a group key (Metabase casts its month buckets to date): a key of its own that groups no differently.
-    "SELECT CAST(date_trunc('month', visit_date) AS date) AS month, count(*) FROM visits "
-    "GROUP BY date_trunc('month', visit_date) ORDER BY 1",
+    ("SELECT CAST(date_trunc('month', visit_date) AS date) AS month, count(*) FROM visits "
+    "GROUP BY date_trunc('month', visit_date) ORDER BY 1"),
     "SELECT lower(department) AS d, count(*) FROM visits GROUP BY department ORDER BY lower(department)",
     # Looker groups by its dimension in parentheses and formats it with to_char.
-    "SELECT to_char(date_trunc('month', visits.visit_date), 'YYYY-MM') AS m, coalesce(sum(visits.cost), 0) AS c "
-    "FROM public.visits AS visits GROUP BY (date_trunc('month', visits.visit_date)) ORDER BY 1 DESC LIMIT 500",
+    ("SELECT to_char(date_trunc('month', visits.visit_date), 'YYYY-MM') AS m, coalesce(sum(visits.cost), 0) AS c "
+    "FROM public.visits AS visits GROUP BY (date_trunc('month', visits.visit_date)) ORDER BY 1 DESC LIMIT 500"),
     # Tableau's FIXED level of detail: each patient's first visit date, joined back IS NOT DISTINCT FROM the unit.
-    'SELECT CAST(EXTRACT(YEAR FROM "t0"."first") AS BIGINT) AS "yr", COUNT(DISTINCT "visits"."patient_id") AS "n" '
+    ('SELECT CAST(EXTRACT(YEAR FROM "t0"."first") AS BIGINT) AS "yr", COUNT(DISTINCT "visits"."patient_id") AS "n" '
     'FROM "public"."visits" "visits" INNER JOIN (SELECT "visits"."patient_id" AS "patient_id", '
     'MIN("visits"."visit_date") AS "first" FROM "public"."visits" "visits" GROUP BY 1) "t0" '
-    'ON ("visits"."patient_id" IS NOT DISTINCT FROM "t0"."patient_id") GROUP BY 1 ORDER BY 1',
+    'ON ("visits"."patient_id" IS NOT DISTINCT FROM "t0"."patient_id") GROUP BY 1 ORDER BY 1'),
     # Grafana and Superset wrap a query that has a WITH of its own.
-    'SELECT * FROM (WITH "q" AS (SELECT department, count(*) AS n FROM visits GROUP BY 1 ORDER BY 1) '
-    'SELECT * FROM "q" ORDER BY 1) "_1" LIMIT 1000001',
+    ('SELECT * FROM (WITH "q" AS (SELECT department, count(*) AS n FROM visits GROUP BY 1 ORDER BY 1) '
+    'SELECT * FROM "q" ORDER BY 1) "_1" LIMIT 1000001'),
 ])
 def test_more_tool_spellings_are_answered(bi_proxy, raw_health, sql):
     direct_columns, direct_rows = described(raw_health, sql)

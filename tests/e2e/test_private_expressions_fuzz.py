@@ -44,8 +44,8 @@ from hypothesis import strategies as st
 from psycopg.types.string import TextLoader
 
 from pgshroud.policies.loader import load_policy
-from pgshroud.proxy.ops.catalog import read_catalog
 from pgshroud.proxy.commands.setup import run_setup
+from pgshroud.proxy.ops.catalog import read_catalog
 from pgshroud.rewriter import PlanContext, plan
 from pgshroud.rewriter.plans import Release
 from pgshroud.rewriter.private.analysis import PrivateAnalyser
@@ -479,9 +479,9 @@ def single_steps(columns: Columns) -> list[str]:
         steps += [f"({x} AT TIME ZONE 'UTC') IS NULL", f"{x} >= TO_DATE('2025-01-01', 'YYYY-MM-DD')",
                   f"{x} < TO_TIMESTAMP('2026-01-01 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US')"]
         steps += [f"make_date(CAST(extract(year FROM {x}) AS integer), 1, 1) IS NULL",
-                  f"make_date(CAST(least(greatest(extract(year FROM {x}), 1), 9999) AS integer), "
+                  (f"make_date(CAST(least(greatest(extract(year FROM {x}), 1), 9999) AS integer), "
                   f"CAST(extract(month FROM {x}) AS integer), "
-                  f"least(CAST(extract(day FROM {x}) AS integer), 28)) IS NULL"]
+                  f"least(CAST(extract(day FROM {x}) AS integer), 28)) IS NULL")]
     return steps
 
 

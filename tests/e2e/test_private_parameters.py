@@ -22,7 +22,6 @@ import pytest
 from psycopg.types.string import StrDumper
 
 from pgshroud.proxy.codec.binary_text import text_form
-
 from tests.e2e.test_private_clients import analyst_dsn, charges, private_proxy  # noqa: F401 (fixture)
 
 ORACLE = ("SELECT count(*) FROM visits WHERE CASE WHEN patient_id = %s THEN visit_date >= %s::date END")
@@ -70,7 +69,7 @@ def test_binary_text_forms_are_postgresqls(raw_health):
     values = {"int2": -7, "int4": 2**31 - 1, "int8": -(2**63), "float8": 0.1, "float4": 0.1, "bool": True,
               "numeric": decimal.Decimal("-12345678901234567890.000123"), "date": datetime.date(1999, 12, 31),
               "timestamp": datetime.datetime(2024, 2, 29, 23, 59, 59, 999999),
-              "timestamptz": datetime.datetime(2024, 2, 29, 1, 2, 3, tzinfo=datetime.timezone.utc),
+              "timestamptz": datetime.datetime(2024, 2, 29, 1, 2, 3, tzinfo=datetime.UTC),
               "text": "naïve"}
     with psycopg.connect(raw_health, autocommit=True) as conn:
         conn.execute("SET TimeZone = 'UTC'")

@@ -72,8 +72,8 @@ PARAMETERS = [
     ("SELECT count(*) FROM readings r WHERE r.amount > $1", NUMBERS),
     ("SELECT count(*) FROM readings r WHERE r.ratio > $1::float8", NUMBERS),
     ("SELECT count(*) FROM readings r JOIN calendar c ON c.day = r.day WHERE c.figure < $1::numeric", NUMBERS),
-    ("SELECT CASE WHEN v.cost > $1::numeric THEN 'high' ELSE 'low' END AS band, count(*) FROM visits v "
-     "GROUP BY 1", NUMBERS),
+    (("SELECT CASE WHEN v.cost > $1::numeric THEN 'high' ELSE 'low' END AS band, count(*) FROM visits v "
+     "GROUP BY 1"), NUMBERS),
     ("SELECT count(*) FILTER (WHERE v.visit_date >= $1::date) FROM visits v", DATES),
     # Django with server-side binding, SQLAlchemy's func.date_trunc: the unit is bound
     ("SELECT date_trunc($1, v.visit_date) AS m, count(*) FROM visits v GROUP BY 1", UNITS),
@@ -159,22 +159,22 @@ ALLOWED = [
     "SELECT to_char(v.visit_date, 'YYYY-MM') AS m, count(*) FROM visits v GROUP BY 1",
     "SELECT to_char(r.seen, 'FMMonth YYYY HH24:MI') AS m, count(*) FROM readings r GROUP BY 1",
     "SELECT make_date(extract(year FROM now())::int, 1, 1) AS y, count(*) FROM visits v GROUP BY 1",
-    "SELECT make_date(CAST(least(greatest(extract(year FROM r.day), 1), 9999) AS integer), "
-    "CAST(extract(month FROM r.day) AS integer), 1) AS m, count(*) FROM readings r GROUP BY 1",
+    ("SELECT make_date(CAST(least(greatest(extract(year FROM r.day), 1), 9999) AS integer), "
+    "CAST(extract(month FROM r.day) AS integer), 1) AS m, count(*) FROM readings r GROUP BY 1"),
     "SELECT avg(v.cost::float) FROM visits v",
     "SELECT avg(CAST(least(greatest(r.amount, -1e6), 1e6) AS double precision)) FROM readings r",
     "SELECT v.visit_date::text AS d, count(*) FROM visits v GROUP BY 1",
     "SELECT coalesce(to_char(r.day, 'YYYY'), 'none') AS y, count(*) FROM readings r GROUP BY 1",
-    "SELECT CASE WHEN r.day >= current_date - 365 THEN 'recent' ELSE 'old' END AS k, count(*) "
-    "FROM readings r GROUP BY 1",
+    ("SELECT CASE WHEN r.day >= current_date - 365 THEN 'recent' ELSE 'old' END AS k, count(*) "
+    "FROM readings r GROUP BY 1"),
     # Superset's time ranges, Looker's "past 12 months"
     "SELECT count(*) FROM visits v WHERE v.visit_date >= TO_DATE('2025-01-01', 'YYYY-MM-DD')",
-    "SELECT count(*) FROM labs l WHERE l.taken_at < TO_TIMESTAMP('2026-01-01 00:00:00.000000', "
-    "'YYYY-MM-DD HH24:MI:SS.US')",
-    "SELECT count(*) FROM visits v WHERE v.visit_date >= ((DATE_TRUNC('month', DATE_TRUNC('day', "
+    ("SELECT count(*) FROM labs l WHERE l.taken_at < TO_TIMESTAMP('2026-01-01 00:00:00.000000', "
+    "'YYYY-MM-DD HH24:MI:SS.US')"),
+    ("SELECT count(*) FROM visits v WHERE v.visit_date >= ((DATE_TRUNC('month', DATE_TRUNC('day', "
     "CURRENT_TIMESTAMP AT TIME ZONE 'UTC')) + (-11 || ' month')::INTERVAL)) AND v.visit_date < "
     "((DATE_TRUNC('month', DATE_TRUNC('day', CURRENT_TIMESTAMP AT TIME ZONE 'UTC')) + (-11 || ' month')::INTERVAL) "
-    "+ (12 || ' month')::INTERVAL)",
+    "+ (12 || ' month')::INTERVAL)"),
     "SELECT date_trunc('month', r.seen AT TIME ZONE 'UTC') AS m, count(*) FROM readings r GROUP BY 1",
 ]
 
@@ -188,8 +188,8 @@ def test_row_values_bi_tools_write_run_on_adversarial_rows(sql, fuzz):  # noqa: 
 
 REFUSED_FORMS = [
     # extract returns Infinity for an infinite date, and ::int of it fails: public dates can be infinite
-    ("SELECT extract(year FROM c.until)::int AS y, count(*) FROM readings r JOIN calendar c ON c.day = r.day "
-     "GROUP BY 1", "infinities"),
+    (("SELECT extract(year FROM c.until)::int AS y, count(*) FROM readings r JOIN calendar c ON c.day = r.day "
+     "GROUP BY 1"), "infinities"),
     # the epoch of a date 2,000 years away is beyond integer
     ("SELECT extract(epoch FROM v.visit_date)::int AS e, count(*) FROM visits v GROUP BY 1", "least(greatest("),
     # unconstrained numeric of a public table (read as stored) can overflow double precision
@@ -205,8 +205,8 @@ REFUSED_FORMS = [
     # age() and to_char() of dates that may be infinite convert them to timestamps
     ("SELECT count(*) FROM readings r JOIN calendar c ON c.day = r.day WHERE age(c.until) > interval '1 year'",
      "age() fails"),
-    ("SELECT to_char(c.until, 'YYYY') AS y, count(*) FROM readings r JOIN calendar c ON c.day = r.day "
-     "GROUP BY 1", "to_char() converts"),
+    (("SELECT to_char(c.until, 'YYYY') AS y, count(*) FROM readings r JOIN calendar c ON c.day = r.day "
+     "GROUP BY 1"), "to_char() converts"),
     ("SELECT to_char(v.visit_date, 'YYYY TZ') AS y, count(*) FROM visits v GROUP BY 1", "literal format"),
     ("SELECT to_char(v.cost, '999.99') AS y, count(*) FROM visits v GROUP BY 1", "round numbers"),
     # make_date of values that may name no day

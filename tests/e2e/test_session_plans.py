@@ -43,9 +43,12 @@ from tests.memory_ledger import MemoryLedger, capped
 SETTING = LocalAnswer("SHOW", (Column("setting"),), (("on",),))
 
 
+HALF = Cost(0.5)
+
+
 @dataclass(frozen=True)
 class PlusThousand:
-    cost: Cost = Cost(0.5)
+    cost: Cost = HALF
     columns: tuple[Column, ...] = (Column("total", 20),)
 
     def finalize(self, raw: RawResult) -> LocalAnswer:
@@ -205,11 +208,10 @@ def test_refusal_in_extended_protocol(conn):
 
 def test_refusal_in_a_pipeline_skips_to_sync_on_both_sides(conn):
     conn.execute("create temp table t(x int)")
-    with pytest.raises(errors.InsufficientPrivilege):
-        with conn.pipeline():
-            conn.execute("insert into t values (1)")
-            conn.execute("refuse")
-            conn.execute("insert into t values (2)")
+    with pytest.raises(errors.InsufficientPrivilege), conn.pipeline():
+        conn.execute("insert into t values (1)")
+        conn.execute("refuse")
+        conn.execute("insert into t values (2)")
     # PostgreSQL would have rolled the implicit transaction back: so must we.
     assert conn.execute("select count(*) from t").fetchone() == (0,)
     with conn.pipeline():

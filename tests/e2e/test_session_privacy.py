@@ -27,7 +27,6 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from pgshroud.proxy.session import responses as r
 from pgshroud.proxy.codec.messages import (
     Bind,
     CommandComplete,
@@ -44,6 +43,7 @@ from pgshroud.proxy.codec.messages import (
     RowDescription,
     Sync,
 )
+from pgshroud.proxy.session import responses as r
 from pgshroud.rewriter import PlanContext
 from pgshroud.rewriter.plans import (
     Column,
@@ -97,11 +97,14 @@ class PlusThousand:
         return LocalAnswer(f"SELECT {len(rows)}", self.columns, rows, notices=(margins(self.epsilon),))
 
 
+TENTH = Cost(0.1)
+
+
 @dataclass(frozen=True)
 class Broken:
     """A release whose finalize fails, quoting a value as Python's errors do."""
 
-    cost: Cost = Cost(0.1)
+    cost: Cost = TENTH
     columns: tuple[Column, ...] = (Column("value", 20),)
 
     def finalize(self, raw: RawResult) -> LocalAnswer:
@@ -255,10 +258,9 @@ def test_set_and_a_failing_statement_in_one_query_are_undone_together(conn):
     with pytest.raises(errors.InsufficientPrivilege):
         simple(conn).execute("set pgshroud.epsilon = 0.5; refuse")
     assert show(conn) == "1"
-    with pytest.raises(errors.DivisionByZero):
-        with conn.pipeline():
-            conn.execute("set pgshroud.epsilon = 0.5")
-            conn.execute("select 1/0")
+    with pytest.raises(errors.DivisionByZero), conn.pipeline():
+        conn.execute("set pgshroud.epsilon = 0.5")
+        conn.execute("select 1/0")
     assert show(conn) == "1"
 
 
@@ -348,7 +350,7 @@ def test_psql_set_show_and_release_notice(proxy, ledger):
     script = "set pgshroud.epsilon = 0.5;\nshow pgshroud.epsilon;\nrelease select 4;\nreset pgshroud.epsilon;\n" \
              "show pgshroud.epsilon;\n"
     proc = subprocess.run([psql, "-X", "-A", "-t", "-h", proxy.host, "-p", str(proxy.port), "-U", "app", "-d", "app",
-                           "-f", "-"], input=script, env=env, capture_output=True, text=True, timeout=30)
+                           "-f", "-"], input=script, env=env, capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["SET", "0.5", "1004", "RESET", "1"]
     assert proc.stderr == f"psql:<stdin>:3: NOTICE:  {released('0.5')}\n"
@@ -620,7 +622,7 @@ def test_jdbc_fetch_size_and_its_server_prepared_statement(proxy, ledger, tmp_pa
     subprocess.run([javac, "-d", str(tmp_path), "-cp", jar, str(tmp_path / "FetchCheck.java")], check=True,
                    capture_output=True, timeout=180)
     proc = subprocess.run([java, "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", f"{jar}{os.pathsep}{tmp_path}",
-                           "FetchCheck", proxy.host, str(proxy.port)], capture_output=True, text=True, timeout=120)
+                           "FetchCheck", proxy.host, str(proxy.port)], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
         "rows 1001 1002 1003 1004 1005", "notice " + released("1"),

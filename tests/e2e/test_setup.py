@@ -10,8 +10,17 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from pgshroud.policies.setup_sql import CATALOG_CHANNEL, CATALOG_TRIGGERS, MASK_FUNCTIONS, MASKED_ROLE, dictionaries, grant_statements, key_row, quote_ident, \
-    setup_statements
+from pgshroud.policies.setup_sql import (
+    CATALOG_CHANNEL,
+    CATALOG_TRIGGERS,
+    MASK_FUNCTIONS,
+    MASKED_ROLE,
+    dictionaries,
+    grant_statements,
+    key_row,
+    quote_ident,
+    setup_statements,
+)
 from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
 from pgshroud.proxy.commands.setup import SetupError, decode_key, parse_grant_to, run_setup
 

@@ -20,8 +20,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgshroud.policies.model import Budgets, EpsilonDelta
-from pgshroud.proxy.ops.catalog import read_catalog
 from pgshroud.proxy.budget.ledger import PostgresLedger
+from pgshroud.proxy.ops.catalog import read_catalog
 from pgshroud.proxy.session.driver import SessionContext
 from pgshroud.rewriter import PlanContext, Rewrite, plan
 from tests.fix_proxy import RunningProxy, proxy_config
@@ -40,14 +40,14 @@ PROBES = [
     "SELECT * FROM (SELECT department, cost, visit_date FROM visits WHERE cost > 100) AS t WHERE 1=0",
     "SELECT * FROM (SELECT department, count(*) AS n FROM visits GROUP BY department) AS t LIMIT 0",
     # Metabase writes columns qualified; a conjunct that is false makes the whole WHERE false
-    'SELECT "public"."visits"."visit_id", "public"."visits"."cost" FROM "public"."visits" '
-    "WHERE \"public\".\"visits\".\"cost\" > 10 AND 1 = 0",
-    "SELECT v.cost * 2 AS double_cost, p.ssn, p.birth_date, d.description FROM visits v "
-    "JOIN patients p USING (patient_id) LEFT JOIN diagnoses d ON d.code = v.diagnosis_code LIMIT 0",
+    ('SELECT "public"."visits"."visit_id", "public"."visits"."cost" FROM "public"."visits" '
+    "WHERE \"public\".\"visits\".\"cost\" > 10 AND 1 = 0"),
+    ("SELECT v.cost * 2 AS double_cost, p.ssn, p.birth_date, d.description FROM visits v "
+    "JOIN patients p USING (patient_id) LEFT JOIN diagnoses d ON d.code = v.diagnosis_code LIMIT 0"),
     "WITH recent AS (SELECT * FROM visits WHERE visit_date > date '2020-01-01') SELECT * FROM recent LIMIT 0",
     # An expression that would fail on the first row it met: no row is met.
-    "SELECT 1 / (length_of_stay - length_of_stay) AS boom, ssn::integer AS not_a_number FROM visits "
-    "JOIN patients USING (patient_id) WHERE false",
+    ("SELECT 1 / (length_of_stay - length_of_stay) AS boom, ssn::integer AS not_a_number FROM visits "
+    "JOIN patients USING (patient_id) WHERE false"),
     # Aggregates that return no row: a LIMIT 0 (Metabase's metadata run of a native question), or
     # groups over no row.
     "SELECT department, count(*) AS visits, avg(cost) AS avg_cost FROM visits GROUP BY department LIMIT 0",

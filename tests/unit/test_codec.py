@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
@@ -91,7 +92,7 @@ P_FAMILY = {
     m.GSSResponse: st.builds(m.GSSResponse, st.binary(max_size=40)),
 }
 
-copy_response = lambda cls: st.builds(cls, st.integers(0, 255), formats)  # noqa: E731
+copy_response = lambda cls: st.builds(cls, st.integers(0, 255), formats)
 fields = st.lists(st.tuples(field_code, text), max_size=6).map(tuple)
 
 BACKEND = {
@@ -304,7 +305,7 @@ def test_unknown_type_bytes() -> None:
 
 
 def test_registries_cover_the_protocol() -> None:
-    assert set(m.FRONTEND_MESSAGES) == set(b"QPBDESHCdcfFXp"[i : i + 1] for i in range(14))
+    assert set(m.FRONTEND_MESSAGES) == {b"QPBDESHCdcfFXp"[i : i + 1] for i in range(14)}
     assert set(m.BACKEND_MESSAGES) == {bytes([c]) for c in b"RK23CdcGHWDIEVvnNAtS1sZT"}
     assert m.FRONTEND_MESSAGES[b"p"] is m.PasswordMessage
     assert m.FRONTEND_MESSAGES[b"d"] is m.BACKEND_MESSAGES[b"d"] is m.CopyData
@@ -459,7 +460,7 @@ def test_frame_reader_any_chunking(cuts: list[int]) -> None:
     reader = FrameReader(max_length=1 << 20)
     got = []
     edges = [0, *sorted(cuts), len(STREAM)]
-    for a, b in zip(edges, edges[1:]):
+    for a, b in itertools.pairwise(edges):
         reader.receive_data(STREAM[a:b])
         got.extend(read_all(reader))
     assert b"".join(frame(t, p) for t, p in got) == STREAM

@@ -58,14 +58,14 @@ GAUSSIAN_SIGMA2 = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def laplace_draws(name: str) -> np.ndarray:
     scale, seed = LAPLACE_SCALES[name]
     rng = random.Random(seed)
     return np.array([sample_discrete_laplace(scale, rng) for _ in range(N)])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gaussian_draws(name: str) -> np.ndarray:
     sigma2, seed = GAUSSIAN_SIGMA2[name]
     rng = random.Random(seed)
@@ -464,7 +464,7 @@ def test_grid_sensitivity_bounds_the_rounded_change():
 def test_laplace_margin_is_the_exact_quantile(scale, confidence):
     m = margin_of_error(DiscreteLaplace(scale), confidence)
     a = 1 / float(scale)
-    inside = lambda k: stats.dlaplace.cdf(k, a) - stats.dlaplace.cdf(-k - 1, a)  # noqa: E731
+    inside = lambda k: stats.dlaplace.cdf(k, a) - stats.dlaplace.cdf(-k - 1, a)
     assert inside(m) >= confidence
     assert m == 0 or inside(m - 1) < confidence
 
@@ -474,7 +474,7 @@ def test_laplace_margin_is_the_exact_quantile(scale, confidence):
 def test_gaussian_margin_is_the_exact_quantile(sigma2):
     m = margin_of_error(DiscreteGaussian(sigma2))
     xs, pmf = gaussian_pmf(sigma2)
-    inside = lambda k: pmf[np.abs(xs) <= k].sum()  # noqa: E731
+    inside = lambda k: pmf[np.abs(xs) <= k].sum()
     assert inside(m) >= 0.95
     assert m == 0 or inside(m - 1) < 0.95
 
@@ -557,7 +557,7 @@ def test_extreme_parameters_return_promptly(expression, expected):
             "from pgshroud.rewriter.mechanisms import *\nfrom pgshroud.rewriter.partition_selection import *\n"
             f"try:\n    print({expression})\nexcept (ValueError, OverflowError):\n    print('refused')\n")
     root = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20, cwd=root)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20, cwd=root, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().startswith(expected), done.stdout
 

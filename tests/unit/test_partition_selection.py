@@ -9,6 +9,7 @@ docstring.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from fractions import Fraction
@@ -66,7 +67,7 @@ def test_keep_probability_shape(epsilon, delta, k):
     ps = [selection.keep_probability(n) for n in range(top + 3)]
     assert ps[0] == 0
     assert all(isinstance(p, Fraction) and 0 <= p <= 1 for p in ps)
-    assert all(a <= b for a, b in zip(ps, ps[1:]))
+    assert all(a <= b for a, b in itertools.pairwise(ps))
     assert ps[top] == 1 and ps[top - 1] < 1
     assert ps[top + 2] == 1 and selection.keep_probability(10**12) == 1
     assert ps[1] == Fraction(math.floor(Fraction(delta) / k * 2**128), 2**128)
@@ -79,7 +80,7 @@ def test_keep_probability_is_epsilon_delta_private_per_partition(epsilon, delta,
     e = exp_below(Fraction(epsilon) / k)
     d = Fraction(delta) / k
     ps = [selection.keep_probability(n) for n in range(selection.always_kept_from + 2)]
-    for p, q in zip(ps, ps[1:]):  # p = p(n), q = p(n+1)
+    for p, q in itertools.pairwise(ps):  # p = p(n), q = p(n+1)
         assert q <= e * p + d  # keeping: adding a unit
         assert p <= e * q + d  # keeping: removing a unit
         assert 1 - p <= e * (1 - q) + d  # dropping: adding a unit

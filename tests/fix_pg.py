@@ -10,15 +10,17 @@ deterministic `items` table every client comparison reads.
 
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import trustme
 
 from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
+from pgshroud.proxy.commands.setup import run_setup
 
 AUTH_USERS: dict[str, str] = {
     "u_trust": "trust",
@@ -130,3 +132,26 @@ def pg(tls_ca: trustme.CA, _pg_tls_dir: Path) -> Iterator[ThrowawayCluster]:
 def pg_dsn(pg: ThrowawayCluster) -> str:
     """The `app` user on database `app`, over TCP."""
     return pg.dsn(user="app", dbname="app", password="app")
+
+
+@pytest.fixture(scope="module")
+def databases(pg: ThrowawayCluster, request: pytest.FixtureRequest) -> Iterator[Callable[[], str]]:
+    """Fresh databases with the pgshroud schema and budget ledger (`pgshroud setup`), for tests of the ledger:
+    each call makes one and returns its superuser DSN; the module's are dropped after it."""
+    prefix = "pgshroud_" + request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"{prefix}_{len(made)}"
+        pg.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        pg.execute(f"CREATE DATABASE {name}")
+        made.append(name)
+        out = io.StringIO()
+        assert run_setup(pg.admin_dsn(name), key_env=None, key_file=None, rotate_key=False, grant_to=[],
+                         out=out) == 0
+        assert "privacy budget ledger: pgshroud.budget_ledger, pgshroud.budget_lock" in out.getvalue()
+        return pg.admin_dsn(name)
+
+    yield make
+    for name in made:
+        pg.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -33,7 +33,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -47,8 +46,6 @@ from pgshroud.proxy.budget.answer_cache import AnswerCache, CachedAnswer, Claim
 from pgshroud.proxy.budget.ledger import SHARED_ACCOUNT, PostgresLedger
 from pgshroud.proxy.budget.protocol import Activity
 from pgshroud.proxy.commands.budget import _print_show, _show, run_budget
-from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
-from pgshroud.proxy.commands.setup import run_setup
 from pgshroud.proxy.ops.catalog import read_catalog
 from pgshroud.proxy.ops.config import ConfigError
 from pgshroud.proxy.session import budget_notes
@@ -76,24 +73,6 @@ budgets:
 answers: {reuse_for: 1d}
 """
 TEAM = ["ann", "ben", "cat", "dan", "eve", "fay", "gus", "hal"]
-
-
-@pytest.fixture(scope="module")
-def databases(pg: ThrowawayCluster) -> Iterator[Callable[[], str]]:
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"pgshroud_sharing_{len(made)}"
-        pg.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        pg.execute(f"CREATE DATABASE {name}")
-        made.append(name)
-        assert run_setup(pg.admin_dsn(name), key_env=None, key_file=None, rotate_key=False, grant_to=[],
-                         out=io.StringIO()) == 0
-        return pg.admin_dsn(name)
-
-    yield make
-    for name in made:
-        pg.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture

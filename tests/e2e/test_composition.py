@@ -20,7 +20,6 @@ import asyncio
 import io
 import math
 import textwrap
-from collections.abc import Callable, Iterator
 from decimal import Decimal
 
 import psycopg
@@ -35,7 +34,6 @@ from pgshroud.policies.errors import PolicyError
 from pgshroud.policies.loader import loads_policy
 from pgshroud.policies.model import Access, Budgets, EpsilonDelta, Policy, Role
 from pgshroud.proxy.budget.ledger import PostgresLedger
-from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
 from pgshroud.proxy.commands.setup import run_setup
 from pgshroud.proxy.ops.config import ConfigError
 from pgshroud.rewriter.mechanisms import zcdp_to_approx_dp
@@ -195,24 +193,6 @@ def make_policy(per_user: EpsilonDelta, *, composition: str = "basic", period: s
     roles = {"analyst": Role("analyst", Access.AGGREGATE, ("alice", "bob"))}
     return Policy(source="test", roles=roles, default_role=None, protected_tables={}, public_tables=frozenset(),
                   budgets=Budgets(per_user, {}, None, period, composition, lifetime))
-
-
-@pytest.fixture(scope="module")
-def databases(pg: ThrowawayCluster) -> Iterator[Callable[[], str]]:
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"pgshroud_composition_{len(made)}"
-        pg.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        pg.execute(f"CREATE DATABASE {name}")
-        made.append(name)
-        assert run_setup(pg.admin_dsn(name), key_env=None, key_file=None, rotate_key=False, grant_to=[],
-                         out=io.StringIO()) == 0
-        return pg.admin_dsn(name)
-
-    yield make
-    for name in made:
-        pg.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -35,7 +35,6 @@ from pgshroud.policies.accounting import exact, has_aggregate_role, period_windo
 from pgshroud.policies.model import Access, Budgets, EpsilonDelta, Policy, Role
 from pgshroud.policies.setup_sql import MASKED_ROLE
 from pgshroud.proxy.budget.ledger import SHARED_ACCOUNT, PostgresLedger
-from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
 from pgshroud.proxy.commands.setup import run_setup
 from pgshroud.proxy.ops.config import ConfigError
 from pgshroud.rewriter.plans import Cost, Refuse
@@ -54,27 +53,6 @@ def make_policy(*, per_user: EpsilonDelta | None = None, per_role: dict[str, Eps
     }
     return Policy(source="test", roles=roles, default_role="analyst", protected_tables={},
                   public_tables=frozenset(), budgets=Budgets(per_user, per_role or {}, per_dataset, period))
-
-
-@pytest.fixture(scope="module")
-def databases(pg: ThrowawayCluster) -> Iterator[Callable[[], str]]:
-    """Make a fresh database with the pgshroud schema; returns its superuser DSN. All are dropped at the end."""
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"pgshroud_ledger_{len(made)}"
-        pg.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        pg.execute(f"CREATE DATABASE {name}")
-        made.append(name)
-        out = io.StringIO()
-        assert run_setup(pg.admin_dsn(name), key_env=None, key_file=None, rotate_key=False, grant_to=[],
-                         out=out) == 0
-        assert "privacy budget ledger: pgshroud.budget_ledger, pgshroud.budget_lock" in out.getvalue()
-        return pg.admin_dsn(name)
-
-    yield make
-    for name in made:
-        pg.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture

@@ -15,8 +15,7 @@ paid for a release.
 from __future__ import annotations
 
 import asyncio
-import io
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from decimal import Decimal
 
@@ -28,8 +27,6 @@ from pgshroud.policies.model import Access, Budgets, EpsilonDelta, Policy, Role
 from pgshroud.proxy.budget import Ledger
 from pgshroud.proxy.budget.ledger import PostgresLedger
 from pgshroud.proxy.budget.protocol import Charged, SharedRelease
-from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
-from pgshroud.proxy.commands.setup import run_setup
 from pgshroud.rewriter.plans import Cost, Refuse
 from tests.memory_ledger import MemoryLedger
 
@@ -47,25 +44,6 @@ def make_policy(*, per_user: EpsilonDelta | None = None, per_role: dict[str, Eps
     return Policy(source="contract", roles=roles, default_role=None, protected_tables={},
                   public_tables=frozenset(),
                   budgets=Budgets(per_user, per_role or {}, per_dataset, composition=composition))
-
-
-@pytest.fixture(scope="module")
-def databases(pg: ThrowawayCluster) -> Iterator[Callable[[], str]]:
-    """Make a fresh database with the pgshroud schema; returns its superuser DSN. All are dropped at the end."""
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"pgshroud_contract_{len(made)}"
-        pg.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        pg.execute(f"CREATE DATABASE {name}")
-        made.append(name)
-        assert run_setup(pg.admin_dsn(name), key_env=None, key_file=None, rotate_key=False, grant_to=[],
-                         out=io.StringIO()) == 0
-        return pg.admin_dsn(name)
-
-    yield make
-    for name in made:
-        pg.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(params=["postgres", "memory"])

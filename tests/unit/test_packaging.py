@@ -11,6 +11,9 @@ a second copy of its state.
 
 from __future__ import annotations
 
+import os
+import shutil
+import site
 import subprocess
 import sys
 import zipfile
@@ -21,11 +24,22 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
+# What a source distribution holds; built from a copy, so that the build leaves
+# nothing in the repository and parallel test workers do not share a build/.
+SOURCES = ("pyproject.toml", "README.md", "pgshroud", "proxy", "rewriter", "policies")
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
+    source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheel")
+    for name in SOURCES:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, source / name, symlinks=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(REPO / name, source / name)
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(source)],
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert built.returncode == 0, built.stderr
@@ -58,13 +72,15 @@ def test_an_installed_copy_works_without_the_repository(wheel: Path, tmp_path: P
         "    loader.load_policy(path)\n"
         "print(pgshroud.proxy.__file__)\n"
     )
-    ran = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                         env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}, check=False)
+    # -S: no site hooks, so the development install of this repository cannot answer for pgshroud; the
+    # dependencies are found in site-packages, after the installed copy.
+    env = {"PYTHONPATH": os.pathsep.join([str(target), *site.getsitepackages()]), "PATH": "/usr/bin:/bin"}
+    ran = subprocess.run([sys.executable, "-S", "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60, env=env, check=False)
     assert ran.returncode == 0, ran.stderr
     assert Path(ran.stdout.strip()).is_relative_to(target)
-    helped = subprocess.run([sys.executable, "-m", "pgshroud", "--help"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=60, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
-                            check=False)
+    helped = subprocess.run([sys.executable, "-S", "-m", "pgshroud", "--help"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60, env=env, check=False)
     assert helped.returncode == 0, helped.stderr
     assert "serve" in helped.stdout
 

@@ -644,6 +644,12 @@ class Conversation:
         charged: dict[int, Charged] = {}
         refusal = refused = None
         releases = self._releases
+        if self._in_extended_batch():
+            # Whether the batch before this Query failed decides whether
+            # PostgreSQL runs the Query at all: know it before any charge.
+            yield from self._upstream_settled()
+            if self._upstream_skipping:
+                return b""  # PostgreSQL ignores the Query until Sync: nothing is sent, nothing charged
         for index, plan in enumerate(plans):
             if isinstance(plan, Refuse):
                 decided.append(plan)  # nothing after it runs, so nothing after it is charged
@@ -707,16 +713,25 @@ class Conversation:
         (which a simple Query replaces anyway): its ErrorResponse frame, or
         None once it accepted it. Its Sync would end a client's unfinished
         extended-protocol batch, so then the check is left to the run."""
-        in_batch = False
-        for unit in self._pending:
-            in_batch = unit.extended and not unit.is_sync
-        if in_batch or self._upstream_skipping:
+        if self._in_extended_batch() or self._upstream_skipping:
             return None
         outcome: Outcome[bytes | None] = Outcome()
         self._pending.append(r.Unit(r.ENDS_READY, extended=False, action=r.UpstreamCheck(outcome)))
         yield SendUpstream(Parse("", sql, ()).encode() + Describe(b"S", "").encode() + SYNC_FRAME)
         error: bytes | None = yield outcome
         return error
+
+    def _in_extended_batch(self) -> bool:
+        """Whether an extended-protocol message sent upstream still waits for
+        its Sync: until then an error in it makes PostgreSQL ignore what
+        follows, simple Queries included."""
+        open_batch = False
+        for unit in self._pending:
+            if unit.is_sync:
+                open_batch = False
+            elif unit.extended:
+                open_batch = True
+        return open_batch
 
     # the ledger's standing and the session's own answers
 
@@ -1107,8 +1122,10 @@ class Conversation:
                 self._unblock(done.value)
                 return
             except OutcomeCancelled:
-                # What it waited for will never come; nothing of it is sent.
-                self._work, self._blocked = None, False
+                # What it waited for will never come (PostgreSQL dropped it
+                # with a failed batch); nothing of it is sent, and the
+                # client's input is read again.
+                self._unblock(b"")
                 return
             except Exception as exc:  # noqa: BLE001 - whatever failed, nothing of the answer is released
                 self._work, self._blocked = None, False
@@ -1228,10 +1245,16 @@ class Conversation:
             if watching and kind in _TRANSACTION_FRAMES:
                 self._privacy.watch_transaction(kind, data, pos)
                 watching = self._privacy.watching
+            if kind == r.COMMAND_COMPLETE and data.startswith(b"CLOSE CURSOR ALL", pos + 5):
+                self._registry.portals.clear()  # SQL CLOSE ALL closed every portal too
             if kind == r.READY:
                 self._transaction_status = data[pos + 5]
-                if self._cursors and data[pos + 5] == IDLE:
-                    self._cursors.transaction_ended()
+                if data[pos + 5] == IDLE:
+                    # PostgreSQL drops every portal when a transaction ends;
+                    # an Execute of one then fails there, before any charge.
+                    self._registry.portals.clear()
+                    if self._cursors:
+                        self._cursors.transaction_ended()
             if unit is not None and kind in unit.ends:
                 if kind == r.ERROR and unit.extended:
                     self._end_with_error()

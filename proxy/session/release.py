@@ -184,10 +184,22 @@ class Releases:
             columns,
             formats if formats is not None else (0,) * len(columns),
             describe=describe,
-            on_error=withheld_error,
+            on_error=self._failed(charged),
             portal=portal,
             max_rows=max_rows,
         )
+
+    def _failed(self, charged: Charged | None) -> Callable[[bytes], bytes]:
+        """The release's error, withheld; its claim on the answer cache is
+        given up, so that whoever waits for the answer asks PostgreSQL."""
+        answers, key = self.answers, charged.key if charged is not None else None
+
+        def failed(frame: bytes) -> bytes:
+            if answers is not None and key is not None:
+                answers.abandon(key)
+            return withheld_error(frame)
+
+        return failed
 
     def _released(self, plan: Release, charged: Charged) -> Callable[[RawResult], LocalAnswer]:
         """The release's finalize, whose answer is kept in the answer cache

@@ -205,6 +205,10 @@ def load_truth(raw_dsn: str, clinician_dsn: str, redactor_dsn: str | None) -> Tr
     for dsn in filter(None, (clinician_dsn, redactor_dsn)):
         for table in ("patients", "visits", "labs", "diagnoses"):
             visible_text.append("\n".join(_dump(row) for row in _fetch(dsn, f"select * from {table}")))
+    # A masked cost rounded to a whole number is a five-digit number now and then, and may equal someone's zip
+    # code; the noise (keyed by the cluster's own key) decides which, so it is visible, not a leak.
+    visible_text.append("\n".join(_dump(row) for row in _fetch(
+        clinician_dsn, "select ceil(cost), floor(cost), round(cost), trunc(cost) from visits")))
     visible = "\n".join(visible_text)
     today = datetime.date.today()
     around_now = {(today + datetime.timedelta(days=d)).isoformat() for d in (-1, 0, 1)}

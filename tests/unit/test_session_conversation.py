@@ -247,6 +247,41 @@ def test_a_private_execute_whose_bind_failed_is_not_charged():
     assert [type(m) for m in backend(script.client_got())] == [ParseComplete, ErrorResponse, ReadyForQuery]
 
 
+
+def test_a_private_query_after_a_failed_batch_is_neither_checked_nor_charged():
+    """A Query pipelined after extended messages without Sync: the batch is open until Sync, so the private
+    Query waits for PostgreSQL's answers before the charge; the batch failed, PostgreSQL ignores the Query, and
+    pgshroud sends nothing for it (no check with a Sync of its own) and charges nothing."""
+    ledger = MemoryLedger(capped(1.0))
+    script = Script("analyst", ledger=ledger)
+    script.client(Parse("", "SELECT 1", ()), Bind("", "", (), (), ()), Execute("", 0), Flush(),
+                  Query("SELECT 1"), Query(PRIVATE_COUNT))
+    assert (Side.CLIENT, "charging") in script.paused
+    sent = frontend(script.upstream_sent())
+    assert [type(m) for m in sent] == [Parse, Bind, Execute, Flush, Query, Flush]
+    script.upstream(ParseComplete(), ErrorResponse.build("ERROR", "22P02", "invalid input syntax"))
+    assert frontend(script.upstream_sent()) == []
+    assert not ledger.charges and not script.paused
+    script.client(Sync())
+    assert frontend(script.upstream_sent()) == [Sync()]
+    script.upstream(IDLE)
+    assert [type(m) for m in backend(script.client_got())] == [ParseComplete, ErrorResponse, ReadyForQuery]
+
+
+def test_a_portal_ends_with_its_transaction():
+    """PostgreSQL drops a Bind's portal when the transaction ends: an Execute of it later is PostgreSQL's to
+    refuse, and is not charged."""
+    ledger = MemoryLedger(capped(1.0))
+    script = Script("analyst", ledger=ledger)
+    script.client(Parse("counted", PRIVATE_COUNT, ()), Bind("kept", "counted", (), (), ()), Sync())
+    script.upstream_sent()
+    script.upstream(ParseComplete(), BindComplete(), IDLE)
+    script.client_got()
+    script.client(Execute("kept", 0), Sync())
+    assert not ledger.charges
+    assert [type(m) for m in frontend(script.upstream_sent())] == [Execute, Sync]
+
+
 # the end of a session
 
 

@@ -125,6 +125,9 @@ def run_client(index: int, ports: list[int], user: str, tally: Tally, stop: thre
     notices: list[str] = []
     conn: psycopg.Connection | None = None
     try:
+        # Connected before the race starts, so that a slow login on one process does not leave the whole budget
+        # to the other's clients.
+        conn = connect(ports[which], user, notices)
         start.wait(30)
         while not stop.is_set():
             port = ports[which]

@@ -4,15 +4,19 @@ enforces the example policy (admin raw, clinician masked, analyst aggregate)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import io
 from collections.abc import Iterator
 from importlib import resources
+from typing import Any
 
 import pytest
 from psycopg.conninfo import make_conninfo
 
 from pgshroud.policies.loader import load_policy
-from pgshroud.policies.model import Policy
+from pgshroud.policies.model import Budgets, EpsilonDelta, Policy
+from pgshroud.proxy.budget.ledger import PostgresLedger
 from pgshroud.proxy.commands.demo_data import load_demo_dataset
 from pgshroud.proxy.commands.pgcluster import ThrowawayCluster
 from pgshroud.proxy.commands.setup import run_setup
@@ -55,6 +59,23 @@ def guarded(pg: ThrowawayCluster, health_db: str, health_policy: Policy) -> Iter
     proxy = RunningProxy(shared)
     yield proxy
     proxy.stop()
+
+
+@contextlib.contextmanager
+def ledgered_proxy(pg: ThrowawayCluster, health_db: str, health_policy: Policy,
+                   **config: Any) -> Iterator[RunningProxy]:
+    """pgshroud with the healthcare policy, budgets ample (epsilon 10,000 per user) and its ledger in `health`;
+    `config` overrides the server configuration (e.g. answer_cache_seconds)."""
+    policy = dataclasses.replace(health_policy, budgets=Budgets(per_user=EpsilonDelta(10_000, 1.0)))
+    catalog = asyncio.run(read_catalog(health_db))
+    upstream = make_conninfo(pg.dsn(), sslmode="disable")
+    shared = SessionContext(proxy_config(upstream, **config), plan, ledger=PostgresLedger(health_db, policy),
+                            policy=policy, catalog=lambda: catalog)
+    proxy = RunningProxy(shared)
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
 
 
 @pytest.fixture(scope="session")

@@ -125,7 +125,7 @@ class Script:
             elif isinstance(effect, Close):
                 self.closed.add(effect.side)
             elif isinstance(effect, CancelUpstream):
-                pass
+                pass  # kept in self.effects for the tests that look for it; no socket to cancel on
             else:
                 try:
                     value = self._perform(effect)

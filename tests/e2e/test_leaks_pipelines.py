@@ -10,17 +10,12 @@ whatever the proxy asks), by writing to its socket directly.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import os
 import socket
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
-from pgshroud.policies.model import Budgets, EpsilonDelta
-from pgshroud.proxy.budget.ledger import PostgresLedger
 from pgshroud.proxy.codec.messages import (
     Bind,
     Close,
@@ -34,10 +29,8 @@ from pgshroud.proxy.codec.messages import (
     ReadyForQuery,
     Sync,
 )
-from pgshroud.proxy.ops.catalog import read_catalog
-from pgshroud.proxy.session.driver import SessionContext
-from pgshroud.rewriter import plan
-from tests.fix_proxy import RunningProxy, proxy_config
+from tests.fix_health import ledgered_proxy
+from tests.fix_proxy import RunningProxy
 from tests.rawclient import RawClient
 
 PRIVATE_QUERY = "SELECT department, count(*) FROM visits GROUP BY department"
@@ -45,27 +38,15 @@ PRIVATE_QUERY = "SELECT department, count(*) FROM visits GROUP BY department"
 
 @pytest.fixture(scope="module")
 def proxy(pg, health_db, health_policy):
-    policy = dataclasses.replace(health_policy, budgets=Budgets(per_user=EpsilonDelta(10_000, 1.0)))
-    catalog = asyncio.run(read_catalog(health_db))
-    upstream = make_conninfo(pg.dsn(), sslmode="disable")
-    shared = SessionContext(proxy_config(upstream), plan, ledger=PostgresLedger(health_db, policy), policy=policy,
-                            catalog=lambda: catalog)
-    running = RunningProxy(shared)
-    yield running
-    running.stop()
+    with ledgered_proxy(pg, health_db, health_policy) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
 def cached_proxy(pg, health_db, health_policy):
     """The same, with the answer cache on, as `pgshroud serve` runs by default."""
-    policy = dataclasses.replace(health_policy, budgets=Budgets(per_user=EpsilonDelta(10_000, 1.0)))
-    catalog = asyncio.run(read_catalog(health_db))
-    upstream = make_conninfo(pg.dsn(), sslmode="disable")
-    shared = SessionContext(proxy_config(upstream, answer_cache_seconds=300), plan,
-                            ledger=PostgresLedger(health_db, policy), policy=policy, catalog=lambda: catalog)
-    running = RunningProxy(shared)
-    yield running
-    running.stop()
+    with ledgered_proxy(pg, health_db, health_policy, answer_cache_seconds=300) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -15,18 +15,15 @@ import re
 import asyncpg
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
-from pgshroud.policies.model import Budgets, EpsilonDelta
-from pgshroud.proxy.budget.ledger import PostgresLedger
 from pgshroud.proxy.codec.messages import CommandComplete, DataRow, ErrorResponse
 from pgshroud.proxy.ops.catalog import read_catalog
-from pgshroud.proxy.session.driver import SessionContext
 from pgshroud.proxy.session.release import WITHHELD_ERROR
 from pgshroud.proxy.session.release import withheld_error as _withheld_error
-from pgshroud.rewriter import plan
 from pgshroud.rewriter.names import upstream_name
-from tests.fix_proxy import RunningProxy, proxy_config
+from tests.fix_health import ledgered_proxy
+from tests.fix_proxy import RunningProxy
 
 REFUSED = ("42501", "42601", "0A000")
 PRIVATE_QUERY = "SELECT department, count(*) FROM visits GROUP BY department"
@@ -35,14 +32,8 @@ PRIVATE_QUERY = "SELECT department, count(*) FROM visits GROUP BY department"
 @pytest.fixture(scope="module")
 def proxy(pg, health_db, health_policy):
     """pgshroud with the healthcare policy and a ledger; budgets ample."""
-    policy = dataclasses.replace(health_policy, budgets=Budgets(per_user=EpsilonDelta(10_000, 1.0)))
-    catalog = asyncio.run(read_catalog(health_db))
-    upstream = make_conninfo(pg.dsn(), sslmode="disable")
-    shared = SessionContext(proxy_config(upstream), plan, ledger=PostgresLedger(health_db, policy), policy=policy,
-                            catalog=lambda: catalog)
-    running = RunningProxy(shared)
-    yield running
-    running.stop()
+    with ledgered_proxy(pg, health_db, health_policy) as running:
+        yield running
 
 
 def connect(proxy: RunningProxy, user: str, **kwargs) -> psycopg.Connection:
